@@ -1,0 +1,57 @@
+"""One exception family for everything a user can get wrong.
+
+The command line turns any :class:`BulkInferError` into a one-paragraph message on stderr and exit
+status 2, without a traceback. Plugins raise these too (for example a missing input column), and
+the runner unwraps them from Ray's task errors so the user sees the same message.
+"""
+
+from __future__ import annotations
+
+
+class BulkInferError(Exception):
+    """Base class: an error the user can fix; its message says what and where."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        self.message = message
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+    def __reduce__(self):  # keep the error picklable across Ray processes
+        return (_rebuild, (type(self), self.message, self.key))
+
+
+def _rebuild(cls: type[BulkInferError], message: str, key: str | None) -> BulkInferError:
+    return cls(message, key=key)
+
+
+class ConfigError(BulkInferError):
+    """The composed configuration is invalid; ``key`` is the dotted path of the bad value."""
+
+
+class PluginNotFoundError(ConfigError):
+    """A config names a plugin that no installed package registers."""
+
+
+class PluginLoadError(ConfigError):
+    """A registered plugin could not be imported or does not implement its interface."""
+
+
+class PlanError(BulkInferError):
+    """The job is valid but cannot run on this cluster (resources, deadlock)."""
+
+
+class DataError(BulkInferError):
+    """The data does not fit the config: a missing file, column, or wrong type."""
+
+
+class ColumnNotFoundError(DataError):
+    """A stage reads a column that the data does not have."""
+
+    @classmethod
+    def for_column(
+        cls, column: str, available: list[str], *, key: str | None = None
+    ) -> ColumnNotFoundError:
+        listed = ", ".join(available) if available else "(none)"
+        return cls(f"column {column!r} is not in the data; available columns: {listed}", key=key)

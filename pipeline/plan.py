@@ -1,0 +1,207 @@
+"""Validated config -> :class:`Plan`, plain data the runner compiles into a Ray Data job.
+
+Nothing here imports Ray or Hydra, so validation, planning and dry runs are fast and testable
+without a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pipeline import registry
+from pipeline.errors import PlanError
+from pipeline.interfaces import MapStage, Plugin, Sink, Source
+from pipeline.secrets import mask_secrets
+from pipeline.settings import JobConfig, RaySettings, RunSettings, StageSettings
+from pipeline.validation import reject_code_references, validate_model
+
+#: Smallest CPU share the planner gives a worker before it refuses the plan instead.
+MIN_CPU_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class Step:
+    """One plugin in the job: where it came from in the config, its class and validated params."""
+
+    key: str  # config path: "source", "preprocessors[0]", "predictor", "sink"
+    kind: str
+    name: str
+    plugin: type[Plugin]
+    params: Any
+    stage: StageSettings | None = None  # map stages only
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the runner needs, validated; ``io_cpus`` is set by :func:`budget_resources`."""
+
+    source: Step
+    maps: tuple[Step, ...]
+    sink: Step
+    ray: RaySettings
+    run: RunSettings
+    fingerprint: str
+    io_cpus: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return (self.source, *self.maps, self.sink)
+
+
+def _step(kind: str, key: str, raw: Any) -> Step:
+    plugin = registry.load(kind, raw.type, key=f"{key}.type")
+    params = validate_model(plugin.Params, raw.params, f"{key}.params")
+    stage = None
+    if issubclass(plugin, MapStage):
+        merged = {**plugin.default_stage.model_dump(exclude_unset=True), **(raw.stage or {})}
+        stage = validate_model(StageSettings, merged, f"{key}.stage")
+    elif raw.stage:
+        raise PlanError(f"{kind} plugins are not map stages and take no 'stage' block", key=key)
+    return Step(key=key, kind=kind, name=raw.type, plugin=plugin, params=params, stage=stage)
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """Hash of what determines the output: data flow only, not how or where it runs."""
+    relevant = {k: config.get(k) for k in ("source", "preprocessors", "predictor", "sink")}
+    blob = json.dumps(relevant, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def build_plan(config: dict[str, Any]) -> Plan:
+    """Validate a resolved config (plain dicts and lists) and load the plugins it names."""
+    reject_code_references(config)
+    job = validate_model(JobConfig, config, "")
+    maps = [
+        _step("preprocessor", f"preprocessors[{i}]", raw) for i, raw in enumerate(job.preprocessors)
+    ]
+    if job.predictor is not None:
+        maps.append(_step("predictor", "predictor", job.predictor))
+    source = _step("source", "source", job.source)
+    sink = _step("sink", "sink", job.sink)
+    assert issubclass(source.plugin, Source) and issubclass(sink.plugin, Sink)
+    return Plan(
+        source=source,
+        maps=tuple(maps),
+        sink=sink,
+        ray=job.ray,
+        run=job.run,
+        fingerprint=fingerprint(config),
+    )
+
+
+def _fmt(n: float) -> str:
+    return f"{n:g}"
+
+
+def budget_resources(plan: Plan, cpus: float, gpus: float) -> Plan:
+    """Share the cluster between actor pools, task stages and I/O so the job can always progress.
+
+    Actor pools hold their CPUs for the whole job. If they took every CPU, Ray Data could never
+    schedule a read or write task and would wait forever, so the planner keeps ``ray.io_cpus``
+    free, gives actor stages without an explicit ``num_cpus`` an equal share of the rest (at most
+    one CPU each), caps task stages at what stays free, and refuses plans that cannot fit.
+    """
+    for step in plan.maps:
+        s = step.stage
+        assert s is not None
+        if s.num_gpus > 0 and s.num_gpus * max(1, s.min_workers) > gpus:
+            have = f"{_fmt(gpus)} GPU" + ("s" if gpus != 1 else "")
+            raise PlanError(
+                f"asks for {_fmt(s.num_gpus)} GPU per worker x {max(1, s.min_workers)} worker(s), "
+                f"but the Ray cluster has {have}. Set {step.key}.stage.num_gpus=0 to run on CPUs, "
+                "or connect to a cluster with GPUs (ray.address).",
+                key=f"{step.key}.stage.num_gpus",
+            )
+        if s.num_cpus is not None and s.num_cpus > cpus:
+            raise PlanError(
+                f"asks for {_fmt(s.num_cpus)} CPUs per worker but the Ray cluster has "
+                f"{_fmt(cpus)}. Lower it to at most {_fmt(cpus)}.",
+                key=f"{step.key}.stage.num_cpus",
+            )
+
+    actors = [st for st in plan.maps if st.stage and st.stage.compute == "actors"]
+    fixed = sum(st.stage.num_cpus * st.stage.min_workers for st in actors if st.stage.num_cpus)
+    shared = [st for st in actors if st.stage.num_cpus is None]
+    io = min(plan.ray.io_cpus, cpus)
+    left = cpus - io - fixed
+    if left < 0 or (shared and left / sum(st.stage.min_workers for st in shared) < MIN_CPU_SHARE):
+        held = ", ".join(
+            f"{st.key}: {st.stage.min_workers} actor(s) x "
+            f"{'shared' if st.stage.num_cpus is None else _fmt(st.stage.num_cpus)} CPU"
+            for st in actors
+        )
+        raise PlanError(
+            f"the actor pools ({held}) leave no CPU for reading and writing on a cluster of "
+            f"{_fmt(cpus)} CPUs (the job would wait forever). Lower a stage's concurrency, give "
+            f"it a smaller num_cpus (fractions are fine, e.g. 0.5), or lower ray.io_cpus "
+            f"(now {_fmt(plan.ray.io_cpus)}).",
+            key=f"{actors[-1].key}.stage" if actors else "ray.io_cpus",
+        )
+    share = 0.0
+    if shared:
+        workers = sum(st.stage.min_workers for st in shared)
+        share = min(1.0, math.floor(left / workers * 100) / 100)
+    free = cpus - fixed - share * sum(st.stage.min_workers for st in shared)
+
+    notes: list[str] = []
+    maps: list[Step] = []
+    for step in plan.maps:
+        s = step.stage
+        if s.compute == "actors" and s.num_cpus is None:
+            s = s.model_copy(update={"num_cpus": share})
+            notes.append(f"{step.key}: {s.min_workers} actor(s) x {_fmt(share)} CPU (shared)")
+        elif s.compute == "tasks":
+            task_cpus = s.num_cpus if s.num_cpus is not None else min(1.0, free)
+            if task_cpus > free + 1e-9:
+                raise PlanError(
+                    f"tasks need {_fmt(task_cpus)} CPU each but actor pools leave {_fmt(free)} of "
+                    f"{_fmt(cpus)} CPUs free; lower it or the actor pools' size.",
+                    key=f"{step.key}.stage.num_cpus",
+                )
+            s = s.model_copy(update={"num_cpus": task_cpus})
+        maps.append(replace(step, stage=s))
+    io_cpus = round(min(1.0, free), 2)
+    notes.append(f"read/write tasks: {_fmt(io_cpus)} CPU each")
+    return replace(plan, maps=tuple(maps), io_cpus=io_cpus, notes=tuple(notes))
+
+
+def local_budget(plan: Plan) -> Plan:
+    """Budget for the embedded local Ray before it starts (its size is known in advance).
+
+    A connected cluster is budgeted after connecting. GPUs of a local machine are only known to
+    Ray once it starts, so unless ``ray.num_gpus`` is set they are not checked here.
+    """
+    if plan.ray.address:
+        return plan
+    cpus = plan.ray.num_cpus or os.cpu_count() or 1
+    gpus = plan.ray.num_gpus if plan.ray.num_gpus is not None else math.inf
+    return budget_resources(plan, cpus, gpus)
+
+
+def _stage_line(stage: StageSettings) -> str:
+    data = stage.model_dump(exclude_defaults=False)
+    if not data["ray_remote_args"]:
+        data.pop("ray_remote_args")
+    return ", ".join(f"{k}={v}" for k, v in data.items())
+
+
+def describe(plan: Plan) -> str:
+    """Human-readable plan, secrets masked: what ``run.dry_run=true`` prints."""
+    lines = [f"bulkinfer plan '{plan.run.name}' (config fingerprint {plan.fingerprint})"]
+    for n, step in enumerate(plan.steps, 1):
+        params = mask_secrets(step.params.model_dump(mode="json"))
+        lines.append(f"  {n}. {step.key}: {step.kind} '{step.name}'")
+        lines.append(f"       params: {json.dumps(params, sort_keys=False)}")
+        if step.stage is not None:
+            lines.append(f"       stage:  {_stage_line(step.stage)}")
+    ray = plan.ray.address or "local (embedded)"
+    lines.append(f"  ray: {ray}")
+    for note in plan.notes:
+        lines.append(f"  resources: {note}")
+    return "\n".join(lines)

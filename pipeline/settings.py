@@ -1,0 +1,141 @@
+"""Pydantic models for the parts of a job config that are not plugin-specific.
+
+Plugins validate their own ``params``; everything else (how a stage runs, how Ray starts, what the
+run does) is validated here, with ``extra="forbid"`` so a misspelt key is an error, not a no-op.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BatchFormat = Literal["numpy", "pandas", "pyarrow"]
+Compute = Literal["actors", "tasks"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ConcurrencyRange(_Strict):
+    """Bounds of an autoscaling actor pool."""
+
+    min: int = Field(ge=1, description="Actors kept alive at all times.")
+    max: int = Field(ge=1, description="Most actors the pool grows to under load.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConcurrencyRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class StageSettings(_Strict):
+    """How one map stage (a preprocessor or the predictor) runs on Ray Data."""
+
+    batch_size: int | None = Field(
+        default=None,
+        gt=0,
+        description="Rows per batch handed to the stage; required when num_gpus > 0.",
+    )
+    batch_format: BatchFormat = Field(
+        default="numpy", description="Batch type the stage receives: numpy, pandas or pyarrow."
+    )
+    compute: Compute = Field(
+        default="tasks",
+        description="actors: a pool of long-lived workers (state, e.g. a model, loads once); "
+        "tasks: stateless short-lived workers.",
+    )
+    concurrency: int | ConcurrencyRange | None = Field(
+        default=None,
+        description="Actors: pool size, or {min, max} to autoscale. Tasks: most tasks at once "
+        "(null: as many as resources allow).",
+    )
+    num_cpus: float | None = Field(
+        default=None,
+        ge=0,
+        description="CPUs reserved per worker; null lets the planner share the cluster's CPUs "
+        "between actor pools and I/O.",
+    )
+    num_gpus: float = Field(default=0, ge=0, description="GPUs reserved per worker.")
+    memory: int | None = Field(
+        default=None, ge=0, description="Bytes of memory reserved per worker (limits packing)."
+    )
+    ray_remote_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Other Ray remote arguments passed through to map_batches "
+        "(e.g. resources, accelerator_type, runtime_env).",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StageSettings:
+        if self.num_gpus > 0 and self.batch_size is None:
+            raise ValueError("batch_size is required when num_gpus > 0 (Ray refuses otherwise)")
+        if self.compute == "tasks" and isinstance(self.concurrency, ConcurrencyRange):
+            raise ValueError("{min, max} concurrency is for compute: actors; tasks take an int")
+        reserved = {"num_cpus", "num_gpus", "memory", "concurrency", "compute", "batch_size"}
+        clash = sorted(reserved & set(self.ray_remote_args))
+        if clash:
+            raise ValueError(f"set {', '.join(clash)} as stage keys, not in ray_remote_args")
+        return self
+
+    @property
+    def min_workers(self) -> int:
+        """Workers an actor pool holds at all times (tasks hold none)."""
+        if self.compute == "tasks":
+            return 0
+        if isinstance(self.concurrency, ConcurrencyRange):
+            return self.concurrency.min
+        return self.concurrency or 1
+
+
+class StageConfig(_Strict):
+    """One stage as written in YAML: which plugin, its params, and (map stages) how it runs."""
+
+    type: str = Field(description="The plugin's registered entry-point name.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Validated by the plugin.")
+    stage: dict[str, Any] | None = Field(
+        default=None, description="StageSettings overrides (map stages only)."
+    )
+
+
+class RaySettings(_Strict):
+    """Where the job runs. No address: an embedded local Ray started for this job."""
+
+    address: str | None = Field(
+        default=None, description="null: start local Ray; 'auto' or 'ray://host:port': connect."
+    )
+    num_cpus: int | None = Field(default=None, ge=1, description="Local Ray only: CPUs to use.")
+    num_gpus: int | None = Field(default=None, ge=0, description="Local Ray only: GPUs to use.")
+    object_store_memory: int | None = Field(
+        default=None, ge=78643200, description="Local Ray only: object store bytes."
+    )
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="Ray runtime_env (working_dir, pip, env_vars, ...)."
+    )
+    include_dashboard: bool = Field(default=False, description="Local Ray only.")
+    io_cpus: float = Field(
+        default=0.5,
+        gt=0,
+        description="CPUs the planner keeps free for read and write tasks when it sizes actors.",
+    )
+
+
+class RunSettings(_Strict):
+    """What the run does besides the data flow."""
+
+    dry_run: bool = Field(default=False, description="Validate and print the plan; start nothing.")
+    name: str = Field(default="bulkinfer", description="Job name, used in logs.")
+    progress: bool = Field(default=True, description="Show Ray Data progress bars.")
+
+
+class JobConfig(_Strict):
+    """The whole composed config, before plugin params are validated."""
+
+    source: StageConfig
+    preprocessors: list[StageConfig] = Field(default_factory=list)
+    predictor: StageConfig | None = None
+    sink: StageConfig
+    ray: RaySettings = Field(default_factory=RaySettings)
+    run: RunSettings = Field(default_factory=RunSettings)

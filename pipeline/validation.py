@@ -1,0 +1,74 @@
+"""Turn pydantic errors and unsafe config shapes into :class:`ConfigError` with key paths."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Keys that would make a config choose Python code to import; plugins are chosen by name only.
+FORBIDDEN_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+
+
+def join_key(prefix: str, loc: tuple[Any, ...] | list[Any]) -> str:
+    """Dotted key path: ``join_key("predictor.stage", ("concurrency", "min"))``.
+
+    gives ``predictor.stage.concurrency.min``; list positions render as ``[i]``.
+    """
+    key = prefix
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        else:
+            key = f"{key}.{part}" if key else str(part)
+    return key
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(model.model_fields) if len(error["loc"]) == 1 else ""
+        msg = "unknown key" + (f"; allowed keys: {allowed}" if allowed else "")
+    elif "input" in error and error["type"] != "missing":
+        msg += f" (got {error['input']!r})"
+    return msg
+
+
+def validate_model(model: type[M], data: Any, key: str) -> M:
+    """Validate ``data`` against ``model``; errors name the full key path under ``key``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"expected a mapping, got {type(data).__name__} {data!r}", key=key)
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            lines.append(f"{join_key(key, error['loc'])}: {_describe(error, model)}")
+        first_key = join_key(key, exc.errors()[0]["loc"])
+        message = lines[0].split(": ", 1)[1] if len(lines) == 1 else "\n  " + "\n  ".join(lines)
+        raise ConfigError(message, key=first_key) from None
+
+
+def reject_code_references(config: Any, key: str = "") -> None:
+    """Refuse Hydra instantiate keys anywhere: a config must not choose code to import."""
+    if isinstance(config, Mapping):
+        for name, value in config.items():
+            child = join_key(key, (name,))
+            if name in FORBIDDEN_KEYS:
+                raise ConfigError(
+                    f"{name} is not allowed: configs select plugins by registered name ('type'), "
+                    "never by Python path. To use your own class, register it under an entry-point "
+                    "group such as bulkinfer.predictors in your package's pyproject.toml.",
+                    key=child,
+                )
+            reject_code_references(value, child)
+    elif isinstance(config, list):
+        for index, value in enumerate(config):
+            reject_code_references(value, join_key(key, (index,)))
