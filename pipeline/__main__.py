@@ -70,6 +70,16 @@ def run(cfg: DictConfig) -> Any:
     return result
 
 
+def run_with_overrides(overrides: list[str]) -> Any:
+    """Compose the config as the command line would and run it in this process.
+
+    For tests and notebooks; reuses a Ray instance this process already started. Keys that
+    interpolate ``${hydra:...}`` (the default sink path) must be overridden.
+    """
+    with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return run(hydra.compose("config", overrides=list(overrides)))
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
     try:
