@@ -1,4 +1,4 @@
-"""Row counts and per-stage figures from Ray Data's own execution stats.
+"""Per-operator figures from Ray Data's own execution stats.
 
 Ray Data keeps them on the executed dataset (``_write_ds`` after a write); those attributes are
 not public API, so every access is guarded and a missing figure is reported as ``None``.
@@ -6,15 +6,7 @@ not public API, so every access is guarded and a missing figure is reported as `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
-
-
-@dataclass
-class RowCounts:
-    rows_in: int | None = None
-    rows_out: int | None = None
-    stages: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _summary(ds: Any) -> Any | None:
@@ -32,11 +24,11 @@ def _operators(summary: Any) -> list[Any]:
     return ops + list(getattr(summary, "operators_stats", []) or [])
 
 
-def operator_rows(ds: Any) -> RowCounts:
-    """Rows read by the first operator, rows produced by the last non-write operator."""
+def operator_stages(ds: Any) -> list[dict[str, Any]]:
+    """Each executed operator's name, output rows and total time, in execution order."""
     summary = _summary(ds)
     if summary is None:
-        return RowCounts()
+        return []
     stages = []
     for op in _operators(summary):
         rows = getattr(op, "output_num_rows", None)
@@ -47,10 +39,4 @@ def operator_rows(ds: Any) -> RowCounts:
                 "time_s": round(float(op.time_total_s), 3),
             }
         )
-    data_stages = [s for s in stages if not s["name"].startswith("Write")]
-    counted = [s["rows"] for s in data_stages if s["rows"] is not None]
-    return RowCounts(
-        rows_in=counted[0] if counted else None,
-        rows_out=counted[-1] if counted else None,
-        stages=stages,
-    )
+    return stages

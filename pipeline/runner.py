@@ -16,9 +16,10 @@ import ray
 import ray.data
 
 from pipeline.errors import BulkInferError, ColumnNotFoundError, DataError, PlanError
-from pipeline.interfaces import IOContext, MapStage
+from pipeline.interfaces import IOContext
 from pipeline.plan import Plan, Step, budget_resources, describe
-from pipeline.ray_stats import operator_rows
+from pipeline.ray_stats import operator_stages
+from pipeline.stage_call import JobCounters, StageCall, actor_class
 
 log = logging.getLogger("bulkinfer")
 
@@ -32,6 +33,8 @@ class RunResult:
     rows_out: int | None
     wall_s: float
     job_s: float
+    first_row_s: float | None = None
+    stage_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -80,24 +83,7 @@ def cluster_budget(plan: Plan) -> Plan:
     return budget_resources(plan, resources.get("CPU", 0.0), resources.get("GPU", 0.0))
 
 
-class _TaskAdapter:
-    """Runs a map-stage class as a stateless task: one instance per worker process, reused."""
-
-    _instances: dict[tuple[int, str], MapStage] = {}
-
-    def __init__(self, plugin: type[MapStage], params: Any) -> None:
-        self.plugin = plugin
-        self.params = params
-
-    def __call__(self, batch: Any) -> Any:
-        cache_key = (id(self.plugin), self.params.model_dump_json())
-        stage = self._instances.get(cache_key)
-        if stage is None:
-            stage = self._instances[cache_key] = self.plugin(self.params)
-        return stage(batch)
-
-
-def _map(ds: ray.data.Dataset, step: Step) -> ray.data.Dataset:
+def _map(ds: ray.data.Dataset, step: Step, counters: Any, final: bool) -> ray.data.Dataset:
     s = step.stage
     assert s is not None
     kwargs: dict[str, Any] = dict(
@@ -109,6 +95,9 @@ def _map(ds: ray.data.Dataset, step: Step) -> ray.data.Dataset:
     )
     if s.memory:
         kwargs["memory"] = s.memory
+    call = dict(
+        plugin=step.plugin, params=step.params, key=step.key, counters=counters, final=final
+    )
     if s.compute == "actors":
         if isinstance(s.concurrency, int) or s.concurrency is None:
             compute = ray.data.ActorPoolStrategy(size=s.concurrency or 1)
@@ -117,10 +106,19 @@ def _map(ds: ray.data.Dataset, step: Step) -> ray.data.Dataset:
                 min_size=s.concurrency.min, max_size=s.concurrency.max
             )
         return ds.map_batches(
-            step.plugin, compute=compute, fn_constructor_kwargs={"params": step.params}, **kwargs
+            actor_class(step.plugin),
+            compute=compute,
+            fn_constructor_kwargs={**call, "eager": True},
+            **kwargs,
         )
     compute = ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
-    return ds.map_batches(_TaskAdapter(step.plugin, step.params), compute=compute, **kwargs)
+    return ds.map_batches(StageCall(**call), compute=compute, **kwargs)
+
+
+def _count_only(ds: ray.data.Dataset, counters: Any, num_cpus: float) -> ray.data.Dataset:
+    """A job without map stages still counts its rows (a pass-through fused into the read)."""
+    call = StageCall(None, None, "source", counters, final=True)
+    return ds.map_batches(call, batch_format="pyarrow", num_cpus=num_cpus)
 
 
 def _check_columns(plan: Plan, ds: ray.data.Dataset) -> None:
@@ -156,16 +154,22 @@ def execute(plan: Plan) -> RunResult:
     started = time.perf_counter()
     plan = cluster_budget(plan)
     log.info("\n%s", describe(plan))
-    ray.data.DataContext.get_current().enable_progress_bars = plan.run.progress
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = plan.run.progress
+    # Surface a plugin's own exception (e.g. DataError naming a column), not Ray's wrapper.
+    context.raise_original_map_exception = True
     io = IOContext(ray_remote_args={"num_cpus": plan.io_cpus})
     sink = plan.sink.plugin(io)
     sink.check(plan.sink.params)
-    job_start = time.perf_counter()
+    counters = JobCounters.remote()
+    job_start, job_start_wall = time.perf_counter(), time.time()
     try:
         ds = plan.source.plugin(io).read(plan.source.params)
         _check_columns(plan, ds)
-        for step in plan.maps:
-            ds = _map(ds, step)
+        for n, step in enumerate(plan.maps, 1):
+            ds = _map(ds, step, counters, final=n == len(plan.maps))
+        if not plan.maps:
+            ds = _count_only(ds, counters, plan.io_cpus or 1.0)
         written = sink.write(ds, plan.sink.params)
     except BulkInferError:
         raise
@@ -175,12 +179,19 @@ def execute(plan: Plan) -> RunResult:
             raise user_error from None
         raise
     job_s = time.perf_counter() - job_start
-    rows = operator_rows(ds)
+    counted = ray.get(counters.snapshot.remote())
+    ray.kill(counters)
+    rows = {key: tuple(v) for key, v in counted["rows"].items()}
+    first_key = plan.maps[0].key if plan.maps else "source"
+    last_key = plan.maps[-1].key if plan.maps else "source"
+    first_at = counted["first_output_at"]
     return RunResult(
         output=written.location,
-        rows_in=rows.rows_in,
-        rows_out=written.rows if written.rows is not None else rows.rows_out,
+        rows_in=rows.get(first_key, (0, 0))[0],
+        rows_out=written.rows if written.rows is not None else rows.get(last_key, (0, 0))[1],
         wall_s=time.perf_counter() - started,
         job_s=job_s,
-        stages=rows.stages,
+        first_row_s=first_at - job_start_wall if first_at else None,
+        stage_rows=rows,
+        stages=operator_stages(ds),
     )

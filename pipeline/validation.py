@@ -15,6 +15,14 @@ M = TypeVar("M", bound=BaseModel)
 FORBIDDEN_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 
 
+#: Parts of a pydantic error location that name a union member, not a config key.
+_UNION_TAGS = {"int", "float", "str", "bool", "none", "list", "dict"}
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in _UNION_TAGS or "[" in part or part[:1].isupper()
+
+
 def join_key(prefix: str, loc: tuple[Any, ...] | list[Any]) -> str:
     """Dotted key path: ``join_key("predictor.stage", ("concurrency", "min"))``.
 
@@ -24,9 +32,21 @@ def join_key(prefix: str, loc: tuple[Any, ...] | list[Any]) -> str:
     for part in loc:
         if isinstance(part, int):
             key += f"[{part}]"
-        else:
+        elif not _is_union_tag(str(part)):
             key = f"{key}.{part}" if key else str(part)
     return key
+
+
+def _relevant(errors: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """One union value fails against every member; keep the member errors that say why."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for error in errors:
+        by_key.setdefault(join_key(prefix, error["loc"]), []).append(error)
+    kept = []
+    for group in by_key.values():
+        specific = [e for e in group if not e["type"].endswith(("_type", "_parsing"))]
+        kept += specific or group[:1]
+    return kept
 
 
 def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
@@ -48,10 +68,9 @@ def validate_model(model: type[M], data: Any, key: str) -> M:
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            lines.append(f"{join_key(key, error['loc'])}: {_describe(error, model)}")
-        first_key = join_key(key, exc.errors()[0]["loc"])
+        errors = _relevant(exc.errors(), key)
+        lines = [f"{join_key(key, error['loc'])}: {_describe(error, model)}" for error in errors]
+        first_key = join_key(key, errors[0]["loc"])
         message = lines[0].split(": ", 1)[1] if len(lines) == 1 else "\n  " + "\n  ".join(lines)
         raise ConfigError(message, key=first_key) from None
 

@@ -43,9 +43,7 @@ class _FileSource(Source):
         if self.io.num_blocks:
             kwargs["override_num_blocks"] = self.io.num_blocks
         try:
-            ds = getattr(ray.data, self.reader)(
-                params.path, ray_remote_args=dict(self.io.ray_remote_args), **kwargs
-            )
+            ds = getattr(ray.data, self.reader)(params.path, **self.io.ray_remote_args, **kwargs)
         except (FileNotFoundError, OSError, ValueError) as exc:
             raise DataError(f"cannot read {params.path}: {exc}", key="source.params.path") from exc
         if params.columns:

@@ -1,0 +1,83 @@
+"""The command line as a user meets it: the default job, dry runs, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+
+@pytest.fixture(scope="module")
+def default_job(tmp_path_factory):
+    """`python -m pipeline` with no arguments (only the Hydra run folder moved to a temp dir)."""
+    from tests.conftest import run_cli
+
+    run_dir = tmp_path_factory.mktemp("run")
+    done = run_cli(f"hydra.run.dir={run_dir}")
+    return done, run_dir
+
+
+def test_the_default_job_embeds_every_sample_sentence(default_job):
+    done, run_dir = default_job
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pq.read_table(run_dir / "predictions")
+    assert table.num_rows == 300
+    assert {"id", "text", "embedding"} <= set(table.column_names)
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    assert vectors.shape == (300, 384)
+    assert np.isfinite(vectors).all()
+
+
+def test_identical_texts_get_identical_embeddings(default_job):
+    _, run_dir = default_job
+    rows = pq.read_table(run_dir / "predictions").to_pylist()
+    by_text: dict[str, list] = {}
+    for row in rows:
+        by_text.setdefault(row["text"], []).append(np.asarray(row["embedding"]))
+    repeated = [vs for vs in by_text.values() if len(vs) > 1]
+    assert repeated, "the sample ships one sentence three times"
+    for vectors in repeated:
+        for other in vectors[1:]:
+            np.testing.assert_allclose(vectors[0], other, rtol=1e-5, atol=1e-6)
+    distinct = [vs[0] for vs in by_text.values()][:2]
+    assert not np.allclose(distinct[0], distinct[1])
+
+
+def test_the_default_job_ends_with_where_how_many_and_how_fast(default_job):
+    done, run_dir = default_job
+    last = done.stdout.strip().splitlines()[-1]
+    assert "300 rows in, 300 rows out" in last
+    assert "rows/s" in last
+    assert str(run_dir / "predictions") in last
+
+
+def test_a_dry_run_prints_the_plan_and_starts_nothing(cli):
+    done = cli("run.dry_run=true")
+    assert done.returncode == 0, done.stderr
+    assert "predictor: predictor 'sentence_embedding'" in done.stdout
+    assert "batch_size=256" in done.stdout
+    assert "ray" not in done.stderr.lower() or "Started a local Ray" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["predictor.stage.batch_size=0"],
+            "predictor.stage.batch_size: Input should be greater than 0",
+        ),
+        (["predictor.type=sentence_embeding"], "Did you mean 'sentence_embedding'?"),
+        (["source=parquet"], "source.params.path"),
+        (
+            ["predictor.stage.num_gpus=1", "predictor.stage.batch_size=null"],
+            "predictor.stage: Value error, batch_size is required",
+        ),
+        (["predictor.stage.num_gpus=1"], "predictor.stage.num_gpus: asks for 1 GPU per worker"),
+        (["+predictor.params.modle=x"], "predictor.params.modle: unknown key; allowed keys: model"),
+    ],
+)
+def test_a_bad_config_exits_2_with_the_key_and_no_traceback(cli, args, says):
+    done = cli(*args)
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,174 @@
+"""Validation and planning without Ray: every error names its key; the budget always progresses."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+
+import pytest
+
+from pipeline.errors import ConfigError, PlanError
+from pipeline.plan import budget_resources, build_plan, describe
+
+BASE = {
+    "source": {"type": "items", "params": {"items": ["a", "b"]}},
+    "preprocessors": [],
+    "predictor": {"type": "sentence_embedding", "params": {"input_column": "data"}, "stage": {}},
+    "sink": {"type": "show", "params": {}},
+    "ray": {},
+    "run": {"dry_run": True},
+}
+
+
+def config(**stage) -> dict:
+    cfg = copy.deepcopy(BASE)
+    cfg["predictor"]["stage"].update(stage)
+    return cfg
+
+
+def error_for(cfg: dict) -> ConfigError:
+    with pytest.raises(ConfigError) as err:
+        build_plan(cfg)
+    return err.value
+
+
+def test_stage_settings_merge_plugin_defaults_with_the_config():
+    plan = build_plan(config(batch_size=32))
+    stage = plan.maps[0].stage
+    assert stage.batch_size == 32
+    assert stage.compute == "actors"  # a predictor defaults to an actor pool
+
+
+@pytest.mark.parametrize(
+    ("stage", "key", "says"),
+    [
+        ({"batch_size": -1}, "predictor.stage.batch_size", "greater than 0"),
+        (
+            {"batch_format": "arrow"},
+            "predictor.stage.batch_format",
+            "'numpy', 'pandas' or 'pyarrow'",
+        ),
+        ({"compute": "gpu"}, "predictor.stage.compute", "'actors' or 'tasks'"),
+        ({"concurrency": {"min": 3, "max": 1}}, "predictor.stage.concurrency", "must not exceed"),
+        ({"num_gpus": 1, "batch_size": None}, "predictor.stage", "batch_size is required"),
+        ({"bogus": 1}, "predictor.stage.bogus", "unknown key"),
+        ({"ray_remote_args": {"num_cpus": 2}}, "predictor.stage", "not in ray_remote_args"),
+    ],
+)
+def test_bad_stage_settings_name_the_key_and_what_is_allowed(stage, key, says):
+    error = error_for(config(**stage))
+    assert error.key == key
+    assert says in str(error)
+
+
+def test_unknown_plugin_params_list_the_allowed_keys():
+    cfg = config()
+    cfg["predictor"]["params"]["modle"] = "x"
+    error = error_for(cfg)
+    assert error.key == "predictor.params.modle"
+    assert "allowed keys: model, input_column" in str(error)
+
+
+def test_an_unknown_top_level_key_is_an_error():
+    cfg = config()
+    cfg["predictr"] = {}
+    assert error_for(cfg).key == "predictr"
+
+
+@pytest.mark.parametrize("where", [("source",), ("predictor", "params"), ("preprocessors",)])
+def test_configs_cannot_name_python_code_to_instantiate(where):
+    cfg = config()
+    target = {"_target_": "os.system", "command": "true"}
+    if where == ("preprocessors",):
+        cfg["preprocessors"] = [target]
+        key = "preprocessors[0]._target_"
+    elif len(where) == 1:
+        cfg["source"]["_target_"] = "os.system"
+        key = "source._target_"
+    else:
+        cfg["predictor"]["params"]["loader"] = target
+        key = "predictor.params.loader._target_"
+    error = error_for(cfg)
+    assert error.key == key
+    assert "register it under an entry-point group" in str(error)
+
+
+def test_the_seeds_two_actor_pool_shares_two_cpus_and_leaves_room_for_io():
+    plan = budget_resources(build_plan(config(concurrency=2)), cpus=2, gpus=0)
+    assert plan.maps[0].stage.num_cpus == 0.75
+    assert plan.io_cpus == 0.5
+
+
+def test_actor_pools_that_would_starve_reads_and_writes_are_refused_with_what_to_change():
+    with pytest.raises(PlanError) as err:
+        budget_resources(build_plan(config(concurrency=2, num_cpus=1)), cpus=2, gpus=0)
+    assert err.value.key == "predictor.stage"
+    assert "wait forever" in str(err.value) and "Lower a stage's concurrency" in str(err.value)
+
+
+def test_a_gpu_stage_on_a_cluster_without_gpus_is_refused():
+    with pytest.raises(PlanError) as err:
+        budget_resources(build_plan(config(num_gpus=1, batch_size=8)), cpus=2, gpus=0)
+    assert err.value.key == "predictor.stage.num_gpus"
+    assert "the Ray cluster has 0 GPUs" in str(err.value)
+
+
+def test_a_gpu_stage_fits_a_cluster_with_enough_gpus():
+    plan = budget_resources(build_plan(config(num_gpus=1, batch_size=8, concurrency=2)), 8, 2)
+    assert plan.maps[0].stage.num_gpus == 1
+
+
+def test_more_cpus_per_worker_than_the_cluster_has_is_refused():
+    with pytest.raises(PlanError, match="the Ray cluster has 2"):
+        budget_resources(build_plan(config(num_cpus=5)), cpus=2, gpus=0)
+
+
+def test_the_seeds_memory_variant_fits_a_big_node():
+    # 5 CPUs per actor, 3 actors: the seed's "at most 3 per 16-CPU node".
+    plan = budget_resources(build_plan(config(num_cpus=5, concurrency=3)), cpus=16, gpus=0)
+    assert plan.maps[0].stage.num_cpus == 5
+    assert plan.io_cpus == 1.0
+
+
+def test_task_stages_get_no_more_cpu_than_the_actor_pools_leave():
+    tasks_only = budget_resources(build_plan(config(compute="tasks")), cpus=2, gpus=0)
+    assert tasks_only.maps[0].stage.num_cpus == 1.0
+    pooled = budget_resources(build_plan(config(concurrency=2)), cpus=2, gpus=0)
+    held = sum(s.stage.num_cpus * s.stage.min_workers for s in pooled.maps)
+    assert held + pooled.io_cpus <= 2
+
+
+def test_an_explicit_task_cpu_request_that_cannot_fit_beside_the_actors_is_refused():
+    plan = build_plan(config(compute="tasks", num_cpus=2))
+    assert budget_resources(plan, cpus=2, gpus=0).maps[0].stage.num_cpus == 2
+    pooled = build_plan(config(concurrency=1, num_cpus=1))
+    heavy_tasks = replace(
+        pooled.maps[0],
+        key="preprocessors[0]",
+        stage=pooled.maps[0].stage.model_copy(update={"compute": "tasks", "num_cpus": 1.5}),
+    )
+    with pytest.raises(PlanError, match="actor pools leave 1 of 2 CPUs free") as err:
+        budget_resources(replace(pooled, maps=(heavy_tasks, *pooled.maps)), cpus=2, gpus=0)
+    assert err.value.key == "preprocessors[0].stage.num_cpus"
+
+
+def test_an_unknown_local_gpu_count_is_not_checked_before_ray_starts():
+    plan = budget_resources(build_plan(config(num_gpus=1, batch_size=8)), cpus=2, gpus=math.inf)
+    assert plan.maps[0].stage.num_gpus == 1
+
+
+def test_the_printed_plan_masks_credentials():
+    cfg = config()
+    cfg["source"] = {"type": "items", "params": {"items": [{"api_token": "s3cr3t", "x": 1}]}}
+    text = describe(build_plan(cfg))
+    assert "s3cr3t" not in text and "***" in text
+
+
+def test_the_fingerprint_follows_the_data_flow_not_the_execution_settings():
+    a = build_plan(config(batch_size=8)).fingerprint
+    b = build_plan(config(batch_size=8, concurrency=2)).fingerprint
+    other = config(batch_size=8)
+    other["predictor"]["params"]["normalize"] = True
+    assert a != build_plan(other).fingerprint
+    assert a != b  # the stage block is part of the predictor config
