@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline import registry
+from pipeline.batching import AUTO_MAX_ROWS
 from pipeline.errors import PlanError
 from pipeline.interfaces import MapStage, Plugin, Sink, Source
 from pipeline.secrets import mask_secrets
@@ -47,6 +48,8 @@ class Plan:
     run: RunSettings
     fingerprint: str
     io_cpus: float | None = None
+    #: Rows per block after the read (None: as the source produces them); see ``size_blocks``.
+    rows_per_block: int | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -104,8 +107,12 @@ def budget_resources(plan: Plan, cpus: float, gpus: float) -> Plan:
 
     Actor pools hold their CPUs for the whole job. If they took every CPU, Ray Data could never
     schedule a read or write task and would wait forever, so the planner keeps ``ray.io_cpus``
-    free, gives actor stages without an explicit ``num_cpus`` an equal share of the rest (at most
-    one CPU each), caps task stages at what stays free, and refuses plans that cannot fit.
+    free (at most half the cluster; a whole CPU by default, because some of Ray Data's own
+    tasks, such as the file listing of its Parquet reader in Ray 2.60, ask for one), gives actor
+    stages without an explicit ``num_cpus`` an equal share of the rest (at most one CPU each),
+    sets each actor's native threads so that together they cover the cluster's cores (logical
+    CPU shares and threads are separate decisions), caps task stages at what stays free, and
+    refuses plans that cannot fit.
     """
     for step in plan.maps:
         s = step.stage
@@ -128,7 +135,7 @@ def budget_resources(plan: Plan, cpus: float, gpus: float) -> Plan:
     actors = [st for st in plan.maps if st.stage and st.stage.compute == "actors"]
     fixed = sum(st.stage.num_cpus * st.stage.min_workers for st in actors if st.stage.num_cpus)
     shared = [st for st in actors if st.stage.num_cpus is None]
-    io = min(plan.ray.io_cpus, cpus)
+    io = min(plan.ray.io_cpus, cpus / 2)
     left = cpus - io - fixed
     if left < 0 or (shared and left / sum(st.stage.min_workers for st in shared) < MIN_CPU_SHARE):
         held = ", ".join(
@@ -151,11 +158,19 @@ def budget_resources(plan: Plan, cpus: float, gpus: float) -> Plan:
 
     notes: list[str] = []
     maps: list[Step] = []
+    actor_workers = sum(st.stage.min_workers for st in actors)
     for step in plan.maps:
         s = step.stage
+        if s.compute == "actors" and s.num_threads is None and math.isfinite(cpus):
+            # Measured on 2 cores (benchmarks/RESULTS.md): the actors' threads together should
+            # cover every core; read/write tasks are short and need no core of their own.
+            s = s.model_copy(update={"num_threads": max(1, int(cpus // actor_workers))})
         if s.compute == "actors" and s.num_cpus is None:
             s = s.model_copy(update={"num_cpus": share})
-            notes.append(f"{step.key}: {s.min_workers} actor(s) x {_fmt(share)} CPU (shared)")
+            notes.append(
+                f"{step.key}: {s.min_workers} actor(s) x {_fmt(share)} CPU (shared), "
+                f"{s.num_threads} thread(s) each"
+            )
         elif s.compute == "tasks":
             task_cpus = s.num_cpus if s.num_cpus is not None else min(1.0, free)
             if task_cpus > free + 1e-9:
@@ -168,7 +183,25 @@ def budget_resources(plan: Plan, cpus: float, gpus: float) -> Plan:
         maps.append(replace(step, stage=s))
     io_cpus = round(min(1.0, free), 2)
     notes.append(f"read/write tasks: {_fmt(io_cpus)} CPU each")
-    return replace(plan, maps=tuple(maps), io_cpus=io_cpus, notes=tuple(notes))
+    planned = replace(plan, maps=tuple(maps), io_cpus=io_cpus, notes=tuple(notes))
+    return size_blocks(planned)
+
+
+def size_blocks(plan: Plan) -> Plan:
+    """Cut the source into blocks of the first map stage's batch size.
+
+    Ray Data reads a small file as one block and an actor pool hands a block to one actor, so
+    an 8,000-row Parquet file kept one actor of two busy while the other idled. Blocks of one
+    batch each spread over every actor of every stage; a batch is also the unit the stage
+    works on, so nothing is cut twice. ``batch_size: auto`` uses its largest probed size;
+    ``null`` (whole blocks) leaves the source's blocks alone.
+    """
+    first = next((st.stage for st in plan.maps if st.stage is not None), None)
+    if first is None or first.batch_size is None:
+        return plan
+    rows = AUTO_MAX_ROWS if first.batch_size == "auto" else first.batch_size
+    note = f"blocks: {rows} rows each after the read (one batch of {plan.maps[0].key})"
+    return replace(plan, rows_per_block=rows, notes=(*plan.notes, note))
 
 
 def local_budget(plan: Plan) -> Plan:

@@ -15,6 +15,7 @@ from typing import Any
 import ray
 import ray.data
 
+from pipeline.batching import AUTO_MAX_ROWS
 from pipeline.errors import BulkInferError, ColumnNotFoundError, DataError, PlanError
 from pipeline.interfaces import IOContext
 from pipeline.plan import Plan, Step, budget_resources, describe
@@ -36,6 +37,8 @@ class RunResult:
     first_row_s: float | None = None
     stage_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
+    #: Run-time decisions the stages reported (``batch_size: auto`` choices, OOM halving).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def rows_per_s(self) -> float | None:
@@ -44,10 +47,12 @@ class RunResult:
     def summary(self) -> str:
         rate = f"{self.rows_per_s:,.1f} rows/s" if self.rows_per_s else "n/a rows/s"
         where = f" -> {self.output}" if self.output else ""
-        return (
+        lines = [f"bulkinfer: {note}" for note in self.notes]
+        lines.append(
             f"bulkinfer: {self.rows_in} rows in, {self.rows_out} rows out in {self.job_s:.1f} s "
             f"({rate}; {self.wall_s:.1f} s with Ray start-up){where}"
         )
+        return "\n".join(lines)
 
 
 def ensure_ray(plan: Plan) -> bool:
@@ -65,6 +70,9 @@ def ensure_ray(plan: Plan) -> bool:
     if settings.address:
         kwargs["address"] = settings.address
     else:
+        # "local": a fresh embedded instance. Without it ray.init() joins any cluster that
+        # `ray start` left running on this machine (or RAY_ADDRESS names), with its resources.
+        kwargs["address"] = "local"
         for name in ("num_cpus", "num_gpus", "object_store_memory"):
             if getattr(settings, name) is not None:
                 kwargs[name] = getattr(settings, name)
@@ -86,8 +94,10 @@ def cluster_budget(plan: Plan) -> Plan:
 def _map(ds: ray.data.Dataset, step: Step, counters: Any, final: bool) -> ray.data.Dataset:
     s = step.stage
     assert s is not None
+    auto = s.batch_size == "auto"
     kwargs: dict[str, Any] = dict(
-        batch_size=s.batch_size,
+        # auto: Ray hands the stage its largest probed size; StageCall cuts it to the choice.
+        batch_size=AUTO_MAX_ROWS if auto else s.batch_size,
         batch_format=s.batch_format,
         num_cpus=s.num_cpus,
         num_gpus=s.num_gpus or None,
@@ -96,7 +106,14 @@ def _map(ds: ray.data.Dataset, step: Step, counters: Any, final: bool) -> ray.da
     if s.memory:
         kwargs["memory"] = s.memory
     call = dict(
-        plugin=step.plugin, params=step.params, key=step.key, counters=counters, final=final
+        plugin=step.plugin,
+        params=step.params,
+        key=step.key,
+        counters=counters,
+        final=final,
+        auto_batch=auto,
+        memory_limit=s.memory,
+        num_threads=s.num_threads,
     )
     if s.compute == "actors":
         if isinstance(s.concurrency, int) or s.concurrency is None:
@@ -119,6 +136,36 @@ def _count_only(ds: ray.data.Dataset, counters: Any, num_cpus: float) -> ray.dat
     """A job without map stages still counts its rows (a pass-through fused into the read)."""
     call = StageCall(None, None, "source", counters, final=True)
     return ds.map_batches(call, batch_format="pyarrow", num_cpus=num_cpus)
+
+
+def _split_blocks(ds: ray.data.Dataset, rows: int, num_cpus: float) -> ray.data.Dataset:
+    """Blocks of at most ``rows`` rows, cut inside the read tasks (no extra stage, no barrier).
+
+    Ray Data fuses read -> pass-through ``map_batches`` -> streaming repartition into one task
+    operator that runs with the read's CPU share. The public ``Dataset.repartition`` gives its
+    operator no remote arguments, so it would ask for a whole CPU per task, not fuse with the
+    read, and wait forever on a machine whose actor pools hold all but the I/O share (seen with
+    Ray Data 2.60 on 2 CPUs); hence the logical operator is built here with the read's share.
+    Without that operator (another Ray version) the blocks are left as the source made them.
+    """
+    try:
+        from ray.data._internal.logical.interfaces import LogicalPlan
+        from ray.data._internal.logical.operators import StreamingRepartition
+
+        ds = ds.map_batches(_identity, batch_format="pyarrow", num_cpus=num_cpus)
+        op = StreamingRepartition(
+            target_num_rows_per_block=rows,
+            input_dependencies=[ds._logical_plan.dag],
+            ray_remote_args={"num_cpus": num_cpus},
+        )
+        return ray.data.Dataset._from_parent(ds, LogicalPlan(op, ds.context))
+    except (ImportError, AttributeError, TypeError) as exc:  # pragma: no cover - Ray API drift
+        log.warning("blocks left as read (cannot split them on this Ray version: %s)", exc)
+        return ds
+
+
+def _identity(batch: Any) -> Any:
+    return batch
 
 
 def _check_columns(plan: Plan, ds: ray.data.Dataset) -> None:
@@ -166,6 +213,8 @@ def execute(plan: Plan) -> RunResult:
     try:
         ds = plan.source.plugin(io).read(plan.source.params)
         _check_columns(plan, ds)
+        if plan.rows_per_block:
+            ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
         for n, step in enumerate(plan.maps, 1):
             ds = _map(ds, step, counters, final=n == len(plan.maps))
         if not plan.maps:
@@ -194,4 +243,5 @@ def execute(plan: Plan) -> RunResult:
         first_row_s=first_at - job_start_wall if first_at else None,
         stage_rows=rows,
         stages=operator_stages(ds),
+        notes=list(counted.get("notes", [])),
     )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 BatchFormat = Literal["numpy", "pandas", "pyarrow"]
 Compute = Literal["actors", "tasks"]
@@ -34,10 +35,11 @@ class ConcurrencyRange(_Strict):
 class StageSettings(_Strict):
     """How one map stage (a preprocessor or the predictor) runs on Ray Data."""
 
-    batch_size: int | None = Field(
+    batch_size: int | Literal["auto"] | None = Field(
         default=None,
-        gt=0,
-        description="Rows per batch handed to the stage; required when num_gpus > 0.",
+        description="Rows per batch handed to the stage; required when num_gpus > 0. 'auto': "
+        "each worker probes sizes on its first rows and keeps the one after which throughput "
+        "stops rising (within memory: no out-of-memory error, peak RSS under 'memory').",
     )
     batch_format: BatchFormat = Field(
         default="numpy", description="Batch type the stage receives: numpy, pandas or pyarrow."
@@ -62,11 +64,28 @@ class StageSettings(_Strict):
     memory: int | None = Field(
         default=None, ge=0, description="Bytes of memory reserved per worker (limits packing)."
     )
+    num_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Native threads per worker (torch, XGBoost, BLAS). null: actors get the "
+        "node's CPUs divided by the actors of all pools (at least 1); tasks get Ray's default.",
+    )
     ray_remote_args: dict[str, Any] = Field(
         default_factory=dict,
         description="Other Ray remote arguments passed through to map_batches "
         "(e.g. resources, accelerator_type, runtime_env).",
     )
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: Any) -> Any:
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise PydanticCustomError(
+                "batch_size", "must be an integer greater than 0, 'auto' or null"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> StageSettings:
@@ -116,9 +135,11 @@ class RaySettings(_Strict):
     )
     include_dashboard: bool = Field(default=False, description="Local Ray only.")
     io_cpus: float = Field(
-        default=0.5,
+        default=1.0,
         gt=0,
-        description="CPUs the planner keeps free for read and write tasks when it sizes actors.",
+        description="CPUs the planner keeps free for read and write tasks when it sizes actors "
+        "(at most half the cluster). Ray Data's own tasks (e.g. Parquet file listing) ask for a "
+        "whole CPU, so less than 1 can leave them waiting forever behind the actor pools.",
     )
 
 

@@ -1,34 +1,38 @@
 """The callables the runner hands to ``map_batches``: a plugin instance plus row accounting.
 
-Every map stage runs inside :class:`StageCall`, which builds the plugin once per worker and
-reports each batch's rows in and out to a :class:`JobCounters` actor, so the runner knows rows
-in, rows out and time to first output row without relying on Ray Data's internal stats.
+Every map stage runs inside :class:`StageCall`, which builds the plugin once per worker, cuts
+batches to the size that fits (:mod:`pipeline.batching`: ``batch_size: auto`` and out-of-memory
+halving) and reports each batch's rows in and out to a :class:`JobCounters` actor, so the runner
+knows rows in, rows out and time to first output row without relying on Ray Data's internal
+stats.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import Any
 
 import ray
 
+from pipeline.batching import AdaptiveBatches, batch_rows
 from pipeline.interfaces import MapStage
 
+__all__ = ["JobCounters", "StageCall", "actor_class", "batch_rows", "set_threads"]
 
-def batch_rows(batch: Any) -> int:
-    """Rows in a batch of any Ray batch format (pyarrow Table, pandas DataFrame, dict of arrays)."""
-    if isinstance(batch, dict):
-        return len(next(iter(batch.values()))) if batch else 0
-    return len(batch)
+#: Environment variables the native thread pools of model libraries read when they load.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @ray.remote(num_cpus=0)
 class JobCounters:
-    """Per-stage row totals and the time the job's final stage first produced rows."""
+    """Per-stage row totals, the time the job's final stage first produced rows, and notes."""
 
     def __init__(self) -> None:
         self.rows: dict[str, list[int]] = {}
         self.first_output_at: float | None = None
+        self.notes: list[str] = []
 
     def add(self, key: str, rows_in: int, rows_out: int, final: bool, at: float) -> None:
         totals = self.rows.setdefault(key, [0, 0])
@@ -37,8 +41,25 @@ class JobCounters:
         if final and rows_out and (self.first_output_at is None or at < self.first_output_at):
             self.first_output_at = at
 
+    def note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
+
     def snapshot(self) -> dict[str, Any]:
-        return {"rows": self.rows, "first_output_at": self.first_output_at}
+        return {"rows": self.rows, "first_output_at": self.first_output_at, "notes": self.notes}
+
+
+def set_threads(count: int) -> None:
+    """Size the native thread pools of this worker before a model library loads.
+
+    OpenMP-based libraries (torch, XGBoost, BLAS) read these variables when they load; if torch is
+    already loaded in this process, its pool is resized too (without importing it here).
+    """
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(count)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(count)
 
 
 #: Plugin instances of task stages, kept per worker process: a task gets a fresh copy of its
@@ -60,15 +81,28 @@ class StageCall:
         counters: Any,
         final: bool,
         eager: bool = False,
+        auto_batch: bool = False,
+        memory_limit: int | None = None,
+        num_threads: int | None = None,
     ) -> None:
         self.plugin, self.params, self.key = plugin, params, key
         self.counters, self.final = counters, final
+        self.num_threads = num_threads
+        self.batches = AdaptiveBatches(key, auto_batch, memory_limit, self._note)
         self._stage: MapStage | None = None
         if eager:  # actors: load the model in __init__, once per actor, not on the first batch
             self._stage = self._build()
 
+    def _note(self, message: str) -> None:
+        if self.counters is not None:
+            ray.get(self.counters.note.remote(message))
+
     def _build(self) -> MapStage | None:
-        return self.plugin(self.params) if self.plugin is not None else None
+        if self.plugin is None:
+            return None
+        if self.num_threads:
+            set_threads(self.num_threads)
+        return self.plugin(self.params)
 
     def _instance(self) -> MapStage | None:
         if self._stage is None and self.plugin is not None:
@@ -81,10 +115,13 @@ class StageCall:
     def __call__(self, batch: Any) -> Any:
         rows_in = batch_rows(batch)
         stage = self._instance()
-        out = stage(batch) if stage is not None else batch
-        ray.get(
-            self.counters.add.remote(self.key, rows_in, batch_rows(out), self.final, time.time())
-        )
+        out = self.batches(stage, batch) if stage is not None else batch
+        if self.counters is not None:
+            ray.get(
+                self.counters.add.remote(
+                    self.key, rows_in, batch_rows(out), self.final, time.time()
+                )
+            )
         return out
 
 

@@ -10,6 +10,7 @@ from pipeline.errors import ColumnNotFoundError, DataError
 from pipeline.interfaces import PluginParams, Predictor
 from pipeline.settings import StageSettings
 from plugins.batches import to_arrow
+from plugins.length_sort import map_length_sorted
 
 #: Hub ids that a pip package carries locally, so no network is needed to load them.
 PACKAGED_MODELS = {
@@ -45,8 +46,17 @@ class SentenceEmbeddingParams(PluginParams):
     dtype: Literal["float32", "float16"] = Field(
         default="float32", description="Element type of the stored vectors."
     )
-    encode_batch_size: int = Field(
-        default=64, gt=0, description="Sentences per forward pass within a map batch."
+    encode_batch_size: int | None = Field(
+        default=64,
+        gt=0,
+        description="Sentences per forward pass within a map batch; null: one forward pass per "
+        "map batch (with stage.batch_size=auto the probe then sizes the forward pass, e.g. on "
+        "a GPU).",
+    )
+    sort_by_length: bool = Field(
+        default=True,
+        description="Sort each map batch by token length before cutting it into forward passes "
+        "(less padding), then restore the input order.",
     )
     device: str | None = Field(
         default=None, description="torch device; null: the GPU Ray assigned, else the CPU."
@@ -91,6 +101,32 @@ class SentenceEmbedding(Predictor):
             )
         return [c for c in input_columns if c != params.output_column] + [params.output_column]
 
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        """Tokens per text, as the model will see them (special tokens, truncation)."""
+        encoded = self.model.tokenizer(
+            texts, add_special_tokens=True, truncation=True, max_length=self.model.max_seq_length
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def _encode(self, texts: list[str]) -> Any:
+        return self.model.encode(
+            texts,
+            batch_size=max(1, len(texts)),
+            normalize_embeddings=self.params.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+    def embed(self, texts: list[str]) -> Any:
+        """One vector per text, in input order: forward passes of length-sorted texts."""
+        import numpy as np
+
+        step = self.params.encode_batch_size or max(1, len(texts))
+        if self.params.sort_by_length and len(texts) > 1:
+            return map_length_sorted(texts, self.token_lengths(texts), self._encode, step)
+        parts = [texts[i : i + step] for i in range(0, len(texts), step)]
+        return np.concatenate([self._encode(p) for p in parts]) if parts else self._encode([])
+
     def __call__(self, batch: Any) -> Any:
         import numpy as np
         import pyarrow as pa
@@ -106,13 +142,7 @@ class SentenceEmbedding(Predictor):
             raise DataError(
                 f"column {column!r} has null values", key="predictor.params.input_column"
             )
-        vectors = self.model.encode(
-            texts,
-            batch_size=self.params.encode_batch_size,
-            normalize_embeddings=self.params.normalize,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        ).astype(np.dtype(self.params.dtype), copy=False)
+        vectors = self.embed(texts).astype(np.dtype(self.params.dtype), copy=False)
         values = pa.array(vectors.reshape(-1), type=pa.from_numpy_dtype(vectors.dtype))
         embeddings = pa.FixedSizeListArray.from_arrays(values, self.dim)
         if self.params.output_column in table.column_names:
