@@ -99,7 +99,7 @@ def _fmt(n: float) -> str:
     return f"{n:g}"
 
 
-def budget_resources(plan: Plan, cpus: float, gpus: float) -> Plan:
+def budget_resources(plan: Plan, cpus: float, gpus: float, memory: float = math.inf) -> Plan:
     """Share the cluster between actor pools, task stages and I/O so the job can always progress.
 
     Actor pools hold their CPUs for the whole job. If they took every CPU, Ray Data could never
@@ -117,6 +117,13 @@ def budget_resources(plan: Plan, cpus: float, gpus: float) -> Plan:
                 f"but the Ray cluster has {have}. Set {step.key}.stage.num_gpus=0 to run on CPUs, "
                 "or connect to a cluster with GPUs (ray.address).",
                 key=f"{step.key}.stage.num_gpus",
+            )
+        if s.memory is not None and s.memory * max(1, s.min_workers) > memory:
+            raise PlanError(
+                f"asks for {s.memory:,} bytes per worker x {max(1, s.min_workers)} worker(s), but "
+                f"the Ray cluster has {memory:,.0f} bytes of memory for tasks and actors. Lower "
+                f"{step.key}.stage.memory or the stage's concurrency.",
+                key=f"{step.key}.stage.memory",
             )
         if s.num_cpus is not None and s.num_cpus > cpus:
             raise PlanError(

@@ -80,7 +80,12 @@ def ensure_ray(plan: Plan) -> bool:
 def cluster_budget(plan: Plan) -> Plan:
     """Fit the plan to the resources of the Ray cluster this process is connected to."""
     resources = ray.cluster_resources()
-    return budget_resources(plan, resources.get("CPU", 0.0), resources.get("GPU", 0.0))
+    return budget_resources(
+        plan,
+        resources.get("CPU", 0.0),
+        resources.get("GPU", 0.0),
+        resources.get("memory", float("inf")),
+    )
 
 
 def _map(ds: ray.data.Dataset, step: Step, counters: Any, final: bool) -> ray.data.Dataset:
