@@ -11,21 +11,48 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline import configs
 from pipeline.cli import report, sample_path
 from pipeline.errors import BulkInferError, ConfigError
+from pipeline.secrets import install_log_masking, mask_override, mask_secrets, mask_text
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(configs.CONF_DIR)
 log = logging.getLogger("bulkinfer")
 
 if not OmegaConf.has_resolver("bulkinfer.sample"):
     OmegaConf.register_new_resolver("bulkinfer.sample", sample_path)
 
 
+def _refuse_clash(group: str | None, option: str, key: str) -> None:
+    """Refuse an option that two providers (packages, or a package and conf/) both define."""
+    clash = configs.clash_for(group, option)
+    if clash is not None:
+        raise ConfigError(
+            f"option {option!r} is ambiguous: {clash.describe()}, and Hydra would read whichever "
+            "comes first in the search path. Uninstall one of them or rename the file (a config "
+            "package keeps its options under a folder named after its team, e.g. "
+            "predictor/team_a/).",
+            key=key,
+        )
+
+
+def check_choices(choices: dict[str, Any], config_name: str | None = None) -> None:
+    """Refuse a job whose selected options (``hydra.runtime.choices``) clash between providers."""
+    if config_name:
+        _refuse_clash(None, config_name, "--config-name")
+    for group, option in choices.items():
+        if isinstance(option, str) and not group.startswith("hydra/"):
+            _refuse_clash(group, option, group.replace("/", "."))
+
+
 def _preprocessor_option(name: str, index: int) -> dict[str, Any]:
     """Load ``conf/preprocessor/NAME.yaml`` (or a config package's) for a list entry by name."""
+    _refuse_clash("preprocessor", name, f"preprocessors[{index}]")
     try:
         cfg = hydra.compose(config_name=f"preprocessor/{name}")
     except Exception as exc:  # Hydra raises MissingConfigException and friends
@@ -55,7 +82,11 @@ def to_plain_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> Any:
-    """Validate, plan and (unless dry-run) execute one job; user errors raise BulkInferError."""
+    """Validate, plan and (unless dry-run) execute one job; user errors raise BulkInferError.
+
+    A dry run imports neither Ray nor any plugin the config does not name, so it is a cheap
+    config check for CI (exit 0: valid, 2: the error on stderr).
+    """
     from pipeline.plan import build_plan, describe, local_budget
 
     plan = local_budget(build_plan(to_plain_config(cfg)))
@@ -77,16 +108,90 @@ def run_with_overrides(overrides: list[str]) -> Any:
     interpolate ``${hydra:...}`` (the default sink path) must be overridden.
     """
     with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return run(hydra.compose("config", overrides=list(overrides)))
+        cfg = hydra.compose("config", overrides=list(overrides), return_hydra_config=True)
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        check_choices(choices)
+        return run(cfg)
+
+
+def mask_saved_configs(folder: Path) -> None:
+    """Mask secret-looking values in the config files Hydra saved for the run (``.hydra/``)."""
+    for path in (folder / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")):
+        if not path.is_file():
+            continue
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        masked = mask_secrets(data)
+        if isinstance(masked, list):  # overrides.yaml: ["key=value", ...]
+            masked = [mask_override(o) for o in masked]
+        hydra_node = masked.get("hydra") if isinstance(masked, dict) else None
+        if isinstance(hydra_node, dict):
+            overrides = hydra_node.get("overrides", {})
+            for which in ("task", "hydra"):
+                if isinstance(overrides.get(which), list):
+                    overrides[which] = [mask_override(o) for o in overrides[which]]
+            job = hydra_node.get("job", {})
+            if isinstance(job.get("override_dirname"), str):
+                job["override_dirname"] = mask_text(job["override_dirname"])
+        if masked != data:
+            OmegaConf.save(OmegaConf.create(masked), path)
+
+
+def _hydra_run_context() -> tuple[dict[str, Any], str | None]:
+    """Mask what Hydra wrote and logs for this run; return its choices and primary config."""
+    hc = HydraConfig.get()
+    install_log_masking()
+    if hc.output_subdir is not None:
+        mask_saved_configs(Path(hc.runtime.output_dir) / hc.output_subdir)
+    return OmegaConf.to_container(hc.runtime.choices), hc.job.config_name
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
     try:
+        check_choices(*_hydra_run_context())
         return run(cfg)
     except BulkInferError as error:
         sys.exit(report(error))
 
 
+def cli() -> None:
+    """``python -m pipeline``: Hydra's own config errors exit 2, like bulkinfer's.
+
+    Hydra reports an unknown option or a malformed override itself and exits 1; a CI check of a
+    config should see the same status 2 as for any other invalid config, so this records whether
+    the failure was one of those before Hydra reports it.
+    """
+    from hydra._internal import utils as hydra_utils  # hydra-core 1.3: where errors are reported
+
+    hydra_report = getattr(hydra_utils, "run_and_report", None)
+    if hydra_report is None:
+        main()
+        return
+    config_errors: list[Exception] = []
+
+    def run_and_report(func: Any) -> Any:
+        def recording() -> Any:
+            try:
+                return func()
+            except (ConfigCompositionException, OverrideParseException) as exc:
+                config_errors.append(exc)
+                raise
+
+        try:
+            return hydra_report(recording)
+        except SystemExit as exc:
+            if config_errors and exc.code == 1:
+                raise SystemExit(ConfigError.exit_code) from None
+            raise
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        main()
+    finally:
+        hydra_utils.run_and_report = hydra_report
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -193,7 +193,9 @@ def local_budget(plan: Plan) -> Plan:
 
 def _stage_line(stage: StageSettings) -> str:
     data = stage.model_dump(exclude_defaults=False)
-    if not data["ray_remote_args"]:
+    if data["ray_remote_args"]:  # e.g. a runtime_env with env_vars: {HF_TOKEN: ...}
+        data["ray_remote_args"] = json.dumps(mask_secrets(data["ray_remote_args"]))
+    else:
         data.pop("ray_remote_args")
     return ", ".join(f"{k}={v}" for k, v in data.items())
 
