@@ -35,13 +35,42 @@ def _operators(summary: Any) -> list[Any]:
     return ops + list(getattr(summary, "operators_stats", []) or [])
 
 
+def _writes(name: str) -> bool:
+    """A write operator, alone or fused with the stages before it (``ReadX->Write``)."""
+    return any(part.startswith("Write") for part in name.split("->"))
+
+
+#: Operators whose output rows are not data rows: file listings before a read.
+_NOT_DATA = ("ListFiles",)
+
+
+def rows_written(ds: Any) -> int | None:
+    """Rows the write reported (Ray Data keeps its results on ``_write_ds``), or None."""
+    executed = getattr(ds, "_write_ds", None)
+    if executed is None:
+        return None
+    try:
+        import ray
+
+        total = 0
+        for bundle in executed.iter_internal_ref_bundles():
+            for block in ray.get(list(bundle.block_refs)):
+                total += int(block["num_rows"].sum())
+        return total
+    except Exception:  # stats are best effort; the job itself succeeded
+        return None
+
+
 def operator_rows(ds: Any) -> RowCounts:
-    """Rows read by the first operator, rows produced by the last non-write operator."""
+    """Rows read by the first data operator; rows written (or produced by the last data operator).
+
+    Write operators output one row of results per task and file listings one row per file, so
+    neither counts as data. When Ray Data fuses the read into the write (a job without map
+    stages) no operator reports the rows read and ``rows_in`` is None.
+    """
     summary = _summary(ds)
-    if summary is None:
-        return RowCounts()
     stages = []
-    for op in _operators(summary):
+    for op in _operators(summary) if summary is not None else []:
         rows = getattr(op, "output_num_rows", None)
         stages.append(
             {
@@ -50,11 +79,12 @@ def operator_rows(ds: Any) -> RowCounts:
                 "time_s": round(float(op.time_total_s), 3),
             }
         )
-    data_stages = [s for s in stages if not s["name"].startswith("Write")]
-    counted = [s["rows"] for s in data_stages if s["rows"] is not None]
+    data = [s for s in stages if not _writes(s["name"]) and s["name"] not in _NOT_DATA]
+    counted = [s["rows"] for s in data if s["rows"] is not None]
+    written = rows_written(ds)
     return RowCounts(
         rows_in=counted[0] if counted else None,
-        rows_out=counted[-1] if counted else None,
+        rows_out=written if written is not None else (counted[-1] if counted else None),
         stages=stages,
     )
 

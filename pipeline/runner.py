@@ -292,10 +292,12 @@ def execute(plan: Plan, *, started: float | None = None) -> RunResult:
     finally:
         wait_for_actors_released()
     rows = operator_rows(ds)
+    rows_out = written.rows if written.rows is not None else rows.rows_out
     return RunResult(
         output=written.location,
-        rows_in=rows.rows_in,
-        rows_out=written.rows if written.rows is not None else rows.rows_out,
+        # Sources and sinks do not drop rows: without map stages, what was written was read.
+        rows_in=rows.rows_in if rows.rows_in is not None or plan.maps else rows_out,
+        rows_out=rows_out,
         wall_s=time.perf_counter() - started,
         job_s=job_s,
         stages=rows.stages,

@@ -149,3 +149,27 @@ def test_fingerprint_changes_with_params_and_stage_settings():
     base = _plan(JOB).fingerprint
     assert _plan([*JOB, "predictor.params.normalize=true"]).fingerprint != base
     assert _plan([*JOB, "predictor.stage.batch_size=8"]).fingerprint != base
+
+
+def test_rows_are_counted_when_ray_data_fuses_the_read_into_the_write(ray_session, tmp_path):
+    """Parquet in, Parquet out, no model: no operator reports data rows but the write."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "in"
+    data.mkdir()
+    for part in range(3):
+        pq.write_table(
+            pa.table({"text": [f"row {part}-{i}" for i in range(5)]}), data / f"{part}.parquet"
+        )
+    overrides = [
+        "~predictor",
+        "source=parquet",
+        f"source.params.path={data}",
+        f"sink.params.path={tmp_path / 'out'}",
+        "run.progress=false",
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_with_overrides(overrides, output_dir=tmp_path)
+    metrics = json.loads((tmp_path / METRICS_FILE).read_text())
+    assert metrics["rows_in"] == metrics["rows_out"] == 15
