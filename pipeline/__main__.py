@@ -81,7 +81,10 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
         recorder.ray_started = ensure_ray(plan)
         result = execute(plan, started=started)
     except Exception as error:
-        recorder.failed(error)
+        try:
+            recorder.failed(error)
+        except Exception as unwritten:  # never hide the job's own error behind this one
+            log.warning("could not write metrics.json: %s", unwritten)
         raise
     metrics = recorder.completed(result)
     print(sentence(metrics, recorder.path))

@@ -295,8 +295,8 @@ def execute(plan: Plan, *, started: float | None = None) -> RunResult:
     rows_out = written.rows if written.rows is not None else rows.rows_out
     return RunResult(
         output=written.location,
-        # Sources and sinks do not drop rows: without map stages, what was written was read.
-        rows_in=rows.rows_in if rows.rows_in is not None or plan.maps else rows_out,
+        # Read fused into the write (no map stages): the rows written are the rows read.
+        rows_in=rows.rows_in if rows.rows_in is not None or plan.maps else rows.rows_out,
         rows_out=rows_out,
         wall_s=time.perf_counter() - started,
         job_s=job_s,

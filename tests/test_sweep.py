@@ -173,3 +173,25 @@ def test_a_job_with_other_ray_settings_restarts_the_shared_ray(tmp_path):
     metrics = _metrics(tmp_path)
     assert [m["cluster"]["CPU"] for m in metrics] == [1.0, 2.0]
     assert [m["ray"]["started_for_job"] for m in metrics] == [True, True]
+
+
+def test_stage_configs_still_reject_target_while_the_callback_uses_it():
+    from pipeline.__main__ import run_with_overrides
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="_target_ is not allowed") as caught:
+        run_with_overrides(["sink=show", "+predictor.params._target_=os.system"])
+    assert caught.value.key == "predictor.params._target_"
+
+
+def test_metrics_and_sweep_modules_import_neither_hydra_nor_ray():
+    """Only the command line knows Hydra; the summary is plain Python (matplotlib on demand)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipeline.sweep, pipeline.metrics; "
+        "print(sorted(m for m in ('hydra', 'omegaconf', 'ray', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
