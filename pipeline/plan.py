@@ -66,9 +66,22 @@ def _step(kind: str, key: str, raw: Any) -> Step:
     return Step(key=key, kind=kind, name=raw.type, plugin=plugin, params=params, stage=stage)
 
 
-def fingerprint(config: dict[str, Any]) -> str:
-    """Hash of what determines the output: data flow only, not how or where it runs."""
-    relevant = {k: config.get(k) for k in ("source", "preprocessors", "predictor", "sink")}
+def fingerprint(steps: list[Step] | tuple[Step, ...]) -> str:
+    """Hash of the resolved, validated job: each stage's plugin, its validated params (defaults
+    filled in, so spelling a default out does not change it) and its stage settings.
+
+    ``ray`` and ``run`` are left out: the same job run locally or on a cluster, with or without
+    progress bars, keeps its fingerprint.
+    """
+    relevant = [
+        {
+            "key": step.key,
+            "type": step.name,
+            "params": step.params.model_dump(mode="json"),
+            "stage": step.stage.model_dump(mode="json") if step.stage else None,
+        }
+        for step in steps
+    ]
     blob = json.dumps(relevant, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -91,7 +104,7 @@ def build_plan(config: dict[str, Any]) -> Plan:
         sink=sink,
         ray=job.ray,
         run=job.run,
-        fingerprint=fingerprint(config),
+        fingerprint=fingerprint([source, *maps, sink]),
     )
 
 

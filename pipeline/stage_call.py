@@ -1,13 +1,13 @@
 """The callables the runner hands to ``map_batches``: a plugin instance plus row accounting.
 
 Every map stage runs inside :class:`StageCall`, which builds the plugin once per worker and
-reports each batch's rows in and out to a :class:`JobCounters` actor, so the runner knows rows
-in, rows out and time to first output row without relying on Ray Data's internal stats.
+reports each batch's rows in and out to a :class:`JobCounters` actor, so the runner knows exact
+rows in and out of every stage without relying on Ray Data's internal stats (which count file
+listings and write results as rows, and lose the read count when Ray fuses a read into a write).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ray
@@ -24,25 +24,23 @@ def batch_rows(batch: Any) -> int:
 
 @ray.remote(num_cpus=0)
 class JobCounters:
-    """Per-stage row totals and the time the job's final stage first produced rows."""
+    """Rows in and out of each stage, summed over every batch of the job."""
 
     def __init__(self) -> None:
         self.rows: dict[str, list[int]] = {}
-        self.first_output_at: float | None = None
 
-    def add(self, key: str, rows_in: int, rows_out: int, final: bool, at: float) -> None:
+    def add(self, key: str, rows_in: int, rows_out: int) -> None:
         totals = self.rows.setdefault(key, [0, 0])
         totals[0] += rows_in
         totals[1] += rows_out
-        if final and rows_out and (self.first_output_at is None or at < self.first_output_at):
-            self.first_output_at = at
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"rows": self.rows, "first_output_at": self.first_output_at}
+    def snapshot(self) -> dict[str, list[int]]:
+        return self.rows
 
 
-#: Plugin instances of task stages, kept per worker process: a task gets a fresh copy of its
-#: callable, but the (possibly expensive) plugin instance is built once per process.
+#: The plugin instance of a task stage, kept per worker process: a task gets a fresh copy of its
+#: callable, but the (possibly expensive) plugin instance is built once per process. A new stage
+#: (another job of a sweep) replaces the old one, so an idle worker never holds two models.
 _TASK_INSTANCES: dict[tuple[str, str], MapStage] = {}
 
 
@@ -58,11 +56,10 @@ class StageCall:
         params: Any,
         key: str,
         counters: Any,
-        final: bool,
         eager: bool = False,
     ) -> None:
         self.plugin, self.params, self.key = plugin, params, key
-        self.counters, self.final = counters, final
+        self.counters = counters
         self._stage: MapStage | None = None
         if eager:  # actors: load the model in __init__, once per actor, not on the first batch
             self._stage = self._build()
@@ -74,6 +71,7 @@ class StageCall:
         if self._stage is None and self.plugin is not None:
             cache_key = (self.key, self.params.model_dump_json())
             if cache_key not in _TASK_INSTANCES:
+                _TASK_INSTANCES.clear()
                 _TASK_INSTANCES[cache_key] = self._build()
             self._stage = _TASK_INSTANCES[cache_key]
         return self._stage
@@ -82,9 +80,7 @@ class StageCall:
         rows_in = batch_rows(batch)
         stage = self._instance()
         out = stage(batch) if stage is not None else batch
-        ray.get(
-            self.counters.add.remote(self.key, rows_in, batch_rows(out), self.final, time.time())
-        )
+        ray.get(self.counters.add.remote(self.key, rows_in, batch_rows(out)))
         return out
 
 
