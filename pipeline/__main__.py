@@ -7,25 +7,58 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline import configs
 from pipeline.cli import report, sample_path
 from pipeline.errors import BulkInferError, ConfigError
+from pipeline.metrics import JobInfo, Recorder, sentence
+from pipeline.secrets import install_log_masking, mask_override, mask_secrets, mask_text
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(configs.CONF_DIR)
 log = logging.getLogger("bulkinfer")
+
+#: Exit status of each job of this process's multirun that failed (the sweep carries on).
+failed_jobs: list[int] = []
 
 if not OmegaConf.has_resolver("bulkinfer.sample"):
     OmegaConf.register_new_resolver("bulkinfer.sample", sample_path)
 
 
+def _refuse_clash(group: str | None, option: str, key: str) -> None:
+    """Refuse an option that two providers (packages, or a package and conf/) both define."""
+    clash = configs.clash_for(group, option)
+    if clash is not None:
+        raise ConfigError(
+            f"option {option!r} is ambiguous: {clash.describe()}, and Hydra would read whichever "
+            "comes first in the search path. Uninstall one of them or rename the file (a config "
+            "package keeps its options under a folder named after its team, e.g. "
+            "predictor/team_a/).",
+            key=key,
+        )
+
+
+def check_choices(choices: dict[str, Any], config_name: str | None = None) -> None:
+    """Refuse a job whose selected options (``hydra.runtime.choices``) clash between providers."""
+    if config_name:
+        _refuse_clash(None, config_name, "--config-name")
+    for group, option in choices.items():
+        if isinstance(option, str) and not group.startswith("hydra/"):
+            _refuse_clash(group, option, group.replace("/", "."))
+
+
 def _preprocessor_option(name: str, index: int) -> dict[str, Any]:
     """Load ``conf/preprocessor/NAME.yaml`` (or a config package's) for a list entry by name."""
+    _refuse_clash("preprocessor", name, f"preprocessors[{index}]")
     try:
         cfg = hydra.compose(config_name=f"preprocessor/{name}")
     except Exception as exc:  # Hydra raises MissingConfigException and friends
@@ -54,39 +87,171 @@ def to_plain_config(cfg: DictConfig) -> dict[str, Any]:
     return config
 
 
-def run(cfg: DictConfig) -> Any:
-    """Validate, plan and (unless dry-run) execute one job; user errors raise BulkInferError."""
+def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
+    """Validate, plan and (unless dry-run) execute one job; user errors raise BulkInferError.
+
+    With ``job.output_dir`` set, the run writes ``metrics.json`` there, also when it fails. A dry
+    run imports neither Ray nor any plugin the config does not name, so it is a cheap config
+    check for CI (exit 0: valid, 2: the error on stderr).
+    """
     from pipeline.plan import build_plan, describe, local_budget
 
-    plan = local_budget(build_plan(to_plain_config(cfg)))
-    if plan.run.dry_run:
-        print(describe(plan))
-        return None
-    from pipeline.runner import ensure_ray, execute
+    started = time.perf_counter()
+    recorder = Recorder(job)
+    try:
+        plan = recorder.plan = local_budget(build_plan(to_plain_config(cfg)))
+        if plan.run.dry_run:
+            print(describe(plan))
+            recorder.dry_run()
+            return None
+        from pipeline.runner import ensure_ray, execute
 
-    ensure_ray(plan)
-    result = execute(plan)
-    print(result.summary())
+        recorder.ray_started = ensure_ray(plan)
+        result = execute(plan, started=started)
+    except Exception as error:
+        try:
+            recorder.failed(error)
+        except Exception as unwritten:  # never hide the job's own error behind this one
+            log.warning("could not write metrics.json: %s", unwritten)
+        raise
+    metrics = recorder.completed(result)
+    print(sentence(metrics, recorder.path))
     return result
 
 
-def run_with_overrides(overrides: list[str]) -> Any:
+def run_with_overrides(overrides: list[str], output_dir: str | Path | None = None) -> Any:
     """Compose the config as the command line would and run it in this process.
 
     For tests and notebooks; reuses a Ray instance this process already started. Keys that
-    interpolate ``${hydra:...}`` (the default sink path) must be overridden.
+    interpolate ``${hydra:...}`` (the default sink path) must be overridden. With ``output_dir``
+    the run writes its ``metrics.json`` there.
     """
+    job = JobInfo(output_dir=str(output_dir) if output_dir else None, overrides=list(overrides))
     with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return run(hydra.compose("config", overrides=list(overrides)))
+        cfg = hydra.compose("config", overrides=list(overrides), return_hydra_config=True)
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        check_choices(choices)
+        return run(cfg, job)
+
+
+def mask_saved_configs(folder: Path) -> None:
+    """Mask secret-looking values in the config files Hydra saved for the run (``.hydra/``)."""
+    for path in (folder / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")):
+        if not path.is_file():
+            continue
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        masked = mask_secrets(data)
+        if isinstance(masked, list):  # overrides.yaml: ["key=value", ...]
+            masked = [mask_override(o) for o in masked]
+        hydra_node = masked.get("hydra") if isinstance(masked, dict) else None
+        if isinstance(hydra_node, dict):
+            overrides = hydra_node.get("overrides", {})
+            for which in ("task", "hydra"):
+                if isinstance(overrides.get(which), list):
+                    overrides[which] = [mask_override(o) for o in overrides[which]]
+            job = hydra_node.get("job", {})
+            if isinstance(job.get("override_dirname"), str):
+                job["override_dirname"] = mask_text(job["override_dirname"])
+        if masked != data:
+            OmegaConf.save(OmegaConf.create(masked), path)
+
+
+def _hydra_run_context() -> tuple[dict[str, Any], str | None]:
+    """Mask what Hydra wrote and logs for this run; return its choices and primary config."""
+    hc = HydraConfig.get()
+    install_log_masking()
+    if hc.output_subdir is not None:
+        mask_saved_configs(Path(hc.runtime.output_dir) / hc.output_subdir)
+    return OmegaConf.to_container(hc.runtime.choices), hc.job.config_name
+
+
+def _job_info() -> tuple[JobInfo, bool]:
+    """This job's output folder and overrides from Hydra; True if it is part of a multirun."""
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    job = JobInfo(
+        output_dir=hc.runtime.output_dir,
+        overrides=list(hc.overrides.task),
+        num=int(hc.job.num) if multirun else None,
+        name=hc.job.name,
+    )
+    return job, multirun
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
+    """One job. In a multirun a failed job is recorded and the sweep goes on to the next."""
+    job, multirun = _job_info()
     try:
-        return run(cfg)
+        check_choices(*_hydra_run_context())
+        return run(cfg, job)
     except BulkInferError as error:
-        sys.exit(report(error))
+        status = report(error)
+        if not multirun:
+            sys.exit(status)
+        failed_jobs.append(status)
+    except Exception:
+        if not multirun:
+            raise
+        log.exception("job #%s failed", job.num)
+        failed_jobs.append(1)
+    return None
+
+
+def _run_hydra_app() -> None:
+    """Run :func:`main`; Hydra's own config errors exit 2, like bulkinfer's.
+
+    Hydra reports an unknown option or a malformed override itself and exits 1; a CI check of a
+    config should see the same status 2 as for any other invalid config, so this records whether
+    the failure was one of those before Hydra reports it.
+    """
+    from hydra._internal import utils as hydra_utils  # hydra-core 1.3: where errors are reported
+
+    hydra_report = getattr(hydra_utils, "run_and_report", None)
+    if hydra_report is None:
+        main()
+        return
+    config_errors: list[Exception] = []
+
+    def run_and_report(func: Any) -> Any:
+        def recording() -> Any:
+            try:
+                return func()
+            except (ConfigCompositionException, OverrideParseException) as exc:
+                config_errors.append(exc)
+                raise
+
+        try:
+            return hydra_report(recording)
+        except SystemExit as exc:
+            if config_errors and exc.code == 1:
+                raise SystemExit(ConfigError.exit_code) from None
+            raise
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        main()
+    finally:
+        hydra_utils.run_and_report = hydra_report
+
+
+def cli() -> int:
+    """``python -m pipeline``: run the app, stop Ray at the very end, return the exit status.
+
+    Jobs of a multirun share the Ray instance the first one started; it is shut down here, once,
+    after the last job (and the sweep summary). A multirun with a failed job exits non-zero.
+    """
+    try:
+        _run_hydra_app()
+    finally:
+        if "pipeline.runner" in sys.modules:
+            from pipeline.runner import shutdown_ray
+
+            shutdown_ray()
+    return failed_jobs[0] if failed_jobs else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

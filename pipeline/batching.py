@@ -208,10 +208,11 @@ class AdaptiveBatches:
             return self._settle(self.limit, f"out of memory above {self.limit} rows")
         if too_big:
             fallback = self._rates[-1][0] if self._rates else max(1, self._size // 2)
+            grew, limit = (peak - rss_before) >> 20, self.memory_limit >> 20
             return self._settle(
                 fallback,
-                f"{self._size} rows took peak memory to {peak >> 20} MiB (+"
-                f"{(peak - rss_before) >> 20} MiB), over the limit of {self.memory_limit >> 20} MiB",
+                f"{self._size} rows took peak memory to {peak >> 20} MiB (+{grew} MiB), over "
+                f"the limit of {limit} MiB",
             )
         self._rates.append((self._size, rate))
         best = self._best_index()

@@ -29,6 +29,9 @@ class Plugin:
     """Common to every plugin: the params model and a one-line summary (the docstring)."""
 
     Params: ClassVar[type[PluginParams]] = PluginParams
+    #: Distributions (pip names) whose versions decide the plugin's results, e.g. the model
+    #: library; a run records their versions in its metrics.
+    libraries: ClassVar[tuple[str, ...]] = ()
 
 
 @dataclass(frozen=True)

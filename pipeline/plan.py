@@ -69,9 +69,22 @@ def _step(kind: str, key: str, raw: Any) -> Step:
     return Step(key=key, kind=kind, name=raw.type, plugin=plugin, params=params, stage=stage)
 
 
-def fingerprint(config: dict[str, Any]) -> str:
-    """Hash of what determines the output: data flow only, not how or where it runs."""
-    relevant = {k: config.get(k) for k in ("source", "preprocessors", "predictor", "sink")}
+def fingerprint(steps: list[Step] | tuple[Step, ...]) -> str:
+    """Hash of the resolved, validated job: each stage's plugin, its validated params (defaults
+    filled in, so spelling a default out does not change it) and its stage settings.
+
+    ``ray`` and ``run`` are left out: the same job run locally or on a cluster, with or without
+    progress bars, keeps its fingerprint.
+    """
+    relevant = [
+        {
+            "key": step.key,
+            "type": step.name,
+            "params": step.params.model_dump(mode="json"),
+            "stage": step.stage.model_dump(mode="json") if step.stage else None,
+        }
+        for step in steps
+    ]
     blob = json.dumps(relevant, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -94,7 +107,7 @@ def build_plan(config: dict[str, Any]) -> Plan:
         sink=sink,
         ray=job.ray,
         run=job.run,
-        fingerprint=fingerprint(config),
+        fingerprint=fingerprint([source, *maps, sink]),
     )
 
 
@@ -102,7 +115,7 @@ def _fmt(n: float) -> str:
     return f"{n:g}"
 
 
-def budget_resources(plan: Plan, cpus: float, gpus: float) -> Plan:
+def budget_resources(plan: Plan, cpus: float, gpus: float, memory: float = math.inf) -> Plan:
     """Share the cluster between actor pools, task stages and I/O so the job can always progress.
 
     Actor pools hold their CPUs for the whole job. If they took every CPU, Ray Data could never
@@ -124,6 +137,13 @@ def budget_resources(plan: Plan, cpus: float, gpus: float) -> Plan:
                 f"but the Ray cluster has {have}. Set {step.key}.stage.num_gpus=0 to run on CPUs, "
                 "or connect to a cluster with GPUs (ray.address).",
                 key=f"{step.key}.stage.num_gpus",
+            )
+        if s.memory is not None and s.memory * max(1, s.min_workers) > memory:
+            raise PlanError(
+                f"asks for {s.memory:,} bytes per worker x {max(1, s.min_workers)} worker(s), but "
+                f"the Ray cluster has {memory:,.0f} bytes of memory for tasks and actors. Lower "
+                f"{step.key}.stage.memory or the stage's concurrency.",
+                key=f"{step.key}.stage.memory",
             )
         if s.num_cpus is not None and s.num_cpus > cpus:
             raise PlanError(
@@ -219,7 +239,9 @@ def local_budget(plan: Plan) -> Plan:
 
 def _stage_line(stage: StageSettings) -> str:
     data = stage.model_dump(exclude_defaults=False)
-    if not data["ray_remote_args"]:
+    if data["ray_remote_args"]:  # e.g. a runtime_env with env_vars: {HF_TOKEN: ...}
+        data["ray_remote_args"] = json.dumps(mask_secrets(data["ray_remote_args"]))
+    else:
         data.pop("ray_remote_args")
     return ", ".join(f"{k}={v}" for k, v in data.items())
 

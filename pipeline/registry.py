@@ -31,6 +31,14 @@ class PluginInfo:
     name: str
     value: str  # "module:attr"
     distribution: str | None
+    version: str | None = None
+
+    @property
+    def package(self) -> str:
+        """The distribution that registers it, with its version: ``bulkinfer 0.1.0``."""
+        if self.distribution is None:
+            return "(unknown distribution)"
+        return f"{self.distribution} {self.version}" if self.version else self.distribution
 
     @property
     def entry_point(self) -> EntryPoint:
@@ -43,16 +51,25 @@ def _check_kind(kind: str) -> None:
 
 
 @cache
-def available(kind: str) -> dict[str, PluginInfo]:
-    """Registered plugins of ``kind`` by name, read from installed package metadata."""
+def _registered(kind: str) -> dict[str, tuple[PluginInfo, ...]]:
     _check_kind(kind)
-    found: dict[str, PluginInfo] = {}
+    found: dict[str, list[PluginInfo]] = {}
     for ep in entry_points(group=KINDS[kind][0]):
         dist = getattr(ep, "dist", None)
-        found.setdefault(
-            ep.name, PluginInfo(kind, ep.name, ep.value, dist.name if dist is not None else None)
-        )
-    return dict(sorted(found.items()))
+        name, version = (dist.name, dist.version) if dist is not None else (None, None)
+        found.setdefault(ep.name, []).append(PluginInfo(kind, ep.name, ep.value, name, version))
+    return {name: tuple(infos) for name, infos in sorted(found.items())}
+
+
+@cache
+def available(kind: str) -> dict[str, PluginInfo]:
+    """Registered plugins of ``kind`` by name, read from installed package metadata."""
+    return {name: infos[0] for name, infos in _registered(kind).items()}
+
+
+def clashes(kind: str) -> dict[str, tuple[PluginInfo, ...]]:
+    """Names of ``kind`` that more than one installed distribution registers."""
+    return {name: infos for name, infos in _registered(kind).items() if len(infos) > 1}
 
 
 def _not_found(kind: str, name: str, key: str | None) -> PluginNotFoundError:
@@ -89,10 +106,30 @@ def _load(kind: str, name: str, value: str) -> type[Plugin]:
     return obj
 
 
+def info(kind: str, name: str, *, key: str | None = None) -> PluginInfo:
+    """The registration of plugin ``name`` (nothing imported); raises if there is none."""
+    _check_kind(kind)
+    found = available(kind).get(name)
+    if found is None:
+        raise _not_found(kind, name, key)
+    return found
+
+
 def load(kind: str, name: str, *, key: str | None = None) -> type[Plugin]:
     """Import and return the plugin class registered as ``name``; ``key`` names the config key."""
-    _check_kind(kind)
-    info = available(kind).get(name)
-    if info is None:
-        raise _not_found(kind, name, key)
-    return _load(kind, name, info.value)
+    registered = info(kind, name, key=key)
+    clash = clashes(kind).get(name)
+    if clash:
+        who = ", ".join(f"{c.package} ({c.value})" for c in clash)
+        raise PluginLoadError(
+            f"{kind} plugin name {name!r} is registered by more than one installed package: "
+            f"{who}. Which one would load depends on install order; uninstall one of them or "
+            "ask its authors to rename it.",
+            key=key,
+        )
+    try:
+        return _load(kind, name, registered.value)
+    except PluginLoadError as exc:
+        if key is None or exc.key:
+            raise
+        raise PluginLoadError(exc.message, key=key) from exc.__cause__

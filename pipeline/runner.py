@@ -7,6 +7,7 @@ still being read.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,10 +20,18 @@ from pipeline.batching import AUTO_MAX_ROWS
 from pipeline.errors import BulkInferError, ColumnNotFoundError, DataError, PlanError
 from pipeline.interfaces import IOContext
 from pipeline.plan import Plan, Step, budget_resources, describe
-from pipeline.ray_stats import operator_stages
+from pipeline.ray_stats import FirstOutputProbe, operator_stages
+from pipeline.settings import RaySettings
 from pipeline.stage_call import JobCounters, StageCall, actor_class
 
 log = logging.getLogger("bulkinfer")
+
+#: Ray settings that decide how :func:`ensure_ray` starts or connects to Ray.
+_START_KEYS = ("address", "num_cpus", "num_gpus", "object_store_memory", "runtime_env")
+#: What this process started Ray with (None: Ray was not started here, or was shut down).
+_started_with: dict[str, Any] | None = None
+#: How long a finished job waits for Ray to confirm its actors are gone.
+RELEASE_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -34,9 +43,13 @@ class RunResult:
     rows_out: int | None
     wall_s: float
     job_s: float
-    first_row_s: float | None = None
-    stage_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
+    #: Rows (in, out) of each map stage by config key ("source" for a job without map stages).
+    stage_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Seconds from the start of the job until its last stage first handed rows on.
+    first_output_s: float | None = None
+    #: The Ray cluster's total resources during the job ("CPU", "GPU").
+    cluster: dict[str, float] = field(default_factory=dict)
     #: Run-time decisions the stages reported (``batch_size: auto`` choices, OOM halving).
     notes: list[str] = field(default_factory=list)
 
@@ -44,22 +57,51 @@ class RunResult:
     def rows_per_s(self) -> float | None:
         return self.rows_out / self.job_s if self.rows_out and self.job_s > 0 else None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as plain data (the core of ``metrics.json``)."""
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "wall_s": round(self.wall_s, 3),
+            "job_s": round(self.job_s, 3),
+            "first_output_s": (
+                round(self.first_output_s, 3) if self.first_output_s is not None else None
+            ),
+            "rows_per_s": round(self.rows_per_s, 3) if self.rows_per_s else None,
+            "output": self.output,
+            "stages": self.stages,
+            "cluster": self.cluster,
+            "notes": self.notes,
+        }
+
     def summary(self) -> str:
-        rate = f"{self.rows_per_s:,.1f} rows/s" if self.rows_per_s else "n/a rows/s"
-        where = f" -> {self.output}" if self.output else ""
-        lines = [f"bulkinfer: {note}" for note in self.notes]
-        lines.append(
-            f"bulkinfer: {self.rows_in} rows in, {self.rows_out} rows out in {self.job_s:.1f} s "
-            f"({rate}; {self.wall_s:.1f} s with Ray start-up){where}"
-        )
-        return "\n".join(lines)
+        """One sentence: rows, time, rate, first output, where the output is."""
+        from pipeline.metrics import sentence
+
+        notes = "".join(f"bulkinfer: {note}\n" for note in self.notes)
+        return notes + sentence(self.as_dict())
+
+
+def _start_settings(settings: RaySettings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in _START_KEYS}
 
 
 def ensure_ray(plan: Plan) -> bool:
-    """Start (or connect to) Ray unless this process already has it; True if we started it."""
-    if ray.is_initialized():
-        return False
+    """Start (or connect to) Ray unless this process already has it; True if it started now.
+
+    Jobs run one after another in one process (a Hydra multirun with the basic launcher) share
+    the Ray instance the first one started. A job whose ``ray`` settings differ from those Ray was
+    started with restarts it; a Ray that someone else initialised (a notebook, a test) is reused
+    as it is.
+    """
+    global _started_with
     settings = plan.ray
+    if ray.is_initialized():
+        if _started_with is None or _started_with == _start_settings(settings):
+            log.info("reusing the Ray instance this process already has")
+            return False
+        log.info("ray settings changed since Ray was started; restarting it")
+        shutdown_ray()
     kwargs: dict[str, Any] = {
         "include_dashboard": settings.include_dashboard,
         "logging_level": logging.WARNING,
@@ -82,16 +124,80 @@ def ensure_ray(plan: Plan) -> bool:
         raise PlanError(
             f"cannot connect to Ray at {settings.address!r}: {exc}", key="ray.address"
         ) from None
+    _started_with = _start_settings(settings)
     return True
+
+
+def shutdown_ray() -> None:
+    """Stop the Ray this process started (disconnect from a cluster); call once, at the end."""
+    global _started_with
+    _started_with = None
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _live_map_workers() -> list[str] | None:
+    """Ray Data map-stage actors of this driver that are not dead (None: cannot tell)."""
+    try:
+        from ray._private import state  # the GCS view; the public state API needs a dashboard
+
+        job_id = ray.get_runtime_context().get_job_id()
+        return [
+            actor["ActorClassName"]
+            for actor in state.actors().values()
+            if actor["JobID"] == job_id
+            and actor["State"] != "DEAD"
+            and str(actor["ActorClassName"]).startswith("MapWorker(")
+        ]
+    except Exception:
+        return None
+
+
+def wait_for_actors_released(timeout_s: float = RELEASE_TIMEOUT_S) -> bool:
+    """Wait until Ray reports this driver's map-stage actors dead; False if some outlive it.
+
+    Ray Data kills a dataset's actor pools when its executor shuts down: at the end of a full
+    execution, but after a partial one (``take``, as the show sink does) only when the executor
+    is garbage-collected, and the kill itself is asynchronous. Collecting garbage and waiting
+    here means the next job of a sweep starts with the model actors of this one gone.
+    """
+    deadline = time.monotonic() + timeout_s
+    collected = False
+    while True:
+        alive = _live_map_workers()
+        if not alive:
+            return True
+        if not collected:
+            gc.collect()  # an executor left behind by a partial read holds its actor pool
+            collected = True
+            continue
+        if time.monotonic() > deadline:
+            log.warning("actors still alive %.0f s after the job: %s", timeout_s, alive)
+            return False
+        time.sleep(0.05)
+
+
+def configure_progress(enabled: bool) -> None:
+    """Ray Data progress on (bars on a terminal, a log line every 10 s otherwise) or off."""
+    ray.data.DataContext.get_current().enable_progress_bars = enabled
+    # Off also silences Ray Data's warning that progress bars are disabled.
+    logging.getLogger("ray.data._internal.progress").setLevel(
+        logging.NOTSET if enabled else logging.ERROR
+    )
 
 
 def cluster_budget(plan: Plan) -> Plan:
     """Fit the plan to the resources of the Ray cluster this process is connected to."""
     resources = ray.cluster_resources()
-    return budget_resources(plan, resources.get("CPU", 0.0), resources.get("GPU", 0.0))
+    return budget_resources(
+        plan,
+        resources.get("CPU", 0.0),
+        resources.get("GPU", 0.0),
+        resources.get("memory", float("inf")),
+    )
 
 
-def _map(ds: ray.data.Dataset, step: Step, counters: Any, final: bool) -> ray.data.Dataset:
+def _map(ds: ray.data.Dataset, step: Step, counters: Any) -> ray.data.Dataset:
     s = step.stage
     assert s is not None
     auto = s.batch_size == "auto"
@@ -110,7 +216,6 @@ def _map(ds: ray.data.Dataset, step: Step, counters: Any, final: bool) -> ray.da
         params=step.params,
         key=step.key,
         counters=counters,
-        final=final,
         auto_batch=auto,
         memory_limit=s.memory,
         num_threads=s.num_threads,
@@ -134,7 +239,7 @@ def _map(ds: ray.data.Dataset, step: Step, counters: Any, final: bool) -> ray.da
 
 def _count_only(ds: ray.data.Dataset, counters: Any, num_cpus: float) -> ray.data.Dataset:
     """A job without map stages still counts its rows (a pass-through fused into the read)."""
-    call = StageCall(None, None, "source", counters, final=True)
+    call = StageCall(None, None, "source", counters)
     return ds.map_batches(call, batch_format="pyarrow", num_cpus=num_cpus)
 
 
@@ -196,30 +301,40 @@ def find_user_error(exc: BaseException) -> BulkInferError | None:
     return None
 
 
-def execute(plan: Plan) -> RunResult:
-    """Run the plan on the Ray cluster this process is connected to (see :func:`ensure_ray`)."""
-    started = time.perf_counter()
+def execute(plan: Plan, *, started: float | None = None) -> RunResult:
+    """Run the plan on the Ray cluster this process is connected to (see :func:`ensure_ray`).
+
+    ``started`` is the ``time.perf_counter()`` value the wall time counts from (default: now);
+    pass the moment the run began to include validation and Ray start-up. The job's time
+    (``job_s``) counts from reading the source to the end of writing. Returns once the job's
+    actors are released.
+    """
+    started = time.perf_counter() if started is None else started
+    resources = ray.cluster_resources()
     plan = cluster_budget(plan)
     log.info("\n%s", describe(plan))
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = plan.run.progress
+    configure_progress(plan.run.progress)
     # Surface a plugin's own exception (e.g. DataError naming a column), not Ray's wrapper.
-    context.raise_original_map_exception = True
+    ray.data.DataContext.get_current().raise_original_map_exception = True
     io = IOContext(ray_remote_args={"num_cpus": plan.io_cpus})
     sink = plan.sink.plugin(io)
     sink.check(plan.sink.params)
+    probe = FirstOutputProbe()
     counters = JobCounters.remote()
-    job_start, job_start_wall = time.perf_counter(), time.time()
+    job_start = time.perf_counter()
     try:
-        ds = plan.source.plugin(io).read(plan.source.params)
-        _check_columns(plan, ds)
-        if plan.rows_per_block:
-            ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
-        for n, step in enumerate(plan.maps, 1):
-            ds = _map(ds, step, counters, final=n == len(plan.maps))
-        if not plan.maps:
-            ds = _count_only(ds, counters, plan.io_cpus or 1.0)
-        written = sink.write(ds, plan.sink.params)
+        with probe.installed():
+            ds = plan.source.plugin(io).read(plan.source.params)
+            _check_columns(plan, ds)
+            if plan.rows_per_block:
+                ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
+            for step in plan.maps:
+                ds = _map(ds, step, counters)
+            if not plan.maps:
+                ds = _count_only(ds, counters, plan.io_cpus or 1.0)
+            probe.arm()
+            written = sink.write(ds, plan.sink.params)
+        job_s = time.perf_counter() - job_start
     except BulkInferError:
         raise
     except Exception as exc:
@@ -227,21 +342,22 @@ def execute(plan: Plan) -> RunResult:
         if user_error is not None:
             raise user_error from None
         raise
-    job_s = time.perf_counter() - job_start
-    counted = ray.get(counters.snapshot.remote())
+    finally:
+        wait_for_actors_released()
+    rows = ray.get(counters.snapshot.remote())
+    notes = ray.get(counters.get_notes.remote())
     ray.kill(counters)
-    rows = {key: tuple(v) for key, v in counted["rows"].items()}
-    first_key = plan.maps[0].key if plan.maps else "source"
-    last_key = plan.maps[-1].key if plan.maps else "source"
-    first_at = counted["first_output_at"]
+    rows_in = rows[plan.maps[0].key if plan.maps else "source"][0] if rows else 0
+    last = rows[plan.maps[-1].key if plan.maps else "source"][1] if rows else 0
     return RunResult(
         output=written.location,
-        rows_in=rows.get(first_key, (0, 0))[0],
-        rows_out=written.rows if written.rows is not None else rows.get(last_key, (0, 0))[1],
+        rows_in=rows_in,
+        rows_out=written.rows if written.rows is not None else last,
         wall_s=time.perf_counter() - started,
         job_s=job_s,
-        first_row_s=first_at - job_start_wall if first_at else None,
-        stage_rows=rows,
+        stage_rows={key: tuple(counts) for key, counts in rows.items()},
         stages=operator_stages(ds),
-        notes=list(counted.get("notes", [])),
+        first_output_s=probe.seconds_since(job_start),
+        cluster={k: resources[k] for k in ("CPU", "GPU") if k in resources},
+        notes=notes,
     )

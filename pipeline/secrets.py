@@ -1,22 +1,93 @@
-"""Mask values that look like credentials before anything is printed or written."""
+"""Mask values that look like credentials before anything is printed, logged or written.
+
+A key looks secret when its name contains ``token`` (not ``tokens``, ``tokenizer`` or
+``token_id``, which generation settings use), ``secret``, ``password``/``passwd``, ``api_key``,
+``access_key``, ``private_key``, ``credential``, ``authorization`` or ``storage_options`` (cloud
+filesystem options carry keys and secrets). Structured data (plans, metrics, saved configs) is
+masked with :func:`mask_secrets`; free text (log lines, Hydra overrides) with :func:`mask_text`, a
+safety net for ``key=value`` and ``key: value`` pairs.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
 MASK = "***"
-_SECRET_KEY = re.compile(r"token|secret|password|passwd|api_?key|credential|storage_options", re.I)
+_SECRET_KEY = re.compile(
+    r"token(?!s|iz|_id|_type)|secret|passw(?:or)?d|api_?key|access_?key|private_?key"
+    r"|credential|authorization|storage_options",
+    re.I,
+)
+# key, separator, value: "key=value", "key: value", '"key": "value"', "key={...}"
+_PAIR = re.compile(
+    r"(?P<key>[A-Za-z_][\w.-]*)(?P<sep>[\"']?\s*[:=]\s*)"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|\{[^{}]*\}|\[[^\[\]]*\]|[^\s,;{}\[\]()\"']+)"
+)
+
+
+def is_secret_key(name: Any) -> bool:
+    """Whether a key (a dotted path is fine) names a credential-like value."""
+    return bool(_SECRET_KEY.search(str(name)))
 
 
 def mask_secrets(value: Any) -> Any:
-    """Copy of ``value`` with every entry under a secret-looking key replaced by ``***``."""
+    """Copy of ``value`` with every entry under a secret-looking key replaced by ``***``.
+
+    Walks mappings, lists and tuples at any depth; a pydantic model is dumped first. ``None``
+    stays ``None`` so an unset option still reads as unset.
+    """
+    if hasattr(value, "model_dump") and not isinstance(value, type):
+        value = value.model_dump(mode="json")
     if isinstance(value, Mapping):
         return {
-            k: (MASK if _SECRET_KEY.search(str(k)) and v is not None else mask_secrets(v))
+            k: (MASK if is_secret_key(k) and v is not None else mask_secrets(v))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
         return [mask_secrets(v) for v in value]
     return value
+
+
+def _mask_pair(match: re.Match[str]) -> str:
+    if not is_secret_key(match["key"]):
+        return match[0]
+    value = match["value"]
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{match['key']}{match['sep']}{quote}{MASK}{quote}"
+
+
+def mask_text(text: str) -> str:
+    """``text`` with the value of every secret-looking ``key=value``/``key: value`` masked."""
+    return _PAIR.sub(_mask_pair, text)
+
+
+def mask_override(override: str) -> str:
+    """A Hydra command-line override with its value masked if its key looks secret."""
+    key, sep, _ = override.partition("=")
+    return f"{key}={MASK}" if sep and is_secret_key(key) else override
+
+
+class MaskingFilter(logging.Filter):
+    """A logging filter that masks secret-looking ``key=value`` pairs in every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def install_log_masking(logger: logging.Logger | None = None) -> None:
+    """Add a :class:`MaskingFilter` to ``logger``'s handlers (default: the root logger's).
+
+    Handler filters see records from every logger that propagates to them, so plugin loggers
+    are covered too. Safe to call more than once.
+    """
+    target = logger or logging.getLogger()
+    for handler in target.handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(MaskingFilter())

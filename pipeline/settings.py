@@ -148,7 +148,11 @@ class RunSettings(_Strict):
 
     dry_run: bool = Field(default=False, description="Validate and print the plan; start nothing.")
     name: str = Field(default="bulkinfer", description="Job name, used in logs.")
-    progress: bool = Field(default=True, description="Show Ray Data progress bars.")
+    progress: bool = Field(
+        default=True,
+        description="Ray Data progress: bars on a terminal, a log line every 10 s otherwise; "
+        "false: none.",
+    )
 
 
 class JobConfig(_Strict):

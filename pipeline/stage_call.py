@@ -3,15 +3,15 @@
 Every map stage runs inside :class:`StageCall`, which builds the plugin once per worker, cuts
 batches to the size that fits (:mod:`pipeline.batching`: ``batch_size: auto`` and out-of-memory
 halving) and reports each batch's rows in and out to a :class:`JobCounters` actor, so the runner
-knows rows in, rows out and time to first output row without relying on Ray Data's internal
-stats.
+knows exact rows in and out of every stage without relying on Ray Data's internal stats (which
+count file listings and write results as rows, and lose the read count when Ray fuses a read into
+a write).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any
 
 import ray
@@ -27,26 +27,27 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
 
 @ray.remote(num_cpus=0)
 class JobCounters:
-    """Per-stage row totals, the time the job's final stage first produced rows, and notes."""
+    """Rows in and out of each stage, summed over every batch of the job, and run-time notes."""
 
     def __init__(self) -> None:
         self.rows: dict[str, list[int]] = {}
-        self.first_output_at: float | None = None
         self.notes: list[str] = []
 
-    def add(self, key: str, rows_in: int, rows_out: int, final: bool, at: float) -> None:
+    def add(self, key: str, rows_in: int, rows_out: int) -> None:
         totals = self.rows.setdefault(key, [0, 0])
         totals[0] += rows_in
         totals[1] += rows_out
-        if final and rows_out and (self.first_output_at is None or at < self.first_output_at):
-            self.first_output_at = at
 
     def note(self, message: str) -> None:
+        """A decision a worker made at run time (``batch_size: auto``, out-of-memory halving)."""
         if message not in self.notes:
             self.notes.append(message)
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"rows": self.rows, "first_output_at": self.first_output_at, "notes": self.notes}
+    def snapshot(self) -> dict[str, list[int]]:
+        return self.rows
+
+    def get_notes(self) -> list[str]:
+        return self.notes
 
 
 def set_threads(count: int) -> None:
@@ -62,8 +63,9 @@ def set_threads(count: int) -> None:
         torch.set_num_threads(count)
 
 
-#: Plugin instances of task stages, kept per worker process: a task gets a fresh copy of its
-#: callable, but the (possibly expensive) plugin instance is built once per process.
+#: The plugin instance of a task stage, kept per worker process: a task gets a fresh copy of its
+#: callable, but the (possibly expensive) plugin instance is built once per process. A new stage
+#: (another job of a sweep) replaces the old one, so an idle worker never holds two models.
 _TASK_INSTANCES: dict[tuple[str, str], MapStage] = {}
 
 
@@ -79,14 +81,13 @@ class StageCall:
         params: Any,
         key: str,
         counters: Any,
-        final: bool,
         eager: bool = False,
         auto_batch: bool = False,
         memory_limit: int | None = None,
         num_threads: int | None = None,
     ) -> None:
         self.plugin, self.params, self.key = plugin, params, key
-        self.counters, self.final = counters, final
+        self.counters = counters
         self.num_threads = num_threads
         self.batches = AdaptiveBatches(key, auto_batch, memory_limit, self._note)
         self._stage: MapStage | None = None
@@ -108,6 +109,7 @@ class StageCall:
         if self._stage is None and self.plugin is not None:
             cache_key = (self.key, self.params.model_dump_json())
             if cache_key not in _TASK_INSTANCES:
+                _TASK_INSTANCES.clear()
                 _TASK_INSTANCES[cache_key] = self._build()
             self._stage = _TASK_INSTANCES[cache_key]
         return self._stage
@@ -117,11 +119,7 @@ class StageCall:
         stage = self._instance()
         out = self.batches(stage, batch) if stage is not None else batch
         if self.counters is not None:
-            ray.get(
-                self.counters.add.remote(
-                    self.key, rows_in, batch_rows(out), self.final, time.time()
-                )
-            )
+            ray.get(self.counters.add.remote(self.key, rows_in, batch_rows(out)))
         return out
 
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import ConfigError
+from pipeline.secrets import is_secret_key, mask_secrets
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,13 +50,14 @@ def _relevant(errors: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]
     return kept
 
 
-def _describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+def _describe(error: dict[str, Any], model: type[BaseModel], key: str) -> str:
     msg = error["msg"]
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(model.model_fields) if len(error["loc"]) == 1 else ""
         msg = "unknown key" + (f"; allowed keys: {allowed}" if allowed else "")
-    elif "input" in error and error["type"] != "missing":
-        msg += f" (got {error['input']!r})"
+    elif "input" in error and error["type"] != "missing" and not is_secret_key(key):
+        # never echo a value under a secret-looking key, nor one nested in what is echoed
+        msg += f" (got {mask_secrets(error['input'])!r})"
     return msg
 
 
@@ -69,7 +71,10 @@ def validate_model(model: type[M], data: Any, key: str) -> M:
         return model.model_validate(dict(data))
     except ValidationError as exc:
         errors = _relevant(exc.errors(), key)
-        lines = [f"{join_key(key, error['loc'])}: {_describe(error, model)}" for error in errors]
+        lines = []
+        for error in errors:
+            full_key = join_key(key, error["loc"])
+            lines.append(f"{full_key}: {_describe(error, model, full_key)}")
         first_key = join_key(key, errors[0]["loc"])
         message = lines[0].split(": ", 1)[1] if len(lines) == 1 else "\n  " + "\n  ".join(lines)
         raise ConfigError(message, key=first_key) from None

@@ -237,19 +237,18 @@ def run_stage(ray, plugin, rows: int, batch_size, **call):
             params=plugin.Params(),
             key="predictor",
             counters=counters,
-            final=True,
             eager=True,
             **call,
         ),
     )
     out = sorted(ds.take_all(), key=lambda r: r["id"])
-    return out, ray.get(counters.snapshot.remote())
+    return out, ray.get(counters.snapshot.remote()), ray.get(counters.get_notes.remote())
 
 
 def test_a_stage_whose_model_runs_out_of_memory_finishes_the_job_and_reports_the_size(ray_session):
-    out, counted = run_stage(ray_session, OomAboveEight, rows=100, batch_size=32)
+    out, rows, notes = run_stage(ray_session, OomAboveEight, rows=100, batch_size=32)
     assert [r["id"] for r in out] == list(range(100))
     assert all(r["double"] == 2 * r["id"] for r in out)
     assert max(r["call_rows"] for r in out) <= 8
-    assert counted["rows"]["predictor"] == [100, 100]
-    assert any("continuing with batches of at most 8 rows" in n for n in counted["notes"])
+    assert rows["predictor"] == [100, 100]
+    assert any("continuing with batches of at most 8 rows" in n for n in notes)

@@ -172,3 +172,11 @@ def test_the_fingerprint_follows_the_data_flow_not_the_execution_settings():
     other["predictor"]["params"]["normalize"] = True
     assert a != build_plan(other).fingerprint
     assert a != b  # the stage block is part of the predictor config
+
+
+def test_more_memory_than_the_cluster_has_is_refused():
+    plan = build_plan(config(memory=8 * 2**30, concurrency=2))
+    with pytest.raises(PlanError, match="Lower predictor.stage.memory") as err:
+        budget_resources(plan, cpus=2, gpus=0, memory=10 * 2**30)
+    assert err.value.key == "predictor.stage.memory"
+    assert budget_resources(plan, cpus=2, gpus=0, memory=20 * 2**30).maps[0].stage.memory

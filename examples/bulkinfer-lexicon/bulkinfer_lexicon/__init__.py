@@ -1,0 +1,1 @@
+"""Lexicon sentiment, a bulkinfer predictor plugin (see predictor.py)."""

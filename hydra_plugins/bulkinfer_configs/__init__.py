@@ -1,0 +1,1 @@
+"""Hydra plugin that puts bulkinfer config packages (``bulkinfer.configs``) on the search path."""

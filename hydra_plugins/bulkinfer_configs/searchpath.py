@@ -1,0 +1,39 @@
+"""Append every ``bulkinfer.configs`` package to the config search path of bulkinfer's app.
+
+Hydra imports every module under the ``hydra_plugins`` namespace package and calls each
+:class:`SearchPathPlugin` when it builds a search path. This plugin acts only when the search path
+holds bulkinfer's own ``conf/`` (so other Hydra apps in the same environment are left alone) and
+appends each registered config package after it, so a built-in option is never replaced silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+
+def _is_dir(path: str, directory: Path) -> bool:
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    elif "://" in path:
+        return False
+    try:
+        return Path(path).resolve() == directory.resolve()
+    except OSError:
+        return False
+
+
+class BulkinferConfigsSearchPathPlugin(SearchPathPlugin):
+    """``pkg://<package>`` for each config package, after bulkinfer's ``conf/``."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        from pipeline import configs  # light: no Hydra, no Ray; only when a search path is built
+
+        if not any(_is_dir(element.path, configs.CONF_DIR) for element in search_path.get_path()):
+            return
+        report = configs.search_path_report()
+        for package in report.usable:
+            search_path.append(provider=package.provider, path=package.search_path)
+        configs.warn_about_search_path()

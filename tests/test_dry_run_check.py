@@ -1,0 +1,99 @@
+"""``run.dry_run=true`` as another team's CI check: exit 0 valid, 2 invalid, and never Ray.
+
+Each case runs the real command line in a subprocess through a small wrapper that reports, after
+the command finished, whether anything imported Ray (or torch) into the process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import ROOT
+
+WRAPPER = textwrap.dedent(
+    """
+    import runpy, sys
+    sys.argv = ["pipeline", *sys.argv[1:]]
+    code = 0
+    try:
+        runpy.run_module("pipeline", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = exc.code
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & {"ray", "torch", "transformers"})
+    print("HEAVY_MODULES", heavy)
+    sys.exit(code)
+    """
+)
+
+
+def check(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m pipeline OVERRIDES run.dry_run=true``, outputs under ``tmp_path``."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WRAPPER,
+            *overrides,
+            "run.dry_run=true",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "HEAVY_MODULES []" in result.stdout, result.stdout + result.stderr
+    return result
+
+
+def test_a_valid_config_exits_0_with_the_plan_and_imports_no_ray(tmp_path):
+    result = check(tmp_path, f"sink.params.path={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("bulkinfer plan 'bulkinfer'")
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+
+
+def test_a_cluster_config_is_checked_without_connecting(tmp_path):
+    result = check(tmp_path, "ray=cluster")
+    assert result.returncode == 0, result.stderr
+    assert "ray: auto" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["predictor.stage.batch_size=0"], "bulkinfer: error: predictor.stage.batch_size:"),
+        (["+predictor.params.colour=red"], "bulkinfer: error: predictor.params.colour: unknown"),
+        (["predictor.type=sentence_embeding"], "Did you mean 'sentence_embedding'?"),
+        (
+            ["predictor.stage.concurrency=2", "predictor.stage.num_cpus=1", "ray.num_cpus=2"],
+            "leave no CPU for reading and writing",
+        ),
+    ],
+    ids=["bad-value", "unknown-key", "unknown-plugin", "unschedulable"],
+)
+def test_an_invalid_config_exits_2_with_the_message_and_imports_no_ray(
+    tmp_path, overrides, message
+):
+    result = check(tmp_path, *overrides)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("predictor=no_such_option", "Could not find 'predictor/no_such_option'"),
+        ("predictor.params.colour=red", "Could not override 'predictor.params.colour'"),
+        ("predictor.stage.batch_size=[", "no viable alternative"),
+    ],
+    ids=["unknown-option", "override-of-missing-key", "malformed-override"],
+)
+def test_hydra_config_errors_exit_2_too(tmp_path, override, message):
+    result = check(tmp_path, override)
+    assert result.returncode == 2
+    assert message in result.stderr
