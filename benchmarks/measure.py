@@ -1,0 +1,163 @@
+"""Run one command as a child process and measure it from the outside (Linux ``/proc``).
+
+* **wall time**: from spawn to exit, the whole process (interpreter, imports, Ray start-up, job).
+* **peak memory**: the largest sum, over the process and all its descendants (Ray's GCS, raylet
+  and workers are children of the driver), of their proportional set size (PSS: shared pages,
+  such as Ray's object store, counted once across processes), sampled every 0.2 s.
+* **first output**: when the first Parquet file appeared under the output folder (any depth:
+  Ray writes a file per write task; bulkinfer writes into a staging folder beside the output).
+* the child's own ``BENCH {json}`` line (the job's time without start-up, model time, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SAMPLE_S = 0.2
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    children, tree, todo = _children_map(), [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of a process (RSS where smaps_rollup is unavailable)."""
+    for path, key in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(key):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return 0
+
+
+def load_average() -> float:
+    """The 1-minute load average of this machine."""
+    return os.getloadavg()[0]
+
+
+@dataclass
+class Measurement:
+    """What one run of one variant gave."""
+
+    variant: str
+    rc: int
+    wall_s: float
+    peak_bytes: int
+    first_output_s: float | None
+    bench: dict[str, Any] = field(default_factory=dict)
+    load_before: float = 0.0
+    load_after: float = 0.0
+    tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+def _first_parquet(folder: Path) -> bool:
+    for _, _, files in os.walk(folder):
+        if any(name.endswith(".parquet") for name in files):
+            return True
+    return False
+
+
+def run_measured(
+    variant: str,
+    cmd: list[str],
+    watch: Path | None,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 3600,
+    cwd: Path | None = None,
+) -> Measurement:
+    """Run ``cmd``; watch ``watch`` (a folder) for the first Parquet file it writes."""
+    load_before = load_average()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    peak, first_output, done = 0, None, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak, first_output
+        while not done.is_set():
+            total = sum(pss_bytes(pid) for pid in process_tree(proc.pid))
+            peak = max(peak, total)
+            if first_output is None and watch is not None and _first_parquet(watch):
+                first_output = time.perf_counter() - started
+            done.wait(SAMPLE_S)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc.pid)
+        output, _ = proc.communicate()
+        output += f"\n[benchmark] killed after {timeout_s:.0f} s"
+    wall = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    bench: dict[str, Any] = {}
+    for line in output.splitlines():
+        if line.startswith("BENCH "):
+            bench = json.loads(line[len("BENCH ") :])
+    if "first_row_at" in bench:  # written by the process itself (the plain loop)
+        first_output = bench["first_row_at"] - (time.time() - (time.perf_counter() - started))
+    return Measurement(
+        variant=variant,
+        rc=proc.returncode,
+        wall_s=wall,
+        peak_bytes=peak,
+        first_output_s=first_output,
+        bench=bench,
+        load_before=load_before,
+        load_after=load_average(),
+        tail="\n".join(output.splitlines()[-15:]),
+    )
+
+
+def _kill_tree(pid: int) -> None:
+    """Stop a timed-out run and everything it started (its own process tree only)."""
+    import signal
+
+    for child in reversed(process_tree(pid)):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

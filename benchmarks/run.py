@@ -1,0 +1,358 @@
+"""bulkinfer against a hand-written Ray Data job and a plain loop, on the same input, alternating.
+
+    python -m benchmarks.run                        # every workload, 3 runs each, prints tables
+    python -m benchmarks.run --write                # ... and updates benchmarks/RESULTS.md
+    python -m benchmarks.run --workloads startup --runs 5
+    python -m benchmarks.run --tiny                 # a seconds-long smoke run (what the tests use)
+
+Each run of each variant is its own process, measured from outside (benchmarks/measure.py): wall
+time, peak memory of the whole process tree, time to the first output file. Variants alternate
+within each round, in an order that rotates from round to round, so a change of machine load hits
+them alike; the 1-minute load average is recorded before every run. Inputs are generated once,
+deterministically, into ``$BULKINFER_BENCH_DATA`` (default ``~/.cache/bulkinfer-bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import data
+from benchmarks.measure import Measurement, load_average, run_measured
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+PY = sys.executable
+#: Every variant starts its own local Ray, never joins one left running on the machine.
+ENV = {"RAY_ADDRESS": "local", "TOKENIZERS_PARALLELISM": "false"}
+
+Command = Callable[[Path], list[str]]
+
+
+@dataclass
+class Workload:
+    """One benchmark: its input size and, per variant, the command that runs it."""
+
+    name: str
+    title: str
+    rows: int
+    variants: dict[str, Command]
+    timeout_s: float
+    baseline: str  # the variant ratios are taken against
+    results: dict[str, list[Measurement]] = field(default_factory=dict)
+
+
+def _pipeline(*overrides: str) -> Command:
+    def command(out: Path) -> list[str]:
+        return [
+            PY,
+            "-m",
+            "pipeline",
+            *overrides,
+            f"sink.params.path={out}/predictions",
+            f"hydra.run.dir={out}/hydra",
+        ]
+
+    return command
+
+
+def embeddings(sentences: int, batch_size: int = 64) -> Workload:
+    """MiniLM over ``sentences`` sentences of 8-60 words; batch ``batch_size`` everywhere."""
+    source = str(data.sentences(sentences))
+    return Workload(
+        name="embeddings",
+        title=f"Sentence embeddings: all-MiniLM-L6-v2, {sentences:,} sentences of 8-60 words, "
+        f"forward passes of {batch_size}",
+        rows=sentences,
+        variants={
+            "bulkinfer": _pipeline(
+                "+experiment=bench_embeddings",
+                f"source.params.path={source}",
+                f"predictor.params.encode_batch_size={batch_size}",
+            ),
+            "Ray Data, seed style": lambda out: [
+                PY,
+                str(SCRIPTS / "handwritten_embeddings.py"),
+                source,
+                f"{out}/predictions",
+                str(batch_size),
+            ],
+            "plain loop": lambda out: [
+                PY,
+                str(SCRIPTS / "plain_embeddings.py"),
+                source,
+                f"{out}/predictions",
+                f"--batch-size={batch_size}",
+            ],
+            "plain loop, length-sorted": lambda out: [
+                PY,
+                str(SCRIPTS / "plain_embeddings.py"),
+                source,
+                f"{out}/predictions",
+                f"--batch-size={batch_size}",
+                "--sorted",
+            ],
+        },
+        timeout_s=max(600.0, sentences / 5),
+        baseline="Ray Data, seed style",
+    )
+
+
+def startup() -> Workload:
+    """10 rows, nothing to compute: the fixed cost of a job."""
+    items = "[" + ",".join(str(i) for i in range(10)) + "]"
+    return Workload(
+        name="startup",
+        title="Start-up: a trivial pipeline on 10 rows (read, one pass-through map, write)",
+        rows=10,
+        variants={
+            "bulkinfer": _pipeline("source=items", f"source.params.items={items}", "~predictor"),
+            "Ray Data, bare": lambda out: [
+                PY,
+                str(SCRIPTS / "handwritten_startup.py"),
+                f"{out}/predictions",
+            ],
+            "plain Python": lambda out: [
+                PY,
+                str(SCRIPTS / "plain_startup.py"),
+                f"{out}/predictions",
+            ],
+        },
+        timeout_s=300.0,
+        baseline="Ray Data, bare",
+    )
+
+
+WORKLOADS: dict[str, Callable[[argparse.Namespace], Workload]] = {
+    "embeddings": lambda a: embeddings(a.sentences),
+    "startup": lambda a: startup(),
+}
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def output_rows(folder: Path) -> int:
+    """Rows in every Parquet file under ``folder`` (from the footers)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in folder.rglob("*.parquet"))
+
+
+def _bulkinfer_figures(out: Path) -> dict:
+    """The job's own figures from the ``metrics.json`` bulkinfer writes into its run folder."""
+    path = out / "hydra" / "metrics.json"
+    if not path.exists():
+        return {}
+    metrics = json.loads(path.read_text())
+    return {k: metrics.get(k) for k in ("job_s", "first_output_s", "notes", "stages")}
+
+
+def wait_for_quiet(max_load: float | None, wait_s: float) -> None:
+    """Wait (up to ``wait_s``) until the 1-minute load average is under ``max_load``."""
+    if max_load is None:
+        return
+    deadline = time.monotonic() + wait_s
+    while load_average() > max_load and time.monotonic() < deadline:
+        time.sleep(10)
+
+
+def run_workload(w: Workload, runs: int, only: set[str] | None, args: argparse.Namespace) -> None:
+    names = [n for n in w.variants if not only or n in only]
+    for round_ in range(runs):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        for name in order:
+            wait_for_quiet(args.max_load, args.wait)
+            with tempfile.TemporaryDirectory(prefix=f"bench-{w.name}-") as tmp:
+                out = Path(tmp)
+                m = run_measured(name, w.variants[name](out), out, ENV, w.timeout_s, ROOT)
+                if m.ok:
+                    m.bench["output_rows"] = output_rows(out / "predictions")
+                    if name == "bulkinfer":
+                        m.bench.update(_bulkinfer_figures(out))
+            w.results.setdefault(name, []).append(m)
+            status = "ok" if m.ok and m.bench.get("output_rows") == w.rows else "FAILED"
+            print(
+                f"  [{w.name} round {round_ + 1}/{runs}] {name}: {m.wall_s:.1f} s, "
+                f"peak {m.peak_bytes / 2**20:,.0f} MiB, load {m.load_before:.2f} {status}",
+                flush=True,
+            )
+            if status == "FAILED":
+                print("    " + m.tail.replace("\n", "\n    "), flush=True)
+
+
+# -- reporting ----------------------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def summarize(w: Workload) -> list[dict]:
+    """One row per variant: medians over its successful runs."""
+    rows = []
+    for name, ms in w.results.items():
+        good = [m for m in ms if m.ok and m.bench.get("output_rows") == w.rows]
+        if not good:
+            rows.append({"variant": name, "runs": f"0/{len(ms)}"})
+            continue
+        wall = _median([m.wall_s for m in good])
+        job = _median([m.bench.get("job_s") for m in good])
+        model = _median([m.bench.get("model_s") for m in good])
+        rows.append(
+            {
+                "variant": name,
+                "runs": f"{len(good)}/{len(ms)}",
+                "wall_s": wall,
+                "job_s": job,
+                "startup_s": _median(
+                    [m.wall_s - m.bench["job_s"] for m in good if m.bench.get("job_s")]
+                ),
+                "rows_per_s": w.rows / wall,
+                "job_rows_per_s": w.rows / job if job else None,
+                "model_rows_per_s": w.rows / model if model else None,
+                "first_output_s": _median([m.first_output_s for m in good]),
+                "peak_mib": _median([m.peak_bytes / 2**20 for m in good]),
+                "walls": [round(m.wall_s, 1) for m in good],
+                "loads": [round(m.load_before, 2) for m in ms],
+                "notes": next((m.bench.get("notes") for m in good if m.bench.get("notes")), None),
+            }
+        )
+    base = next((r for r in rows if r["variant"] == w.baseline and "wall_s" in r), None)
+    for r in rows:
+        if base and "wall_s" in r:
+            r["vs_baseline"] = base["wall_s"] / r["wall_s"]
+    return rows
+
+
+def table(w: Workload) -> str:
+    """A Markdown table of the medians."""
+    head = (
+        "| variant | runs | wall s (whole process) | job s (no start-up) | start-up s | "
+        "rows/s (whole) | rows/s (job) | rows/s (model only) | first output s | peak MiB | "
+        f"speed vs {w.baseline} |"
+    )
+    lines = [head, "|" + " --- |" * 11]
+    for r in summarize(w):
+        if "wall_s" not in r:
+            lines.append(f"| {r['variant']} | {r['runs']} |" + " - |" * 9)
+            continue
+        lines.append(
+            f"| {r['variant']} | {r['runs']} | {_fmt(r['wall_s'])} | {_fmt(r['job_s'])} | "
+            f"{_fmt(r['startup_s'])} | {_fmt(r['rows_per_s'])} | {_fmt(r['job_rows_per_s'])} | "
+            f"{_fmt(r['model_rows_per_s'])} | {_fmt(r['first_output_s'])} | "
+            f"{_fmt(r['peak_mib'], 0)} | {_fmt(r.get('vs_baseline'), 2)}x |"
+        )
+    return "\n".join(lines)
+
+
+def raw(w: Workload) -> str:
+    """Every run: wall times and the load average before each."""
+    lines = []
+    for r in summarize(w):
+        if "walls" in r:
+            walls, loads = r["walls"], r["loads"]
+            lines.append(f"- {r['variant']}: wall {walls} s; load before each run {loads}")
+        if r.get("notes"):
+            lines.append(f"  - bulkinfer reported: {'; '.join(r['notes'])}")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    """CPU model, cores, memory and library versions."""
+    import platform
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem = int(line.split()[1]) * 1024
+    versions = []
+    for module in ("ray", "torch", "sentence_transformers", "xgboost", "pyarrow"):
+        try:
+            versions.append(f"{module} {__import__(module).__version__}")
+        except Exception:
+            pass
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {mem / 2**30:.0f} GiB RAM, Linux "
+        f"{platform.release()}, Python {platform.python_version()}; " + ", ".join(versions)
+    )
+
+
+def write_results(workloads: list[Workload], runs: int) -> None:
+    """Replace each workload's generated block in RESULTS.md, keeping the hand-written text."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    for w in workloads:
+        block = (
+            f"<!-- generated:{w.name} -->\n### {w.title}\n\n"
+            f"Measured {stamp} on {machine()}. Median of {runs} alternating runs per variant.\n\n"
+            f"{table(w)}\n\n{raw(w)}\n<!-- /generated:{w.name} -->"
+        )
+        pattern = re.compile(
+            rf"<!-- generated:{w.name} -->.*?<!-- /generated:{w.name} -->", re.DOTALL
+        )
+        if pattern.search(text):
+            text = pattern.sub(lambda _, block=block: block, text)
+        else:
+            text = f"{text}\n{block}\n"
+    RESULTS.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--variants", default="", help="comma-separated subset of variants")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sentences", type=int, default=20_000)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the XGBoost input")
+    parser.add_argument("--tiny", action="store_true", help="smoke run: tiny inputs, one round")
+    parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    parser.add_argument("--max-load", type=float, default=None, help="wait for a quieter machine")
+    parser.add_argument("--wait", type=float, default=600, help="longest wait for --max-load (s)")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.sentences, args.rows, args.runs = 48, 2_000, 1
+    only = {v.strip() for v in args.variants.split(",") if v.strip()} or None
+    unknown = [n for n in args.workloads.split(",") if n not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload(s) {unknown}; choose from {sorted(WORKLOADS)}")
+    done = []
+    for name in args.workloads.split(","):
+        w = WORKLOADS[name](args)
+        print(f"{w.title} ({args.runs} round(s))", flush=True)
+        run_workload(w, args.runs, only, args)
+        print(f"\n{table(w)}\n\n{raw(w)}\n", flush=True)
+        done.append(w)
+    if args.write:
+        write_results(done, args.runs)
+    failed = [
+        n
+        for w in done
+        for n, ms in w.results.items()
+        if not all(m.ok and m.bench.get("output_rows") == w.rows for m in ms)
+    ]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
