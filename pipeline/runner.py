@@ -15,7 +15,7 @@ from typing import Any
 import ray
 import ray.data
 
-from pipeline.errors import BulkInferError, ColumnNotFoundError, DataError, PlanError
+from pipeline.errors import BulkInferError, DataError, PlanError
 from pipeline.interfaces import IOContext, MapStage
 from pipeline.plan import Plan, Step, budget_resources, describe
 from pipeline.ray_stats import operator_rows
@@ -132,8 +132,21 @@ def _check_columns(plan: Plan, ds: ray.data.Dataset) -> None:
     for step in plan.maps:
         try:
             columns = step.plugin.output_columns(step.params, columns)
-        except ColumnNotFoundError as exc:
-            raise ColumnNotFoundError(exc.message, key=exc.key or f"{step.key}.params") from None
+        except BulkInferError as exc:
+            raise type(exc)(exc.message, key=stage_key(step, exc.key)) from None
+
+
+def stage_key(step: Step, key: str | None) -> str:
+    """A plugin's error key in full: ``params.x`` -> ``preprocessors[0].params.x``.
+
+    Plugins do not know where they sit in the job, so a stage may name its own keys relative
+    to itself (``params.columns``); absolute keys (``predictor.params.model``) pass unchanged.
+    """
+    if not key:
+        return f"{step.key}.params"
+    if key == "params" or key.startswith(("params.", "stage.")):
+        return f"{step.key}.{key}"
+    return key
 
 
 def find_user_error(exc: BaseException) -> BulkInferError | None:

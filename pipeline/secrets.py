@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 MASK = "***"
-_SECRET_KEY = re.compile(r"token|secret|password|passwd|api_?key|credential|storage_options", re.I)
+#: "token" only as a whole name part (hf_token, access_token), not tokenizer or max_new_tokens.
+_SECRET_KEY = re.compile(
+    r"(^|[_-])token$|secret|password|passwd|api_?key|credential|storage_options", re.I
+)
 
 
 def mask_secrets(value: Any) -> Any:
