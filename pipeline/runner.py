@@ -8,6 +8,7 @@ still being read.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import ray
 import ray.data
 
+from pipeline import errors
 from pipeline.errors import BulkInferError, DataError, PlanError
 from pipeline.interfaces import IOContext, MapStage
 from pipeline.plan import Plan, Step, budget_resources, describe
@@ -161,7 +163,30 @@ def find_user_error(exc: BaseException) -> BulkInferError | None:
         if isinstance(current, BulkInferError):
             return current
         todo += [current.__cause__, current.__context__, getattr(current, "cause", None)]
-    return None
+    return _error_in_message(exc)
+
+
+_REMOTE_ERROR = re.compile(r"pipeline\.errors\.(\w+): (.+)")
+_KEY = re.compile(r"[\w.\[\]-]+")
+
+
+def _error_in_message(exc: BaseException) -> BulkInferError | None:
+    """Rebuild a BulkInferError that Ray only kept as text.
+
+    An error raised in an actor's ``__init__`` (a model that cannot load) reaches the driver as
+    ``ActorDiedError``, which keeps the original exception only in its message.
+    """
+    found = _REMOTE_ERROR.findall(str(exc))
+    if not found:
+        return None
+    name, text = found[-1]
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BulkInferError)):
+        return None
+    key, sep, message = text.partition(": ")
+    if sep and _KEY.fullmatch(key):
+        return cls(message, key=key)
+    return cls(text)
 
 
 def execute(plan: Plan) -> RunResult:

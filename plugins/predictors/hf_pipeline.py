@@ -160,6 +160,8 @@ class HfPipeline(Predictor):
         else:
             texts = self._texts(table)
             results = self.pipe(texts, batch_size=p.batch_size, **p.call_kwargs)
+            if len(texts) == 1 and (not isinstance(results, list) or len(results) != 1):
+                results = [results]  # some pipelines unwrap a one-element input list
             columns = outputs.convert(p, results)
         for name, values in columns.items():
             table = with_column(table, name, values)
