@@ -64,6 +64,9 @@ def ensure_ray(plan: Plan) -> bool:
     if settings.address:
         kwargs["address"] = settings.address
     else:
+        # "local": always a new embedded Ray. Without it, ray.init() joins any cluster that
+        # `ray start` left running on this machine, which is not what ray.address=null means.
+        kwargs["address"] = "local"
         for name in ("num_cpus", "num_gpus", "object_store_memory"):
             if getattr(settings, name) is not None:
                 kwargs[name] = getattr(settings, name)

@@ -69,7 +69,7 @@ def train(out: str | Path, *, num_workers: int = 2, num_boost_round: int = 20) -
     if out.exists():
         raise FileExistsError(f"{out} exists; choose another --out or remove it")
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level="WARNING")
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
     ray.data.DataContext.get_current().enable_progress_bars = False
     train_df, valid_df = breast_cancer_frames()
     # Leave CPUs free for Ray Data's ingest tasks: workers that hold every CPU wait forever.
