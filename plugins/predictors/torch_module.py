@@ -98,7 +98,7 @@ class TorchModuleParams(PluginParams):
         return self
 
 
-def _load(params: TorchModuleParams, device: str):
+def _load(params: TorchModuleParams):
     import torch
 
     def exists(path: str, key: str) -> str:
@@ -174,10 +174,12 @@ class TorchModule(Predictor):
         super().__init__(params)
         self.device = pick_device(params.device)
         self.dtype = torch_dtype(params.dtype)
-        model = _load(params, self.device)
+        model = _load(params)
         model = model.to(self.device)
-        if hasattr(model, "eval"):
+        try:
             model = model.eval()
+        except NotImplementedError:  # torch.export modules are always in inference form
+            pass
         if any(p.is_floating_point() for p in model.parameters()):
             model = model.to(self.dtype)
         self.model = model
