@@ -70,6 +70,11 @@ class HfPipelineParams(PluginParams):
         default=None, description="torch device; null: the GPU Ray assigned, else the CPU."
     )
 
+    @field_validator("model_kwargs", "call_kwargs", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
     @field_validator("task")
     @classmethod
     def _canonical_task(cls, task: str) -> str:

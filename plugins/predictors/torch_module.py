@@ -72,6 +72,11 @@ class TorchModuleParams(PluginParams):
         default=None, description="torch device; null: the GPU Ray assigned, else the CPU."
     )
 
+    @field_validator("module_kwargs", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
     @field_validator("module")
     @classmethod
     def _registered(cls, module: str | None) -> str | None:
