@@ -5,6 +5,7 @@ compose (Hydra) -> validate (pydantic) -> plan -> execute (Ray Data). Only this 
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -15,7 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import configs
@@ -57,7 +58,11 @@ def check_choices(choices: dict[str, Any], config_name: str | None = None) -> No
 
 
 def _preprocessor_option(name: str, index: int) -> dict[str, Any]:
-    """Load ``conf/preprocessor/NAME.yaml`` (or a config package's) for a list entry by name."""
+    """Load ``conf/preprocessor/NAME.yaml`` (or a config package's) for a list entry by name.
+
+    Returned unresolved: its interpolations (``${predictor.params.model}``) resolve against the
+    whole job config once it is spliced into the ``preprocessors`` list.
+    """
     _refuse_clash("preprocessor", name, f"preprocessors[{index}]")
     try:
         cfg = hydra.compose(config_name=f"preprocessor/{name}")
@@ -67,23 +72,36 @@ def _preprocessor_option(name: str, index: int) -> dict[str, Any]:
             key=f"preprocessors[{index}]",
         ) from None
     body = cfg.get("preprocessor", cfg)
-    return OmegaConf.to_container(body, resolve=True)
+    return OmegaConf.to_container(body, resolve=False)
+
+
+def _expand_preprocessors(cfg: DictConfig) -> DictConfig:
+    """Replace names in ``preprocessors`` by their config group options (a copy of ``cfg``)."""
+    stages = cfg.get("preprocessors")
+    if stages is None:
+        return cfg
+    if not isinstance(stages, ListConfig):
+        raise ConfigError("must be a list of preprocessor names or stages", key="preprocessors")
+    raw = OmegaConf.to_container(stages, resolve=False)
+    if not any(isinstance(s, str) for s in raw):
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.preprocessors = [
+            _preprocessor_option(s, i) if isinstance(s, str) else s for i, s in enumerate(raw)
+        ]
+    return cfg
 
 
 def to_plain_config(cfg: DictConfig) -> dict[str, Any]:
     """Resolve interpolations and the preprocessor shorthand into plain dicts and lists."""
+    cfg = _expand_preprocessors(cfg)
     try:
         config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or None
         raise ConfigError(str(exc).splitlines()[0], key=key) from None
     config.pop("hydra", None)
-    stages = config.get("preprocessors") or []
-    if not isinstance(stages, list):
-        raise ConfigError("must be a list of preprocessor names or stages", key="preprocessors")
-    config["preprocessors"] = [
-        _preprocessor_option(s, i) if isinstance(s, str) else s for i, s in enumerate(stages)
-    ]
     return config
 
 

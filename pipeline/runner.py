@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +17,9 @@ from typing import Any
 import ray
 import ray.data
 
+from pipeline import errors
 from pipeline.batching import AUTO_MAX_ROWS
-from pipeline.errors import BulkInferError, ColumnNotFoundError, DataError, PlanError
+from pipeline.errors import BulkInferError, DataError, PlanError
 from pipeline.interfaces import IOContext
 from pipeline.plan import Plan, Step, budget_resources, describe
 from pipeline.ray_stats import FirstOutputProbe, operator_stages
@@ -112,8 +114,8 @@ def ensure_ray(plan: Plan) -> bool:
     if settings.address:
         kwargs["address"] = settings.address
     else:
-        # "local": a fresh embedded instance. Without it ray.init() joins any cluster that
-        # `ray start` left running on this machine (or RAY_ADDRESS names), with its resources.
+        # "local": always a new embedded Ray. Without it, ray.init() joins any cluster that
+        # `ray start` left running on this machine, which is not what ray.address=null means.
         kwargs["address"] = "local"
         for name in ("num_cpus", "num_gpus", "object_store_memory"):
             if getattr(settings, name) is not None:
@@ -282,8 +284,21 @@ def _check_columns(plan: Plan, ds: ray.data.Dataset) -> None:
     for step in plan.maps:
         try:
             columns = step.plugin.output_columns(step.params, columns)
-        except ColumnNotFoundError as exc:
-            raise ColumnNotFoundError(exc.message, key=exc.key or f"{step.key}.params") from None
+        except BulkInferError as exc:
+            raise type(exc)(exc.message, key=stage_key(step, exc.key)) from None
+
+
+def stage_key(step: Step, key: str | None) -> str:
+    """A plugin's error key in full: ``params.x`` -> ``preprocessors[0].params.x``.
+
+    Plugins do not know where they sit in the job, so a stage may name its own keys relative
+    to itself (``params.columns``); absolute keys (``predictor.params.model``) pass unchanged.
+    """
+    if not key:
+        return f"{step.key}.params"
+    if key == "params" or key.startswith(("params.", "stage.")):
+        return f"{step.key}.{key}"
+    return key
 
 
 def find_user_error(exc: BaseException) -> BulkInferError | None:
@@ -298,7 +313,30 @@ def find_user_error(exc: BaseException) -> BulkInferError | None:
         if isinstance(current, BulkInferError):
             return current
         todo += [current.__cause__, current.__context__, getattr(current, "cause", None)]
-    return None
+    return _error_in_message(exc)
+
+
+_REMOTE_ERROR = re.compile(r"pipeline\.errors\.(\w+): (.+)")
+_KEY = re.compile(r"[\w.\[\]-]+")
+
+
+def _error_in_message(exc: BaseException) -> BulkInferError | None:
+    """Rebuild a BulkInferError that Ray only kept as text.
+
+    An error raised in an actor's ``__init__`` (a model that cannot load) reaches the driver as
+    ``ActorDiedError``, which keeps the original exception only in its message.
+    """
+    found = _REMOTE_ERROR.findall(str(exc))
+    if not found:
+        return None
+    name, text = found[-1]
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BulkInferError)):
+        return None
+    key, sep, message = text.partition(": ")
+    if sep and _KEY.fullmatch(key):
+        return cls(message, key=key)
+    return cls(text)
 
 
 def execute(plan: Plan, *, started: float | None = None) -> RunResult:

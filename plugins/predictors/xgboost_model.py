@@ -1,0 +1,160 @@
+"""XGBoost predictions from a model file or a Ray Train checkpoint folder (no torch import)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from pipeline.errors import ColumnNotFoundError, DataError
+from pipeline.interfaces import PluginParams, Predictor
+from pipeline.settings import StageSettings
+from plugins.batches import appended, require_columns, to_arrow, with_column
+from plugins.models import choose_device, ray_gpu_ids
+
+KEY = "predictor.params"
+#: The file RayTrainReportCallback writes into a checkpoint (its CHECKPOINT_NAME).
+CHECKPOINT_FILE = "model.ubj"
+
+
+class XGBoostParams(PluginParams):
+    model: str = Field(
+        description="A saved booster (.json or .ubj, Booster.save_model) or a Ray Train "
+        "checkpoint folder (loaded with RayTrainReportCallback.get_model)."
+    )
+    checkpoint_filename: str = Field(
+        default=CHECKPOINT_FILE,
+        description="The booster's file name inside a checkpoint folder.",
+    )
+    feature_columns: list[str] | None = Field(
+        default=None,
+        description="Columns fed to the model, in this order. null: the model's own feature "
+        "names (every input column but exclude_columns when the model has none).",
+    )
+    exclude_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns never used as features (e.g. an id or the label).",
+    )
+    output_column: str = Field(default="predictions", description="Column for the predictions.")
+    predict_type: Literal["value", "margin"] = Field(
+        default="value", description="value: transformed predictions; margin: raw scores."
+    )
+    device: str | None = Field(
+        default=None,
+        description="XGBoost device (cpu, cuda); null: the GPU Ray assigned, else the CPU.",
+    )
+
+
+def load_booster(model: str, checkpoint_filename: str = CHECKPOINT_FILE):
+    """A Booster from a model file, or from a Ray Train checkpoint folder."""
+    import xgboost
+
+    path = os.path.expanduser(model)
+    if not os.path.exists(path):
+        raise DataError(f"model path does not exist: {model}", key=f"{KEY}.model")
+    try:
+        if os.path.isdir(path):
+            if not os.path.isfile(os.path.join(path, checkpoint_filename)):
+                listed = ", ".join(sorted(os.listdir(path))) or "(empty)"
+                raise DataError(
+                    f"{model} is a folder without {checkpoint_filename} (has: {listed}); expected "
+                    "a Ray Train checkpoint written by RayTrainReportCallback",
+                    key=f"{KEY}.model",
+                )
+            from ray.train import Checkpoint
+            from ray.train.xgboost import RayTrainReportCallback
+
+            return RayTrainReportCallback.get_model(
+                Checkpoint.from_directory(path), filename=checkpoint_filename
+            )
+        booster = xgboost.Booster()
+        booster.load_model(path)
+        return booster
+    except xgboost.core.XGBoostError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(f"cannot load XGBoost model {model}: {first}", key=f"{KEY}.model") from None
+
+
+class XGBoostPredictor(Predictor):
+    """Predict with an XGBoost booster via ``inplace_predict`` (no DMatrix per batch)."""
+
+    Params = XGBoostParams
+    default_stage: ClassVar[StageSettings] = StageSettings(
+        compute="actors", concurrency=1, batch_size=4096
+    )
+
+    def __init__(self, params: XGBoostParams) -> None:
+        super().__init__(params)
+        import xgboost
+
+        self.booster = load_booster(params.model, params.checkpoint_filename)
+        has_cuda = bool(xgboost.build_info().get("USE_CUDA"))
+        self.device = choose_device(params.device, ray_gpu_ids(), has_cuda)
+        self.booster.set_param({"device": self.device})
+        self._features: list[str] | None = None
+
+    @classmethod
+    def output_columns(cls, params: XGBoostParams, input_columns: list[str]) -> list[str]:
+        if params.feature_columns:
+            require_columns(params.feature_columns, input_columns, key=f"{KEY}.feature_columns")
+        return appended(input_columns, params.output_column)
+
+    def features(self, columns: list[str]) -> list[str]:
+        """The model's input columns, in the order the model expects them."""
+        p = self.params
+        if p.feature_columns:
+            require_columns(p.feature_columns, columns, key=f"{KEY}.feature_columns")
+            return list(p.feature_columns)
+        candidates = [c for c in columns if c not in p.exclude_columns and c != p.output_column]
+        names = self.booster.feature_names
+        if names:
+            for name in names:
+                if name not in candidates:
+                    raise ColumnNotFoundError(
+                        f"the model's feature {name!r} is not in the data"
+                        + (" (it is excluded)" if name in p.exclude_columns else "")
+                        + f"; available columns: {', '.join(candidates) or '(none)'}",
+                        key=f"{KEY}.feature_columns",
+                    )
+            return list(names)
+        if len(candidates) != self.booster.num_features():
+            raise DataError(
+                f"the model takes {self.booster.num_features()} features but the data has "
+                f"{len(candidates)} columns after exclude_columns ({', '.join(candidates)}); set "
+                "feature_columns or exclude_columns",
+                key=f"{KEY}.feature_columns",
+            )
+        return candidates
+
+    def __call__(self, batch: Any) -> Any:
+        import numpy as np
+        import pandas as pd
+        import pyarrow as pa
+
+        if isinstance(batch, pd.DataFrame):
+            if self._features is None:
+                self._features = self.features(list(batch.columns))
+            data = batch[self._features]
+        else:
+            table = to_arrow(batch)
+            if self._features is None:
+                self._features = self.features(table.column_names)
+            data = np.column_stack(
+                [table.column(c).to_numpy(zero_copy_only=False) for c in self._features]
+            ).astype(np.float32, copy=False)
+        predictions = self.booster.inplace_predict(
+            data, predict_type=self.params.predict_type, validate_features=False
+        )
+        predictions = np.asarray(predictions)
+        out = self.params.output_column
+        if isinstance(batch, pd.DataFrame):
+            batch = batch.copy(deep=False)
+            batch[out] = list(predictions) if predictions.ndim > 1 else predictions
+            return batch
+        if predictions.ndim > 1:
+            flat = pa.array(predictions.reshape(-1))
+            values = pa.FixedSizeListArray.from_arrays(flat, predictions.shape[1])
+        else:
+            values = pa.array(predictions)
+        return with_column(table, out, values)

@@ -1,0 +1,134 @@
+"""Build tiny transformers models offline, saved with ``save_pretrained``.
+
+Machines without a model hub still need a model folder for text generation and classification:
+these are real GPT-2 and BERT architectures with random weights and a byte-level BPE tokenizer
+trained on a few sentences, small enough to build in a second. Their output is gibberish; the
+code path (``transformers.pipeline(task, model=FOLDER)``) is the one a hub model takes.
+
+    python -m tools.tiny_models gpt2 models/tiny-gpt2
+    python -m tools.tiny_models classifier models/tiny-classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+#: Sentences the tokenizer is trained on (the seed's prompts and the shipped samples).
+_SAMPLES = Path(__file__).resolve().parent.parent / "pipeline" / "samples" / "sample_texts.jsonl"
+_SEED_TEXTS = ["Complete this", "for me"]
+LABELS = ("NEGATIVE", "POSITIVE")
+
+
+def _corpus() -> list[str]:
+    texts = list(_SEED_TEXTS)
+    if _SAMPLES.exists():
+        with _SAMPLES.open() as lines:
+            texts += [json.loads(line)["text"] for line in lines if line.strip()]
+    return texts
+
+
+def build_tokenizer(special_tokens: dict[str, str], vocab_size: int = 512):
+    """A byte-level BPE tokenizer (GPT-2 style) trained on a few hundred sentences."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        _corpus(),
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=list(dict.fromkeys(special_tokens.values())),
+        show_progress=False,
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, **special_tokens)
+
+
+def build_gpt2(path: str | Path, seed: int = 0) -> Path:
+    """A 2-layer GPT-2 language model (vocabulary 512, width 32) saved at ``path``."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    eos = "<|endoftext|>"
+    tokenizer = build_tokenizer({"bos_token": eos, "eos_token": eos, "unk_token": eos})
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    return _save(GPT2LMHeadModel(config), tokenizer, path)
+
+
+def build_encoder(path: str | Path, head: str = "classifier", seed: int = 0) -> Path:
+    """A 2-layer BERT with a ``head``: classifier, token-classifier, masked-lm or none."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+        BertModel,
+    )
+
+    tokenizer = build_tokenizer(
+        {
+            "pad_token": "[PAD]",
+            "unk_token": "[UNK]",
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+            "mask_token": "[MASK]",
+        }
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
+    classes = {
+        "classifier": BertForSequenceClassification,
+        "token-classifier": BertForTokenClassification,
+        "masked-lm": BertForMaskedLM,
+        "none": BertModel,
+    }
+    torch.manual_seed(seed)
+    return _save(classes[head](config), tokenizer, path)
+
+
+def _save(model, tokenizer, path: str | Path) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tools.tiny_models {gpt2,classifier,...} FOLDER``."""
+    parser = argparse.ArgumentParser(prog="python -m tools.tiny_models", description=__doc__)
+    parser.add_argument(
+        "kind", choices=["gpt2", "classifier", "token-classifier", "masked-lm", "encoder"]
+    )
+    parser.add_argument("folder", help="where to save the model (created if needed)")
+    args = parser.parse_args(argv)
+    if args.kind == "gpt2":
+        path = build_gpt2(args.folder)
+    else:
+        path = build_encoder(args.folder, "none" if args.kind == "encoder" else args.kind)
+    print(f"saved a tiny {args.kind} model in {path}")
+
+
+if __name__ == "__main__":
+    main()
