@@ -108,6 +108,40 @@ def embeddings(sentences: int, batch_size: int = 64) -> Workload:
     )
 
 
+def xgboost_workload(rows: int, features: int = 30, trees: int = 20) -> Workload:
+    """An XGBoost regressor of ``trees`` trees over ``rows`` x ``features`` float32 columns."""
+    source, model = str(data.features(rows, features)), str(data.xgb_model(features, trees))
+    return Workload(
+        name="xgboost",
+        title=f"XGBoost: {rows:,} rows x {features} float32 features, {trees} trees, "
+        "Parquet in and out (every input column plus the prediction)",
+        rows=rows,
+        variants={
+            "bulkinfer": _pipeline(
+                "+experiment=bench_xgboost",
+                f"source.params.path={source}",
+                f"predictor.params.model={model}",
+            ),
+            "Ray Data, seed style": lambda out: [
+                PY,
+                str(SCRIPTS / "handwritten_xgboost.py"),
+                source,
+                f"{out}/predictions",
+                model,
+            ],
+            "plain pandas": lambda out: [
+                PY,
+                str(SCRIPTS / "plain_xgboost.py"),
+                source,
+                f"{out}/predictions",
+                model,
+            ],
+        },
+        timeout_s=600.0,
+        baseline="Ray Data, seed style",
+    )
+
+
 def startup() -> Workload:
     """10 rows, nothing to compute: the fixed cost of a job."""
     items = "[" + ",".join(str(i) for i in range(10)) + "]"
@@ -135,6 +169,7 @@ def startup() -> Workload:
 
 WORKLOADS: dict[str, Callable[[argparse.Namespace], Workload]] = {
     "embeddings": lambda a: embeddings(a.sentences),
+    "xgboost": lambda a: xgboost_workload(a.rows),
     "startup": lambda a: startup(),
 }
 
@@ -168,7 +203,9 @@ def wait_for_quiet(max_load: float | None, wait_s: float) -> None:
 
 
 def run_workload(w: Workload, runs: int, only: set[str] | None, args: argparse.Namespace) -> None:
-    names = [n for n in w.variants if not only or n in only]
+    names = [n for n in w.variants if not only or any(word in n for word in only)]
+    if not names:
+        raise SystemExit(f"no variant of {w.name} matches {sorted(only or [])}: {list(w.variants)}")
     for round_ in range(runs):
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
@@ -321,7 +358,12 @@ def write_results(workloads: list[Workload], runs: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
-    parser.add_argument("--variants", default="", help="comma-separated subset of variants")
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="a subset of variants: comma-separated words each variant name must contain one "
+        "of (e.g. 'bulkinfer,seed')",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=20_000)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the XGBoost input")

@@ -50,6 +50,8 @@ class Plan:
     io_cpus: float | None = None
     #: Rows per block after the read (None: as the source produces them); see ``size_blocks``.
     rows_per_block: int | None = None
+    #: Read tasks the source is asked for (None: Ray's choice); see ``size_blocks``.
+    read_tasks: int | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -204,24 +206,30 @@ def budget_resources(plan: Plan, cpus: float, gpus: float, memory: float = math.
     io_cpus = round(min(1.0, free), 2)
     notes.append(f"read/write tasks: {_fmt(io_cpus)} CPU each")
     planned = replace(plan, maps=tuple(maps), io_cpus=io_cpus, notes=tuple(notes))
-    return size_blocks(planned)
+    return size_blocks(planned, read_tasks=max(1, math.floor(free / io_cpus + 1e-9)))
 
 
-def size_blocks(plan: Plan) -> Plan:
-    """Cut the source into blocks of the first map stage's batch size.
+def size_blocks(plan: Plan, read_tasks: int) -> Plan:
+    """Read with as many tasks as can run at once, cut into blocks of the first stage's batch.
 
     Ray Data reads a small file as one block and an actor pool hands a block to one actor, so
     an 8,000-row Parquet file kept one actor of two busy while the other idled. Blocks of one
     batch each spread over every actor of every stage; a batch is also the unit the stage
-    works on, so nothing is cut twice. ``batch_size: auto`` uses its largest probed size;
-    ``null`` (whole blocks) leaves the source's blocks alone.
+    works on, so nothing is cut twice. The read itself gets ``read_tasks`` tasks (those that fit
+    in the CPUs the actor pools leave) instead of Ray's default of about 200: Ray cut a
+    1,000,000-row, one-row-group Parquet file into 134 blocks that way, each later a write task
+    and a file, and took 3-4 s where one streaming read task took 0.6 s. ``batch_size: auto``
+    uses its largest probed size; ``null`` (whole blocks) leaves the source's blocks alone.
     """
     first = next((st.stage for st in plan.maps if st.stage is not None), None)
     if first is None or first.batch_size is None:
         return plan
     rows = AUTO_MAX_ROWS if first.batch_size == "auto" else first.batch_size
-    note = f"blocks: {rows} rows each after the read (one batch of {plan.maps[0].key})"
-    return replace(plan, rows_per_block=rows, notes=(*plan.notes, note))
+    note = (
+        f"blocks: read in {read_tasks} task(s), cut into blocks of {rows} rows "
+        f"(one batch of {plan.maps[0].key})"
+    )
+    return replace(plan, rows_per_block=rows, read_tasks=read_tasks, notes=(*plan.notes, note))
 
 
 def local_budget(plan: Plan) -> Plan:

@@ -354,7 +354,7 @@ def execute(plan: Plan, *, started: float | None = None) -> RunResult:
     configure_progress(plan.run.progress)
     # Surface a plugin's own exception (e.g. DataError naming a column), not Ray's wrapper.
     ray.data.DataContext.get_current().raise_original_map_exception = True
-    io = IOContext(ray_remote_args={"num_cpus": plan.io_cpus})
+    io = IOContext(ray_remote_args={"num_cpus": plan.io_cpus}, num_blocks=plan.read_tasks)
     sink = plan.sink.plugin(io)
     sink.check(plan.sink.params)
     probe = FirstOutputProbe()
