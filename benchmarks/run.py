@@ -335,9 +335,9 @@ def machine() -> str:
     )
 
 
-def write_results(workloads: list[Workload], runs: int) -> None:
+def write_results(workloads: list[Workload], runs: int, path: Path = RESULTS) -> None:
     """Replace each workload's generated block in RESULTS.md, keeping the hand-written text."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
     stamp = time.strftime("%Y-%m-%d %H:%M")
     for w in workloads:
         block = (
@@ -352,7 +352,7 @@ def write_results(workloads: list[Workload], runs: int) -> None:
             text = pattern.sub(lambda _, block=block: block, text)
         else:
             text = f"{text}\n{block}\n"
-    RESULTS.write_text(text)
+    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the XGBoost input")
     parser.add_argument("--tiny", action="store_true", help="smoke run: tiny inputs, one round")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the file --write updates")
     parser.add_argument("--max-load", type=float, default=None, help="wait for a quieter machine")
     parser.add_argument("--wait", type=float, default=600, help="longest wait for --max-load (s)")
     args = parser.parse_args(argv)
@@ -386,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{table(w)}\n\n{raw(w)}\n", flush=True)
         done.append(w)
     if args.write:
-        write_results(done, args.runs)
+        write_results(done, args.runs, args.results)
     failed = [
         n
         for w in done
