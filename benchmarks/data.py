@@ -36,11 +36,11 @@ def _vocabulary() -> list[str]:
     return sorted(words)
 
 
-def _atomic_write(table, path: Path) -> None:
+def _atomic_write(table, path: Path, row_group_rows: int | None = None) -> None:
     import pyarrow.parquet as pq
 
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, row_group_size=row_group_rows)
     os.replace(tmp, path)
 
 
@@ -65,19 +65,25 @@ def sentences(n: int, min_words: int = 8, max_words: int = 60) -> Path:
     return path
 
 
-def features(n: int, d: int = 30) -> Path:
-    """A Parquet file of ``n`` rows x ``d`` float32 features (``f0``..) and an ``id`` column."""
+def features(n: int, d: int = 30, row_group_rows: int | None = None) -> Path:
+    """A Parquet file of ``n`` rows x ``d`` float32 features (``f0``..) and an ``id`` column.
+
+    ``row_group_rows``: rows per Parquet row group (None: pyarrow's default, one group of up to
+    1Mi rows). A reader holds at least a row group in memory, so the memory benchmark uses
+    groups of the size common writers produce.
+    """
     import numpy as np
     import pyarrow as pa
 
-    path = cache_dir() / f"features-v{VERSION}-{n}x{d}.parquet"
+    groups = f"-rg{row_group_rows}" if row_group_rows else ""
+    path = cache_dir() / f"features-v{VERSION}-{n}x{d}{groups}.parquet"
     if path.exists():
         return path
     rng = np.random.default_rng(SEED)
     columns = {"id": np.arange(n, dtype=np.int64)}
     for j in range(d):
         columns[f"f{j}"] = rng.standard_normal(n, dtype=np.float32)
-    _atomic_write(pa.table(columns), path)
+    _atomic_write(pa.table(columns), path, row_group_rows)
     return path
 
 

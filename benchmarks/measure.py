@@ -61,6 +61,23 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
+def process_name(pid: int) -> str:
+    """A short name: Ray's worker title (``ray::MapWorker...``) or the executable."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "?"
+    first = argv[0].decode(errors="replace")
+    if first.startswith("ray::"):
+        return first.split()[0][:40]
+    name = os.path.basename(first)
+    if name.startswith("python") and len(argv) > 1:
+        script = next((a.decode() for a in argv[1:] if a and not a.startswith(b"-")), "")
+        name = f"python {os.path.basename(script)}"
+    return name[:40]
+
+
 def load_average() -> float:
     """The 1-minute load average of this machine."""
     return os.getloadavg()[0]
@@ -75,6 +92,8 @@ class Measurement:
     wall_s: float
     peak_bytes: int
     first_output_s: float | None
+    #: Process name -> bytes (PSS) when the tree's total peaked.
+    peak_breakdown: dict[str, int] = field(default_factory=dict)
     bench: dict[str, Any] = field(default_factory=dict)
     load_before: float = 0.0
     load_after: float = 0.0
@@ -83,6 +102,18 @@ class Measurement:
     @property
     def ok(self) -> bool:
         return self.rc == 0
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` now (0 if it does not exist)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
 
 
 def _first_parquet(folder: Path) -> bool:
@@ -100,24 +131,42 @@ def run_measured(
     timeout_s: float = 3600,
     cwd: Path | None = None,
 ) -> Measurement:
-    """Run ``cmd``; watch ``watch`` (a folder) for the first Parquet file it writes."""
+    """Run ``cmd``; watch ``watch`` (a folder) for the first Parquet file it writes.
+
+    Ray is told to spill objects into ``watch/spill`` (``RAY_object_spilling_config``), whose
+    largest size during the run is reported as ``spilled_mib``.
+    """
     load_before = load_average()
+    spill = (watch or Path(os.getcwd())) / "spill"
+    env = {
+        "RAY_object_spilling_config": json.dumps(
+            {"type": "filesystem", "params": {"directory_path": str(spill)}}
+        ),
+        **(env or {}),
+    }
     started = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    peak, first_output, done = 0, None, threading.Event()
+    peak, first_output, done, spilled = 0, None, threading.Event(), 0
+    breakdown: dict[str, int] = {}
 
     def sample() -> None:
-        nonlocal peak, first_output
+        nonlocal peak, first_output, breakdown, spilled
         while not done.is_set():
-            total = sum(pss_bytes(pid) for pid in process_tree(proc.pid))
-            peak = max(peak, total)
+            spilled = max(spilled, folder_bytes(spill))
+            sizes = [(pid, pss_bytes(pid)) for pid in process_tree(proc.pid)]
+            total = sum(size for _, size in sizes)
+            if total > peak:
+                peak, breakdown = total, {}
+                for pid, size in sizes:
+                    name = process_name(pid)
+                    breakdown[name] = breakdown.get(name, 0) + size
             if first_output is None and watch is not None and _first_parquet(watch):
                 first_output = time.perf_counter() - started
             done.wait(SAMPLE_S)
@@ -137,6 +186,7 @@ def run_measured(
     for line in output.splitlines():
         if line.startswith("BENCH "):
             bench = json.loads(line[len("BENCH ") :])
+    bench["spilled_mib"] = spilled / 2**20  # the most Ray had spilled to disk at once
     if "first_row_at" in bench:  # written by the process itself (the plain loop)
         first_output = bench["first_row_at"] - (time.time() - (time.perf_counter() - started))
     return Measurement(
@@ -145,6 +195,7 @@ def run_measured(
         wall_s=wall,
         peak_bytes=peak,
         first_output_s=first_output,
+        peak_breakdown=breakdown,
         bench=bench,
         load_before=load_before,
         load_after=load_average(),

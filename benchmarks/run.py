@@ -142,6 +142,42 @@ def xgboost_workload(rows: int, features: int = 30, trees: int = 20) -> Workload
     )
 
 
+#: Object store of the memory benchmark: Ray's smallest allowed is 75 MiB.
+SMALL_STORE = 100_000_000
+#: Rows per Parquet row group of the memory benchmark's input (about 32 MiB in memory each).
+MEMORY_ROW_GROUP = 262_144
+
+
+def memory_workload(rows: int) -> Workload:
+    """The XGBoost job on a source several times larger than a deliberately small object store."""
+    source, model = str(data.features(rows, row_group_rows=MEMORY_ROW_GROUP)), str(data.xgb_model())
+    return Workload(
+        name="memory",
+        title=f"Bounded memory: the XGBoost job on {rows:,} rows x 30 features (about "
+        f"{rows * 31 * 4 / 2**20:,.0f} MiB in memory, row groups of {MEMORY_ROW_GROUP:,} rows) "
+        f"through a {SMALL_STORE / 2**20:.0f} MiB object store",
+        rows=rows,
+        variants={
+            "bulkinfer": _pipeline(
+                "+experiment=bench_xgboost",
+                f"source.params.path={source}",
+                f"predictor.params.model={model}",
+                f"ray.object_store_memory={SMALL_STORE}",
+            ),
+            "Ray Data, seed style": lambda out: [
+                PY,
+                str(SCRIPTS / "handwritten_xgboost.py"),
+                source,
+                f"{out}/predictions",
+                model,
+                str(SMALL_STORE),
+            ],
+        },
+        timeout_s=900.0,
+        baseline="Ray Data, seed style",
+    )
+
+
 def startup() -> Workload:
     """10 rows, nothing to compute: the fixed cost of a job."""
     items = "[" + ",".join(str(i) for i in range(10)) + "]"
@@ -171,6 +207,7 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace], Workload]] = {
     "embeddings": lambda a: embeddings(a.sentences),
     "xgboost": lambda a: xgboost_workload(a.rows),
     "startup": lambda a: startup(),
+    "memory": lambda a: memory_workload(a.memory_rows),
 }
 
 
@@ -265,7 +302,9 @@ def summarize(w: Workload) -> list[dict]:
                 "model_rows_per_s": w.rows / model if model else None,
                 "first_output_s": _median([m.first_output_s for m in good]),
                 "peak_mib": _median([m.peak_bytes / 2**20 for m in good]),
+                "spilled_mib": _median([m.bench.get("spilled_mib", 0) for m in good]),
                 "walls": [round(m.wall_s, 1) for m in good],
+                "breakdown": max(good, key=lambda m: m.peak_bytes).peak_breakdown,
                 "loads": [round(m.load_before, 2) for m in ms],
                 "notes": next((m.bench.get("notes") for m in good if m.bench.get("notes")), None),
             }
@@ -282,18 +321,19 @@ def table(w: Workload) -> str:
     head = (
         "| variant | runs | wall s (whole process) | job s (no start-up) | start-up s | "
         "rows/s (whole) | rows/s (job) | rows/s (model only) | first output s | peak MiB | "
-        f"speed vs {w.baseline} |"
+        f"spilled MiB | speed vs {w.baseline} |"
     )
-    lines = [head, "|" + " --- |" * 11]
+    lines = [head, "|" + " --- |" * 12]
     for r in summarize(w):
         if "wall_s" not in r:
-            lines.append(f"| {r['variant']} | {r['runs']} |" + " - |" * 9)
+            lines.append(f"| {r['variant']} | {r['runs']} |" + " - |" * 10)
             continue
         lines.append(
             f"| {r['variant']} | {r['runs']} | {_fmt(r['wall_s'])} | {_fmt(r['job_s'])} | "
             f"{_fmt(r['startup_s'])} | {_fmt(r['rows_per_s'])} | {_fmt(r['job_rows_per_s'])} | "
             f"{_fmt(r['model_rows_per_s'])} | {_fmt(r['first_output_s'])} | "
-            f"{_fmt(r['peak_mib'], 0)} | {_fmt(r.get('vs_baseline'), 2)}x |"
+            f"{_fmt(r['peak_mib'], 0)} | {_fmt(r['spilled_mib'], 0)} | "
+            f"{_fmt(r.get('vs_baseline'), 2)}x |"
         )
     return "\n".join(lines)
 
@@ -305,6 +345,10 @@ def raw(w: Workload) -> str:
         if "walls" in r:
             walls, loads = r["walls"], r["loads"]
             lines.append(f"- {r['variant']}: wall {walls} s; load before each run {loads}")
+        if r.get("breakdown"):
+            top = sorted(r["breakdown"].items(), key=lambda kv: -kv[1])[:6]
+            parts = ", ".join(f"{name} {size / 2**20:,.0f}" for name, size in top)
+            lines.append(f"  - at its highest peak, MiB by process: {parts}")
         if r.get("notes"):
             lines.append(f"  - bulkinfer reported: {'; '.join(r['notes'])}")
     return "\n".join(lines)
@@ -367,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=20_000)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the XGBoost input")
+    parser.add_argument(
+        "--memory-rows", type=int, default=4_000_000, help="rows of the memory benchmark's input"
+    )
     parser.add_argument("--tiny", action="store_true", help="smoke run: tiny inputs, one round")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the file --write updates")
@@ -374,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=600, help="longest wait for --max-load (s)")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.sentences, args.rows, args.runs = 48, 2_000, 1
+        args.sentences, args.rows, args.memory_rows, args.runs = 48, 2_000, 2_000, 1
     only = {v.strip() for v in args.variants.split(",") if v.strip()} or None
     unknown = [n for n in args.workloads.split(",") if n not in WORKLOADS]
     if unknown:

@@ -32,7 +32,8 @@ class XGBoostPredictor:
 
 def main() -> None:
     source, output, model_path = sys.argv[1], sys.argv[2], sys.argv[3]
-    ray.init()
+    store = int(sys.argv[4]) if len(sys.argv) > 4 else None  # the memory benchmark's limit
+    ray.init(object_store_memory=store)
     job_start = time.time()
     test_dataset = ray.data.read_parquet(source)
     predictions = test_dataset.map_batches(
