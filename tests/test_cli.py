@@ -55,7 +55,7 @@ def test_a_dry_run_prints_the_plan_and_starts_nothing(cli):
     done = cli("run.dry_run=true")
     assert done.returncode == 0, done.stderr
     assert "predictor: predictor 'sentence_embedding'" in done.stdout
-    assert "batch_size=256" in done.stdout
+    assert "batch_size=1024" in done.stdout
     assert "ray" not in done.stderr.lower() or "Started a local Ray" not in done.stderr
 
 
@@ -64,7 +64,7 @@ def test_a_dry_run_prints_the_plan_and_starts_nothing(cli):
     [
         (
             ["predictor.stage.batch_size=0"],
-            "predictor.stage.batch_size: Input should be greater than 0",
+            "predictor.stage.batch_size: must be an integer greater than 0, 'auto' or null",
         ),
         (["predictor.type=sentence_embeding"], "Did you mean 'sentence_embedding'?"),
         (["source=parquet"], "source.params.path"),
