@@ -97,7 +97,9 @@ class XGBoostPredictor(Predictor):
         has_cuda = bool(xgboost.build_info().get("USE_CUDA"))
         self.device = choose_device(params.device, ray_gpu_ids(), has_cuda)
         self.booster.set_param({"device": self.device})
-        self._features: list[str] | None = None
+        #: Feature columns by the batch's columns: a task worker keeps this instance for later
+        #: jobs with the same params, whose data may have other columns.
+        self._features: dict[tuple[str, ...], list[str]] = {}
 
     @classmethod
     def output_columns(cls, params: XGBoostParams, input_columns: list[str]) -> list[str]:
@@ -132,21 +134,26 @@ class XGBoostPredictor(Predictor):
             )
         return candidates
 
+    def _columns(self, columns: list[str]) -> list[str]:
+        key = tuple(columns)
+        if key not in self._features:
+            self._features[key] = self.features(columns)
+        return self._features[key]
+
     def __call__(self, batch: Any) -> Any:
         import numpy as np
         import pandas as pd
         import pyarrow as pa
 
         if isinstance(batch, pd.DataFrame):
-            if self._features is None:
-                self._features = self.features(list(batch.columns))
-            data = batch[self._features]
+            data = batch[self._columns(list(batch.columns))]
         else:
             table = to_arrow(batch)
-            if self._features is None:
-                self._features = self.features(table.column_names)
             data = np.column_stack(
-                [table.column(c).to_numpy(zero_copy_only=False) for c in self._features]
+                [
+                    table.column(c).to_numpy(zero_copy_only=False)
+                    for c in self._columns(table.column_names)
+                ]
             ).astype(np.float32, copy=False)
         predictions = self.booster.inplace_predict(
             data, predict_type=self.params.predict_type, validate_features=False
