@@ -62,6 +62,9 @@ def run(cfg: DictConfig) -> Any:
     if plan.run.dry_run:
         print(describe(plan))
         return None
+    from pipeline.units import preflight
+
+    preflight(plan)
     from pipeline.runner import ensure_ray, execute
 
     ensure_ray(plan)
