@@ -106,6 +106,12 @@ class SentenceEmbedding(Predictor):
             raise DataError(
                 f"column {column!r} has null values", key="predictor.params.input_column"
             )
+        kind = table.column(column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise DataError(
+                f"column {column!r} holds {kind} values; sentence embeddings need strings",
+                key="predictor.params.input_column",
+            )
         vectors = self.model.encode(
             texts,
             batch_size=self.params.encode_batch_size,
