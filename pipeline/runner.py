@@ -269,8 +269,29 @@ def _start_ledger(plan: Plan) -> Any:
     return actor.remote(budgets(plan))
 
 
+def _client_mode() -> bool:
+    from ray.util.client import ray as client
+
+    return client.is_connected()
+
+
 def execute(plan: Plan) -> RunResult:
-    """Run the plan on the Ray cluster this process is connected to (see :func:`ensure_ray`)."""
+    """Run the plan on the Ray cluster this process is connected to (see :func:`ensure_ray`).
+
+    Through Ray Client (``ray://``) the job runs as a task inside the cluster: Ray Data's
+    streaming executor needs a driver that is part of the cluster, and the staging folder is
+    then handled where the workers write.
+    """
+    if _client_mode():
+        in_cluster = ray.remote(num_cpus=0, max_retries=0)(execute)
+        try:
+            return ray.get(in_cluster.remote(plan))
+        except Exception as exc:
+            error = find_user_error(exc)
+            if error is None:
+                raise
+            fresh = type(error)(error.message, key=error.key)
+        raise fresh
     # Release the actor pools of earlier failed jobs in this process: Ray Data drops them when
     # their Dataset is garbage, which a cycle through a kept exception can delay.
     gc.collect()

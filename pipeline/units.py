@@ -47,7 +47,13 @@ class UnitsOutcome:
 
 def preflight(plan: Plan) -> None:
     """Before Ray starts: refuse an existing output (``mode: error``), an unfinished run without
-    ``run.resume=true``, or a resume with a changed config, so these fail in a moment."""
+    ``run.resume=true``, or a resume with a changed config, so these fail in a moment.
+
+    Through Ray Client (``ray://``) the output is seen from the cluster, not from here: the same
+    checks run there when the job starts.
+    """
+    if (plan.ray.address or "").startswith("ray://"):
+        return
     out = plan.sink.plugin(IOContext(fingerprint=plan.fingerprint)).file_output(plan.sink.params)
     if out is not None:
         check(out, plan.fingerprint, plan.dataflow, plan.run.resume)
