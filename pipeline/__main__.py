@@ -122,6 +122,9 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
             print(describe(plan))
             recorder.dry_run()
             return None
+        from pipeline.units import preflight
+
+        preflight(plan)
         from pipeline.runner import ensure_ray, execute
 
         recorder.ray_started = ensure_ray(plan)
@@ -133,6 +136,8 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
             log.warning("could not write metrics.json: %s", unwritten)
         raise
     metrics = recorder.completed(result)
+    for line in result.remarks():
+        print(f"bulkinfer: {line}")
     print(sentence(metrics, recorder.path))
     return result
 

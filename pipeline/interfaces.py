@@ -42,6 +42,42 @@ class IOContext:
     ray_remote_args: dict[str, Any] = field(default_factory=dict)
     #: Blocks the source should produce so every worker of every stage gets work (None: Ray's).
     num_blocks: int | None = None
+    #: The job's config fingerprint (what determines the output), for sinks that record it.
+    fingerprint: str | None = None
+    #: Target size of a work unit, for sources that split their input (``run.unit_rows``).
+    unit_rows: int | None = None
+    #: Target bytes of input files per work unit (``run.unit_bytes``).
+    unit_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A deterministic slice of a source's input: what the runner commits and resumes by.
+
+    ``id`` must be stable across runs of the same config on the same input (it names the
+    committed work); ``spec`` is the source's own JSON-able description (files, a row range).
+    """
+
+    id: str
+    spec: Any = None
+
+
+#: The unit of a source that does not split its input: the whole source, run in one piece.
+WHOLE_SOURCE = WorkUnit(id="all")
+
+
+@dataclass(frozen=True)
+class FileOutput:
+    """Where a file sink's output goes; the runner stages, commits, resumes and publishes it."""
+
+    #: A ``pyarrow.fs.FileSystem``.
+    filesystem: Any
+    #: The output folder inside ``filesystem``.
+    path: str
+    #: The output as the user wrote it (for messages).
+    location: str
+    #: ``error`` (refuse an existing output), ``overwrite`` or ``append``.
+    mode: str = "error"
 
 
 @dataclass(frozen=True)
@@ -64,6 +100,22 @@ class Source(_IOPlugin):
         """Return a lazy Dataset; pass ``self.io`` settings to Ray's read call."""
         raise NotImplementedError
 
+    def units(self, params: Any) -> list[WorkUnit]:
+        """Split the input into work units (sized by ``self.io.unit_rows``/``unit_bytes``).
+
+        The runner runs and commits the job unit by unit, so a resumed job skips finished
+        units. The default is one unit: the whole source.
+        """
+        return [WHOLE_SOURCE]
+
+    def read_unit(self, params: Any, unit: WorkUnit) -> ray.data.Dataset:
+        """The rows of one unit returned by :meth:`units`."""
+        return self.read(params)
+
+    def explain_read_error(self, params: Any, unit: WorkUnit) -> Exception | None:
+        """After reading ``unit`` failed: a BulkInferError naming the input at fault, if found."""
+        return None
+
 
 class Sink(_IOPlugin):
     """Consumes the final Dataset (writes it, prints it, ...). Runs on the driver."""
@@ -73,6 +125,23 @@ class Sink(_IOPlugin):
 
     def write(self, dataset: ray.data.Dataset, params: Any) -> SinkResult:
         """Consume ``dataset``; pass ``self.io`` settings to Ray's write call."""
+        raise NotImplementedError
+
+    def file_output(self, params: Any) -> FileOutput | None:
+        """Where this sink writes files, or None if it does not write files.
+
+        A file sink returns its destination and implements :meth:`write_files` and
+        :meth:`count_rows`; the runner then stages the output, commits it unit by unit, writes
+        the ``_SUCCESS`` manifest and applies ``mode``. :meth:`write` is not called.
+        """
+        return None
+
+    def write_files(self, dataset: ray.data.Dataset, folder: str, params: Any) -> None:
+        """Write ``dataset`` as files into ``folder`` (empty, on the file output's filesystem)."""
+        raise NotImplementedError
+
+    def count_rows(self, path: str, params: Any) -> int:
+        """Rows in one file this sink wrote (for the manifest)."""
         raise NotImplementedError
 
 

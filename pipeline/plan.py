@@ -53,6 +53,8 @@ class Plan:
     #: Read tasks the source is asked for (None: Ray's choice); see ``size_blocks``.
     read_tasks: int | None = None
     notes: tuple[str, ...] = field(default=())
+    #: The part of the config the fingerprint covers (see :func:`dataflow`).
+    dataflow: dict[str, Any] = field(default_factory=dict)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -71,23 +73,42 @@ def _step(kind: str, key: str, raw: Any) -> Step:
     return Step(key=key, kind=kind, name=raw.type, plugin=plugin, params=params, stage=stage)
 
 
-def fingerprint(steps: list[Step] | tuple[Step, ...]) -> str:
-    """Hash of the resolved, validated job: each stage's plugin, its validated params (defaults
-    filled in, so spelling a default out does not change it) and its stage settings.
+#: Stage keys about how or where a stage runs, or when the job gives up, not what it outputs: a
+#: resumed job may change them (e.g. fewer actors after running out of memory).
+EXECUTION_KEYS = frozenset(
+    {
+        "compute",
+        "concurrency",
+        "num_cpus",
+        "num_gpus",
+        "memory",
+        "ray_remote_args",
+        "max_error_rate",
+        "batch_size",
+        "num_threads",
+    }
+)
 
-    ``ray`` and ``run`` are left out: the same job run locally or on a cluster, with or without
-    progress bars, keeps its fingerprint.
-    """
-    relevant = [
-        {
-            "key": step.key,
+
+def dataflow(steps: list[Step] | tuple[Step, ...]) -> dict[str, Any]:
+    """What determines the output, by stage key: each stage's plugin, its validated params
+    (defaults filled in, so spelling a default out changes nothing) and the stage settings that
+    are not :data:`EXECUTION_KEYS`. ``ray`` and ``run`` are left out: the same job run locally or
+    on a cluster, with or without progress bars, has the same data flow."""
+    flow: dict[str, Any] = {}
+    for step in steps:
+        stage = step.stage.model_dump(mode="json") if step.stage else None
+        flow[step.key] = {
             "type": step.name,
             "params": step.params.model_dump(mode="json"),
-            "stage": step.stage.model_dump(mode="json") if step.stage else None,
+            "stage": {k: v for k, v in stage.items() if k not in EXECUTION_KEYS} if stage else None,
         }
-        for step in steps
-    ]
-    blob = json.dumps(relevant, sort_keys=True, default=str).encode()
+    return flow
+
+
+def fingerprint(steps: list[Step] | tuple[Step, ...]) -> str:
+    """Hash of :func:`dataflow`: equal fingerprints, equal outputs."""
+    blob = json.dumps(dataflow(steps), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -110,6 +131,7 @@ def build_plan(config: dict[str, Any]) -> Plan:
         ray=job.ray,
         run=job.run,
         fingerprint=fingerprint([source, *maps, sink]),
+        dataflow=dataflow([source, *maps, sink]),
     )
 
 
@@ -230,6 +252,68 @@ def size_blocks(plan: Plan, read_tasks: int) -> Plan:
         f"(one batch of {plan.maps[0].key})"
     )
     return replace(plan, rows_per_block=rows, read_tasks=read_tasks, notes=(*plan.notes, note))
+
+
+def worker_resources(stage: StageSettings) -> dict[str, float]:
+    """Ray resources one worker of a (budgeted) stage asks for, by resource name."""
+    need: dict[str, float] = {"CPU": stage.num_cpus or 0.0, "GPU": stage.num_gpus}
+    if stage.memory:
+        need["memory"] = float(stage.memory)
+    for name, amount in (stage.ray_remote_args.get("resources") or {}).items():
+        need[name] = float(amount)
+    accelerator = stage.ray_remote_args.get("accelerator_type")
+    if accelerator:
+        need[f"accelerator_type:{accelerator}"] = 0.001
+    return {k: v for k, v in need.items() if v > 0}
+
+
+def _resource_key(step: Step, resource: str) -> str:
+    fixed = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
+    if resource in fixed:
+        return f"{step.key}.stage.{fixed[resource]}"
+    if resource.startswith("accelerator_type:"):
+        return f"{step.key}.stage.ray_remote_args.accelerator_type"
+    return f"{step.key}.stage.ray_remote_args.resources.{resource}"
+
+
+def _fits(node: dict[str, float], need: dict[str, float]) -> int:
+    """How many workers asking for ``need`` one node can hold."""
+    counts = [math.floor(node.get(name, 0.0) / amount + 1e-9) for name, amount in need.items()]
+    return min(counts, default=1_000_000)
+
+
+def check_placement(plan: Plan, nodes: list[dict[str, float]]) -> None:
+    """Refuse a stage whose worker no node can hold, or whose actor pool the nodes cannot.
+
+    ``nodes`` are the alive nodes' total resources (``ray.nodes()``). Ray Data would otherwise
+    wait forever for a worker that can never be placed.
+    """
+    for step in plan.maps:
+        s = step.stage
+        assert s is not None
+        need = worker_resources(s)
+        for name, amount in need.items():
+            best = max((node.get(name, 0.0) for node in nodes), default=0.0)
+            if best + 1e-9 < amount:
+                have = (
+                    f"the largest node has {_fmt(best)}"
+                    if best
+                    else "no node of the Ray cluster has it"
+                )
+                raise PlanError(
+                    f"each worker asks for {_fmt(amount)} of resource {name!r} but {have}; "
+                    "the job would wait forever. Lower the request or run on a cluster that "
+                    "has it (ray.address).",
+                    key=_resource_key(step, name),
+                )
+        room = sum(_fits(node, need) for node in nodes)
+        if room == 0 or (s.compute == "actors" and room < s.min_workers):
+            raise PlanError(
+                f"asks for {s.min_workers} actor(s) of {need} each, but the nodes of the Ray "
+                f"cluster hold only {room} such worker(s) at once; the job would wait forever. "
+                "Lower the concurrency or the per-worker resources.",
+                key=f"{step.key}.stage",
+            )
 
 
 def local_budget(plan: Plan) -> Plan:

@@ -67,6 +67,15 @@ def available(kind: str) -> dict[str, PluginInfo]:
     return {name: infos[0] for name, infos in _registered(kind).items()}
 
 
+def refresh() -> None:
+    """Forget what was read from package metadata (after installing plugins in this process)."""
+    import importlib
+
+    importlib.invalidate_caches()
+    _registered.cache_clear()
+    available.cache_clear()
+
+
 def clashes(kind: str) -> dict[str, tuple[PluginInfo, ...]]:
     """Names of ``kind`` that more than one installed distribution registers."""
     return {name: infos for name, infos in _registered(kind).items() if len(infos) > 1}

@@ -1,17 +1,22 @@
-"""Plan -> one streaming Ray Data job -> a :class:`RunResult`.
+"""Plan -> streaming Ray Data executions -> a :class:`RunResult`.
 
 ``source -> map_batches per preprocessor -> map_batches for the predictor -> sink``. Ray Data
 streams blocks through every stage, so the first predictions are written while the source is
-still being read.
+still being read. Every map stage runs inside an error guard (:mod:`pipeline.guard`). A file
+sink's output is written work unit by work unit into a staging folder and published when the
+job succeeded (:mod:`pipeline.units`, :mod:`pipeline.commit`), so a crashed job can resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import ray
@@ -19,12 +24,14 @@ import ray.data
 
 from pipeline import errors
 from pipeline.batching import AUTO_MAX_ROWS
-from pipeline.errors import BulkInferError, DataError, PlanError
-from pipeline.interfaces import IOContext
-from pipeline.plan import Plan, Step, budget_resources, describe
+from pipeline.errors import BulkInferError, ConfigError, DataError, PlanError
+from pipeline.guard import GuardedActor, GuardedTask, Ledger, StageGuard, named_like
+from pipeline.interfaces import WHOLE_SOURCE, FileOutput, IOContext, Source, WorkUnit
+from pipeline.plan import Plan, Step, budget_resources, check_placement, describe
 from pipeline.ray_stats import FirstOutputProbe, operator_stages
-from pipeline.settings import RaySettings
-from pipeline.stage_call import JobCounters, StageCall, actor_class
+from pipeline.settings import RaySettings, StageSettings
+from pipeline.stage_call import JobCounters, StageCall
+from pipeline.units import budgets, check_budgets, run_units
 
 log = logging.getLogger("bulkinfer")
 
@@ -32,6 +39,8 @@ log = logging.getLogger("bulkinfer")
 _START_KEYS = ("address", "num_cpus", "num_gpus", "object_store_memory", "runtime_env")
 #: What this process started Ray with (None: Ray was not started here, or was shut down).
 _started_with: dict[str, Any] | None = None
+#: How long a finished job lets Ray Data release its actors before killing them.
+RELEASE_GRACE_S = 3.0
 #: How long a finished job waits for Ray to confirm its actors are gone.
 RELEASE_TIMEOUT_S = 30.0
 
@@ -46,7 +55,16 @@ class RunResult:
     wall_s: float
     job_s: float
     stages: list[dict[str, Any]] = field(default_factory=list)
-    #: Rows (in, out) of each map stage by config key ("source" for a job without map stages).
+    #: Rows that map stages set aside (``on_error: skip | dead_letter``).
+    rows_set_aside: int = 0
+    #: Work units of the job, and how many a resumed run found already done.
+    units: int = 1
+    units_skipped: int = 0
+    #: Rows written by this run (less than ``rows_out`` when it resumed another).
+    rows_done: int | None = None
+    #: The ``_SUCCESS`` manifest of a file output.
+    manifest: dict[str, Any] | None = None
+    #: Rows (in, out) of each map stage by config key.
     stage_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Seconds from the start of the job until its last stage first handed rows on.
     first_output_s: float | None = None
@@ -57,7 +75,8 @@ class RunResult:
 
     @property
     def rows_per_s(self) -> float | None:
-        return self.rows_out / self.job_s if self.rows_out and self.job_s > 0 else None
+        done = self.rows_done if self.rows_done is not None else self.rows_out
+        return done / self.job_s if done and self.job_s > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
         """The figures as plain data (the core of ``metrics.json``)."""
@@ -76,12 +95,16 @@ class RunResult:
             "notes": self.notes,
         }
 
-    def summary(self) -> str:
-        """One sentence: rows, time, rate, first output, where the output is."""
-        from pipeline.metrics import sentence
-
-        notes = "".join(f"bulkinfer: {note}\n" for note in self.notes)
-        return notes + sentence(self.as_dict())
+    def remarks(self) -> list[str]:
+        """What the run decided, set aside or skipped: lines printed before its summary."""
+        lines = list(self.notes)
+        if self.rows_set_aside:
+            lines.append(f"{self.rows_set_aside} rows set aside")
+        if self.units_skipped:
+            lines.append(
+                f"resumed: {self.units_skipped} of {self.units} work units were already done"
+            )
+        return lines
 
 
 def _start_settings(settings: RaySettings) -> dict[str, Any]:
@@ -138,42 +161,61 @@ def shutdown_ray() -> None:
         ray.shutdown()
 
 
-def _live_map_workers() -> list[str] | None:
-    """Ray Data map-stage actors of this driver that are not dead (None: cannot tell)."""
+def _live_map_workers() -> dict[str, str] | None:
+    """This driver's Ray Data map-stage actors that are not dead, by id (None: cannot tell)."""
     try:
         from ray._private import state  # the GCS view; the public state API needs a dashboard
 
         job_id = ray.get_runtime_context().get_job_id()
-        return [
-            actor["ActorClassName"]
-            for actor in state.actors().values()
+        return {
+            actor_id: str(actor["ActorClassName"])
+            for actor_id, actor in state.actors().items()
             if actor["JobID"] == job_id
             and actor["State"] != "DEAD"
             and str(actor["ActorClassName"]).startswith("MapWorker(")
-        ]
+        }
     except Exception:
         return None
 
 
-def wait_for_actors_released(timeout_s: float = RELEASE_TIMEOUT_S) -> bool:
-    """Wait until Ray reports this driver's map-stage actors dead; False if some outlive it.
+def _kill_actors(actor_ids: list[str]) -> None:
+    """Kill actors by id (no restart). Ray has no public call for an actor without its handle."""
+    from ray._raylet import ActorID
 
-    Ray Data kills a dataset's actor pools when its executor shuts down: at the end of a full
+    core_worker = ray._private.worker.global_worker.core_worker
+    for actor_id in actor_ids:
+        with contextlib.suppress(Exception):  # already gone
+            core_worker.kill_actor(ActorID.from_hex(actor_id), True)  # no_restart
+
+
+def wait_for_actors_released(
+    grace_s: float = RELEASE_GRACE_S, timeout_s: float = RELEASE_TIMEOUT_S
+) -> bool:
+    """Make sure this driver's map-stage actors are gone; False if Ray still reports some.
+
+    Ray Data releases a dataset's actor pools by dropping its handles: at the end of a full
     execution, but after a partial one (``take``, as the show sink does) only when the executor
-    is garbage-collected, and the kill itself is asynchronous. Collecting garbage and waiting
-    here means the next job of a sweep starts with the model actors of this one gone.
+    is garbage-collected, and after a failed one only when nothing holds the failure's traceback
+    any more (a logging handler that keeps records, as pytest's does, holds it for good). So:
+    collect garbage, wait ``grace_s``, then kill what is left, since the job is over either way.
+    The next job of a sweep must start with the model actors (and their CPUs) of this one gone.
     """
-    deadline = time.monotonic() + timeout_s
-    collected = False
+    start = time.monotonic()
+    collected = killed = False
     while True:
         alive = _live_map_workers()
         if not alive:
             return True
+        elapsed = time.monotonic() - start
         if not collected:
             gc.collect()  # an executor left behind by a partial read holds its actor pool
             collected = True
             continue
-        if time.monotonic() > deadline:
+        if not killed and elapsed > grace_s:
+            log.info("killing %d actor(s) the finished job left: %s", len(alive), alive)
+            _kill_actors(list(alive))
+            killed = True
+        if elapsed > timeout_s:
             log.warning("actors still alive %.0f s after the job: %s", timeout_s, alive)
             return False
         time.sleep(0.05)
@@ -191,18 +233,36 @@ def configure_progress(enabled: bool) -> None:
 def cluster_budget(plan: Plan) -> Plan:
     """Fit the plan to the resources of the Ray cluster this process is connected to."""
     resources = ray.cluster_resources()
-    return budget_resources(
+    plan = budget_resources(
         plan,
         resources.get("CPU", 0.0),
         resources.get("GPU", 0.0),
         resources.get("memory", float("inf")),
     )
+    check_placement(plan, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
+    return plan
 
 
-def _map(ds: ray.data.Dataset, step: Step, counters: Any) -> ray.data.Dataset:
+def _compute(s: StageSettings) -> Any:
+    if s.compute == "tasks":
+        return ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
+    # One UDF call at a time per actor either way (max_concurrent_calls_per_actor=1); "true
+    # multi-threading" only makes Ray Data call the UDF on the task's own thread, where the
+    # guard can see which task a batch belongs to (see pipeline.guard.batch_key).
+    if isinstance(s.concurrency, int) or s.concurrency is None:
+        return ray.data.ActorPoolStrategy(size=s.concurrency or 1, enable_true_multi_threading=True)
+    return ray.data.ActorPoolStrategy(
+        min_size=s.concurrency.min, max_size=s.concurrency.max, enable_true_multi_threading=True
+    )
+
+
+def _map(ds: ray.data.Dataset, step: Step, ledger: Any, counters: Any) -> ray.data.Dataset:
+    """Add one map stage: the plugin inside :class:`StageCall` (row counts, ``batch_size: auto``,
+    threads), inside its error guard (``stage.on_error``)."""
     s = step.stage
     assert s is not None
     auto = s.batch_size == "auto"
+    guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger)
     kwargs: dict[str, Any] = dict(
         # auto: Ray hands the stage its largest probed size; StageCall cuts it to the choice.
         batch_size=AUTO_MAX_ROWS if auto else s.batch_size,
@@ -213,36 +273,29 @@ def _map(ds: ray.data.Dataset, step: Step, counters: Any) -> ray.data.Dataset:
     )
     if s.memory:
         kwargs["memory"] = s.memory
-    call = dict(
-        plugin=step.plugin,
-        params=step.params,
+    actors = s.compute == "actors"
+    build = partial(
+        StageCall,
+        step.plugin,
         key=step.key,
         counters=counters,
         auto_batch=auto,
         memory_limit=s.memory,
         num_threads=s.num_threads,
+        eager=actors,
     )
-    if s.compute == "actors":
-        if isinstance(s.concurrency, int) or s.concurrency is None:
-            compute = ray.data.ActorPoolStrategy(size=s.concurrency or 1)
-        else:
-            compute = ray.data.ActorPoolStrategy(
-                min_size=s.concurrency.min, max_size=s.concurrency.max
-            )
+    if actors:
+        # A killed actor is restarted and its in-flight batches are retried: Ray Data 2.60 sets
+        # max_restarts=-1 and max_task_retries=-1 on pool actors (and max_retries=-1 on tasks)
+        # unless a stage's ray_remote_args say otherwise (tests/test_failures.py kills one).
         return ds.map_batches(
-            actor_class(step.plugin),
-            compute=compute,
-            fn_constructor_kwargs={**call, "eager": True},
+            named_like(GuardedActor, step.plugin),
+            compute=_compute(s),
+            fn_constructor_kwargs={"plugin": build, "params": step.params, "guard": guard},
             **kwargs,
         )
-    compute = ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
-    return ds.map_batches(StageCall(**call), compute=compute, **kwargs)
-
-
-def _count_only(ds: ray.data.Dataset, counters: Any, num_cpus: float) -> ray.data.Dataset:
-    """A job without map stages still counts its rows (a pass-through fused into the read)."""
-    call = StageCall(None, None, "source", counters)
-    return ds.map_batches(call, batch_format="pyarrow", num_cpus=num_cpus)
+    task = named_like(GuardedTask, step.plugin)(build, step.params, guard)
+    return ds.map_batches(task, compute=_compute(s), **kwargs)
 
 
 def _split_blocks(ds: ray.data.Dataset, rows: int, num_cpus: float) -> ray.data.Dataset:
@@ -279,7 +332,11 @@ def _check_columns(plan: Plan, ds: ray.data.Dataset) -> None:
     """Walk the stages' column contracts against the source schema before any model loads."""
     schema = ds.schema()
     if schema is None:
-        raise DataError("the source produced no rows", key="source.params")
+        where = getattr(plan.source.params, "path", None)
+        raise DataError(
+            "the source produced no rows" + (f" from {where}" if where else ""),
+            key="source.params.path" if where else "source.params",
+        )
     columns = list(schema.names)
     for step in plan.maps:
         try:
@@ -339,63 +396,244 @@ def _error_in_message(exc: BaseException) -> BulkInferError | None:
     return cls(text)
 
 
-def execute(plan: Plan, *, started: float | None = None) -> RunResult:
-    """Run the plan on the Ray cluster this process is connected to (see :func:`ensure_ray`).
+class _HideTracebacks(logging.Filter):
+    """Drop the traceback Ray Data logs with a failed task: bulkinfer reports the error itself
+    (the full trace stays in Ray Data's log file, which is written before the console)."""
 
-    ``started`` is the ``time.perf_counter()`` value the wall time counts from (default: now);
-    pass the moment the run began to include validation and Ray start-up. The job's time
-    (``job_s``) counts from reading the source to the end of writing. Returns once the job's
-    actors are released.
-    """
-    started = time.perf_counter() if started is None else started
-    resources = ray.cluster_resources()
-    plan = cluster_budget(plan)
-    log.info("\n%s", describe(plan))
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def _configure_ray_data(plan: Plan) -> None:
     configure_progress(plan.run.progress)
-    # Surface a plugin's own exception (e.g. DataError naming a column), not Ray's wrapper.
-    ray.data.DataContext.get_current().raise_original_map_exception = True
-    io = IOContext(ray_remote_args={"num_cpus": plan.io_cpus}, num_blocks=plan.read_tasks)
-    sink = plan.sink.plugin(io)
-    sink.check(plan.sink.params)
-    probe = FirstOutputProbe()
-    counters = JobCounters.remote()
-    job_start = time.perf_counter()
+    context = ray.data.DataContext.get_current()
+    context.execution_no_progress_timeout_s = plan.run.stall_timeout_s
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ != "SessionFileHandler" and not any(
+            isinstance(f, _HideTracebacks) for f in handler.filters
+        ):
+            handler.addFilter(_HideTracebacks())
+
+
+def _stall(exc: BaseException) -> BaseException | None:
+    from ray.data.exceptions import ExecutionTimeoutError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ExecutionTimeoutError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def user_errors(
+    plan: Plan, source: Source, unit: WorkUnit | None, ledger: Any = None
+) -> Iterator[None]:
+    """Turn what goes wrong while reading or running into a :class:`BulkInferError` where the
+    cause is the user's: an error a stage raised, a stalled job, an input file that is broken."""
     try:
-        with probe.installed():
-            ds = plan.source.plugin(io).read(plan.source.params)
-            _check_columns(plan, ds)
-            if plan.rows_per_block:
-                ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
-            for step in plan.maps:
-                ds = _map(ds, step, counters)
-            if not plan.maps:
-                ds = _count_only(ds, counters, plan.io_cpus or 1.0)
-            probe.arm()
-            written = sink.write(ds, plan.sink.params)
-        job_s = time.perf_counter() - job_start
+        yield
     except BulkInferError:
         raise
     except Exception as exc:
         user_error = find_user_error(exc)
+        if user_error is None and ledger is not None:
+            with contextlib.suppress(Exception):
+                user_error = ray.get(ledger.failure.remote(), timeout=30)
         if user_error is not None:
             raise user_error from None
+        if _stall(exc) is not None:
+            raise PlanError(
+                f"no stage made progress for {plan.run.stall_timeout_s:g} s, so the job was "
+                "stopped (a stage waits for resources the cluster never frees, or a stage "
+                "hangs). Raise it if a stage is legitimately that slow.",
+                key="run.stall_timeout_s",
+            ) from None
+        try:
+            explained = source.explain_read_error(plan.source.params, unit or WHOLE_SOURCE)
+        except Exception:  # the diagnosis must not hide the original error
+            explained = None
+        if explained is not None:
+            raise explained from None
         raise
+
+
+def _check_error_policies(plan: Plan, out: FileOutput | None) -> None:
+    if out is not None:
+        return
+    for step in plan.maps:
+        if step.stage is not None and step.stage.on_error == "dead_letter":
+            raise ConfigError(
+                f"dead_letter writes failing rows to <output>/_errors/, but sink "
+                f"'{plan.sink.name}' writes no files. Use on_error=skip or a file sink.",
+                key=f"{step.key}.stage.on_error",
+            )
+
+
+def _stages(plan: Plan, ds: ray.data.Dataset, ledger: Any, counters: Any) -> ray.data.Dataset:
+    if plan.rows_per_block:
+        ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
+    for step in plan.maps:
+        ds = _map(ds, step, ledger, counters)
+    return ds
+
+
+def _start_ledger(plan: Plan) -> Any:
+    if not plan.maps:
+        return None
+    actor = ray.remote(num_cpus=0, max_restarts=0)(Ledger)
+    return actor.remote(budgets(plan))
+
+
+def _client_mode() -> bool:
+    from ray.util.client import ray as client
+
+    return client.is_connected()
+
+
+def execute(plan: Plan, *, started: float | None = None) -> RunResult:
+    """Run the plan on the Ray cluster this process is connected to (see :func:`ensure_ray`).
+
+    ``started`` is the ``time.perf_counter()`` value the wall time counts from (default: now);
+    pass the moment the run began to include validation and Ray start-up. Returns once the
+    job's actors are released. Through Ray Client (``ray://``) the job runs as a task inside the
+    cluster: Ray Data's streaming executor needs a driver that is part of the cluster, and the
+    staging folder is then handled where the workers write.
+    """
+    started = time.perf_counter() if started is None else started
+    if _client_mode():
+        in_cluster = ray.remote(num_cpus=0, max_retries=0)(execute)
+        try:
+            return ray.get(in_cluster.remote(plan))
+        except Exception as exc:
+            error = find_user_error(exc)
+            if error is None:
+                raise
+            fresh = type(error)(error.message, key=error.key)
+        raise fresh
+    # Release the actor pools of earlier failed jobs in this process: Ray Data drops them when
+    # their Dataset is garbage, which a cycle through a kept exception can delay.
+    gc.collect()
+    try:
+        return _execute(plan, started)
+    except BulkInferError as error:
+        # A fresh error, raised outside this handler: the original's traceback holds the failed
+        # Dataset, whose actor pool (and its CPUs) lives as long as anything references it.
+        fresh = type(error)(error.message, key=error.key)
     finally:
         wait_for_actors_released()
+    gc.collect()
+    raise fresh
+
+
+def _execute(plan: Plan, started: float) -> RunResult:
+    resources = ray.cluster_resources()
+    plan = cluster_budget(plan)
+    log.info("\n%s", describe(plan))
+    _configure_ray_data(plan)
+    io = IOContext(
+        ray_remote_args={"num_cpus": plan.io_cpus},
+        num_blocks=plan.read_tasks,
+        fingerprint=plan.fingerprint,
+        unit_rows=plan.run.unit_rows,
+        unit_bytes=plan.run.unit_bytes,
+    )
+    source = plan.source.plugin(io)
+    sink = plan.sink.plugin(io)
+    out = sink.file_output(plan.sink.params)
+    _check_error_policies(plan, out)
+    if out is None:
+        sink.check(plan.sink.params)
+    job_start = time.perf_counter()
+    with user_errors(plan, source, None):
+        _check_columns(plan, source.read(plan.source.params))
+        units = source.units(plan.source.params) if out is not None else [WHOLE_SOURCE]
+    ledger = _start_ledger(plan)
+    counters = JobCounters.remote()
+    probe = FirstOutputProbe()
+    try:
+        with probe.installed():
+            if out is None:
+                result = _run_whole(plan, source, sink, ledger, counters, probe)
+            else:
+                result = _run_units(plan, source, sink, out, units, ledger, counters, probe)
+        rows = ray.get(counters.snapshot.remote())
+        result.notes = ray.get(counters.get_notes.remote())
+    finally:
+        if ledger is not None:
+            ray.kill(ledger)
+        ray.kill(counters)
+    result.wall_s = time.perf_counter() - started
+    result.job_s = time.perf_counter() - job_start
+    result.stage_rows = {key: tuple(counts) for key, counts in rows.items()}
+    result.first_output_s = probe.seconds_since(job_start)
+    result.cluster = {k: resources[k] for k in ("CPU", "GPU") if k in resources}
+    return result
+
+
+def _run_units(
+    plan: Plan,
+    source: Source,
+    sink: Any,
+    out: FileOutput,
+    units: list[WorkUnit],
+    ledger: Any,
+    counters: Any,
+    probe: FirstOutputProbe,
+) -> RunResult:
+    """A file output: work unit by work unit into the staging folder, then published."""
+
+    def write_unit(unit: WorkUnit, folder: str) -> list[dict[str, Any]]:
+        with user_errors(plan, source, unit, ledger):
+            ds = _stages(plan, source.read_unit(plan.source.params, unit), ledger, counters)
+            probe.arm()
+            sink.write_files(ds, folder, plan.sink.params)
+        return operator_stages(ds)
+
+    outcome = run_units(plan, sink, out, units, ledger, write_unit)
+    manifest = outcome.manifest
+    return RunResult(
+        output=out.location,
+        rows_in=manifest["rows_in"],
+        rows_out=manifest["rows_out"],
+        wall_s=0.0,
+        job_s=0.0,
+        stages=outcome.stages,
+        rows_set_aside=manifest["rows_set_aside"],
+        units=outcome.units,
+        units_skipped=outcome.units_skipped,
+        rows_done=outcome.rows_done,
+        manifest=manifest,
+    )
+
+
+def _run_whole(
+    plan: Plan, source: Source, sink: Any, ledger: Any, counters: Any, probe: FirstOutputProbe
+) -> RunResult:
+    """A sink without a file output (e.g. ``show``): one execution, nothing to stage."""
+    with user_errors(plan, source, None, ledger):
+        ds = _stages(plan, source.read(plan.source.params), ledger, counters)
+        probe.arm()
+        written = sink.write(ds, plan.sink.params)
     rows = ray.get(counters.snapshot.remote())
-    notes = ray.get(counters.get_notes.remote())
-    ray.kill(counters)
-    rows_in = rows[plan.maps[0].key if plan.maps else "source"][0] if rows else 0
-    last = rows[plan.maps[-1].key if plan.maps else "source"][1] if rows else 0
+    rows_in = rows[plan.maps[0].key][0] if plan.maps and plan.maps[0].key in rows else None
+    rows_out = rows[plan.maps[-1].key][1] if plan.maps and plan.maps[-1].key in rows else None
+    set_aside = 0
+    if ledger is not None:
+        drained = ray.get(ledger.drain.remote())
+        check_budgets(plan, drained["stages"], drained["first_error"], min_rows=0)
+        first = drained["stages"].get(plan.maps[0].key)
+        rows_in = first["rows_in"] if first else rows_in
+        set_aside = sum(c["skipped"] + c["dead_letter"] for c in drained["stages"].values())
     return RunResult(
         output=written.location,
-        rows_in=rows_in,
-        rows_out=written.rows if written.rows is not None else last,
-        wall_s=time.perf_counter() - started,
-        job_s=job_s,
-        stage_rows={key: tuple(counts) for key, counts in rows.items()},
+        rows_in=rows_in if rows_in is not None else written.rows,
+        rows_out=written.rows if written.rows is not None else rows_out,
+        wall_s=0.0,
+        job_s=0.0,
         stages=operator_stages(ds),
-        first_output_s=probe.seconds_since(job_start),
-        cluster={k: resources[k] for k in ("CPU", "GPU") if k in resources},
-        notes=notes,
+        rows_set_aside=set_aside,
     )

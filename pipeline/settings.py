@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 
 BatchFormat = Literal["numpy", "pandas", "pyarrow"]
 Compute = Literal["actors", "tasks"]
+OnError = Literal["fail", "skip", "dead_letter"]
 
 
 class _Strict(BaseModel):
@@ -75,6 +76,18 @@ class StageSettings(_Strict):
         description="Other Ray remote arguments passed through to map_batches "
         "(e.g. resources, accelerator_type, runtime_env).",
     )
+    on_error: OnError = Field(
+        default="fail",
+        description="When a batch raises: fail the job; or retry its rows one by one and "
+        "skip the rows that still fail, or write them to <output>/_errors/ (dead_letter).",
+    )
+    max_error_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="skip/dead_letter: the job stops once this stage has set aside more than "
+        "this fraction of the rows it received.",
+    )
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -94,6 +107,7 @@ class StageSettings(_Strict):
         if self.compute == "tasks" and isinstance(self.concurrency, ConcurrencyRange):
             raise ValueError("{min, max} concurrency is for compute: actors; tasks take an int")
         reserved = {"num_cpus", "num_gpus", "memory", "concurrency", "compute", "batch_size"}
+        reserved |= {"on_error", "max_error_rate"}
         clash = sorted(reserved & set(self.ray_remote_args))
         if clash:
             raise ValueError(f"set {', '.join(clash)} as stage keys, not in ray_remote_args")
@@ -152,6 +166,29 @@ class RunSettings(_Strict):
         default=True,
         description="Ray Data progress: bars on a terminal, a log line every 10 s otherwise; "
         "false: none.",
+    )
+    resume: bool = Field(
+        default=False,
+        description="Finish an interrupted run of the same config: skip the work units it "
+        "committed (the config fingerprint must match).",
+    )
+    unit_rows: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="Rows per work unit for sources that split by rows (items). The job is "
+        "run and committed unit by unit; a resumed job redoes at most the unfinished units.",
+    )
+    unit_bytes: int = Field(
+        default=512 * 2**20,
+        gt=0,
+        description="File sources: input files are grouped into work units of about this "
+        "many bytes (a file is never split).",
+    )
+    stall_timeout_s: float = Field(
+        default=1800,
+        gt=0,
+        description="Fail the job when no stage makes progress for this long (e.g. waiting "
+        "for resources the cluster never frees).",
     )
 
 

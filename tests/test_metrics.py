@@ -145,10 +145,11 @@ def test_fingerprint_ignores_spelled_out_defaults_and_where_the_job_runs():
     assert _plan([*JOB, "ray=cluster", "run.progress=false"]).fingerprint == base
 
 
-def test_fingerprint_changes_with_params_and_stage_settings():
+def test_fingerprint_follows_what_changes_the_output_not_how_it_runs():
     base = _plan(JOB).fingerprint
     assert _plan([*JOB, "predictor.params.normalize=true"]).fingerprint != base
-    assert _plan([*JOB, "predictor.stage.batch_size=8"]).fingerprint != base
+    assert _plan([*JOB, "+predictor.stage.on_error=skip"]).fingerprint != base
+    assert _plan([*JOB, "predictor.stage.batch_size=8"]).fingerprint == base
 
 
 def test_rows_are_counted_when_ray_data_fuses_the_read_into_the_write(ray_session, tmp_path):

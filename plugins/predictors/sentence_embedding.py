@@ -138,6 +138,12 @@ class SentenceEmbedding(Predictor):
             texts = table.column(column).to_pylist()
             if any(t is None for t in texts):
                 raise DataError(f"column {column!r} has null values", key=f"{KEY}.input_column")
+            kind = table.column(column).type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                raise DataError(
+                    f"column {column!r} holds {kind} values; sentence embeddings need strings",
+                    key=f"{KEY}.input_column",
+                )
             vectors = self.embed(texts)
         vectors = vectors.astype(np.dtype(self.params.dtype), copy=False)
         values = pa.array(vectors.reshape(-1), type=pa.from_numpy_dtype(vectors.dtype))

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from pipeline.interfaces import PluginParams, Source
+from pipeline.interfaces import PluginParams, Source, WorkUnit
 
 
 class ItemsParams(PluginParams):
@@ -30,8 +30,28 @@ class ItemsSource(Source):
 
     Params = ItemsParams
 
+    def _rows(self, params: ItemsParams) -> list[dict[str, Any]]:
+        return [item if isinstance(item, dict) else {params.column: item} for item in params.items]
+
     def read(self, params: ItemsParams):
         import ray.data
 
-        rows = [item if isinstance(item, dict) else {params.column: item} for item in params.items]
+        return ray.data.from_items(self._rows(params), override_num_blocks=self.io.num_blocks)
+
+    def units(self, params: ItemsParams) -> list[WorkUnit]:
+        """Consecutive row ranges of ``run.unit_rows`` rows."""
+        n = len(params.items)
+        step = self.io.unit_rows or n
+        return [
+            WorkUnit(id=f"{i // step:05d}", spec={"rows": [i, min(i + step, n)]})
+            for i in range(0, n, step)
+        ]
+
+    def read_unit(self, params: ItemsParams, unit: WorkUnit):
+        import ray.data
+
+        if unit.spec is None:
+            return self.read(params)
+        start, stop = unit.spec["rows"]
+        rows = self._rows(params)[start:stop]
         return ray.data.from_items(rows, override_num_blocks=self.io.num_blocks)

@@ -1,0 +1,179 @@
+"""Run a job with a file output work unit by work unit, committing each; resume; publish.
+
+The source splits its input into deterministic work units (:meth:`Source.units`). Each unit is
+one streaming Ray Data execution through every map stage into the sink's files, written into the
+staging folder and committed there with its row counts (:mod:`pipeline.commit`). A resumed run
+skips the committed units, so whatever the shape of the pipeline (any number of map stages, any
+file sink), the output has every input row once. When all units are committed the output is
+published with its ``_SUCCESS`` manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.commit import MANIFEST, Staging, check, prepare
+from pipeline.errors import BulkInferError
+from pipeline.guard import (
+    EARLY_STOP_MIN_ROWS,
+    ErrorBudgetError,
+    add_counts,
+    dead_letter_lines,
+    over_budget,
+)
+from pipeline.interfaces import FileOutput, IOContext, Sink, WorkUnit
+from pipeline.plan import Plan
+
+log = logging.getLogger("bulkinfer")
+
+#: Runs one unit: (unit, folder to write its files into) -> per-operator stats of that execution.
+WriteUnit = Callable[[WorkUnit, str], list[dict[str, Any]]]
+
+
+@dataclass
+class UnitsOutcome:
+    """What a run of work units did."""
+
+    manifest: dict[str, Any]
+    units: int
+    units_skipped: int
+    rows_done: int  # rows written by this run (not by the run it resumed)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+
+def preflight(plan: Plan) -> None:
+    """Before Ray starts: refuse an existing output (``mode: error``), an unfinished run without
+    ``run.resume=true``, or a resume with a changed config, so these fail in a moment.
+
+    Through Ray Client (``ray://``) the output is seen from the cluster, not from here: the same
+    checks run there when the job starts.
+    """
+    if (plan.ray.address or "").startswith("ray://"):
+        return
+    out = plan.sink.plugin(IOContext(fingerprint=plan.fingerprint)).file_output(plan.sink.params)
+    if out is not None:
+        check(out, plan.fingerprint, plan.dataflow, plan.run.resume)
+
+
+def budgets(plan: Plan) -> dict[str, tuple[str, float]]:
+    """stage key -> (plugin name, max_error_rate) for stages that set bad rows aside."""
+    return {
+        step.key: (step.name, step.stage.max_error_rate)
+        for step in plan.maps
+        if step.stage is not None and step.stage.on_error != "fail"
+    }
+
+
+def check_budgets(
+    plan: Plan, counts: dict[str, dict[str, int]], first_errors: dict[str, str], min_rows: int
+) -> None:
+    """Raise :class:`ErrorBudgetError` for the first stage over its error budget."""
+    limits = budgets(plan)
+    for step in plan.maps:
+        message = over_budget(limits, counts, first_errors, step.key, min_rows)
+        if message:
+            raise ErrorBudgetError(message, key=f"{step.key}.stage.max_error_rate")
+
+
+def _merge_stats(into: list[dict[str, Any]], more: list[dict[str, Any]]) -> None:
+    by_name = {s["name"]: s for s in into}
+    for stat in more:
+        have = by_name.get(stat["name"])
+        if have is None:
+            into.append(dict(stat))
+            by_name[stat["name"]] = into[-1]
+            continue
+        if stat.get("rows") is not None:
+            have["rows"] = (have.get("rows") or 0) + stat["rows"]
+        have["time_s"] = round(have.get("time_s", 0.0) + stat.get("time_s", 0.0), 3)
+
+
+def _with_hint(error: BulkInferError, staging: Staging, committed: int) -> BulkInferError:
+    hint = (
+        f" {committed} finished work unit(s) are kept in {staging.root}: rerun with "
+        "run.resume=true to finish the job, or delete that folder to start over."
+    )
+    return type(error)(error.message + hint, key=error.key)
+
+
+def run_units(
+    plan: Plan,
+    sink: Sink,
+    out: FileOutput,
+    units: list[WorkUnit],
+    ledger: Any,
+    write_unit: WriteUnit,
+) -> UnitsOutcome:
+    """Run the units not yet committed, then publish the output (see the module docstring)."""
+    import ray
+
+    prepared = prepare(out, plan.fingerprint, plan.dataflow, units, plan.run.resume)
+    staging = prepared.staging
+    if staging.job.get("state") == "publishing":  # killed while publishing: finish that
+        staging.finish_publishing()
+        manifest = staging._read_json(f"{out.path.rstrip('/')}/{MANIFEST}")
+        return UnitsOutcome(manifest, len(units), len(units), 0)
+    markers = dict(prepared.committed)
+    skipped = sum(1 for u in units if u.id in markers)
+    if prepared.resumed:
+        log.warning(
+            "bulkinfer: resuming %s: %d of %d work units already done",
+            out.location,
+            skipped,
+            len(units),
+        )
+    counts: dict[str, dict[str, int]] = {}
+    for marker in markers.values():
+        add_counts(counts, marker["stages"])
+    first_stage = plan.maps[0].key if plan.maps else None
+    stats: list[dict[str, Any]] = []
+    rows_done = 0
+    first_errors: dict[str, str] = {}
+
+    def count(path: str) -> int:
+        return sink.count_rows(path, plan.sink.params)
+
+    try:
+        for unit in units:
+            if unit.id in markers:
+                continue
+            started = time.perf_counter()
+            if ledger is not None:
+                ray.get(ledger.reset.remote(counts))
+            work = staging.begin(unit)
+            _merge_stats(stats, write_unit(unit, work.data))
+            drained = (
+                ray.get(ledger.drain.remote())
+                if ledger is not None
+                else {"stages": {}, "records": [], "first_error": {}}
+            )
+            add_counts(counts, drained["stages"])
+            for stage, error in drained["first_error"].items():
+                first_errors.setdefault(stage, error)
+            check_budgets(plan, counts, first_errors, EARLY_STOP_MIN_ROWS)
+            marker = staging.commit(
+                work, drained["stages"], first_stage, dead_letter_lines(drained["records"]), count
+            )
+            markers[unit.id] = marker
+            rows_done += marker["rows_out"]
+            log.info(
+                "bulkinfer: work unit %s committed: %d rows in, %d out, %d set aside (%.1f s)",
+                unit.id,
+                marker["rows_in"],
+                marker["rows_out"],
+                marker["rows_set_aside"],
+                time.perf_counter() - started,
+            )
+        check_budgets(plan, counts, first_errors, min_rows=0)
+        manifest = staging.publish([markers[u.id] for u in units])
+    except BaseException as exc:
+        if not markers:
+            staging.remove()  # nothing finished: leave no trace
+        elif isinstance(exc, BulkInferError):
+            raise _with_hint(exc, staging, len(markers)) from None
+        raise
+    return UnitsOutcome(manifest, len(units), skipped, rows_done, stats)

@@ -1,0 +1,92 @@
+"""Test plugins: a map stage that can be slow, fail on chosen rows and record where it ran.
+
+``kit_step`` exists as a preprocessor (tasks) and as a predictor (an actor pool). It copies the
+``id`` column into ``output_column`` (times ten), so a test can check every row came out once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from pipeline.errors import ColumnNotFoundError
+from pipeline.interfaces import PluginParams, Predictor, Preprocessor
+from pipeline.settings import StageSettings
+
+
+class KitParams(PluginParams):
+    id_column: str = Field(default="id", description="Integer column identifying each row.")
+    output_column: str = Field(default="out", description="Column for id * 10.")
+    sleep_s: float = Field(default=0.0, ge=0, description="Seconds to sleep per batch.")
+    fail_ids: list[int] = Field(
+        default_factory=list, description="A batch holding any of these ids raises ValueError."
+    )
+    log_dir: str | None = Field(
+        default=None,
+        description="Write init-<pid> when a worker starts and append each batch's ids to "
+        "ids-<pid>.txt.",
+    )
+    record_node: bool = Field(default=False, description="Add a node_id column (Ray node id).")
+    outage_file: str | None = Field(
+        default=None,
+        description="While this file exists, a batch holding an id >= outage_from_id raises "
+        "(a transient outage: the config stays the same when it ends).",
+    )
+    outage_from_id: int = Field(default=0, description="First id the outage affects.")
+
+
+class _KitStep:
+    Params = KitParams
+
+    def __init__(self, params: KitParams) -> None:
+        super().__init__(params)
+        if params.log_dir:
+            os.makedirs(params.log_dir, exist_ok=True)
+            with open(os.path.join(params.log_dir, f"init-{os.getpid()}"), "w") as f:
+                f.write(str(os.getpid()))
+
+    @classmethod
+    def output_columns(cls, params: KitParams, input_columns: list[str]) -> list[str]:
+        if params.id_column not in input_columns:
+            raise ColumnNotFoundError.for_column(params.id_column, input_columns)
+        extra = [params.output_column] + (["node_id"] if params.record_node else [])
+        return [c for c in input_columns if c not in extra] + extra
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        ids = batch.column(self.params.id_column).to_pylist()
+        bad = [i for i in ids if i in set(self.params.fail_ids)]
+        if bad:
+            raise ValueError(f"bad row id={bad[0]}")
+        outage = self.params.outage_file
+        if outage and os.path.exists(outage) and max(ids) >= self.params.outage_from_id:
+            raise ConnectionError(f"service unavailable for id {max(ids)}")
+        time.sleep(self.params.sleep_s)
+        if self.params.log_dir:
+            with open(os.path.join(self.params.log_dir, f"ids-{os.getpid()}.txt"), "a") as f:
+                f.write("".join(f"{i}\n" for i in ids))
+        batch = batch.append_column(self.params.output_column, pa.array([i * 10 for i in ids]))
+        if self.params.record_node:
+            import ray
+
+            node = ray.get_runtime_context().get_node_id()
+            batch = batch.append_column("node_id", pa.array([node] * len(ids)))
+        return batch
+
+
+class KitPreprocessor(_KitStep, Preprocessor):
+    """Test step as a task stage: copies id * 10; optionally slow, failing or recording."""
+
+    default_stage: ClassVar[StageSettings] = StageSettings(batch_size=4, batch_format="pyarrow")
+
+
+class KitPredictor(_KitStep, Predictor):
+    """Test step as an actor pool: copies id * 10; optionally slow, failing or recording."""
+
+    default_stage: ClassVar[StageSettings] = StageSettings(
+        compute="actors", concurrency=1, batch_size=4, batch_format="pyarrow"
+    )

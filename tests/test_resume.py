@@ -1,0 +1,139 @@
+"""A driver killed with SIGKILL half way resumes with ``run.resume=true``: every row exactly once.
+
+The job runs as a user runs it (``python -m pipeline`` in its own process session). The test
+watches the staging folder until some work units are committed, kills that session's processes
+by their ids, and reruns the same command with ``run.resume=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from conftest import ROOT, run_cli
+from kit import kit_env
+
+from pipeline.commit import STAGING_SUFFIX
+
+FILES, ROWS_PER_FILE = 6, 5
+N = FILES * ROWS_PER_FILE
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes of the session this test created (the CLI and the local Ray it started)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # after ")": state, ppid, pgrp, session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _kill_session(sid: int) -> None:
+    for pid in _session_pids(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _args(inp: Path, out: Path, log_dir: Path, *extra: str) -> list[str]:
+    return [
+        "source=parquet",
+        f"source.params.path={inp}",
+        "run.unit_bytes=1",  # one work unit per input file
+        "predictor.type=kit_step",
+        "~predictor.params",
+        "~predictor.stage",
+        "+predictor.params.sleep_s=0.3",
+        f"+predictor.params.log_dir={log_dir}",
+        f"sink.params.path={out}",
+        "run.progress=false",
+        "ray.num_cpus=2",
+        f"hydra.run.dir={out.parent / 'runs'}",
+        *extra,
+    ]
+
+
+def test_a_driver_killed_half_way_resumes_with_exactly_the_rows_of_a_clean_run(tmp_path):
+    inp, out, log_dir = tmp_path / "in", tmp_path / "out", tmp_path / "log"
+    inp.mkdir()
+    for f in range(FILES):
+        ids = list(range(f * ROWS_PER_FILE, (f + 1) * ROWS_PER_FILE))
+        pq.write_table(
+            pa.table({"id": ids, "text": [f"row {i}" for i in ids]}), inp / f"{f}.parquet"
+        )
+    staging = Path(str(out) + STAGING_SUFFIX)
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **kit_env()}
+
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *_args(inp, out, log_dir)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own session: the test kills exactly these processes
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(staging.glob("units/*.json"))) < 2:
+            assert driver.poll() is None, "the job ended before it could be killed"
+            assert time.monotonic() < deadline, "no work unit was committed in time"
+            time.sleep(0.1)
+        _kill_session(driver.pid)
+        driver.wait(timeout=60)
+    finally:
+        _kill_session(driver.pid)
+    assert driver.returncode == -signal.SIGKILL
+    assert not out.exists(), "a killed run publishes nothing"
+    committed = {json.loads(p.read_text())["unit"] for p in staging.glob("units/*.json")}
+    assert 2 <= len(committed) < FILES
+    done_ids = {
+        i for u in committed for i in range(int(u) * ROWS_PER_FILE, (int(u) + 1) * ROWS_PER_FILE)
+    }
+    first_run_workers = set(log_dir.glob("init-*"))
+
+    # Without run.resume the leftover work is not silently discarded or reused.
+    plain = run_cli(*_args(inp, out, log_dir), env=kit_env(), timeout=300)
+    assert plain.returncode == 2, plain.stderr
+    assert "run.resume: an unfinished run of this job left its work" in plain.stderr
+
+    # A changed predictor config cannot resume the old run: the message says what changed.
+    changed = run_cli(
+        *_args(inp, out, log_dir, "+predictor.params.output_column=other", "run.resume=true"),
+        env=kit_env(),
+        timeout=300,
+    )
+    assert changed.returncode == 2, changed.stderr
+    assert "cannot resume: the config changed" in changed.stderr
+    assert 'predictor.params.output_column: "out" -> "other"' in changed.stderr
+    assert "Traceback" not in changed.stderr
+
+    resumed = run_cli(*_args(inp, out, log_dir, "run.resume=true"), env=kit_env(), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed: {len(committed)} of {FILES} work units were already done" in resumed.stdout
+
+    ids = pq.read_table(out, columns=["id", "out"]).to_pydict()
+    assert sorted(ids["id"]) == list(range(N)), "every row exactly once"
+    assert sorted(ids["out"]) == [i * 10 for i in range(N)]
+    manifest = json.loads((out / "_SUCCESS").read_text())
+    assert (manifest["rows_in"], manifest["rows_out"]) == (N, N)
+    assert not staging.exists()
+
+    # The resumed run did not redo the committed units.
+    second_run = [p for p in log_dir.glob("init-*") if p not in first_run_workers]
+    redone = set()
+    for init in second_run:
+        log = log_dir / f"ids-{init.name.split('-')[1]}.txt"
+        redone |= {int(i) for i in log.read_text().split()} if log.exists() else set()
+    assert redone and not redone & done_ids
