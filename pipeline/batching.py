@@ -128,14 +128,16 @@ class AdaptiveBatches:
         report: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         peak_memory: Callable[[], int] | None = None,
+        limit: int | None = None,
     ) -> None:
         self.key = key
         self.memory_limit = memory_limit
         self.report = report or (lambda message: None)
         self.clock = clock
         self.peak_memory = peak_memory or peak_rss_bytes
-        #: Most rows per call (None: as Ray gives them). Set by the probe or an OOM.
-        self.limit: int | None = None
+        #: Most rows per call (None: as Ray gives them): the stage's batch size where Ray hands
+        #: over whole blocks, lowered by the probe or an OOM.
+        self.limit: int | None = limit
         self.probing = auto
         self._size = AUTO_MIN_ROWS
         self._warm = False

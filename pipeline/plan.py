@@ -232,24 +232,31 @@ def budget_resources(plan: Plan, cpus: float, gpus: float, memory: float = math.
 
 
 def size_blocks(plan: Plan, read_tasks: int) -> Plan:
-    """Read with as many tasks as can run at once, cut into blocks of the first stage's batch.
+    """Read with as many tasks as can run at once; cut blocks for a first stage of actors.
 
     Ray Data reads a small file as one block and an actor pool hands a block to one actor, so
     an 8,000-row Parquet file kept one actor of two busy while the other idled. Blocks of one
     batch each spread over every actor of every stage; a batch is also the unit the stage
-    works on, so nothing is cut twice. The read itself gets ``read_tasks`` tasks (those that fit
-    in the CPUs the actor pools leave) instead of Ray's default of about 200: Ray cut a
-    1,000,000-row, one-row-group Parquet file into 134 blocks that way, each later a write task
-    and a file, and took 3-4 s where one streaming read task took 0.6 s. ``batch_size: auto``
-    uses its largest probed size; ``null`` (whole blocks) leaves the source's blocks alone.
+    works on, so nothing is cut twice. A first stage of tasks is left uncut: its tasks fuse
+    with the read (and the write) and cut their blocks into batches themselves, so blocks never
+    travel through the object store (see ``runner._map``). The read gets ``read_tasks`` tasks
+    (those that fit in the CPUs the actor pools leave; file sources use no more than they have
+    files) instead of Ray's default of about 200: Ray cut a 1,000,000-row, one-row-group
+    Parquet file into 134 blocks that way, each later a write task and a file, and took 3-4 s
+    where one streaming read task took 0.6 s. ``batch_size: auto`` uses its largest probed
+    size; ``null`` (whole blocks) leaves the source's blocks alone.
     """
-    first = next((st.stage for st in plan.maps if st.stage is not None), None)
-    if first is None or first.batch_size is None:
+    first = next((st for st in plan.maps if st.stage is not None), None)
+    if first is None or first.stage is None or first.stage.batch_size is None:
         return plan
-    rows = AUTO_MAX_ROWS if first.batch_size == "auto" else first.batch_size
+    if first.stage.compute == "tasks":
+        note = f"blocks: read in up to {read_tasks} task(s), each fused with {first.key}'s tasks"
+        return replace(plan, read_tasks=read_tasks, notes=(*plan.notes, note))
+    size = first.stage.batch_size
+    rows = AUTO_MAX_ROWS if size == "auto" else size
     note = (
-        f"blocks: read in {read_tasks} task(s), cut into blocks of {rows} rows "
-        f"(one batch of {plan.maps[0].key})"
+        f"blocks: read in up to {read_tasks} task(s), cut into blocks of {rows} rows "
+        f"(one batch of {first.key})"
     )
     return replace(plan, rows_per_block=rows, read_tasks=read_tasks, notes=(*plan.notes, note))
 

@@ -262,10 +262,18 @@ def _map(ds: ray.data.Dataset, step: Step, ledger: Any, counters: Any) -> ray.da
     s = step.stage
     assert s is not None
     auto = s.batch_size == "auto"
+    actors = s.compute == "actors"
     guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger)
-    kwargs: dict[str, Any] = dict(
+    if actors:
         # auto: Ray hands the stage its largest probed size; StageCall cuts it to the choice.
-        batch_size=AUTO_MAX_ROWS if auto else s.batch_size,
+        ray_batch_size = AUTO_MAX_ROWS if auto else s.batch_size
+    else:
+        # Tasks get whole blocks and StageCall cuts them into batches: Ray Data does not fuse a
+        # map that has a batch size into the read before it, and one fused read -> predict ->
+        # write task skips the object store (benchmarks/RESULTS.md, the XGBoost workload).
+        ray_batch_size = None
+    kwargs: dict[str, Any] = dict(
+        batch_size=ray_batch_size,
         batch_format=s.batch_format,
         num_cpus=s.num_cpus,
         num_gpus=s.num_gpus or None,
@@ -273,7 +281,6 @@ def _map(ds: ray.data.Dataset, step: Step, ledger: Any, counters: Any) -> ray.da
     )
     if s.memory:
         kwargs["memory"] = s.memory
-    actors = s.compute == "actors"
     build = partial(
         StageCall,
         step.plugin,
@@ -283,6 +290,7 @@ def _map(ds: ray.data.Dataset, step: Step, ledger: Any, counters: Any) -> ray.da
         memory_limit=s.memory,
         num_threads=s.num_threads,
         eager=actors,
+        batch_limit=None if actors or auto else s.batch_size,
     )
     if actors:
         # A killed actor is restarted and its in-flight batches are retried: Ray Data 2.60 sets

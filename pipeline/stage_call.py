@@ -85,11 +85,12 @@ class StageCall:
         auto_batch: bool = False,
         memory_limit: int | None = None,
         num_threads: int | None = None,
+        batch_limit: int | None = None,
     ) -> None:
         self.plugin, self.params, self.key = plugin, params, key
         self.counters = counters
         self.num_threads = num_threads
-        self.batches = AdaptiveBatches(key, auto_batch, memory_limit, self._note)
+        self.batches = AdaptiveBatches(key, auto_batch, memory_limit, self._note, limit=batch_limit)
         self._stage: MapStage | None = None
         if eager:  # actors: load the model in __init__, once per actor, not on the first batch
             self._stage = self._build()

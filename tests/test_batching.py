@@ -83,6 +83,14 @@ def test_after_halving_later_batches_are_cut_to_the_size_that_fitted_without_fai
     assert model.calls == [6] * 10 + [4]  # pre-cut: no call above the limit, no new OOM
 
 
+def test_a_whole_block_is_cut_into_calls_of_the_stage_batch_size():
+    """Task stages get whole blocks from Ray (so they fuse with the read) and cut them here."""
+    model = OomAbove(fits=1000)
+    out = AdaptiveBatches("predictor", limit=4)(model, ids(10))
+    assert model.calls == [4, 4, 2]
+    assert out["double"].tolist() == [2 * i for i in range(10)]
+
+
 def test_a_single_row_that_does_not_fit_fails_with_the_models_own_error():
     torch = pytest.importorskip("torch")
     with pytest.raises(torch.cuda.OutOfMemoryError):

@@ -131,6 +131,19 @@ def test_the_seeds_memory_variant_fits_a_big_node():
     assert plan.io_cpus == 1.0
 
 
+def test_blocks_are_cut_to_a_batch_for_a_first_stage_of_actors():
+    plan = budget_resources(build_plan(config(batch_size=16)), cpus=2, gpus=0)
+    assert plan.rows_per_block == 16  # every actor of the pool gets blocks to work on
+    assert plan.read_tasks == 1
+
+
+def test_a_first_stage_of_tasks_leaves_blocks_whole_so_it_fuses_with_the_read():
+    plan = budget_resources(build_plan(config(compute="tasks", batch_size=16)), cpus=2, gpus=0)
+    assert plan.rows_per_block is None  # the tasks cut their blocks into batches themselves
+    assert plan.read_tasks == 2
+    assert any("fused with predictor" in note for note in plan.notes)
+
+
 def test_task_stages_get_no_more_cpu_than_the_actor_pools_leave():
     tasks_only = budget_resources(build_plan(config(compute="tasks")), cpus=2, gpus=0)
     assert tasks_only.maps[0].stage.num_cpus == 1.0

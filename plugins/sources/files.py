@@ -105,7 +105,10 @@ class _FileSource(Source):
 
         kwargs: dict[str, Any] = {**self._options(params), **extra}
         if self.io.num_blocks:
-            kwargs["override_num_blocks"] = self.io.num_blocks
+            # No more read tasks than files: Ray only slices a file's output into more blocks,
+            # and a read sliced that way does not fuse with the stage after it.
+            files = len(paths) if isinstance(paths, list) else self.io.num_blocks
+            kwargs["override_num_blocks"] = max(1, min(self.io.num_blocks, files))
         try:
             ds = getattr(ray.data, self.reader)(paths, **self.io.ray_remote_args, **kwargs)
         except (FileNotFoundError, OSError, ValueError) as exc:
