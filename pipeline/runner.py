@@ -626,16 +626,16 @@ def _run_whole(
         ds = _stages(plan, source.read(plan.source.params), ledger, counters)
         probe.arm()
         written = sink.write(ds, plan.sink.params)
-    rows = ray.get(counters.snapshot.remote())
-    rows_in = rows[plan.maps[0].key][0] if plan.maps and plan.maps[0].key in rows else None
-    rows_out = rows[plan.maps[-1].key][1] if plan.maps and plan.maps[-1].key in rows else None
+    rows_in = rows_out = None
     set_aside = 0
-    if ledger is not None:
+    if ledger is not None:  # the job has map stages
         drained = ray.get(ledger.drain.remote())
-        check_budgets(plan, drained["stages"], drained["first_error"], min_rows=0)
-        first = drained["stages"].get(plan.maps[0].key)
-        rows_in = first["rows_in"] if first else rows_in
-        set_aside = sum(c["skipped"] + c["dead_letter"] for c in drained["stages"].values())
+        stages = drained["stages"]
+        check_budgets(plan, stages, drained["first_error"], min_rows=0)
+        first, last = stages.get(plan.maps[0].key), stages.get(plan.maps[-1].key)
+        rows_in = first["rows_in"] if first else None
+        rows_out = last["rows_out"] if last else None
+        set_aside = sum(c["skipped"] + c["dead_letter"] for c in stages.values())
     return RunResult(
         output=written.location,
         rows_in=rows_in if rows_in is not None else written.rows,

@@ -19,7 +19,7 @@ import ray
 from pipeline.batching import AdaptiveBatches, batch_rows
 from pipeline.interfaces import MapStage
 
-__all__ = ["JobCounters", "StageCall", "actor_class", "batch_rows", "set_threads"]
+__all__ = ["JobCounters", "StageCall", "batch_rows", "set_threads"]
 
 #: Environment variables the native thread pools of model libraries read when they load.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -70,14 +70,11 @@ _TASK_INSTANCES: dict[tuple[str, str], MapStage] = {}
 
 
 class StageCall:
-    """Wraps a map-stage plugin for ``map_batches``: as an actor class or a task callable.
-
-    ``plugin=None`` is a pass-through that only counts (a job without map stages).
-    """
+    """Wraps a map-stage plugin for ``map_batches``: as an actor class or a task callable."""
 
     def __init__(
         self,
-        plugin: type[MapStage] | None,
+        plugin: type[MapStage],
         params: Any,
         key: str,
         counters: Any,
@@ -99,15 +96,13 @@ class StageCall:
         if self.counters is not None:
             ray.get(self.counters.note.remote(message))
 
-    def _build(self) -> MapStage | None:
-        if self.plugin is None:
-            return None
+    def _build(self) -> MapStage:
         if self.num_threads:
             set_threads(self.num_threads)
         return self.plugin(self.params)
 
-    def _instance(self) -> MapStage | None:
-        if self._stage is None and self.plugin is not None:
+    def _instance(self) -> MapStage:
+        if self._stage is None:
             cache_key = (self.key, self.params.model_dump_json())
             if cache_key not in _TASK_INSTANCES:
                 _TASK_INSTANCES.clear()
@@ -117,13 +112,7 @@ class StageCall:
 
     def __call__(self, batch: Any) -> Any:
         rows_in = batch_rows(batch)
-        stage = self._instance()
-        out = self.batches(stage, batch) if stage is not None else batch
+        out = self.batches(self._instance(), batch)
         if self.counters is not None:
             ray.get(self.counters.add.remote(self.key, rows_in, batch_rows(out)))
         return out
-
-
-def actor_class(plugin: type[MapStage] | None) -> type[StageCall]:
-    """A StageCall subclass named after the plugin, so Ray's progress shows the plugin's name."""
-    return type(plugin.__name__ if plugin is not None else "Count", (StageCall,), {})

@@ -231,12 +231,13 @@ def run_stage(ray, plugin, rows: int, batch_size, **call):
     """``rows`` ids through one actor running ``plugin`` in a StageCall; rows and counter notes."""
     import sys
 
-    from pipeline.stage_call import JobCounters, actor_class
+    from pipeline.guard import named_like
+    from pipeline.stage_call import JobCounters, StageCall
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
     counters = JobCounters.remote()
     ds = ray.data.range(rows, override_num_blocks=2).map_batches(
-        actor_class(plugin),
+        named_like(StageCall, plugin),
         compute=ray.data.ActorPoolStrategy(size=1),
         batch_size=batch_size,
         num_cpus=0.5,

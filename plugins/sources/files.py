@@ -25,17 +25,17 @@ class FileParams(PluginParams):
     )
 
 
+def _paths(path: str | list[str]) -> list[str]:
+    return [path] if isinstance(path, str) else list(path)
+
+
 def check_paths_exist(path: str | list[str], key: str = "source.params.path") -> None:
     """Fail early, naming the path, when a local input does not exist."""
     import os
 
-    for one in [path] if isinstance(path, str) else path:
+    for one in _paths(path):
         if "://" not in one and not os.path.exists(one):
             raise DataError(f"input path does not exist: {one}", key=key)
-
-
-def _paths(path: str | list[str]) -> list[str]:
-    return [path] if isinstance(path, str) else list(path)
 
 
 def _hidden(relative: str) -> bool:
