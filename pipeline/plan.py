@@ -106,9 +106,9 @@ def dataflow(steps: list[Step] | tuple[Step, ...]) -> dict[str, Any]:
     return flow
 
 
-def fingerprint(steps: list[Step] | tuple[Step, ...]) -> str:
-    """Hash of :func:`dataflow`: equal fingerprints, equal outputs."""
-    blob = json.dumps(dataflow(steps), sort_keys=True, default=str).encode()
+def fingerprint(flow: dict[str, Any]) -> str:
+    """Hash of a :func:`dataflow`: equal fingerprints, equal outputs."""
+    blob = json.dumps(flow, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -124,14 +124,15 @@ def build_plan(config: dict[str, Any]) -> Plan:
     source = _step("source", "source", job.source)
     sink = _step("sink", "sink", job.sink)
     assert issubclass(source.plugin, Source) and issubclass(sink.plugin, Sink)
+    flow = dataflow([source, *maps, sink])
     return Plan(
         source=source,
         maps=tuple(maps),
         sink=sink,
         ray=job.ray,
         run=job.run,
-        fingerprint=fingerprint([source, *maps, sink]),
-        dataflow=dataflow([source, *maps, sink]),
+        fingerprint=fingerprint(flow),
+        dataflow=flow,
     )
 
 
