@@ -265,7 +265,8 @@ def add_counts(into: dict[str, dict[str, int]], more: dict[str, dict[str, int]])
 
 
 class Ledger:
-    """Rows in/out and set-aside rows per stage for the work unit being run (a Ray actor).
+    """Rows in/out and set-aside rows per stage for the work unit being run (a Ray actor), and
+    the decisions stages made at run time (notes), for the whole job.
 
     Reports are keyed by batch (see :func:`batch_key`): a retried task replaces its reports.
     ``budgets`` maps stage key -> (plugin name, max_error_rate) for stages that set rows aside.
@@ -273,7 +274,17 @@ class Ledger:
 
     def __init__(self, budgets: dict[str, tuple[str, float]]) -> None:
         self.budgets = budgets
+        self.job_notes: list[str] = []
         self.reset({})
+
+    def note(self, message: str) -> None:
+        """A decision a worker made at run time (``batch_size: auto``, out-of-memory halving)."""
+        if message not in self.job_notes:
+            self.job_notes.append(message)
+
+    def notes(self) -> list[str]:
+        """The job's notes, in the order they first arrived."""
+        return self.job_notes
 
     def reset(self, base: dict[str, dict[str, int]]) -> None:
         """Start a new unit; ``base`` holds the counts of the units already committed."""

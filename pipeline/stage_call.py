@@ -1,11 +1,10 @@
-"""The callables the runner hands to ``map_batches``: a plugin instance plus row accounting.
+"""The callables the runner hands to ``map_batches``: a plugin instance, its threads, its batches.
 
-Every map stage runs inside :class:`StageCall`, which builds the plugin once per worker, cuts
-batches to the size that fits (:mod:`pipeline.batching`: ``batch_size: auto`` and out-of-memory
-halving) and reports each batch's rows in and out to a :class:`JobCounters` actor, so the runner
-knows exact rows in and out of every stage without relying on Ray Data's internal stats (which
-count file listings and write results as rows, and lose the read count when Ray fuses a read into
-a write).
+Every map stage runs inside :class:`StageCall`, which builds the plugin once per worker, sets
+its thread count and cuts batches to the size that fits (:mod:`pipeline.batching`:
+``batch_size: auto`` and out-of-memory halving). The choices it makes at run time go to the job's
+:class:`~pipeline.guard.Ledger` actor as notes; the rows of every batch are counted by the error
+guard around it (:mod:`pipeline.guard`).
 """
 
 from __future__ import annotations
@@ -16,38 +15,13 @@ from typing import Any
 
 import ray
 
-from pipeline.batching import AdaptiveBatches, batch_rows
+from pipeline.batching import AdaptiveBatches
 from pipeline.interfaces import MapStage
 
-__all__ = ["JobCounters", "StageCall", "batch_rows", "set_threads"]
+__all__ = ["StageCall", "set_threads"]
 
 #: Environment variables the native thread pools of model libraries read when they load.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-@ray.remote(num_cpus=0)
-class JobCounters:
-    """Rows in and out of each stage, summed over every batch of the job, and run-time notes."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, list[int]] = {}
-        self.notes: list[str] = []
-
-    def add(self, key: str, rows_in: int, rows_out: int) -> None:
-        totals = self.rows.setdefault(key, [0, 0])
-        totals[0] += rows_in
-        totals[1] += rows_out
-
-    def note(self, message: str) -> None:
-        """A decision a worker made at run time (``batch_size: auto``, out-of-memory halving)."""
-        if message not in self.notes:
-            self.notes.append(message)
-
-    def snapshot(self) -> dict[str, list[int]]:
-        return self.rows
-
-    def get_notes(self) -> list[str]:
-        return self.notes
 
 
 def set_threads(count: int) -> None:
@@ -77,7 +51,7 @@ class StageCall:
         plugin: type[MapStage],
         params: Any,
         key: str,
-        counters: Any,
+        ledger: Any,
         eager: bool = False,
         auto_batch: bool = False,
         memory_limit: int | None = None,
@@ -85,7 +59,7 @@ class StageCall:
         batch_limit: int | None = None,
     ) -> None:
         self.plugin, self.params, self.key = plugin, params, key
-        self.counters = counters
+        self.ledger = ledger  # the job's Ledger actor (run-time notes), or None
         self.num_threads = num_threads
         self.batches = AdaptiveBatches(key, auto_batch, memory_limit, self._note, limit=batch_limit)
         self._stage: MapStage | None = None
@@ -93,8 +67,8 @@ class StageCall:
             self._stage = self._build()
 
     def _note(self, message: str) -> None:
-        if self.counters is not None:
-            ray.get(self.counters.note.remote(message))
+        if self.ledger is not None:
+            ray.get(self.ledger.note.remote(message))
 
     def _build(self) -> MapStage:
         if self.num_threads:
@@ -111,8 +85,4 @@ class StageCall:
         return self._stage
 
     def __call__(self, batch: Any) -> Any:
-        rows_in = batch_rows(batch)
-        out = self.batches(self._instance(), batch)
-        if self.counters is not None:
-            ray.get(self.counters.add.remote(self.key, rows_in, batch_rows(out)))
-        return out
+        return self.batches(self._instance(), batch)

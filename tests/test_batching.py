@@ -228,14 +228,14 @@ class OomAboveEight(Predictor):
 
 
 def run_stage(ray, plugin, rows: int, batch_size, **call):
-    """``rows`` ids through one actor running ``plugin`` in a StageCall; rows and counter notes."""
+    """``rows`` ids through one actor running ``plugin`` in a StageCall; its rows and notes."""
     import sys
 
-    from pipeline.guard import named_like
-    from pipeline.stage_call import JobCounters, StageCall
+    from pipeline.guard import Ledger, named_like
+    from pipeline.stage_call import StageCall
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
-    counters = JobCounters.remote()
+    ledger = ray.remote(num_cpus=0)(Ledger).remote({})
     ds = ray.data.range(rows, override_num_blocks=2).map_batches(
         named_like(StageCall, plugin),
         compute=ray.data.ActorPoolStrategy(size=1),
@@ -245,19 +245,18 @@ def run_stage(ray, plugin, rows: int, batch_size, **call):
             plugin=plugin,
             params=plugin.Params(),
             key="predictor",
-            counters=counters,
+            ledger=ledger,
             eager=True,
             **call,
         ),
     )
     out = sorted(ds.take_all(), key=lambda r: r["id"])
-    return out, ray.get(counters.snapshot.remote()), ray.get(counters.get_notes.remote())
+    return out, ray.get(ledger.notes.remote())
 
 
 def test_a_stage_whose_model_runs_out_of_memory_finishes_the_job_and_reports_the_size(ray_session):
-    out, rows, notes = run_stage(ray_session, OomAboveEight, rows=100, batch_size=32)
+    out, notes = run_stage(ray_session, OomAboveEight, rows=100, batch_size=32)
     assert [r["id"] for r in out] == list(range(100))
     assert all(r["double"] == 2 * r["id"] for r in out)
     assert max(r["call_rows"] for r in out) <= 8
-    assert rows["predictor"] == [100, 100]
     assert any("continuing with batches of at most 8 rows" in n for n in notes)
