@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import hydra
 import pytest
 
@@ -85,4 +87,5 @@ def test_cpu_memory_experiment_runs_on_this_machine(cli, tiny_gpt2):
         "+experiment=cpu_memory", f"predictor.params.model={tiny_gpt2}", "run.progress=false"
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "'data': 'Complete this', 'output': 'Complete this" in done.stdout
+    # limit: 1 shows whichever row Ray Data finishes first; its text continues its own prompt.
+    assert re.search(r"'data': '(Complete this|for me)', 'output': '\1", done.stdout)

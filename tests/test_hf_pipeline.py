@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pyarrow as pa
 import pytest
 from contracts import PredictorContract, is_float, is_string, is_vector, run_job
@@ -186,7 +188,8 @@ def test_quickstart_experiment_runs_by_config_alone(ray_session, tiny_gpt2, caps
     )
     printed = capsys.readouterr().out
     assert result.rows_out == 1
-    assert "'data': 'Complete this', 'output': 'Complete this" in printed
+    # limit: 1 shows whichever row Ray Data finishes first; its text continues its own prompt.
+    assert re.search(r"'data': '(Complete this|for me)', 'output': '\1", printed)
 
 
 def test_cpu_preprocessing_experiment_tokenizes_in_its_own_stage(ray_session, tiny_gpt2, capsys):
