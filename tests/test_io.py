@@ -6,6 +6,7 @@ import json
 
 import pyarrow as pa
 import pyarrow.csv
+import pyarrow.fs
 import pyarrow.parquet as pq
 import pytest
 
@@ -160,3 +161,43 @@ def test_an_error_raised_inside_a_worker_reaches_the_user_and_leaves_no_output(t
     assert err.value.key == "predictor.params.input_column"
     assert not out.exists()
     assert not list(tmp_path.glob("out.__staging*"))
+
+
+def test_a_parquet_write_task_unifies_its_blocks_into_one_file_schema(tmp_path):
+    """A column that is all null in one block and text in the next still makes one valid file."""
+    import ray.data
+
+    from plugins.sinks.parquet_files import ParquetFiles
+
+    def label(batch):  # the first batch's labels are all null: an Arrow column of type null
+        ids = batch["id"].to_pylist()
+        labels = pa.nulls(len(ids)) if ids[0] == 0 else pa.array([f"row {i}" for i in ids])
+        return batch.append_column("label", labels)
+
+    ds = ray.data.range(4, override_num_blocks=1).map_batches(
+        label, batch_size=2, batch_format="pyarrow"
+    )
+    ds.write_datasink(ParquetFiles(str(tmp_path / "out"), pyarrow.fs.LocalFileSystem()))
+    files = sorted((tmp_path / "out").iterdir())
+    assert len(files) == 1
+    table = pq.read_table(files[0])
+    assert table.schema.field("label").type == pa.string()
+    assert sorted(table.to_pylist(), key=lambda r: r["id"]) == [
+        {"id": 0, "label": None},
+        {"id": 1, "label": None},
+        {"id": 2, "label": "row 2"},
+        {"id": 3, "label": "row 3"},
+    ]
+
+
+def test_min_rows_per_file_makes_fewer_larger_parquet_files(tmp_path):
+    import ray.data
+
+    from plugins.sinks.parquet_files import ParquetFiles
+
+    ds = ray.data.range(12, override_num_blocks=4)
+    ds.write_datasink(ParquetFiles(str(tmp_path / "few"), pyarrow.fs.LocalFileSystem(), 12))
+    ds.write_datasink(ParquetFiles(str(tmp_path / "many"), pyarrow.fs.LocalFileSystem()))
+    assert len(list((tmp_path / "few").iterdir())) == 1
+    assert len(list((tmp_path / "many").iterdir())) == 4
+    assert sorted(pq.read_table(tmp_path / "few")["id"].to_pylist()) == list(range(12))

@@ -113,6 +113,13 @@ class ParquetSink(_FileSink):
     Params = FileSinkParams
     writer = "write_parquet"
 
+    def write_files(self, dataset, folder: str, params: FileSinkParams) -> None:
+        from plugins.sinks.parquet_files import ParquetFiles
+
+        fs, _ = _filesystem(params.path)
+        sink = ParquetFiles(folder, fs, min_rows_per_file=params.min_rows_per_file)
+        dataset.write_datasink(sink, ray_remote_args=dict(self.io.ray_remote_args))
+
     def count_rows(self, path: str, params: FileSinkParams) -> int:
         import pyarrow.parquet as pq
 
