@@ -111,7 +111,6 @@ class ParquetSink(_FileSink):
     """Write Parquet files into a folder."""
 
     Params = FileSinkParams
-    writer = "write_parquet"
 
     def write_files(self, dataset, folder: str, params: FileSinkParams) -> None:
         from plugins.sinks.parquet_files import ParquetFiles
