@@ -4,12 +4,12 @@
 * **peak memory**: the largest sum, over the process and all its descendants (Ray's GCS, raylet
   and workers are children of the driver), of their proportional set size (PSS: shared pages,
   such as Ray's object store, counted once across processes), sampled every 0.2 s for the first
-  3 s (a short process is seen at all), then every second. Reading PSS
-  walks each process's page tables: about 55 ms of kernel time for bulkinfer's 14 processes
-  during the embedding job, time taken from the job on 2 cores. Sampled every 0.2 s, the
-  4,000-sentence embedding job ran 15-20% slower than unobserved; every second, about 5% (a
-  single-process plain loop costs a few ms per sample), so ratios against the plain loops
-  slightly understate the multi-process variants.
+  3 s (a short process is seen at all), then every second. Reading PSS walks each process's
+  page tables: about 55 ms of kernel time for bulkinfer's 14 processes during the embedding job,
+  time taken from the job on 2 cores. Sampled every 0.2 s, the 4,000-sentence embedding job ran
+  15-20% slower than unobserved; every second, about 5% (a single-process plain loop costs a
+  few ms per sample), so ratios against the plain loops slightly understate the multi-process
+  variants.
 * **first output**: when the first Parquet file appeared under the output folder (any depth:
   Ray writes a file per write task; bulkinfer writes into a staging folder beside the output),
   looked for every 0.2 s.
