@@ -7,7 +7,8 @@ committed units in the staging folder, where ``run.resume=true`` finds them. Lay
 
     <output>.__bulkinfer_staging/
         job.json               fingerprint, config, work units, state (running | publishing)
-        work/<unit>-<token>/   a unit being written (discarded when a run resumes)
+        work/<unit>-<token>/   a unit being written: discarded when a run resumes, unless
+                               its receipt.json says its write finished (then committed)
         units/<unit>/          a unit's files (data/) and dead letters (errors.jsonl) ...
         units/<unit>.json      ... committed once this marker exists (row counts, files)
         publish/               the output being assembled, moved to <output> at the end
@@ -23,11 +24,10 @@ import json
 import logging
 import posixpath
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError, DataError, OutputError
 from pipeline.guard import add_counts
 from pipeline.interfaces import FileOutput, WorkUnit
 from pipeline.secrets import mask_secrets
@@ -36,6 +36,8 @@ log = logging.getLogger("bulkinfer")
 
 STAGING_SUFFIX = ".__bulkinfer_staging"
 MANIFEST = "_SUCCESS"
+#: A unit's receipt in its work folder: its write finished (files and row counts).
+RECEIPT = "receipt.json"
 ERRORS_DIR = "_errors"
 FORMAT = "bulkinfer-manifest/1"
 
@@ -185,8 +187,21 @@ class Staging:
                 markers[marker["unit"]] = marker
         return markers
 
-    def discard_uncommitted(self) -> None:
-        """Delete units being written and unit folders without a marker (a crash mid-commit)."""
+    def discard_uncommitted(self, unit_ids: set[str] | None = None) -> None:
+        """Commit units whose write finished (a receipt) but whose commit did not; delete
+        units being written and unit folders without a marker (a crash mid-commit)."""
+        committed = self.committed()
+        for info in self._list(self._p("work"), "Directory"):
+            receipt_path = f"{info.path}/{RECEIPT}"
+            if self._exists(receipt_path):
+                receipt = self._read_json(receipt_path)
+                unit = receipt["unit"]
+                if unit not in committed and (unit_ids is None or unit in unit_ids):
+                    work = UnitWork(WorkUnit(unit), info.path, f"{info.path}/data", "")
+                    self._move_in(work, receipt)
+                    log.info(
+                        "bulkinfer: work unit %s was written before the crash: committed", unit
+                    )
         self._delete(self._p("work"))
         committed = self.committed()
         for info in self._list(self._p("units"), "Directory"):
@@ -207,20 +222,29 @@ class Staging:
         stages: dict[str, dict[str, int]],
         first_stage: str | None,
         dead_letters: bytes,
-        count_rows: Callable[[str], int],
+        written: dict[str, int],
     ) -> dict[str, Any]:
-        """Count the unit's rows, move it under ``units/`` and write its marker (the commit).
+        """Record the unit's receipt, move it under ``units/`` and write its marker (the commit).
 
-        ``stages`` are the ledger's counts; rows in are those that entered ``first_stage`` (the
-        first map stage), or the rows written when the job has no map stage.
+        ``written`` maps each file the sink wrote to its rows, as the write tasks reported
+        them; ``stages`` are the ledger's counts; rows in are those that entered
+        ``first_stage`` (the first map stage), or the rows written when the job has no map
+        stage. The receipt is written into the work folder first: a run that dies after it
+        commits the unit when resumed, without running it again.
         """
         if not self._exists(work.data):
             self.fs.create_dir(work.data, recursive=True)  # an empty unit still commits
-        files = []
-        for info in self._list(work.data, "File"):
-            name = posixpath.basename(info.path)
-            if not name.startswith((".", "_")):
-                files.append({"name": name, "rows": count_rows(info.path)})
+        present = sorted(
+            posixpath.basename(i.path)
+            for i in self._list(work.data, "File")
+            if not posixpath.basename(i.path).startswith((".", "_"))
+        )
+        if present != sorted(written):
+            raise OutputError(
+                f"the files in {work.data} ({', '.join(present) or 'none'}) are not the files "
+                f"the write tasks reported ({', '.join(sorted(written)) or 'none'})"
+            )
+        files = [{"name": name, "rows": written[name]} for name in present]
         if dead_letters:
             self._write_bytes(work.errors, dead_letters)
         rows_out = sum(f["rows"] for f in files)
@@ -238,13 +262,19 @@ class Staging:
             "stages": stages,
             "files": files,
             "dead_letters": dead_letters.count(b"\n"),
-            "committed_at": _now(),
         }
-        final = self._p("units", work.unit.id)
+        self._write_json(f"{work.root}/{RECEIPT}", marker)
+        return self._move_in(work, marker)
+
+    def _move_in(self, work: UnitWork, receipt: dict[str, Any]) -> dict[str, Any]:
+        """Move a written unit under ``units/`` and write its marker: the unit is committed."""
+        marker = {**receipt, "committed_at": _now()}
+        unit = receipt["unit"]
+        final = self._p("units", unit)
         self._delete(final)
         self.fs.create_dir(self._p("units"), recursive=True)
         self.fs.move(work.root, final)
-        self._write_json(self._p("units", f"{work.unit.id}.json"), marker)
+        self._write_json(self._p("units", f"{unit}.json"), marker)
         return marker
 
     # -- publishing --
@@ -451,7 +481,7 @@ def prepare(
                 f"run.unit_rows/run.unit_bytes changed). Delete {staging.root} to start over.",
                 key="source.params",
             )
-        staging.discard_uncommitted()
+        staging.discard_uncommitted({u.id for u in units})
         return Prepared(staging, staging.committed(), resumed=True)
     if staging.exists():  # killed before its job record was written: nothing to keep
         staging.remove()

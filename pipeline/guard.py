@@ -27,8 +27,6 @@ from pipeline.interfaces import MapStage
 #: A stage is stopped early (before the end of a work unit) only after it has seen this many rows,
 #: so a few bad rows at the start do not fail a job whose overall error rate is within budget.
 EARLY_STOP_MIN_ROWS = 1000
-#: Errors that are never about one row: raising them row by row would only hide them.
-NOT_ROW_ERRORS = (ConfigError, PlanError, ColumnNotFoundError)
 #: Longest error text kept per set-aside row.
 MAX_ERROR_CHARS = 2000
 
@@ -41,6 +39,14 @@ class ErrorBudgetError(DataError):
     """A stage set aside more rows than its ``max_error_rate`` allows."""
 
 
+class StageOutputError(DataError):
+    """A stage returned columns its ``output_schema`` does not declare, or of another type."""
+
+
+#: Errors that are never about one row: raising them row by row would only hide them.
+NOT_ROW_ERRORS = (ConfigError, PlanError, ColumnNotFoundError, StageOutputError)
+
+
 @dataclass(frozen=True)
 class StageGuard:
     """How one stage handles errors, and where it reports rows (picklable, sent to workers)."""
@@ -50,6 +56,8 @@ class StageGuard:
     on_error: str = "fail"
     max_error_rate: float = 0.0
     ledger: Any = None  # Ledger actor handle, or None (no accounting)
+    #: The ``pyarrow.Schema`` the stage declares for its output (None: not checked).
+    schema: Any = None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -110,6 +118,58 @@ def row_values(batch: Any, i: int) -> dict[str, Any]:
     if hasattr(batch, "slice") and hasattr(batch, "num_rows"):
         return {k: _plain(v) for k, v in batch.slice(i, 1).to_pylist()[0].items()}
     return {str(k): _plain(v) for k, v in batch.iloc[i].items()}
+
+
+def as_table(batch: Any) -> Any:
+    """A batch of any of Ray Data's formats as the Arrow table Ray Data would build from it
+    (tensors become Ray's tensor extension columns); pyarrow alone when Ray is not installed."""
+    import pyarrow as pa
+
+    if isinstance(batch, pa.Table):
+        return batch
+    try:
+        from ray.data.block import BlockAccessor
+    except ImportError:  # a stage wrapper used without Ray (the GPU check)
+        from plugins.batches import to_arrow
+
+        return to_arrow(batch)
+    return BlockAccessor.for_block(BlockAccessor.batch_to_block(batch)).to_arrow()
+
+
+def check_output(table: Any, guard: StageGuard) -> None:
+    """Raise :class:`StageOutputError` unless ``table`` holds exactly the declared columns,
+    each of a type that keeps the declared promise (:func:`pipeline.schema.conforms`)."""
+    from pipeline.schema import conforms, describe_schema, is_python_object, type_name
+
+    declared = guard.schema
+    where = f"stage '{guard.name}' ({guard.key})"
+    for column in table.schema:
+        if is_python_object(column.type):
+            raise StageOutputError(
+                f"{where} returned column {column.name!r} holding Python objects that Arrow "
+                "cannot store (Ray Data would pickle them); return numbers, strings, lists or "
+                "arrays",
+                key=guard.key,
+            )
+        if column.name not in declared.names:
+            raise StageOutputError(
+                f"{where} returned column {column.name!r} ({type_name(column.type)}), which its "
+                f"output_schema does not declare (declared: {describe_schema(declared)})",
+                key=guard.key,
+            )
+        kind = declared.field(column.name).type
+        if not conforms(column.type, kind):
+            raise StageOutputError(
+                f"{where} returned column {column.name!r} as {type_name(column.type)}, but its "
+                f"output_schema declares {type_name(kind)}",
+                key=guard.key,
+            )
+    missing = [name for name in declared.names if name not in table.schema.names]
+    if missing:
+        raise StageOutputError(
+            f"{where} did not return column {missing[0]!r}, which its output_schema declares",
+            key=guard.key,
+        )
 
 
 def _outputs(result: Any) -> list[Any]:
@@ -204,6 +264,10 @@ class Guarded:
                     if g.on_error == "dead_letter":
                         record["row"] = row_values(batch, i)
                     records.append(record)
+        if g.schema is not None:
+            outputs = [as_table(o) for o in outputs]
+            for table in outputs:
+                check_output(table, g)
         if g.ledger is not None:
             import ray
 

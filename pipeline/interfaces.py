@@ -16,13 +16,21 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.settings import StageSettings
 
 if TYPE_CHECKING:  # Ray is imported by the plugins that use it, at run time only.
+    import pyarrow as pa
     import ray.data
 
 
 class PluginParams(BaseModel):
     """Base for plugin ``Params``: unknown keys are errors, defaults are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_default=True,
+        protected_namespaces=(),
+        # A field may take a name BaseModel reserves (``schema``) through an alias; dumps
+        # (the dry-run plan, the fingerprint) use the name users write.
+        serialize_by_alias=True,
+    )
 
 
 class Plugin:
@@ -96,6 +104,18 @@ class _IOPlugin(Plugin):
 class Source(_IOPlugin):
     """Reads the input into a Ray Dataset. Runs on the driver."""
 
+    def schema(self, params: Any) -> pa.Schema | None:
+        """The columns and Arrow types the source yields, found on the driver without Ray.
+
+        Exactly what :meth:`read_unit` will produce (a file source reads metadata or a sample
+        of its first file, then reads every file with those types). The planner checks every
+        stage and the sink against it before any model loads. Raise a
+        :class:`~pipeline.errors.DataError` naming the key for an input that cannot be
+        reached or read. None: unknown until read (the runner then asks the first unit's
+        dataset).
+        """
+        return None
+
     def read(self, params: Any) -> ray.data.Dataset:
         """Return a lazy Dataset; pass ``self.io`` settings to Ray's read call."""
         raise NotImplementedError
@@ -122,6 +142,14 @@ class Sink(_IOPlugin):
 
     def check(self, params: Any) -> None:
         """Refuse before the job starts (e.g. output exists); raise a BulkInferError."""
+
+    def check_schema(self, params: Any, schema: pa.Schema) -> None:
+        """Refuse, before any model loads, a column this sink cannot hold.
+
+        ``schema`` is what the last stage yields. Raise a :class:`~pipeline.errors.DataError`
+        naming the column, the sink and what to do instead (another sink, or drop the column).
+        Columns of pickled Python objects are refused by the core for every sink.
+        """
 
     def write(self, dataset: ray.data.Dataset, params: Any) -> SinkResult:
         """Consume ``dataset``; pass ``self.io`` settings to Ray's write call."""
@@ -157,14 +185,19 @@ class MapStage(Plugin):
         raise NotImplementedError
 
     @classmethod
-    def output_columns(cls, params: Any, input_columns: list[str]) -> list[str]:
-        """Columns after this stage, given those before it.
+    def output_schema(cls, params: Any, schema: pa.Schema) -> pa.Schema:
+        """The columns and Arrow types after this stage, given those before it (no model load).
 
-        Raise :class:`pipeline.errors.ColumnNotFoundError` for a column the stage needs but the
-        input lacks, so the runner can refuse the job before any model loads. The default keeps
-        the columns unchanged.
+        Every column the stage adds or replaces must be declared with its type (an embedding
+        ``fixed_size_list<float32>[n]``, or ``list<float32>`` when its length is only known
+        once the model loads; generated text ``string``; a score ``float32``): the planner
+        checks the sink against the result before any model loads, and the core checks each
+        output batch against it. Raise :class:`pipeline.errors.ColumnNotFoundError` for a column
+        the stage needs but the input lacks, and :class:`pipeline.errors.DataError` for one of
+        the wrong type, with keys relative to the stage (``params.input_column``); the core
+        prefixes them. The default: the columns pass through unchanged.
         """
-        return list(input_columns)
+        return schema
 
 
 class Preprocessor(MapStage):

@@ -15,8 +15,8 @@ from typing import Any
 
 from pipeline import registry
 from pipeline.batching import AUTO_MAX_ROWS
-from pipeline.errors import PlanError
-from pipeline.interfaces import MapStage, Plugin, Sink, Source
+from pipeline.errors import BulkInferError, DataError, PlanError
+from pipeline.interfaces import IOContext, MapStage, Plugin, Sink, Source
 from pipeline.secrets import mask_secrets
 from pipeline.settings import JobConfig, RaySettings, RunSettings, StageSettings
 from pipeline.validation import reject_code_references, validate_model
@@ -55,6 +55,9 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
     #: The part of the config the fingerprint covers (see :func:`dataflow`).
     dataflow: dict[str, Any] = field(default_factory=dict)
+    #: The Arrow schema after each step, by step key ("source", "preprocessors[0]", ...), once
+    #: the source's schema is known (see :func:`typed`).
+    schemas: dict[str, Any] = field(default_factory=dict)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -134,6 +137,53 @@ def build_plan(config: dict[str, Any]) -> Plan:
         fingerprint=fingerprint(flow),
         dataflow=flow,
     )
+
+
+def stage_key(step: Step, key: str | None) -> str:
+    """A plugin's error key in full: ``params.x`` -> ``preprocessors[0].params.x``.
+
+    Plugins do not know where they sit in the job, so a stage names its own keys relative to
+    itself (``params.columns``); absolute keys (``predictor.params.model``) pass unchanged.
+    """
+    if not key:
+        return f"{step.key}.params"
+    if key == "params" or key.startswith(("params.", "stage.")):
+        return f"{step.key}.{key}"
+    return key
+
+
+def typed(plan: Plan, source_schema: Any) -> Plan:
+    """The plan with the Arrow schema after every step, checked from the source to the sink.
+
+    Each map stage's :meth:`~pipeline.interfaces.MapStage.output_schema` gets the schema
+    before it (a missing column or one of the wrong type is refused with the stage's key),
+    and the sink's :meth:`~pipeline.interfaces.Sink.check_schema` gets the last one; a column
+    of pickled Python objects is refused for every sink. Runs before any model loads.
+    """
+    from pipeline.schema import is_python_object
+
+    schemas = {plan.source.key: source_schema}
+    schema = source_schema
+    for step in plan.maps:
+        try:
+            schema = step.plugin.output_schema(step.params, schema)
+        except BulkInferError as exc:
+            raise type(exc)(exc.message, key=stage_key(step, exc.key)) from None
+        schemas[step.key] = schema
+    for column in schema:
+        if is_python_object(column.type):
+            raise DataError(
+                f"column {column.name!r} holds pickled Python objects, which no reader of the "
+                f"output could use; drop the column (preprocessors: drop_columns) or make the "
+                "stage that writes it return Arrow-typed values",
+                key="sink",
+            )
+    sink = plan.sink.plugin(IOContext(fingerprint=plan.fingerprint))
+    try:
+        sink.check_schema(plan.sink.params, schema)
+    except BulkInferError as exc:
+        raise type(exc)(exc.message, key=exc.key or "sink") from None
+    return replace(plan, schemas=schemas)
 
 
 def _fmt(n: float) -> str:

@@ -24,10 +24,17 @@ import ray.data
 
 from pipeline import errors
 from pipeline.batching import AUTO_MAX_ROWS
-from pipeline.errors import BulkInferError, ConfigError, DataError, PlanError
+from pipeline.errors import BulkInferError, ConfigError, DataError, EmptyInputError, PlanError
 from pipeline.guard import GuardedActor, GuardedTask, Ledger, StageGuard, named_like
 from pipeline.interfaces import WHOLE_SOURCE, FileOutput, IOContext, Source, WorkUnit
-from pipeline.plan import Plan, Step, budget_resources, check_placement, describe
+from pipeline.plan import (
+    Plan,
+    Step,
+    budget_resources,
+    check_placement,
+    describe,
+    typed,
+)
 from pipeline.ray_stats import FirstOutputProbe, operator_stages
 from pipeline.settings import RaySettings, StageSettings
 from pipeline.stage_call import StageCall
@@ -273,14 +280,15 @@ def _compute(s: StageSettings) -> Any:
     )
 
 
-def _map(ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.Dataset:
+def _map(plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.Dataset:
     """Add one map stage: the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
     inside its error guard (``stage.on_error``, rows reported to the ledger)."""
     s = step.stage
     assert s is not None
     auto = s.batch_size == "auto"
     actors = s.compute == "actors"
-    guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger)
+    schema = plan.schemas.get(step.key)
+    guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger, schema)
     if actors:
         # auto: Ray hands the stage its largest probed size; StageCall cuts it to the choice.
         ray_batch_size = AUTO_MAX_ROWS if auto else s.batch_size
@@ -353,8 +361,8 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
-def _check_columns(plan: Plan, ds: ray.data.Dataset) -> None:
-    """Walk the stages' column contracts against the source schema before any model loads."""
+def _dataset_schema(plan: Plan, ds: ray.data.Dataset) -> Any:
+    """The Arrow schema of a source's dataset, for a source that cannot tell it beforehand."""
     schema = ds.schema()
     if schema is None:
         where = getattr(plan.source.params, "path", None)
@@ -362,25 +370,7 @@ def _check_columns(plan: Plan, ds: ray.data.Dataset) -> None:
             "the source produced no rows" + (f" from {where}" if where else ""),
             key="source.params.path" if where else "source.params",
         )
-    columns = list(schema.names)
-    for step in plan.maps:
-        try:
-            columns = step.plugin.output_columns(step.params, columns)
-        except BulkInferError as exc:
-            raise type(exc)(exc.message, key=stage_key(step, exc.key)) from None
-
-
-def stage_key(step: Step, key: str | None) -> str:
-    """A plugin's error key in full: ``params.x`` -> ``preprocessors[0].params.x``.
-
-    Plugins do not know where they sit in the job, so a stage may name its own keys relative
-    to itself (``params.columns``); absolute keys (``predictor.params.model``) pass unchanged.
-    """
-    if not key:
-        return f"{step.key}.params"
-    if key == "params" or key.startswith(("params.", "stage.")):
-        return f"{step.key}.{key}"
-    return key
+    return getattr(schema, "base_schema", schema)
 
 
 def find_user_error(exc: BaseException) -> BulkInferError | None:
@@ -502,7 +492,7 @@ def _stages(plan: Plan, ds: ray.data.Dataset, ledger: Any) -> ray.data.Dataset:
     if plan.rows_per_block:
         ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
     for step in plan.maps:
-        ds = _map(ds, step, ledger)
+        ds = _map(plan, ds, step, ledger)
     return ds
 
 
@@ -575,11 +565,11 @@ def _execute(plan: Plan, started: float) -> RunResult:
     job_start = time.perf_counter()
     probe = FirstOutputProbe()  # installed before the first dataset exists (see its docstring)
     with probe.installed():
-        units, read = _checked_reads(plan, source, out)
+        plan, units, read = _checked_reads(plan, source, out)
         ledger = _start_ledger(plan)
         try:
             if out is None:
-                result = _run_whole(plan, read, sink, ledger, probe)
+                result = _run_whole(plan, read, sink, ledger, probe, empty=not units)
             else:
                 result = _run_units(plan, read, sink, out, units, ledger, probe)
             if ledger is not None:
@@ -596,21 +586,31 @@ def _execute(plan: Plan, started: float) -> RunResult:
 
 def _checked_reads(
     plan: Plan, source: Source, out: FileOutput | None
-) -> tuple[list[WorkUnit], _Reads]:
-    """The work units, and their datasets once the first one's columns passed the check.
+) -> tuple[Plan, list[WorkUnit], _Reads]:
+    """The plan typed from the source's schema, the work units, and the first unit's dataset.
 
-    The first unit's dataset is checked and then run as it is: building a file source's dataset
-    samples its files in a Ray task (0.25 s for one Parquet file), so that happens once.
+    The column types are checked from the source through every stage to the sink
+    (:func:`pipeline.plan.typed`) before any model loads. A source that cannot tell its schema
+    on the driver is asked through the first unit's dataset, which then runs as it is.
     """
     params = plan.source.params
     with user_errors(plan, source, None):
-        if out is None:  # nothing to stage: the whole source in one execution
-            units, first = [WHOLE_SOURCE], source.read(params)
-        else:
-            units = source.units(params)
-            first = source.read_unit(params, units[0]) if units else source.read(params)
-        _check_columns(plan, first)
-    return units, _Reads(plan, source, {units[0].id: first} if units else {})
+        try:
+            schema = source.schema(params)
+            if out is None:  # nothing to stage: the whole source in one execution
+                units, first = [WHOLE_SOURCE], source.read(params)
+            else:
+                units = source.units(params)
+                first = source.read_unit(params, units[0]) if units else None
+        except EmptyInputError:
+            if not plan.run.allow_empty:
+                raise
+            return plan, [], _Reads(plan, source, {})
+        if schema is None:
+            schema = _dataset_schema(plan, first if first is not None else source.read(params))
+        plan = typed(plan, schema)
+    ahead = {units[0].id: first} if units and first is not None else {}
+    return plan, units, _Reads(plan, source, ahead)
 
 
 class _Reads:
@@ -635,12 +635,12 @@ def _run_units(
 ) -> RunResult:
     """A file output: work unit by work unit into the staging folder, then published."""
 
-    def write_unit(unit: WorkUnit, folder: str) -> list[dict[str, Any]]:
+    def write_unit(unit: WorkUnit, folder: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
         with user_errors(plan, read.source, unit, ledger):
             ds = _stages(plan, read(unit), ledger)
             probe.arm()
-            sink.write_files(ds, folder, plan.sink.params)
-        return operator_stages(ds)
+            written = sink.write_files(ds, folder, plan.sink.params)
+        return operator_stages(ds), written
 
     outcome = run_units(plan, sink, out, units, ledger, write_unit)
     manifest = outcome.manifest
@@ -660,9 +660,11 @@ def _run_units(
 
 
 def _run_whole(
-    plan: Plan, read: _Reads, sink: Any, ledger: Any, probe: FirstOutputProbe
+    plan: Plan, read: _Reads, sink: Any, ledger: Any, probe: FirstOutputProbe, empty: bool
 ) -> RunResult:
     """A sink without a file output (e.g. ``show``): one execution, nothing to stage."""
+    if empty:  # run.allow_empty and a source without rows
+        return RunResult(output=None, rows_in=0, rows_out=0, wall_s=0.0, job_s=0.0)
     with user_errors(plan, read.source, None, ledger):
         ds = _stages(plan, read(WHOLE_SOURCE), ledger)
         probe.arm()
@@ -677,6 +679,9 @@ def _run_whole(
         rows_in = first["rows_in"] if first else None
         rows_out = last["rows_out"] if last else None
         set_aside = sum(c["skipped"] + c["dead_letter"] for c in stages.values())
+    if not (rows_in or written.rows) and not plan.run.allow_empty:
+        path = getattr(plan.source.params, "path", None)
+        raise EmptyInputError.for_source(path if path is not None else plan.source.name)
     return RunResult(
         output=written.location,
         rows_in=rows_in if rows_in is not None else written.rows,

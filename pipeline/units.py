@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.commit import MANIFEST, Staging, check, prepare
-from pipeline.errors import BulkInferError
+from pipeline.errors import BulkInferError, EmptyInputError, OutputError
 from pipeline.guard import (
     EARLY_STOP_MIN_ROWS,
     ErrorBudgetError,
@@ -30,8 +30,9 @@ from pipeline.plan import Plan
 
 log = logging.getLogger("bulkinfer")
 
-#: Runs one unit: (unit, folder to write its files into) -> per-operator stats of that execution.
-WriteUnit = Callable[[WorkUnit, str], list[dict[str, Any]]]
+#: Runs one unit: (unit, folder to write its files into) -> (per-operator stats of that
+#: execution, rows of each file written, by file name).
+WriteUnit = Callable[[WorkUnit, str], tuple[list[dict[str, Any]], dict[str, int]]]
 
 
 @dataclass
@@ -92,10 +93,30 @@ def _merge_stats(into: list[dict[str, Any]], more: list[dict[str, Any]]) -> None
         have["time_s"] = round(have.get("time_s", 0.0) + stat.get("time_s", 0.0), 3)
 
 
+def _where(plan: Plan) -> str:
+    path = getattr(plan.source.params, "path", None)
+    return path if path is not None else f"source '{plan.source.name}'"
+
+
+def _storing(out: FileOutput, step: Callable[[], Any]) -> Any:
+    """Run a commit or publish step; a storage failure becomes an :class:`OutputError`."""
+    try:
+        return step()
+    except BulkInferError:
+        raise
+    except Exception as exc:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise OutputError(
+            f"cannot store the output at {out.location}: {type(exc).__name__}: {cause}.",
+            key="sink.params.path",
+        ) from None
+
+
 def _with_hint(error: BulkInferError, staging: Staging, committed: int) -> BulkInferError:
     hint = (
-        f" {committed} finished work unit(s) are kept in {staging.root}: rerun with "
-        "run.resume=true to finish the job, or delete that folder to start over."
+        f" The finished work ({committed} committed work unit(s)) is kept in {staging.root}: "
+        "rerun with run.resume=true to finish the job without redoing it, or delete that "
+        "folder to start over."
     )
     return type(error)(error.message + hint, key=error.key)
 
@@ -133,10 +154,7 @@ def run_units(
     stats: list[dict[str, Any]] = []
     rows_done = 0
     first_errors: dict[str, str] = {}
-
-    def count(path: str) -> int:
-        return sink.count_rows(path, plan.sink.params)
-
+    written_any = False
     try:
         for unit in units:
             if unit.id in markers:
@@ -145,7 +163,8 @@ def run_units(
             if ledger is not None:
                 ray.get(ledger.reset.remote(counts))
             work = staging.begin(unit)
-            _merge_stats(stats, write_unit(unit, work.data))
+            unit_stats, written = write_unit(unit, work.data)
+            _merge_stats(stats, unit_stats)
             drained = (
                 ray.get(ledger.drain.remote())
                 if ledger is not None
@@ -155,8 +174,16 @@ def run_units(
             for stage, error in drained["first_error"].items():
                 first_errors.setdefault(stage, error)
             check_budgets(plan, counts, first_errors, EARLY_STOP_MIN_ROWS)
-            marker = staging.commit(
-                work, drained["stages"], first_stage, dead_letter_lines(drained["records"]), count
+            written_any = True
+            marker = _storing(
+                out,
+                lambda work=work, drained=drained, written=written: staging.commit(
+                    work,
+                    drained["stages"],
+                    first_stage,
+                    dead_letter_lines(drained["records"]),
+                    written,
+                ),
             )
             markers[unit.id] = marker
             rows_done += marker["rows_out"]
@@ -169,9 +196,11 @@ def run_units(
                 time.perf_counter() - started,
             )
         check_budgets(plan, counts, first_errors, min_rows=0)
-        manifest = staging.publish([markers[u.id] for u in units])
+        if not plan.run.allow_empty and not sum(markers[u.id]["rows_in"] for u in units):
+            raise EmptyInputError.for_source(_where(plan))
+        manifest = _storing(out, lambda: staging.publish([markers[u.id] for u in units]))
     except BaseException as exc:
-        if not markers:
+        if isinstance(exc, EmptyInputError) or not (markers or written_any):
             staging.remove()  # nothing finished: leave no trace
         elif isinstance(exc, BulkInferError):
             raise _with_hint(exc, staging, len(markers)) from None

@@ -48,12 +48,12 @@ def _cases(d: Path) -> dict[str, tuple[list[str], str, str]]:
         "corrupt json file": (
             ["source=json", f"source.params.path={corrupt_json}"],
             "source.params.path",
-            f"cannot read input file {corrupt_json} (ValueError: line 2",
+            f"cannot read input file {corrupt_json}: line 2: Expecting value",
         ),
         "corrupt parquet file": (
             ["source=parquet", f"source.params.path={corrupt_parquet.parent}"],
             "source.params.path",
-            f"cannot read {corrupt_parquet}",
+            f"cannot read input file {corrupt_parquet} (ArrowInvalid: Parquet magic bytes",
         ),
         "column not in the data": (
             ["source=json", f"source.params.path={good}", "predictor.params.input_column=body"],

@@ -27,9 +27,7 @@ def write_unit(staging: Staging, unit: WorkUnit, text: str = "a\nb\n") -> dict:
     work = staging.begin(unit)
     Path(work.data).mkdir(parents=True)
     Path(work.data, "part-0.txt").write_text(text)
-    return staging.commit(
-        work, STAGES, "predictor", b"", lambda p: len(Path(p).read_text().split())
-    )
+    return staging.commit(work, STAGES, "predictor", b"", {"part-0.txt": len(text.split())})
 
 
 def test_a_run_publishes_files_and_a_manifest_only_at_the_end(tmp_path):
@@ -46,6 +44,37 @@ def test_a_run_publishes_files_and_a_manifest_only_at_the_end(tmp_path):
     assert (manifest["rows_in"], manifest["rows_out"], manifest["fingerprint"]) == (4, 4, "fp1")
     assert json.loads(Path(out.path, MANIFEST).read_text()) == manifest
     assert not Path(out.path + STAGING_SUFFIX).exists()
+
+
+def test_a_unit_written_but_not_committed_is_committed_when_resumed(tmp_path):
+    """The run died between the unit's receipt and its commit: resume keeps the written
+    files instead of running the unit again."""
+    out = output(tmp_path)
+    staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
+    write_unit(staging, UNITS[0])
+    work = staging.begin(UNITS[1])
+    Path(work.data).mkdir(parents=True)
+    Path(work.data, "part-0.txt").write_text("c\nd\ne\n")
+    receipt = {"unit": "00001", "rows_in": 3, "rows_out": 3, "rows_set_aside": 0}
+    receipt |= {"set_aside": {}, "stages": STAGES, "files": [{"name": "part-0.txt", "rows": 3}]}
+    Path(work.root, "receipt.json").write_text(json.dumps(receipt | {"dead_letters": 0}))
+    resumed = prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
+    assert sorted(resumed.committed) == ["00000", "00001"]
+    manifest = resumed.staging.publish([resumed.committed[u.id] for u in UNITS])
+    assert manifest["rows_out"] == 5
+    assert Path(out.path, "00001-part-0.txt").read_text() == "c\nd\ne\n"
+
+
+def test_a_commit_refuses_files_the_write_tasks_did_not_report(tmp_path):
+    from pipeline.errors import OutputError
+
+    staging = prepare(output(tmp_path), "fp1", DATAFLOW, UNITS, resume=False).staging
+    work = staging.begin(UNITS[0])
+    Path(work.data).mkdir(parents=True)
+    Path(work.data, "part-0.txt").write_text("a\n")
+    Path(work.data, "stray.txt").write_text("b\n")
+    with pytest.raises(OutputError, match="stray.txt"):
+        staging.commit(work, STAGES, "predictor", b"", {"part-0.txt": 1})
 
 
 def test_an_unfinished_run_is_refused_without_resume_and_resumed_with_it(tmp_path):

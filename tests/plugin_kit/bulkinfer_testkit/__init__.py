@@ -49,11 +49,16 @@ class _KitStep:
                 f.write(str(os.getpid()))
 
     @classmethod
-    def output_columns(cls, params: KitParams, input_columns: list[str]) -> list[str]:
-        if params.id_column not in input_columns:
-            raise ColumnNotFoundError.for_column(params.id_column, input_columns)
-        extra = [params.output_column] + (["node_id"] if params.record_node else [])
-        return [c for c in input_columns if c not in extra] + extra
+    def output_schema(cls, params: KitParams, schema: Any) -> Any:
+        import pyarrow as pa
+
+        if params.id_column not in schema.names:
+            raise ColumnNotFoundError.for_column(params.id_column, list(schema.names))
+        extra = [pa.field(params.output_column, pa.int64())]
+        if params.record_node:
+            extra.append(pa.field("node_id", pa.string()))
+        names = {f.name for f in extra}
+        return pa.schema([f for f in schema if f.name not in names] + extra)
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
