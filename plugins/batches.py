@@ -121,3 +121,53 @@ def token_ids(table: Any, column: str, mask_column: str | None, key: str):
 def is_token_column(table: Any, column: str) -> bool:
     """True when ``column`` holds lists of integers (token ids), not text."""
     return is_token_type(table.schema.field(column).type)
+
+
+#: Extension types that hold one n-dimensional array per row: Ray Data's and Arrow's own.
+_TENSOR_TYPES = (
+    "ray.data.arrow_tensor",
+    "ray.data.arrow_tensor_v2",
+    "ray.data.arrow_variable_shaped_tensor",
+    "arrow.fixed_shape_tensor",
+)
+
+
+def is_tensor_column(table: Any, column: str) -> bool:
+    """True when ``column`` holds an array per row (an image, a ``[c, h, w]`` tensor...)."""
+    import pyarrow as pa
+
+    kind = table.schema.field(column).type
+    return isinstance(kind, pa.BaseExtensionType) and kind.extension_name in _TENSOR_TYPES
+
+
+def tensor_column(table: Any, column: str, key: str):
+    """A tensor column as one numpy array ``[rows, *shape]`` (e.g. ``[rows, 3, 224, 224]``).
+
+    Rows of a variable-shaped column are stacked when they share a shape; raises
+    :class:`DataError` (naming ``key``) when they do not, or when a row is null.
+    """
+    import numpy as np
+
+    from pipeline.errors import DataError
+
+    chunked = table.column(column)
+    if chunked.null_count:
+        raise DataError(f"column {column!r} has null values", key=key)
+    kind = chunked.type
+    if kind.extension_name == "arrow.fixed_shape_tensor":
+        parts = [chunk.to_numpy_ndarray() for chunk in chunked.chunks]
+        return np.concatenate(parts) if parts else np.zeros((0, *kind.shape))
+    if kind.extension_name != "ray.data.arrow_variable_shaped_tensor":
+        parts = [chunk.to_numpy() for chunk in chunked.chunks]
+        return np.concatenate(parts) if parts else np.zeros((0, *kind.shape))
+    rows = [row for chunk in chunked.chunks for row in chunk.to_numpy(zero_copy_only=False)]
+    shapes = sorted({row.shape for row in rows})
+    if len(shapes) > 1:
+        listed = ", ".join("x".join(map(str, s)) for s in shapes[:4])
+        more = ", ..." if len(shapes) > 4 else ""
+        raise DataError(
+            f"column {column!r} holds arrays of different shapes ({listed}{more}); "
+            "give them one shape first (e.g. an image_transform stage with center_crop)",
+            key=key,
+        )
+    return np.stack(rows) if rows else np.zeros((0, 0))

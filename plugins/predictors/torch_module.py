@@ -17,7 +17,15 @@ from pydantic import Field, field_validator, model_validator
 from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams, Predictor
 from pipeline.settings import StageSettings
-from plugins.batches import added, require_columns, require_fields, to_arrow, with_column
+from plugins.batches import (
+    added,
+    is_tensor_column,
+    require_columns,
+    require_fields,
+    tensor_column,
+    to_arrow,
+    with_column,
+)
 from plugins.models import pick_device, torch_dtype
 
 KEY = "predictor.params"
@@ -50,12 +58,14 @@ class TorchModuleParams(PluginParams):
     )
     input_columns: list[str] = Field(
         min_length=1,
-        description="Columns fed to the model. Each holds numbers or fixed-length lists of them.",
+        description="Columns fed to the model. Each holds numbers, fixed-length lists of them, "
+        "or tensors (e.g. the [channels, height, width] images of an image_transform stage).",
     )
     input_mode: Literal["stack", "args"] = Field(
         default="stack",
-        description="stack: the columns side by side as one [rows, features] tensor; args: one "
-        "tensor per column, passed as positional arguments in this order.",
+        description="stack: the columns side by side as one [rows, features] tensor (a single "
+        "tensor column keeps its shape: [rows, channels, height, width]); args: one tensor per "
+        "column, passed as positional arguments in this order.",
     )
     output_columns: list[str] = Field(
         default_factory=lambda: ["predictions"],
@@ -143,10 +153,13 @@ def _load(params: TorchModuleParams):
 
 
 def _column_array(table: Any, name: str):
-    """A column as a numpy array: [rows] for numbers, [rows, k] for fixed-length lists."""
+    """A column as a numpy array: [rows] for numbers, [rows, k] for fixed-length lists,
+    [rows, *shape] for a tensor column (e.g. [rows, 3, 224, 224] from an image_transform)."""
     import numpy as np
     import pyarrow as pa
 
+    if is_tensor_column(table, name):
+        return tensor_column(table, name, key=f"{KEY}.input_columns")
     column = table.column(name).combine_chunks()
     if column.null_count:
         raise DataError(f"column {name!r} has null values", key=f"{KEY}.input_columns")
@@ -213,6 +226,16 @@ class TorchModule(Predictor):
         arrays = [_column_array(table, c) for c in self.params.input_columns]
         if self.params.input_mode == "args":
             return [self._tensor(a) for a in arrays]
+        if len(arrays) == 1 and arrays[0].ndim > 2:  # one tensor column, e.g. images: its shape
+            return [self._tensor(arrays[0])]
+        shaped = [c for c, a in zip(self.params.input_columns, arrays, strict=True) if a.ndim > 2]
+        if shaped:
+            raise DataError(
+                f"column {shaped[0]!r} holds arrays of shape {arrays[0].shape[1:]}, which "
+                "input_mode stack cannot put side by side with other columns; use input_mode "
+                "args (one tensor per column)",
+                key=f"{KEY}.input_mode",
+            )
         columns = [a.reshape(len(a), -1) for a in arrays]
         if all(np.issubdtype(c.dtype, np.integer) for c in columns):
             return [self._tensor(np.concatenate(columns, axis=1))]
