@@ -219,3 +219,64 @@ class ImageTransform:
             std = torch.as_tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
             images = images.sub(mean).div_(std)
         return images.to(getattr(torch, spec.dtype)).contiguous().numpy()
+
+
+def output_type(spec: TransformSpec, input_type: Any):
+    """The Arrow type of the transformed column, given the image column's type.
+
+    A fixed-shape image column ``(h, w, c)`` gives ``ArrowTensorTypeV2((c, out_h, out_w),
+    dtype)``; a variable-shaped one gives ``ArrowVariableShapedTensorType(dtype, ndim=3)``
+    (its channel count is not in the type), even when ``center_crop`` fixes the size.
+    """
+    import pyarrow as pa
+    from ray.data.extensions import ArrowTensorTypeV2, ArrowVariableShapedTensorType
+
+    value = pa.float16() if spec.dtype == "float16" else pa.float32()
+    variable = getattr(input_type, "extension_name", "") == "ray.data.arrow_variable_shaped_tensor"
+    shape = None if variable else getattr(input_type, "shape", None)
+    if shape is not None and len(shape) in (2, 3):
+        height, width = shape[0], shape[1]
+        channels = shape[2] if len(shape) == 3 else 1
+        return ArrowTensorTypeV2((channels, *spec.output_size(height, width)), value)
+    return ArrowVariableShapedTensorType(value, 3)
+
+
+def transform_table(
+    table: Any,
+    transform: ImageTransform,
+    input_column: str = "image",
+    output_column: str = "pixel_values",
+    drop_input: bool = True,
+):
+    """Apply ``transform`` to ``table[input_column]``; return the table with ``output_column``.
+
+    ``table``: a pyarrow Table whose ``input_column`` is an image tensor column (see
+    ``plugins.sources.image_decode``). The new column has exactly :func:`output_type` (so
+    every block agrees); it replaces ``input_column`` in place when ``drop_input``, else it is
+    appended (replacing an existing ``output_column``).
+    """
+    import numpy as np
+    import pyarrow as pa
+    from ray.data.extensions import ArrowTensorArray, ArrowVariableShapedTensorArray
+
+    column = table.column(input_column)
+    images = [row for chunk in column.chunks for row in chunk.to_numpy(zero_copy_only=False)]
+    kind = output_type(transform.spec, column.type)
+    if not images:
+        values = pa.ExtensionArray.from_storage(kind, pa.array([], type=kind.storage_type))
+    elif kind.extension_name != "ray.data.arrow_variable_shaped_tensor":
+        values = ArrowTensorArray.from_numpy(transform(images))
+    else:
+        out = transform(images)
+        ragged = np.empty(len(out), dtype=object)
+        for i, row in enumerate(out):
+            ragged[i] = row
+        values = ArrowVariableShapedTensorArray.from_numpy(ragged)
+    if drop_input:
+        if output_column != input_column and output_column in table.column_names:
+            table = table.drop_columns([output_column])
+        index = table.column_names.index(input_column)
+        return table.set_column(index, output_column, values)
+    if output_column in table.column_names:
+        return table.set_column(table.column_names.index(output_column), output_column, values)
+    return table.append_column(output_column, values)
