@@ -4,6 +4,9 @@
   of the sentences shipped with bulkinfer, columns ``id`` and ``text``.
 * ``features(n, d)``: ``n`` rows of ``d`` float32 features ``f0..f{d-1}`` plus an ``id`` column.
 * ``xgb_model(d)``: an XGBoost regressor of 20 trees trained on 20,000 rows of that data.
+* ``images(n)``: a folder of ``n`` RGB JPEG files, 160-320 pixels a side, in subfolders of 500.
+* ``resnet(width)``: a ResNet-18 of first-stage width ``width`` (64 is torchvision's), random
+  weights, 10 classes: a TorchScript file and ``labels.txt`` beside it.
 
 Files are keyed by their size and a format version, so a second run reuses them.
 """
@@ -108,3 +111,37 @@ def xgb_model(d: int = 30, trees: int = 20) -> Path:
     booster.save_model(str(tmp))
     os.replace(tmp, path)
     return path
+
+
+def images(n: int) -> Path:
+    """A folder of ``n`` generated RGB JPEG files (``000/00000.jpg``...), written once."""
+    import shutil
+
+    from tools.sample_images import write_benchmark_images
+
+    path = cache_dir() / f"images-v{VERSION}-{n}"
+    if path.exists():
+        return path
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_benchmark_images(tmp, n, seed=SEED)
+    os.replace(tmp, path)
+    return path
+
+
+def resnet(width: int = 8, classes: int = 10) -> Path:
+    """A random-weight ResNet-18 (first stage ``width`` channels) as TorchScript, built once.
+
+    ``labels.txt`` (one class name per line) lies beside the returned ``resnet.pt``.
+    """
+    import shutil
+
+    from tools.tiny_models import build_torch_resnet
+
+    folder = cache_dir() / f"resnet18-v{VERSION}-w{width}-c{classes}"
+    if not folder.exists():
+        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_torch_resnet(tmp, num_classes=classes, width=width, seed=SEED)
+        os.replace(tmp, folder)
+    return folder / "resnet.pt"

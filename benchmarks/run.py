@@ -142,6 +142,62 @@ def xgboost_workload(rows: int, features: int = 30, trees: int = 20) -> Workload
     )
 
 
+def images_workload(count: int, batch_size: int = 64, width: int = 8) -> Workload:
+    """``count`` JPEGs (160-320 px a side) through resize 256, crop 224 and a ResNet-18.
+
+    The ResNet has random weights and ``width`` channels in its first stage (torchvision's
+    has 64), so the model does not drown the reading and preprocessing being compared.
+    """
+    source, model = str(data.images(count)), str(data.resnet(width))
+    variants: dict[str, Command] = {
+        "Ray Data, ResNet-example style": lambda out: [
+            PY,
+            str(SCRIPTS / "handwritten_images.py"),
+            source,
+            f"{out}/predictions",
+            model,
+            str(batch_size),
+        ],
+        "plain loop": lambda out: [
+            PY,
+            str(SCRIPTS / "plain_images.py"),
+            source,
+            f"{out}/predictions",
+            model,
+            f"--batch-size={batch_size}",
+        ],
+        # torch's threads spin while they wait: on a busy machine one thread can be faster.
+        "plain loop, 1 thread": lambda out: [
+            PY,
+            str(SCRIPTS / "plain_images.py"),
+            source,
+            f"{out}/predictions",
+            model,
+            f"--batch-size={batch_size}",
+            "--threads=1",
+        ],
+    }
+    if (ROOT / "conf" / "experiment" / "bench_images.yaml").exists():  # the images plugins
+        variants = {
+            "bulkinfer": _pipeline(
+                "+experiment=bench_images",
+                f"source.params.path={source}",
+                f"predictor.params.model_file={model}",
+            ),
+            **variants,
+        }
+    return Workload(
+        name="images",
+        title=f"Image classification: {count:,} JPEG files of 160-320 pixels a side, resize 256 "
+        f"+ center crop 224 + ImageNet normalisation, a random-weight ResNet-18 (width {width}), "
+        f"forward passes of {batch_size}, labels to Parquet",
+        rows=count,
+        variants=variants,
+        timeout_s=max(600.0, count / 5),
+        baseline="Ray Data, ResNet-example style",
+    )
+
+
 #: Object store of the memory benchmark: Ray's smallest allowed is 75 MiB.
 SMALL_STORE = 100_000_000
 #: Rows per Parquet row group of the memory benchmark's input (about 32 MiB in memory each).
@@ -208,6 +264,7 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace], Workload]] = {
     "xgboost": lambda a: xgboost_workload(a.rows),
     "startup": lambda a: startup(),
     "memory": lambda a: memory_workload(a.memory_rows),
+    "images": lambda a: images_workload(a.images),
 }
 
 
@@ -368,7 +425,7 @@ def machine() -> str:
         if line.startswith("MemTotal:"):
             mem = int(line.split()[1]) * 1024
     versions = []
-    for module in ("ray", "torch", "sentence_transformers", "xgboost", "pyarrow"):
+    for module in ("ray", "torch", "sentence_transformers", "xgboost", "pyarrow", "PIL"):
         try:
             versions.append(f"{module} {__import__(module).__version__}")
         except Exception:
@@ -414,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-rows", type=int, default=4_000_000, help="rows of the memory benchmark's input"
     )
+    parser.add_argument("--images", type=int, default=3_000, help="files of the image benchmark")
     parser.add_argument("--tiny", action="store_true", help="smoke run: tiny inputs, one round")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the file --write updates")
@@ -422,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tiny:
         args.sentences, args.rows, args.memory_rows, args.runs = 48, 2_000, 2_000, 1
+        args.images = 24
     only = {v.strip() for v in args.variants.split(",") if v.strip()} or None
     unknown = [n for n in args.workloads.split(",") if n not in WORKLOADS]
     if unknown:

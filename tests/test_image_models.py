@@ -11,7 +11,15 @@ import torch
 from PIL import Image
 
 from pipeline.errors import DataError
-from plugins.predictors._hf_vision import as_rgb, classify, embed, score_function, top_labels
+from plugins.predictors._hf_vision import (
+    as_rgb,
+    classify,
+    embed,
+    label_arrays,
+    score_function,
+    top_labels,
+    vector_array,
+)
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams
 from plugins.predictors.torch_modules import ResNet
 from plugins.preprocessors.image_ops import ImageTransform, TransformSpec, transform_table
@@ -88,6 +96,19 @@ def test_score_function_follows_the_model_config(classifier):
 def test_ties_keep_the_lower_label_first():
     labels, scores = top_labels(np.array([[0.2, 0.4, 0.4]]), {0: "a", 1: "b", 2: "c"}, top_k=2)
     assert labels.tolist() == [["b", "c"]] and scores[0].tolist() == pytest.approx([0.4, 0.4])
+
+
+def test_arrow_columns_are_strings_and_float32_or_lists_of_them_for_top_k(classifier):
+    labels, scores = classify(classifier, IMAGES[:3], top_k=1)
+    names, values = label_arrays(labels, scores, 1)
+    assert names.type == pa.string() and values.type == pa.float32()
+    assert names.to_pylist() == labels[:, 0].tolist()
+    labels, scores = classify(classifier, IMAGES[:3], top_k=2)
+    names, values = label_arrays(labels, scores, 2)
+    assert names.type == pa.list_(pa.string()) and values.type == pa.list_(pa.float32())
+    assert names.to_pylist() == labels.tolist()
+    vectors = vector_array(np.ones((2, 5)))
+    assert vectors.type == pa.list_(pa.float32(), 5) and len(vectors) == 2
 
 
 def test_batch_vectors_equal_the_pipeline_pooled_output(encoder):

@@ -153,3 +153,30 @@ def embed(pipe: Any, images: Sequence[Any], pooling: Pooling = "pooler"):
             )
         vectors = hidden[:, 0] if pooling == "cls" else hidden.mean(dim=1)
     return vectors.to(torch.float32).cpu().numpy()
+
+
+def label_arrays(labels: Any, scores: Any, top_k: int):
+    """``(labels, scores)`` of :func:`classify` as Arrow arrays, one value per row.
+
+    ``top_k == 1``: ``string`` and ``float32``. ``top_k > 1``: ``list<string>`` and
+    ``list<float32>``, best first (``k = min(top_k, labels)`` entries per row).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    scores = np.asarray(scores, dtype=np.float32)
+    if top_k == 1:
+        return pa.array(labels[:, 0].tolist(), pa.string()), pa.array(scores[:, 0], pa.float32())
+    offsets = pa.array(np.arange(0, scores.size + 1, max(scores.shape[1], 1), dtype=np.int32))
+    names = pa.ListArray.from_arrays(offsets, pa.array(labels.reshape(-1).tolist(), pa.string()))
+    values = pa.ListArray.from_arrays(offsets, pa.array(scores.reshape(-1), pa.float32()))
+    return names, values
+
+
+def vector_array(vectors: Any):
+    """``[n, dim]`` float32 vectors as an Arrow ``fixed_size_list<float32, dim>`` array."""
+    import numpy as np
+    import pyarrow as pa
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])

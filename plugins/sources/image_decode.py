@@ -88,7 +88,8 @@ def decode_image(
 
     With ``mode=None`` the file's own mode is kept when it is one uint8 per channel (L, RGB,
     RGBA...); 1-bit images become L, palette images RGB (or RGBA with transparency); 16-bit and
-    float images raise, asking for a ``mode``.
+    float images raise, asking for a ``mode`` (Pillow's conversion of those clips to 0-255, it
+    does not rescale).
 
     Raises :class:`ImageDecodeError` naming ``path`` when the bytes are not an image Pillow can
     read, are corrupt or truncated, or exceed Pillow's decompression-bomb limit.
@@ -100,15 +101,28 @@ def decode_image(
         image = Image.open(io.BytesIO(data))
         image.load()  # Image.open is lazy: truncated or corrupt pixel data raises only here
         image = ImageOps.exif_transpose(image)
+        image = _converted(image, mode, path)
+        if size is not None and image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), resample=Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    except (ImageDecodeError, MemoryError):
+        raise
     except UnidentifiedImageError:
         raise ImageDecodeError(
             f"cannot decode image file {path}: not an image, or in a format Pillow cannot read"
         ) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"cannot decode image file {path}: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's corrupt-file errors
-        raise ImageDecodeError(f"cannot decode image file {path}: {exc}") from None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error... on bad files
+        detail = " ".join(str(exc).split())[:300]
+        raise ImageDecodeError(
+            f"cannot decode image file {path}: {type(exc).__name__}: {detail}"
+        ) from None
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return np.ascontiguousarray(array)
 
+
+def _converted(image, mode: str | None, path: str):
+    """``image`` in ``mode``, or with ``mode=None`` in the nearest mode of uint8 channels."""
     target = mode
     if target is None and image.mode not in CHANNELS:
         target = _CONVERT_WHEN_KEPT.get(image.mode)
@@ -119,16 +133,7 @@ def decode_image(
                 f"image file {path} has mode {image.mode!r} (not 8 bits per channel); set a "
                 f"mode to convert it to, e.g. RGB or L"
             )
-    if target is not None and image.mode != target:
-        image = image.convert(target)
-    if size is not None:
-        height, width = size
-        if image.size != (width, height):
-            image = image.resize((width, height), resample=Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return np.ascontiguousarray(array)
+    return image.convert(target) if target is not None and image.mode != target else image
 
 
 def image_column_type(mode: str | None, size: Sequence[int] | None):
