@@ -23,6 +23,20 @@ class BulkInferError(Exception):
     def __reduce__(self):  # keep the error picklable across Ray processes
         return (_rebuild, (type(self), self.message, self.key))
 
+    def within(self, block: str) -> BulkInferError:
+        """This error with its key made absolute under a stage's config block.
+
+        Plugins do not know where they sit in the job, so they name keys relative to their own
+        block (``params.condition``, ``stage.batch_size``, or none); ``within("preprocessors[0]")``
+        gives ``preprocessors[0].params.condition``. Absolute keys pass unchanged.
+        """
+        key = self.key
+        if not key:
+            key = f"{block}.params" if block != "sink" else block
+        elif key == "params" or key.startswith(("params.", "stage.")):
+            key = f"{block}.{key}"
+        return type(self)(self.message, key=key)
+
 
 def _rebuild(cls: type[BulkInferError], message: str, key: str | None) -> BulkInferError:
     return cls(message, key=key)

@@ -16,17 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.commit import MANIFEST, Staging, check, prepare
+from pipeline.commit import finish_publishing, prepare, publish
 from pipeline.errors import BulkInferError, EmptyInputError, OutputError
-from pipeline.guard import (
-    EARLY_STOP_MIN_ROWS,
-    ErrorBudgetError,
-    add_counts,
-    dead_letter_lines,
-    over_budget,
-)
-from pipeline.interfaces import FileOutput, IOContext, Sink, WorkUnit
+from pipeline.guard import ErrorBudgetError
+from pipeline.interfaces import FileOutput, WorkUnit
+from pipeline.ledger import EARLY_STOP_MIN_ROWS, add_counts, dead_letter_lines, over_budget
 from pipeline.plan import Plan
+from pipeline.staging import MANIFEST, Staging
 
 log = logging.getLogger("bulkinfer")
 
@@ -44,20 +40,8 @@ class UnitsOutcome:
     units_skipped: int
     rows_done: int  # rows written by this run (not by the run it resumed)
     stages: list[dict[str, Any]] = field(default_factory=list)
-
-
-def preflight(plan: Plan) -> None:
-    """Before Ray starts: refuse an existing output (``mode: error``), an unfinished run without
-    ``run.resume=true``, or a resume with a changed config, so these fail in a moment.
-
-    Through Ray Client (``ray://``) the output is seen from the cluster, not from here: the same
-    checks run there when the job starts.
-    """
-    if (plan.ray.address or "").startswith("ray://"):
-        return
-    out = plan.sink.plugin(IOContext(fingerprint=plan.fingerprint)).file_output(plan.sink.params)
-    if out is not None:
-        check(out, plan.fingerprint, plan.dataflow, plan.run.resume)
+    #: The ledger's counts per stage key over every unit (rows, set-aside rows, counters).
+    counts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def budgets(plan: Plan) -> dict[str, tuple[str, float]]:
@@ -123,7 +107,6 @@ def _with_hint(error: BulkInferError, staging: Staging, committed: int) -> BulkI
 
 def run_units(
     plan: Plan,
-    sink: Sink,
     out: FileOutput,
     units: list[WorkUnit],
     ledger: Any,
@@ -135,7 +118,7 @@ def run_units(
     prepared = prepare(out, plan.fingerprint, plan.dataflow, units, plan.run.resume)
     staging = prepared.staging
     if staging.job.get("state") == "publishing":  # killed while publishing: finish that
-        staging.finish_publishing()
+        finish_publishing(staging)
         manifest = staging._read_json(f"{out.path.rstrip('/')}/{MANIFEST}")
         return UnitsOutcome(manifest, len(units), len(units), 0)
     markers = dict(prepared.committed)
@@ -198,11 +181,11 @@ def run_units(
         check_budgets(plan, counts, first_errors, min_rows=0)
         if not plan.run.allow_empty and not sum(markers[u.id]["rows_in"] for u in units):
             raise EmptyInputError.for_source(_where(plan))
-        manifest = _storing(out, lambda: staging.publish([markers[u.id] for u in units]))
+        manifest = _storing(out, lambda: publish(staging, [markers[u.id] for u in units]))
     except BaseException as exc:
         if isinstance(exc, EmptyInputError) or not (markers or written_any):
             staging.remove()  # nothing finished: leave no trace
         elif isinstance(exc, BulkInferError):
             raise _with_hint(exc, staging, len(markers)) from None
         raise
-    return UnitsOutcome(manifest, len(units), skipped, rows_done, stats)
+    return UnitsOutcome(manifest, len(units), skipped, rows_done, stats, counts)

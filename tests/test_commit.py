@@ -8,10 +8,12 @@ from pathlib import Path
 import pyarrow.fs
 import pytest
 
-from pipeline.commit import MANIFEST, STAGING_SUFFIX, Staging, config_changes, prepare
+from pipeline.commit import _assemble, finish_publishing, prepare, publish
 from pipeline.errors import ConfigError, DataError
+from pipeline.fingerprints import config_changes
 from pipeline.interfaces import FileOutput, WorkUnit
-from pipeline.plan import build_plan
+from pipeline.plan import plan_job
+from pipeline.staging import MANIFEST, STAGING_SUFFIX, Staging
 
 UNITS = [WorkUnit("00000", {"rows": [0, 2]}), WorkUnit("00001", {"rows": [2, 4]})]
 STAGES = {"predictor": {"rows_in": 2, "rows_out": 2, "skipped": 0, "dead_letter": 0}}
@@ -35,7 +37,7 @@ def test_a_run_publishes_files_and_a_manifest_only_at_the_end(tmp_path):
     prepared = prepare(out, "fp1", DATAFLOW, UNITS, resume=False)
     markers = [write_unit(prepared.staging, u) for u in UNITS]
     assert not Path(out.path).exists()
-    manifest = prepared.staging.publish(markers)
+    manifest = publish(prepared.staging, markers)
     assert sorted(p.name for p in Path(out.path).iterdir()) == [
         "00000-part-0.txt",
         "00001-part-0.txt",
@@ -60,7 +62,7 @@ def test_a_unit_written_but_not_committed_is_committed_when_resumed(tmp_path):
     Path(work.root, "receipt.json").write_text(json.dumps(receipt | {"dead_letters": 0}))
     resumed = prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
     assert sorted(resumed.committed) == ["00000", "00001"]
-    manifest = resumed.staging.publish([resumed.committed[u.id] for u in UNITS])
+    manifest = publish(resumed.staging, [resumed.committed[u.id] for u in UNITS])
     assert manifest["rows_out"] == 5
     assert Path(out.path, "00001-part-0.txt").read_text() == "c\nd\ne\n"
 
@@ -114,11 +116,11 @@ def test_a_publish_killed_half_way_is_finished_by_resume(tmp_path):
     out = output(tmp_path)
     staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
     markers = [write_unit(staging, u) for u in UNITS]
-    part = staging._assemble(markers, "")  # files moved into publish/, then the process dies
+    part = _assemble(staging, markers, "")  # files moved into publish/, then the process dies
     staging._write_json(staging._p("publish", MANIFEST), {"rows_out": part["run"]["rows_out"]})
     staging.set_state("publishing")
     again = prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
-    again.staging.finish_publishing()
+    finish_publishing(again.staging)
     assert sorted(p.name for p in Path(out.path).iterdir())[:2] == [
         "00000-part-0.txt",
         "00001-part-0.txt",
@@ -147,9 +149,9 @@ def test_config_changes_lists_changed_added_and_removed_keys():
 
 def test_the_fingerprint_ignores_how_a_stage_runs_but_not_what_it_computes():
     def plan(**stage):
-        return build_plan(
+        return plan_job(
             {
-                "source": {"type": "items", "params": {"items": ["a"]}},
+                "source": {"type": "items", "params": {"items": ["a"], "column": "text"}},
                 "predictor": {"type": "sentence_embedding", "stage": stage},
                 "sink": {"type": "show"},
             }

@@ -21,7 +21,6 @@ import pytest
 from kit import install_kit
 
 from pipeline.errors import DataError
-from pipeline.plan import build_plan
 
 UTC = dt.timezone.utc
 HARD = pa.table(
@@ -110,7 +109,7 @@ def read_output(folder, fmt: str, schema: pa.Schema) -> pa.Table:
 
 
 def run_job(source: dict, sink: dict, preprocessors: list | None = None):
-    from pipeline.runner import execute
+    from pipeline.runner import run_job
 
     config = {
         "source": source,
@@ -118,7 +117,7 @@ def run_job(source: dict, sink: dict, preprocessors: list | None = None):
         "sink": sink,
         "run": {"progress": False},
     }
-    return execute(build_plan(config))
+    return run_job(config)
 
 
 def same(a, b) -> bool:
@@ -299,7 +298,7 @@ def test_a_source_without_rows_is_an_error_naming_the_path(name, tmp_path):
 
 
 def test_allow_empty_publishes_an_empty_output_with_its_manifest(tmp_path):
-    from pipeline.runner import execute
+    from pipeline.runner import run_job
 
     _, path = _empty_inputs(tmp_path)["zero-row parquet"]
     config = {
@@ -307,7 +306,7 @@ def test_allow_empty_publishes_an_empty_output_with_its_manifest(tmp_path):
         "sink": {"type": "parquet", "params": {"path": str(tmp_path / "out")}},
         "run": {"progress": False, "allow_empty": True},
     }
-    result = execute(build_plan(config))
+    result = run_job(config)
     assert (result.rows_in, result.rows_out) == (0, 0)
     manifest = json.loads((tmp_path / "out" / "_SUCCESS").read_text())
     assert (manifest["rows_in"], manifest["rows_out"], manifest["files"]) == (0, 0, [])
@@ -421,7 +420,7 @@ def test_a_failure_while_publishing_keeps_the_work_and_resume_publishes_without_
     finished units stay staged, and the resumed run publishes them without running a batch."""
     import threading
 
-    from pipeline.commit import STAGING_SUFFIX
+    from pipeline.staging import STAGING_SUFFIX
 
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": list(range(8)), "text": [f"t{i}" for i in range(8)]}), path)
@@ -442,7 +441,7 @@ def test_a_failure_while_publishing_keeps_the_work_and_resume_publishes_without_
     (out / "other.txt").unlink()
     out.rmdir()
 
-    from pipeline.runner import execute
+    from pipeline.runner import run_job as run_config
 
     config = {
         "source": job[0],
@@ -450,7 +449,7 @@ def test_a_failure_while_publishing_keeps_the_work_and_resume_publishes_without_
         "sink": job[1],
         "run": {"progress": False, "resume": True},
     }
-    result = execute(build_plan(config))
+    result = run_config(config)
     assert result.rows_out == 8 and result.units_skipped == result.units
     assert sum(len(p.read_text().split()) for p in log.glob("ids-*.txt")) == batches
     assert sorted(pq.read_table(out).column("id").to_pylist()) == list(range(8))

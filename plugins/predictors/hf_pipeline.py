@@ -106,7 +106,7 @@ class HfPipeline(Predictor):
 
     Params = HfPipelineParams
     default_stage: ClassVar[StageSettings] = StageSettings(
-        compute="actors", concurrency=1, batch_size=64
+        compute="actors", concurrency=1, batch_size=64, batch_format="pyarrow"
     )
 
     def __init__(self, params: HfPipelineParams) -> None:

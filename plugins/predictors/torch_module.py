@@ -185,7 +185,7 @@ class TorchModule(Predictor):
 
     Params = TorchModuleParams
     default_stage: ClassVar[StageSettings] = StageSettings(
-        compute="actors", concurrency=1, batch_size=256
+        compute="actors", concurrency=1, batch_size=256, batch_format="pyarrow"
     )
 
     def __init__(self, params: TorchModuleParams) -> None:

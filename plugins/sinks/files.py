@@ -1,6 +1,6 @@
 """File sinks: Parquet, CSV and JSON lines, written atomically.
 
-These sinks declare their destination (:meth:`file_output`) and write one folder of files at a
+These sinks declare their destination (:meth:`output`) and write one folder of files at a
 time (:meth:`write_files`, which reports the rows of every file it wrote); the runner stages the
 output beside the destination, commits it work unit by work unit, and moves it into place with a
 ``_SUCCESS`` manifest only when the whole job has succeeded, so a failed run never leaves half an
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.interfaces import FileOutput, PluginParams, Sink
+from pipeline.interfaces import FileOutput, FileSink, PluginParams
 
 
 class FileSinkParams(PluginParams):
@@ -47,7 +47,7 @@ def _filesystem(path: str):
     return pyarrow.fs.LocalFileSystem(), os.path.abspath(path)
 
 
-class _FileSink(Sink):
+class _FileSink(FileSink):
     """Base of the file sinks: a staged folder of files from one of :mod:`.datasinks`."""
 
     def _datasink(self, folder: str, fs: Any, params: FileSinkParams) -> Any:
@@ -69,7 +69,7 @@ class _FileSink(Sink):
         if self._refusal() is not None:
             refuse(schema, self.name, self._refusal())
 
-    def file_output(self, params: FileSinkParams) -> FileOutput:
+    def output(self, params: FileSinkParams) -> FileOutput:
         fs, path = _filesystem(params.path)
         return FileOutput(filesystem=fs, path=path, location=params.path, mode=params.mode)
 

@@ -12,7 +12,6 @@ to the last. An input that cannot be reached (no route, no credentials, no bucke
 from __future__ import annotations
 
 import concurrent.futures
-import inspect
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import Field
 
 from pipeline.errors import DataError, EmptyInputError
-from pipeline.interfaces import PluginParams, Source, WorkUnit
+from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Source, WorkUnit
 
 KEY = "source.params.path"
 #: Longest wait for a remote filesystem to answer a listing or a metadata read.
@@ -196,16 +195,15 @@ class FileSource(Source):
     whole file the same way, to name the file at fault when a read fails.
     """
 
+    #: The ``ray.data`` read function the source uses.
     reader: str = ""
+    #: Its default ``file_extensions`` (Ray Data 2.60), without importing Ray at plan time.
+    file_extensions: tuple[str, ...] | None = None
 
     def extensions(self) -> list[str] | None:
-        """The reader's default file extensions (what it reads from a folder)."""
-        import ray.data
-
-        parameter = inspect.signature(getattr(ray.data, self.reader)).parameters.get(
-            "file_extensions"
-        )
-        return parameter.default if parameter is not None else None
+        """What the source reads from a folder: Ray Data's default file extensions for its
+        reader (``tests/test_io.py`` holds them against Ray's); None: every file."""
+        return list(self.file_extensions) if self.file_extensions is not None else None
 
     def files(self, params: FileParams) -> list[tuple[str, int]]:
         """The input files and their sizes, listed once per source instance."""
@@ -244,12 +242,9 @@ class FileSource(Source):
     def units(self, params: FileParams) -> list[WorkUnit]:
         return group_files(self.files(params), self.io.unit_bytes)
 
-    def read(self, params: FileParams):
-        return self.read_files(params, [f for f, _ in self.files(params)])
-
-    def read_unit(self, params: FileParams, unit: WorkUnit):
+    def read(self, params: FileParams, unit: WorkUnit = WHOLE_SOURCE):
         if unit.spec is None:
-            return self.read(params)
+            return self.read_files(params, [f for f, _ in self.files(params)])
         return self.read_files(params, [f for f, _ in unit.spec["files"]])
 
     def explain_read_error(self, params: FileParams, unit: WorkUnit) -> DataError | None:
@@ -282,6 +277,7 @@ class ParquetSource(FileSource):
 
     Params = ParquetParams
     reader = "read_parquet"
+    file_extensions = ("parquet",)
 
     def file_schema(self, params: ParquetParams, files: list[tuple[str, int]]) -> Any:
         import pyarrow.parquet as pq
@@ -322,15 +318,10 @@ class ParquetSource(FileSource):
             kwargs["columns"] = params.columns
         if params.schema_:
             kwargs["schema"] = _declared_over(self._stored(files[0]), params)
-        context = ray.data.DataContext.get_current()
-        previous = getattr(context, "use_datasource_v2", None)
-        if previous is not None:
-            context.use_datasource_v2 = False  # the dataset keeps a copy of the context
-        try:
+        from pipeline.ray_internals import first_parquet_reader
+
+        with first_parquet_reader():
             return ray.data.read_parquet(files, file_extensions=None, **kwargs)
-        finally:
-            if previous is not None:
-                context.use_datasource_v2 = previous
 
     @staticmethod
     def _stored(file: str) -> Any:
@@ -377,6 +368,7 @@ class TextSource(FileSource):
 
     Params = TextParams
     reader = "read_text"
+    file_extensions = None
 
     def file_schema(self, params: TextParams, files: list[tuple[str, int]]) -> Any:
         import pyarrow as pa

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from pipeline.errors import DataError
-from pipeline.interfaces import PluginParams, Source, WorkUnit
+from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Source, WorkUnit
 
 
 class ItemsParams(PluginParams):
@@ -60,8 +60,11 @@ class ItemsSource(Source):
     def schema(self, params: ItemsParams):
         return self._schema(params)
 
-    def read(self, params: ItemsParams):
-        return self._dataset(self._table(params))
+    def read(self, params: ItemsParams, unit: WorkUnit = WHOLE_SOURCE):
+        if unit.spec is None:
+            return self._dataset(self._table(params))
+        start, stop = unit.spec["rows"]
+        return self._dataset(self._table(params, start, stop))
 
     def _dataset(self, table: Any):
         import ray.data
@@ -79,9 +82,3 @@ class ItemsSource(Source):
             WorkUnit(id=f"{i // step:05d}", spec={"rows": [i, min(i + step, n)]})
             for i in range(0, n, step)
         ]
-
-    def read_unit(self, params: ItemsParams, unit: WorkUnit):
-        if unit.spec is None:
-            return self.read(params)
-        start, stop = unit.spec["rows"]
-        return self._dataset(self._table(params, start, stop))

@@ -220,6 +220,18 @@ class JsonSource(FileSource):
 
     Params = JsonParams
     reader = "read_json"
+    file_extensions = (
+        "json",
+        "jsonl",
+        "json.gz",
+        "jsonl.gz",
+        "json.br",
+        "jsonl.br",
+        "json.zst",
+        "jsonl.zst",
+        "json.lz4",
+        "jsonl.lz4",
+    )
 
     def file_schema(self, params: JsonParams, files: list[tuple[str, int]]) -> Any:
         return select(self.read_schema(params, files), params.columns)

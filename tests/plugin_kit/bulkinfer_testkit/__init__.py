@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from pipeline.errors import ColumnNotFoundError
-from pipeline.interfaces import PluginParams, Predictor, Preprocessor
+from pipeline.errors import ColumnNotFoundError, DataError
+from pipeline.interfaces import PluginParams, Predictor, Preprocessor, Source
 from pipeline.settings import StageSettings
 
 
@@ -23,6 +23,11 @@ class KitParams(PluginParams):
     sleep_s: float = Field(default=0.0, ge=0, description="Seconds to sleep per batch.")
     fail_ids: list[int] = Field(
         default_factory=list, description="A batch holding any of these ids raises ValueError."
+    )
+    refuse_ids: list[int] = Field(
+        default_factory=list,
+        description="A batch holding any of these ids raises a DataError keyed params.refuse_ids "
+        "(relative to the stage, as plugins name their keys).",
     )
     log_dir: str | None = Field(
         default=None,
@@ -67,6 +72,9 @@ class _KitStep:
         bad = [i for i in ids if i in set(self.params.fail_ids)]
         if bad:
             raise ValueError(f"bad row id={bad[0]}")
+        refused = [i for i in ids if i in set(self.params.refuse_ids)]
+        if refused:
+            raise DataError(f"row id={refused[0]} is refused", key="params.refuse_ids")
         outage = self.params.outage_file
         if outage and os.path.exists(outage) and max(ids) >= self.params.outage_from_id:
             raise ConnectionError(f"service unavailable for id {max(ids)}")
@@ -95,3 +103,49 @@ class KitPredictor(_KitStep, Predictor):
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=4, batch_format="pyarrow"
     )
+
+
+class LinesParams(PluginParams):
+    path: str = Field(description="A text file of 'id:text' lines.")
+
+
+class KitLineDecoder(Preprocessor):
+    """Test decoder: parses each 'id:text' line; a line without ':' raises ValueError."""
+
+    Params = LinesParams
+    default_stage: ClassVar[StageSettings] = StageSettings(batch_size=4, batch_format="pyarrow")
+
+    @classmethod
+    def output_schema(cls, params: LinesParams, schema: Any) -> Any:
+        import pyarrow as pa
+
+        return pa.schema([("id", pa.int64()), ("text", pa.string())])
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        ids, texts = [], []
+        for line in batch.column("line").to_pylist():
+            head, sep, text = line.partition(":")
+            if not sep:
+                raise ValueError(f"not an 'id:text' line: {line!r}")
+            ids.append(int(head))
+            texts.append(text)
+        return pa.table({"id": pa.array(ids, pa.int64()), "text": texts})
+
+
+class KitLines(Source):
+    """Test source with a decoder: reads lines, decodes them in the source's guarded stage."""
+
+    Params = LinesParams
+    decoder = KitLineDecoder
+
+    def schema(self, params: LinesParams) -> Any:
+        import pyarrow as pa
+
+        return pa.schema([("line", pa.string())])
+
+    def read(self, params: LinesParams, unit: Any = None) -> Any:
+        import ray.data
+
+        return ray.data.read_text(params.path).rename_columns({"text": "line"})
