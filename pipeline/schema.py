@@ -61,7 +61,12 @@ def parse_type(name: str) -> pa.DataType:
 
 
 def type_name(kind: pa.DataType) -> str:
-    """The name :func:`parse_type` reads back: ``float32``, ``list<float32>``, ..."""
+    """The name :func:`parse_type` reads back: ``float32``, ``list<float32>``, ...
+
+    Tensor extension types (one n-dimensional array per row) print as
+    ``tensor<uint8>[224, 224, 3]``, ``?`` for a dimension that varies by row
+    (``tensor<uint8>[?, ?, ?]``); those names are for reading, not for ``parse_type``.
+    """
     import pyarrow as pa
 
     if pa.types.is_fixed_size_list(kind):
@@ -69,7 +74,12 @@ def type_name(kind: pa.DataType) -> str:
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         prefix = "large_list" if pa.types.is_large_list(kind) else "list"
         return f"{prefix}<{type_name(kind.value_type)}>"
-    if isinstance(kind, pa.ExtensionType):
+    if isinstance(kind, pa.BaseExtensionType):
+        shape = getattr(kind, "shape", None)
+        if "tensor" in kind.extension_name and shape is not None and hasattr(kind, "value_type"):
+            # Ray Data's tensor types and Arrow's fixed_shape_tensor; None: a variable dimension.
+            dims = ", ".join("?" if d is None else str(d) for d in shape)
+            return f"tensor<{type_name(kind.value_type)}>[{dims}]"
         return kind.extension_name
     named = {pa.float16(): "float16", pa.float32(): "float32", pa.float64(): "float64"}
     return named.get(kind, str(kind))
