@@ -218,3 +218,22 @@ def test_more_memory_than_the_cluster_has_is_refused():
         planned(cfg, cluster(2, 0, 10 * 2**30))
     assert err.value.key == "predictor.stage.memory"
     assert planned(cfg, cluster(2, 0, 20 * 2**30)).maps[0].stage.memory
+
+
+def test_an_actor_pool_after_a_task_stage_asks_for_other_cpus_so_ray_keeps_them_apart():
+    """Ray Data folds a task map into the next actor map when both ask for the same CPUs; the
+    planner leaves the pool 0.01 CPU less, so the CPU stage runs beside the model, not in it."""
+    cfg = config(concurrency=1)
+    cfg["preprocessors"] = [{"type": "rename_columns", "params": {"mapping": {"data": "text"}}}]
+    cfg["predictor"]["params"]["input_column"] = "text"
+    plan = planned(cfg, cluster(2))
+    tasks, actors = plan.maps
+    assert (tasks.stage.num_cpus, actors.stage.num_cpus) == (1.0, 0.99)
+    assert any("apart from preprocessors[0]'s tasks" in note for note in plan.notes)
+    assert planned(config(concurrency=1), cluster(2)).maps[0].stage.num_cpus == 1.0
+    two = copy.deepcopy(cfg)
+    two["predictor"]["stage"]["concurrency"] = 2  # 0.5 CPU each: already apart
+    assert planned(two, cluster(2)).maps[1].stage.num_cpus == 0.5
+    own = copy.deepcopy(cfg)
+    own["predictor"]["stage"]["num_cpus"] = 1  # the user's own request is kept
+    assert planned(own, cluster(2)).maps[1].stage.num_cpus == 1
