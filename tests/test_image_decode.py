@@ -129,22 +129,3 @@ def test_decode_batch_names_the_bad_file_and_keeps_other_columns(samples):
     broken = pa.table({"bytes": [bad.path.read_bytes()], "path": [str(bad.path)]})
     with pytest.raises(ImageDecodeError, match=str(bad.path)):
         decode_batch(broken)
-
-
-def test_ray_reads_bytes_and_decodes_them_in_a_map_stage_through_parquet(
-    ray_session, samples, tmp_path
-):
-    """The source's plan: read_binary_files, decode per batch; the type survives Parquet."""
-    import ray.data
-
-    good = {str(s.path): s for s in samples if s.readable}
-    ds = ray.data.read_binary_files(sorted(good), include_paths=True).map_batches(
-        decode_batch, batch_format="pyarrow", batch_size=3, fn_kwargs={"mode": None}
-    )
-    assert ds.schema().base_schema.field("image").type == image_column_type(None, None)
-    ds.write_parquet(str(tmp_path / "out"))
-    back = ray.data.read_parquet(str(tmp_path / "out")).take_all()
-    channels = {"RGB": 3, "L": 1, "RGBA": 4, "P": 3}
-    assert {r["path"]: r["image"].shape for r in back} == {
-        p: (s.height, s.width, channels[s.mode]) for p, s in good.items()
-    }

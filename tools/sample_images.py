@@ -122,7 +122,8 @@ def write_test_images(folder: str | Path) -> list[SampleImage]:
     found.append(SampleImage(text, 0, 0, "", readable=False))
 
     truncated = folder / "truncated.png"
-    whole = write_image(folder / "whole.tmp.png", 64, 64, "RGB", seed=7).read_bytes()
+    # 128 x 128: half of it is over 1,000 bytes, as a real image is (a dead letter summarises it).
+    whole = write_image(folder / "whole.tmp.png", 128, 128, "RGB", seed=7).read_bytes()
     (folder / "whole.tmp.png").unlink()
     truncated.write_bytes(whole[: len(whole) // 2])
     found.append(SampleImage(truncated, 0, 0, "", readable=False))

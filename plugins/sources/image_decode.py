@@ -19,16 +19,17 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.errors import DataError
-
 #: Modes whose pixels are one uint8 per channel: their channel counts.
 CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "YCbCr": 3, "LAB": 3, "HSV": 3}
 #: Modes a file may be stored in that become uint8 pixels only through a conversion.
 _CONVERT_WHEN_KEPT = {"1": "L", "P": "RGB", "PA": "RGBA", "I;16": None, "I": None, "F": None}
 
 
-class ImageDecodeError(DataError):
-    """A file is not a readable image (not an image, corrupt, truncated, too large)."""
+class ImageDecodeError(ValueError):
+    """A file is not a readable image (not an image, corrupt, truncated, too large).
+
+    A row error, not a config error: the decoding stage's guard applies ``on_error`` to the
+    row (names the file and stops the job, or sets the row aside)."""
 
 
 #: Formats Pillow identifies but cannot decode by itself: stubs that need a handler (BUFR, GRIB,
