@@ -152,3 +152,81 @@ def tensor_column(table: Any, column: str, key: str):
             key=key,
         )
     return np.stack(rows) if rows else np.zeros((0, 0))
+
+
+def is_image_type(kind: Any) -> bool:
+    """Whether a column of this Arrow type can hold images: a tensor extension type of 2 or 3
+    dimensions (``[h, w]`` or ``[h, w, c]``; variable-shaped counts), or lists of lists (of
+    lists) of integers, as JSON or inline rows hold pixel arrays."""
+    import pyarrow as pa
+
+    if isinstance(kind, pa.BaseExtensionType):
+        if kind.extension_name not in _TENSOR_TYPES:
+            return False
+        ndim = getattr(kind, "ndim", None) or len(getattr(kind, "shape", ()) or ())
+        return ndim in (2, 3)
+    depth = 0
+    while (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
+        kind, depth = kind.value_type, depth + 1
+    return depth in (2, 3) and pa.types.is_integer(kind)
+
+
+def require_images(schema: Any, column: str, key: str, what: str) -> None:
+    """Plan time: ``column`` must exist and hold images (:func:`is_image_type`); else raise
+    :class:`ColumnNotFoundError` or :class:`DataError` naming ``key``. ``what`` completes the
+    message ("... {what} need images")."""
+    import pyarrow as pa
+
+    from pipeline.errors import DataError
+    from pipeline.schema import type_name
+
+    require_fields(schema, [column], key)
+    kind = schema.field(column).type
+    if pa.types.is_null(kind) or is_image_type(kind):
+        return
+    hint = (
+        " (file contents: read image files with source=images, which decodes them)"
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+        else ""
+    )
+    raise DataError(
+        f"column {column!r} holds {type_name(kind)} values{hint}; {what} need images: "
+        "[height, width, channels] uint8 arrays as source=images yields them",
+        key=key,
+    )
+
+
+def image_rows(table: Any, column: str, key: str) -> list[Any]:
+    """The images of ``column`` as a list of ``[h, w, c]`` (or ``[h, w]``) uint8 numpy arrays.
+
+    Reads tensor columns without copying where Arrow allows; nested lists of integers are
+    converted. Raises :class:`DataError` naming ``key`` for a null row or a value outside 0-255.
+    """
+    import numpy as np
+
+    from pipeline.errors import DataError
+
+    chunked = table.column(column)
+    if chunked.null_count:
+        raise DataError(f"column {column!r} has null values", key=key)
+    kind = chunked.type
+    if getattr(kind, "extension_name", "") == "arrow.fixed_shape_tensor":
+        rows = [row for chunk in chunked.chunks for row in chunk.to_numpy_ndarray()]
+    elif getattr(kind, "extension_name", "") in _TENSOR_TYPES:
+        rows = [row for chunk in chunked.chunks for row in chunk.to_numpy(zero_copy_only=False)]
+    else:
+        rows = [np.asarray(row) for row in chunked.to_pylist()]
+    images = []
+    for row in rows:
+        if row.dtype != np.uint8:
+            if row.dtype.kind not in "iu" or (row.size and (row.min() < 0 or row.max() > 255)):
+                raise DataError(
+                    f"column {column!r} holds {row.dtype} values that are not pixels; images "
+                    "are uint8 arrays (integers 0-255)",
+                    key=key,
+                )
+            row = row.astype(np.uint8)
+        images.append(row)
+    return images

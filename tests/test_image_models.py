@@ -11,15 +11,8 @@ import torch
 from PIL import Image
 
 from pipeline.errors import DataError
-from plugins.predictors._hf_vision import (
-    as_rgb,
-    classify,
-    embed,
-    label_arrays,
-    score_function,
-    top_labels,
-    vector_array,
-)
+from plugins.predictors._hf_vision import as_rgb, classify, embed, score_function, vector_array
+from plugins.predictors._labels import label_arrays, top_labels
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams
 from plugins.predictors.torch_modules import ResNet
 from plugins.preprocessors.image_ops import ImageTransform, TransformSpec, transform_table

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from plugins.predictors._labels import scores_of, top_labels
+
 ScoreFunction = Literal["default", "softmax", "sigmoid", "none"]
 Pooling = Literal["pooler", "cls", "mean"]
 
@@ -81,35 +83,6 @@ def score_function(config: Any, requested: ScoreFunction = "default") -> str:
     return getattr(config, "function_to_apply", None) or "none"
 
 
-def scores_of(logits: Any, function: str):
-    """``[n, labels]`` float logits -> float32 scores by ``function`` (in float32, like the
-    pipeline, which converts half-precision logits to float32 first)."""
-    import numpy as np
-
-    values = np.asarray(logits, dtype=np.float32)
-    if function == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-values))
-    if function == "softmax":
-        shifted = np.exp(values - values.max(axis=-1, keepdims=True))
-        return shifted / shifted.sum(axis=-1, keepdims=True)
-    return values
-
-
-def top_labels(scores: Any, id2label: dict[int, str], top_k: int = 1):
-    """The ``top_k`` best labels per row, best first: ``(labels, scores)``, each ``[n, k]``.
-
-    ``k = min(top_k, labels)``, as in the pipeline. Ties keep the lower label index first (the
-    pipeline's stable sort). ``labels`` is an object array of str, ``scores`` float32.
-    """
-    import numpy as np
-
-    scores = np.asarray(scores, dtype=np.float32)
-    k = min(top_k, scores.shape[1])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    names = np.array([id2label[i] for i in range(scores.shape[1])], dtype=object)
-    return names[order], np.take_along_axis(scores, order, axis=1)
-
-
 def classify(pipe: Any, images: Sequence[Any], top_k: int = 1, function: ScoreFunction = "default"):
     """Labels and scores of ``n`` images: ``(labels [n, k] str, scores [n, k] float32)``.
 
@@ -155,24 +128,6 @@ def embed(pipe: Any, images: Sequence[Any], pooling: Pooling = "pooler"):
     return vectors.to(torch.float32).cpu().numpy()
 
 
-def label_arrays(labels: Any, scores: Any, top_k: int):
-    """``(labels, scores)`` of :func:`classify` as Arrow arrays, one value per row.
-
-    ``top_k == 1``: ``string`` and ``float32``. ``top_k > 1``: ``list<string>`` and
-    ``list<float32>``, best first (``k = min(top_k, labels)`` entries per row).
-    """
-    import numpy as np
-    import pyarrow as pa
-
-    scores = np.asarray(scores, dtype=np.float32)
-    if top_k == 1:
-        return pa.array(labels[:, 0].tolist(), pa.string()), pa.array(scores[:, 0], pa.float32())
-    offsets = pa.array(np.arange(0, scores.size + 1, max(scores.shape[1], 1), dtype=np.int32))
-    names = pa.ListArray.from_arrays(offsets, pa.array(labels.reshape(-1).tolist(), pa.string()))
-    values = pa.ListArray.from_arrays(offsets, pa.array(scores.reshape(-1), pa.float32()))
-    return names, values
-
-
 def vector_array(vectors: Any):
     """``[n, dim]`` float32 vectors as an Arrow ``fixed_size_list<float32, dim>`` array."""
     import numpy as np
@@ -180,3 +135,84 @@ def vector_array(vectors: Any):
 
     vectors = np.asarray(vectors, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
+
+def load_pipeline(task: str, model: str, device: str | None, model_kwargs: dict[str, Any]):
+    """``transformers.pipeline(task, model=...)`` on ``device`` (None: the GPU Ray assigned,
+    else the CPU), with the model's image processor. ``model``: a local folder
+    (``save_pretrained``) or a hub id. Raises :class:`~pipeline.errors.DataError` naming
+    ``params.model`` when it cannot be loaded, or lacks an image processor."""
+    import transformers
+
+    from pipeline.errors import DataError
+    from plugins.models import model_load_error, pick_device, resolve_model
+
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        pipe = transformers.pipeline(
+            task, model=resolve_model(model), device=pick_device(device), **model_kwargs
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise model_load_error(model, exc, "params.model") from None
+    if getattr(pipe, "image_processor", None) is None:
+        raise DataError(
+            f"model {model!r} has no image processor (preprocessor_config.json); save it with "
+            "the model (image_processor.save_pretrained(folder))",
+            key="params.model",
+        )
+    return pipe
+
+
+def _model_config(model: str) -> dict[str, Any] | None:
+    import json
+    import os
+
+    from plugins.models import resolve_model
+
+    try:
+        with open(os.path.join(resolve_model(model), "config.json")) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+#: Model types whose pooled output is their last stage's channels (``hidden_sizes[-1]``).
+_CONVOLUTIONAL = {"resnet", "convnext", "convnextv2", "regnet"}
+#: Model types whose pooled output is ``pooler_output_size`` (ViT, DeiT) or ``hidden_size``, and
+#: whose ``last_hidden_state`` is ``[rows, tokens, hidden_size]``.
+_TRANSFORMERS = {
+    "vit",
+    "deit",
+    "beit",
+    "data2vec-vision",
+    "dinov2",
+    "clip_vision_model",
+    "siglip_vision_model",
+    "swin",
+    "swinv2",
+}
+
+
+def embedding_dimension(model: str, pooling: Pooling) -> int | None:
+    """The vector length :func:`embed` gives, read from a local model folder's ``config.json``.
+
+    ``pooler``: the last of ``hidden_sizes`` for ResNet, ConvNeXt and RegNet (their pooled
+    feature map); ``pooler_output_size`` or ``hidden_size`` for ViT, DeiT, BEiT, DINOv2, Swin
+    and CLIP's or SigLIP's vision model. ``cls``/``mean``: ``hidden_size`` of those
+    transformers. None for other models, or a folder that is not local: the length is then
+    known only once the model runs.
+    """
+    config = _model_config(model)
+    if config is None:
+        return None
+    kind = config.get("model_type")
+    dim = None
+    if kind in _CONVOLUTIONAL and pooling == "pooler":
+        sizes = config.get("hidden_sizes")
+        dim = sizes[-1] if isinstance(sizes, list) and sizes else None
+    elif kind in _TRANSFORMERS:
+        dim = config.get("hidden_size")
+        if pooling == "pooler" and kind in ("vit", "deit"):
+            dim = config.get("pooler_output_size") or dim
+    return dim if isinstance(dim, int) and dim > 0 else None

@@ -3,6 +3,11 @@
 A config never names Python code: a ``torch.nn.Module`` class is chosen by its entry-point name
 in the ``bulkinfer.torch_modules`` group, and its weights come from a state-dict file loaded with
 ``torch.load(weights_only=True)``, which cannot run code.
+
+A classifier (a ``[rows, classes]`` logits tensor, e.g. a torchvision-style ResNet on the
+``pixel_values`` of an ``image_transform`` stage) can write class names instead of logits: with
+``labels`` (a file of class names) the stage writes ``label`` and ``score`` columns, or the
+``top_k`` best of each, as :mod:`plugins.predictors._labels` computes them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,14 @@ from plugins.batches import (
     with_column,
 )
 from plugins.models import pick_device, torch_dtype
+from plugins.predictors._labels import (
+    ScoreFunction,
+    label_arrays,
+    label_types,
+    read_labels,
+    scores_of,
+    top_labels,
+)
 
 KEY = "predictor.params"
 MODULE_GROUP = "bulkinfer.torch_modules"
@@ -81,6 +94,25 @@ class TorchModuleParams(PluginParams):
     device: str | None = Field(
         default=None, description="torch device; null: the GPU Ray assigned, else the CPU."
     )
+    labels: str | None = Field(
+        default=None,
+        description="A classifier's class names: a text file with one name per line, or a JSON "
+        "list, in the order of the model's outputs. The model's [rows, classes] logits then "
+        "become label_column and score_column instead of output_columns.",
+    )
+    top_k: int = Field(
+        default=1,
+        ge=1,
+        description="With labels: labels per row; 1 gives a string and a float32, more give "
+        "lists of the best k, best first.",
+    )
+    score_function: ScoreFunction = Field(
+        default="softmax",
+        description="With labels: how logits become scores (softmax over the classes, sigmoid "
+        "per class, or none).",
+    )
+    label_column: str = Field(default="label", description="With labels: the label column.")
+    score_column: str = Field(default="score", description="With labels: the score column.")
 
     @field_validator("module_kwargs", mode="before")
     @classmethod
@@ -110,6 +142,15 @@ class TorchModuleParams(PluginParams):
             raise ValueError("module needs state_dict: the weights file for the module")
         if self.model_file is not None and (self.state_dict or self.module_kwargs):
             raise ValueError("state_dict and module_kwargs go with module, not model_file")
+        labelled = {"top_k", "score_function", "label_column", "score_column"}
+        if self.labels is None and labelled & self.model_fields_set:
+            first = sorted(labelled & self.model_fields_set)[0]
+            raise ValueError(f"{first} goes with labels (a file of class names); set labels")
+        if self.labels is not None and "output_columns" in self.model_fields_set:
+            raise ValueError(
+                "with labels the outputs are label_column and score_column; leave "
+                "output_columns out"
+            )
         return self
 
 
@@ -181,7 +222,7 @@ def _column_array(table: Any, name: str):
 
 
 class TorchModule(Predictor):
-    """Run a PyTorch model on numeric columns under ``torch.inference_mode``."""
+    """Run a PyTorch model on numeric or tensor columns under ``torch.inference_mode``."""
 
     Params = TorchModuleParams
     default_stage: ClassVar[StageSettings] = StageSettings(
@@ -190,6 +231,7 @@ class TorchModule(Predictor):
 
     def __init__(self, params: TorchModuleParams) -> None:
         super().__init__(params)
+        self.labels = None if params.labels is None else read_labels(params.labels, "params.labels")
         self.device = pick_device(params.device)
         self.dtype = torch_dtype(params.dtype)
         model = _load(params)
@@ -206,10 +248,15 @@ class TorchModule(Predictor):
     def output_schema(cls, params: TorchModuleParams, schema: Any) -> Any:
         """Each output column holds float32 (float64 with ``dtype: float64``, int64 for integer
         tensors) per row, or a fixed-size list of them; the shape is the model's, known only
-        once it runs, so the columns are declared ``null`` (decided at run time)."""
+        once it runs, so the columns are declared ``null`` (decided at run time). With
+        ``labels``: ``label_column`` string and ``score_column`` float32 (``list<string>`` and
+        ``list<float32>`` with ``top_k > 1``)."""
         import pyarrow as pa
 
         require_fields(schema, params.input_columns, key="params.input_columns")
+        if params.labels is not None:
+            label, score = label_types(params.top_k)
+            return added(schema, **{params.label_column: label, params.score_column: score})
         return added(schema, **{name: pa.null() for name in params.output_columns})
 
     def _tensor(self, array: Any):
@@ -300,6 +347,32 @@ class TorchModule(Predictor):
         require_columns(self.params.input_columns, table.column_names, f"{KEY}.input_columns")
         with torch.inference_mode():
             result = self.model(*self._inputs(table))
+        if self.labels is not None:
+            return self._labelled(table, result)
         for name, tensor in self._outputs(result, table.num_rows).items():
             table = with_column(table, name, self._arrow(name, tensor, table.num_rows))
         return table
+
+    def _labelled(self, table: Any, result: Any) -> Any:
+        """``table`` with the label and score columns of ``[rows, classes]`` logits."""
+        import torch
+
+        p = self.params
+        if not isinstance(result, torch.Tensor) or result.dim() != 2:
+            what = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result)
+            raise DataError(
+                f"with labels the model must return one [rows, classes] tensor of logits, not "
+                f"{what}",
+                key=f"{KEY}.labels",
+            )
+        if result.shape[1] != len(self.labels):
+            raise DataError(
+                f"the model gives {result.shape[1]} classes but the labels file names "
+                f"{len(self.labels)}",
+                key=f"{KEY}.labels",
+            )
+        scores = scores_of(result.detach().to(torch.float32).cpu().numpy(), p.score_function)
+        labels, best = top_labels(scores, self.labels, p.top_k)
+        names, values = label_arrays(labels, best, p.top_k)
+        table = with_column(table, p.label_column, names)
+        return with_column(table, p.score_column, values)

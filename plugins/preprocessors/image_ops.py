@@ -247,21 +247,25 @@ def transform_table(
     input_column: str = "image",
     output_column: str = "pixel_values",
     drop_input: bool = True,
+    key: str = "params.input_column",
 ):
     """Apply ``transform`` to ``table[input_column]``; return the table with ``output_column``.
 
     ``table``: a pyarrow Table whose ``input_column`` is an image tensor column (see
-    ``plugins.sources.image_decode``). The new column has exactly :func:`output_type` (so
-    every block agrees); it replaces ``input_column`` in place when ``drop_input``, else it is
-    appended (replacing an existing ``output_column``).
+    ``plugins.sources.image_decode``) or nested lists of pixel values. The new column has
+    exactly :func:`output_type` (so every block agrees); it replaces ``input_column`` in place
+    when ``drop_input``, else it is appended (replacing an existing ``output_column``). A null
+    image or values that are not uint8 pixels raise :class:`~pipeline.errors.DataError` naming
+    ``key``.
     """
     import numpy as np
     import pyarrow as pa
     from ray.data.extensions import ArrowTensorArray, ArrowVariableShapedTensorArray
 
-    column = table.column(input_column)
-    images = [row for chunk in column.chunks for row in chunk.to_numpy(zero_copy_only=False)]
-    kind = output_type(transform.spec, column.type)
+    from plugins.batches import image_rows
+
+    images = image_rows(table, input_column, key)
+    kind = output_type(transform.spec, table.schema.field(input_column).type)
     if not images:
         values = pa.ExtensionArray.from_storage(kind, pa.array([], type=kind.storage_type))
     elif kind.extension_name != "ray.data.arrow_variable_shaped_tensor":
