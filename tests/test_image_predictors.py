@@ -1,0 +1,287 @@
+"""image_classification and image_embedding: tiny transformers models built from configs, loaded
+as a hub model is; each row equals the transformers pipeline on that image alone. torch_module
+with a labels file: label and score columns from a ResNet's logits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from contracts import PredictorContract, is_string, is_vector, run_job
+from PIL import Image
+
+from pipeline.errors import ColumnNotFoundError, ConfigError, DataError
+from pipeline.validation import validate_model
+from plugins.predictors.image_classification import ImageClassification
+from plugins.predictors.image_embedding import ImageEmbedding
+from plugins.predictors.torch_module import TorchModule, TorchModuleParams
+from plugins.preprocessors.image_transform import ImageTransformStage
+from plugins.sources.image_decode import image_column
+from tools.sample_images import picture
+from tools.tiny_models import (
+    IMAGE_LABELS,
+    build_image_classifier,
+    build_image_encoder,
+    build_torch_resnet,
+)
+
+#: Small pictures of several sizes, one grey ([h, w, 1]); as inline rows they are nested lists.
+PICTURES = [picture(12 + 2 * i, 16 - i, seed=i) for i in range(5)] + [picture(14, 10, 9)[:, :, :1]]
+ROWS = [{"id": i, "image": p.tolist()} for i, p in enumerate(PICTURES)]
+
+
+def _alone(pipe, image: np.ndarray, **kwargs):
+    """What the transformers pipeline gives for one image, handed over as a Pillow image."""
+    pil = Image.fromarray(image[:, :, 0], "L") if image.shape[2] == 1 else Image.fromarray(image)
+    return pipe(pil, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def classifier_folder(tmp_path_factory):
+    return build_image_classifier(tmp_path_factory.mktemp("models") / "classifier")
+
+
+@pytest.fixture(scope="module")
+def encoder_folder(tmp_path_factory):
+    return build_image_encoder(tmp_path_factory.mktemp("models") / "encoder")
+
+
+class TestImageClassificationContract(PredictorContract):
+    predictor = "image_classification"
+    rows = ROWS
+    input_column = "image"
+    output_types = {"label": is_string, "score": pa.types.is_float32}
+    stage = {"concurrency": 1, "batch_size": 4}
+
+    @pytest.fixture(scope="class")
+    def params(self, classifier_folder):
+        return {"model": str(classifier_folder)}
+
+    def test_each_label_is_the_pipelines_for_that_image_alone(self, output, classifier_folder):
+        from transformers import pipeline
+
+        pipe = pipeline("image-classification", model=str(classifier_folder), device="cpu")
+        got = {r["id"]: (r["label"], r["score"]) for r in output.to_pylist()}
+        for i, image in enumerate(PICTURES):
+            (best,) = _alone(pipe, image, top_k=1)
+            assert got[i][0] == best["label"]
+            assert got[i][1] == pytest.approx(best["score"], rel=1e-5, abs=1e-6)
+        assert len({label for label, _ in got.values()}) > 1  # else equality proves little
+
+
+class TestImageEmbeddingContract(PredictorContract):
+    predictor = "image_embedding"
+    rows = ROWS
+    input_column = "image"
+    output_types = {"embedding": lambda kind: is_vector(kind, 32)}
+    stage = {"concurrency": 1, "batch_size": 4}
+
+    @pytest.fixture(scope="class")
+    def params(self, encoder_folder):
+        return {"model": str(encoder_folder)}
+
+    def test_each_vector_is_the_pipelines_pooled_output_for_that_image(
+        self, output, encoder_folder
+    ):
+        from transformers import pipeline
+
+        pipe = pipeline("image-feature-extraction", model=str(encoder_folder), device="cpu")
+        got = {r["id"]: r["embedding"] for r in output.to_pylist()}
+        for i, image in enumerate(PICTURES):
+            alone = np.asarray(_alone(pipe, image, pool=True), dtype=np.float32)[0]
+            np.testing.assert_allclose(got[i], alone, rtol=1e-4, atol=1e-6)
+
+
+def test_images_pass_through_image_transform_tasks_to_a_classifier_job(
+    ray_session, classifier_folder, tmp_path
+):
+    """The transform stage feeds tensors only to torch models; the HF classifier reads images
+    and keeps running beside a transform stage that keeps them (drop_input: false)."""
+    table = run_job(
+        {"type": "image_classification", "params": {"model": str(classifier_folder), "top_k": 2}},
+        ROWS[:5],  # colour only: a grey and a colour image do not make one tensor batch
+        tmp_path / "out",
+        preprocessors=[
+            {
+                "type": "image_transform",
+                "params": {"drop_input": False, "resize": 8, "center_crop": 8},
+            }
+        ],
+    )
+    assert table.schema.field("label").type == pa.list_(pa.string())
+    assert table.schema.field("score").type == pa.list_(pa.float32())
+    assert table.schema.field("pixel_values").type.shape == (None, None, None)
+    assert all(len(labels) == 2 for labels in table.column("label").to_pylist())
+
+
+# -- without Ray --------------------------------------------------------------------------------
+
+
+def _table(images) -> pa.Table:
+    return pa.table({"image": image_column(list(images), "RGB", None)})
+
+
+def _params(plugin, **params):
+    return validate_model(plugin.Params, params, "predictor.params")
+
+
+def test_top_k_gives_lists_as_the_pipeline_orders_them(classifier_folder):
+    from transformers import pipeline
+
+    stage = ImageClassification(_params(ImageClassification, model=str(classifier_folder), top_k=3))
+    out = stage(_table(PICTURES[:3]))
+    pipe = pipeline("image-classification", model=str(classifier_folder), device="cpu")
+    for i, image in enumerate(PICTURES[:3]):
+        alone = _alone(pipe, image, top_k=3)
+        assert out.column("label")[i].as_py() == [r["label"] for r in alone]
+        np.testing.assert_allclose(
+            out.column("score")[i].as_py(), [r["score"] for r in alone], rtol=1e-5, atol=1e-6
+        )
+
+
+def test_output_schemas_follow_the_params(classifier_folder, encoder_folder):
+    schema = pa.schema([("image", image_column([], "RGB", None).type)])
+    one = ImageClassification.output_schema(_params(ImageClassification, model="m"), schema)
+    assert (one.field("label").type, one.field("score").type) == (pa.string(), pa.float32())
+    embed = _params(ImageEmbedding, model=str(encoder_folder))
+    assert ImageEmbedding.output_schema(embed, schema).field("embedding").type == pa.list_(
+        pa.float32(), 32
+    )
+    hub = _params(ImageEmbedding, model="some/hub-model")  # not a local folder: length unknown
+    assert ImageEmbedding.output_schema(hub, schema).field("embedding").type == pa.list_(
+        pa.float32()
+    )
+
+
+def test_a_column_that_holds_no_images_is_refused_before_the_model_loads():
+    text = pa.schema([("image", pa.string())])
+    with pytest.raises(DataError, match="holds string values; image classifiers need images"):
+        ImageClassification.output_schema(_params(ImageClassification, model="m"), text)
+    with pytest.raises(ColumnNotFoundError, match="'picture'"):
+        ImageEmbedding.output_schema(
+            _params(ImageEmbedding, model="m", input_column="picture"), text
+        )
+
+
+def test_normalize_gives_unit_vectors(encoder_folder):
+    stage = ImageEmbedding(_params(ImageEmbedding, model=str(encoder_folder), normalize=True))
+    vectors = np.asarray(stage(_table(PICTURES[:3])).column("embedding").to_pylist())
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_a_model_folder_that_is_not_there_is_named(tmp_path):
+    with pytest.raises(DataError, match="cannot load model") as error:
+        ImageClassification(_params(ImageClassification, model=str(tmp_path / "missing")))
+    assert error.value.key == "params.model"
+
+
+def test_remote_code_is_refused():
+    with pytest.raises(ConfigError, match="trust_remote_code"):
+        _params(ImageClassification, model="m", model_kwargs={"trust_remote_code": True})
+
+
+def test_image_transform_declares_fixed_tensors_for_fixed_images():
+    from ray.data.extensions import ArrowTensorTypeV2
+
+    fixed = pa.schema([("image", image_column([], "RGB", (40, 30)).type), ("path", pa.string())])
+    params = validate_model(ImageTransformStage.Params, {"resize": 32}, "p")
+    out = ImageTransformStage.output_schema(params, fixed)
+    assert out.names == ["pixel_values", "path"]  # in the image's place
+    assert out.field("pixel_values").type == ArrowTensorTypeV2((3, 224, 224), pa.float32())
+    keep = validate_model(ImageTransformStage.Params, {"drop_input": False}, "p")
+    assert ImageTransformStage.output_schema(keep, fixed).names == ["image", "path", "pixel_values"]
+    with pytest.raises(ConfigError, match="mean has 3 values but std 1"):
+        validate_model(ImageTransformStage.Params, {"std": [0.5]}, "p")
+
+
+# -- torch_module with a labels file ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory):
+    return build_torch_resnet(tmp_path_factory.mktemp("resnet"))
+
+
+def _pixels(images) -> pa.Table:
+    stage = ImageTransformStage(
+        validate_model(ImageTransformStage.Params, {"resize": 36, "center_crop": 32}, "p")
+    )
+    return stage(_table(images))
+
+
+def _logits(resnet, table) -> np.ndarray:
+    model = torch.jit.load(str(resnet["model_file"])).eval()
+    pixels = np.stack(table.column("pixel_values").chunk(0).to_numpy(zero_copy_only=False))
+    with torch.inference_mode():
+        return model(torch.from_numpy(pixels)).numpy()
+
+
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_torch_module_writes_labels_and_softmax_scores(resnet, top_k):
+    table = _pixels(PICTURES[:5])  # colour pictures (the images source's default mode: RGB)
+    stage = TorchModule(
+        TorchModuleParams(
+            model_file=str(resnet["model_file"]),
+            input_columns=["pixel_values"],
+            labels=str(resnet["labels"]),
+            top_k=top_k,
+        )
+    )
+    out = stage(table)
+    probabilities = torch.softmax(torch.from_numpy(_logits(resnet, table)), dim=1).numpy()
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    names = [[IMAGE_LABELS[j] for j in row] for row in order]
+    best = np.take_along_axis(probabilities, order, axis=1)
+    if top_k == 1:
+        assert out.schema.field("label").type == pa.string()
+        assert out.column("label").to_pylist() == [n[0] for n in names]
+        np.testing.assert_allclose(out.column("score").to_numpy(), best[:, 0], rtol=1e-5)
+    else:
+        assert out.column("label").to_pylist() == names
+        np.testing.assert_allclose(out.column("score").to_pylist(), best, rtol=1e-5)
+    declared = TorchModule.output_schema(stage.params, table.schema)
+    assert declared.field("label").type == out.schema.field("label").type
+    assert "predictions" not in out.column_names
+
+
+def test_torch_module_labels_file_must_name_every_class(resnet, tmp_path):
+    short = tmp_path / "labels.json"
+    short.write_text(json.dumps(["cat", "dog"]))
+    stage = TorchModule(
+        TorchModuleParams(
+            model_file=str(resnet["model_file"]), input_columns=["pixel_values"], labels=str(short)
+        )
+    )
+    with pytest.raises(DataError, match="gives 4 classes but the labels file names 2"):
+        stage(_pixels(PICTURES[:2]))
+    with pytest.raises(DataError, match="labels file does not exist") as error:
+        TorchModule(
+            TorchModuleParams(
+                model_file=str(resnet["model_file"]),
+                input_columns=["pixel_values"],
+                labels=str(tmp_path / "none.txt"),
+            )
+        )
+    assert error.value.key == "params.labels"
+
+
+def test_torch_module_label_params_need_a_labels_file(resnet):
+    with pytest.raises(ValueError, match="top_k goes with labels"):
+        TorchModuleParams(model_file="m.pt", input_columns=["x"], top_k=3)
+    with pytest.raises(ValueError, match="leave output_columns out"):
+        TorchModuleParams(
+            model_file="m.pt", input_columns=["x"], labels="l.txt", output_columns=["y"]
+        )
+
+
+def test_labels_files_in_json_forms(tmp_path):
+    from plugins.predictors._labels import read_labels
+
+    (tmp_path / "a.json").write_text(json.dumps({"1": ["n02", "dog"], "0": ["n01", "cat"]}))
+    assert read_labels(str(tmp_path / "a.json"), "k") == ["cat", "dog"]
+    (tmp_path / "b.json").write_text(json.dumps({"0": "cat", "2": "fish"}))
+    with pytest.raises(DataError, match="not the class indexes"):
+        read_labels(str(tmp_path / "b.json"), "k")
