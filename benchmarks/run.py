@@ -177,15 +177,15 @@ def images_workload(count: int, batch_size: int = 64, width: int = 8) -> Workloa
             "--threads=1",
         ],
     }
-    if (ROOT / "conf" / "experiment" / "bench_images.yaml").exists():  # the images plugins
-        variants = {
-            "bulkinfer": _pipeline(
-                "+experiment=bench_images",
-                f"source.params.path={source}",
-                f"predictor.params.model_file={model}",
-            ),
-            **variants,
-        }
+    variants = {
+        "bulkinfer": _pipeline(
+            "+experiment=bench_images",
+            f"source.params.path={source}",
+            f"predictor.params.model_file={model}",
+            f"predictor.params.labels={Path(model).parent / 'labels.txt'}",
+        ),
+        **variants,
+    }
     return Workload(
         name="images",
         title=f"Image classification: {count:,} JPEG files of 160-320 pixels a side, resize 256 "
@@ -193,7 +193,7 @@ def images_workload(count: int, batch_size: int = 64, width: int = 8) -> Workloa
         f"forward passes of {batch_size}, labels to Parquet",
         rows=count,
         variants=variants,
-        timeout_s=max(600.0, count / 5),
+        timeout_s=max(900.0, count / 3),
         baseline="Ray Data, ResNet-example style",
     )
 
