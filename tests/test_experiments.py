@@ -16,6 +16,7 @@ EXPERIMENTS = [
     "cpu_memory",
     "cpu_preprocessing",
     "xgboost_checkpoint",
+    "image_classification",
 ]
 
 
@@ -26,8 +27,10 @@ def plan_of(*overrides: str):
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(name):
-    gpus = ["ray.num_gpus=2"] if name == "quickstart_gpu" else []  # a local Ray of 2 GPUs
-    plan = plan_of(f"+experiment={name}", *gpus)
+    extra = ["ray.num_gpus=2"] if name == "quickstart_gpu" else []  # a local Ray of 2 GPUs
+    if name == "image_classification":  # a Parquet sink: its default path is Hydra's run folder
+        extra = ["sink.params.path=/tmp/predictions"]
+    plan = plan_of(f"+experiment={name}", *extra)
     assert plan.maps[-1].key == "predictor"
 
 
@@ -95,3 +98,24 @@ def test_cpu_memory_experiment_runs_on_this_machine(cli, tiny_gpt2):
     assert done.returncode == 0, done.stderr[-2000:]
     # limit: 1 shows whichever row Ray Data finishes first; its text continues its own prompt.
     assert re.search(r"'data': '(Complete this|for me)', 'output': '\1", done.stdout)
+
+
+def test_image_classification_is_the_seeds_resnet_example():
+    """read images -> CPU preprocessing tasks -> the model on an actor pool -> labels; the
+    model on GPUs when num_gpus is set."""
+    out = "sink.params.path=/tmp/predictions"
+    plan = plan_of("+experiment=image_classification", out)
+    decode, transform, predictor = plan.maps
+    assert (plan.source.name, decode.key, decode.stage.compute) == ("images", "source", "tasks")
+    assert (transform.name, transform.stage.compute) == ("image_transform", "tasks")
+    assert (predictor.name, predictor.stage.compute) == ("torch_module", "actors")
+    assert predictor.params.input_columns == ["pixel_values"] and predictor.params.labels
+    assert plan.sink.params.columns == ["path", "label", "score"]
+    gpu = plan_of(
+        "+experiment=image_classification",
+        out,
+        "predictor.stage.num_gpus=1",
+        "predictor.stage.concurrency=2",
+        "ray.num_gpus=2",
+    ).maps[-1]
+    assert (gpu.stage.num_gpus, gpu.stage.concurrency, gpu.stage.batch_size) == (1, 2, 256)
