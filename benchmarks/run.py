@@ -78,7 +78,7 @@ def embeddings(sentences: int, batch_size: int = 64) -> Workload:
             "bulkinfer": _pipeline(
                 "+experiment=bench_embeddings",
                 f"source.params.path={source}",
-                f"predictor.params.encode_batch_size={batch_size}",
+                f"predictor.stage.batch_size={batch_size}",
             ),
             "Ray Data, seed style": lambda out: [
                 PY,
