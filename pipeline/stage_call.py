@@ -5,6 +5,10 @@ its thread count and cuts batches to the size that fits (:mod:`pipeline.batching
 ``batch_size: auto`` and out-of-memory halving). The choices it makes at run time go to the job's
 :class:`~pipeline.guard.Ledger` actor as notes; the rows of every batch are counted by the error
 guard around it (:mod:`pipeline.guard`).
+
+Ray is imported only where a note goes to the ledger: with ``ledger=None`` a :class:`StageCall`
+builds and calls its plugin in any Python process, Ray installed or not (``benchmarks/gpu_check.py``
+runs the predictors this way on a machine without Ray).
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ from __future__ import annotations
 import os
 import sys
 from typing import Any
-
-import ray
 
 from pipeline.batching import AdaptiveBatches
 from pipeline.interfaces import MapStage
@@ -68,6 +70,8 @@ class StageCall:
 
     def _note(self, message: str) -> None:
         if self.ledger is not None:
+            import ray
+
             ray.get(self.ledger.note.remote(message))
 
     def _build(self) -> MapStage:
