@@ -1,6 +1,6 @@
 """bulkinfer against a hand-written Ray Data job and a plain loop, on the same input, alternating.
 
-    python -m benchmarks.run                        # every workload, 3 runs each, prints tables
+    python -m benchmarks.run                        # default workloads, 3 runs each, prints tables
     python -m benchmarks.run --write                # ... and updates benchmarks/RESULTS.md
     python -m benchmarks.run --workloads startup --runs 5
     python -m benchmarks.run --workloads backends --runs 5   # torch, ONNX, OpenVINO (not default)
