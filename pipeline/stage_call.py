@@ -8,6 +8,10 @@ text), the rows Ray hands over, a window the planner sizes, are sorted by length
 model batch pads little, and the outputs are put back in input order. The choices it makes at
 run time go to the job's ledger as notes; the rows of every batch are counted by the error guard
 around it (:mod:`pipeline.guard`).
+
+Ray is imported only where a note goes to the ledger: with ``ledger=None`` a :class:`StageCall`
+builds and calls its plugin in any Python process, Ray installed or not (``benchmarks/gpu_check.py``
+runs the predictors this way on a machine without Ray).
 """
 
 from __future__ import annotations

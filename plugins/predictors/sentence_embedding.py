@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams, Predictor
 from pipeline.settings import StageSettings
+from plugins import st_backends
 from plugins.batches import (
     added,
     is_token_column,
@@ -24,6 +25,7 @@ from plugins.models import (
     model_load_error,
     pick_device,
     resolve_model,
+    torch_dtype,
 )
 
 __all__ = ["PACKAGED_MODELS", "SentenceEmbedding", "pick_device", "resolve_model"]
@@ -57,6 +59,38 @@ class SentenceEmbeddingParams(PluginParams):
     device: str | None = Field(
         default=None, description="torch device; null: the GPU Ray assigned, else the CPU."
     )
+    model_dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
+        default=None,
+        description="Weights and compute type of the model (backend torch; float16 or bfloat16 "
+        "for GPUs); null: as saved. dtype is the type the vectors are stored in.",
+    )
+    backend: st_backends.Backend = Field(
+        default="torch",
+        description="sentence-transformers backend: torch, onnx (ONNX Runtime; pip extra "
+        "bulkinfer[onnx]) or openvino (bulkinfer[openvino]). onnx and openvino convert the model "
+        "once into backend_cache and load it from there.",
+    )
+    quantize: st_backends.Quantize | None = Field(
+        default=None,
+        description="int8: ONNX Runtime's dynamic int8 quantisation of the ONNX export (backend "
+        "onnx only; faster on CPUs, vectors differ slightly); null: none.",
+    )
+    backend_cache: str | None = Field(
+        default=None,
+        description="Folder for converted models (onnx, openvino); null: $BULKINFER_CACHE/backends "
+        "or ~/.cache/bulkinfer/backends.",
+    )
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> SentenceEmbeddingParams:
+        if self.quantize is not None and self.backend != "onnx":
+            raise ValueError(
+                f"quantize={self.quantize} needs backend=onnx (dynamic quantisation; OpenVINO's "
+                "int8 needs a calibration data set)"
+            )
+        if self.model_dtype not in (None, "float32") and self.backend != "torch":
+            raise ValueError(f"model_dtype={self.model_dtype} needs backend=torch")
+        return self
 
 
 class SentenceEmbedding(Predictor):
@@ -74,14 +108,22 @@ class SentenceEmbedding(Predictor):
 
     def __init__(self, params: SentenceEmbeddingParams) -> None:
         super().__init__(params)
-        from sentence_transformers import SentenceTransformer
-
+        #: The model's folder (or hub id) and the folder it was loaded from (the cached export
+        #: for backends other than torch).
+        self.resolved_model = resolve_model(params.model)
         try:
-            self.model = SentenceTransformer(
-                resolve_model(params.model), device=pick_device(params.device)
+            self.model, self.model_folder = st_backends.load(
+                self.resolved_model,
+                device=pick_device(params.device),
+                backend=params.backend,
+                quantize=params.quantize,
+                cache=params.backend_cache,
+                key=KEY,
             )
         except (OSError, ValueError) as exc:
             raise model_load_error(params.model, exc, f"{KEY}.model") from None
+        if params.model_dtype:
+            self.model.to(torch_dtype(params.model_dtype))
         if params.max_seq_length:
             self.model.max_seq_length = params.max_seq_length
         # sentence-transformers 6 renamed the method; accept both.
