@@ -128,7 +128,8 @@ def build_gpt2_chat(
 
 def _teach_reply(model, tokenizer, reply: str, steps: int, seed: int) -> None:
     """Train ``model`` to write ``reply`` + end of text after ``<|assistant|>``, whatever the
-    (random, 1 to 120 tokens) prompt before it."""
+    (random, 1 to 120 tokens) prompt before it. One thread: on matrices this small, more
+    threads only wait for each other, badly so on a busy machine (minutes instead of seconds)."""
     import torch
 
     marker = tokenizer.convert_tokens_to_ids("<|assistant|>")
@@ -137,16 +138,23 @@ def _teach_reply(model, tokenizer, reply: str, steps: int, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     batch = 16
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     model.train()
-    for _ in range(steps):
-        n = int(torch.randint(1, 121, (1,), generator=generator))
-        prompt = torch.randint(first_plain, len(tokenizer), (batch, n), generator=generator)
-        ids = torch.cat([prompt, torch.full((batch, 1), marker), target.repeat(batch, 1)], dim=1)
-        labels = ids.clone()
-        labels[:, : n + 1] = -100  # learn only the answer
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    try:
+        for _ in range(steps):
+            n = int(torch.randint(1, 121, (1,), generator=generator))
+            prompt = torch.randint(first_plain, len(tokenizer), (batch, n), generator=generator)
+            answer = target.repeat(batch, 1)
+            ids = torch.cat([prompt, torch.full((batch, 1), marker), answer], dim=1)
+            labels = ids.clone()
+            labels[:, : n + 1] = -100  # learn only the answer
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def build_encoder(path: str | Path, head: str = "classifier", seed: int = 0) -> Path:
