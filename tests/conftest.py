@@ -65,3 +65,21 @@ def tiny_classifier(tmp_path_factory) -> Path:
     from tools.tiny_models import build_encoder
 
     return build_encoder(tmp_path_factory.mktemp("models") / "tiny-classifier", "classifier")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_chat(tmp_path_factory) -> Path:
+    """A tiny GPT-2 with a chat template that answers every chat prompt with CHAT_REPLY."""
+    from tools.tiny_models import build_gpt2_chat
+
+    return build_gpt2_chat(tmp_path_factory.mktemp("models") / "tiny-gpt2-chat")
+
+
+@pytest.fixture(scope="session")
+def llm_server(tiny_gpt2_chat, tmp_path_factory):
+    """``transformers serve`` on the tiny chat model, on a free loopback port (see llm_server)."""
+    from llm_server import start_server
+
+    server = start_server(tiny_gpt2_chat, log_dir=tmp_path_factory.mktemp("llm-server"))
+    yield server
+    server.stop()

@@ -119,6 +119,9 @@ class FaultProxy:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="fault-proxy", daemon=True)
         self.port = 0
+        #: Requests being answered now, and the most at once (forwarded and slow ones).
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     # -- control, from the test's thread ------------------------------------------------------
 
@@ -266,10 +269,17 @@ class FaultProxy:
             record.status = 200
             await self._answer(writer, 200, b'{"id": "x", "choices": [{"message": ')
             return True
-        if fault is not None and fault.kind == "slow":
-            await asyncio.sleep(fault.delay_s)
-        forward = {k: v for k, v in headers.items() if k not in _HOP_BY_HOP}
-        response = await self._http.request(method, path, content=body, headers=forward)
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if fault is not None and fault.kind == "slow":
+                await asyncio.sleep(fault.delay_s)
+            forward = {k: v for k, v in headers.items() if k not in _HOP_BY_HOP}
+            response = await self._http.request(method, path, content=body, headers=forward)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
         record.status = response.status_code
         kept = tuple((k, v) for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP)
         await self._answer(writer, response.status_code, response.content, kept)
