@@ -284,3 +284,38 @@ def test_params_refuse_mistakes_before_anything_runs(changes, message):
 
     with pytest.raises(ValidationError, match=message):
         OpenAIChatParams(**{"base_url": "http://127.0.0.1:1/v1", "model": "m", **changes})
+
+
+def test_the_plain_openai_benchmark_loop_runs(llm_server, tmp_path):
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.run import SCRIPTS
+
+    pq.write_table(pa.table({"text": [f"row-{i}" for i in range(4)]}), tmp_path / "in.parquet")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPTS / "plain_openai.py"),
+            str(tmp_path / "in.parquet"),
+            str(tmp_path / "out"),
+            "--base-url",
+            llm_server.base_url,
+            "--model",
+            llm_server.model,
+            "--prompt",
+            "Say: {text}",
+            "--max-tokens",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    bench = json.loads(done.stdout.split("BENCH ", 1)[1])
+    assert bench["rows"] == 4 and bench["failed"] == 0 and bench["completion_tokens"] > 0
+    assert pq.read_table(tmp_path / "out").column("output").to_pylist() == [CHAT_REPLY] * 4
