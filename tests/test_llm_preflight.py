@@ -87,3 +87,25 @@ def test_the_dry_run_estimate_prices_prompts_and_the_completion_bound():
     assert "10 requests" in forecast.describe() and "1,000 prompt tokens" in forecast.describe()
     unpriced = estimate([["a"]], counter, max_tokens=None, price=None)
     assert unpriced.prompt_cost is None and unpriced.max_cost is None
+
+
+def test_the_job_summary_names_requests_retries_tokens_rate_and_cost():
+    from plugins.llm.report import job_summary
+
+    counters = {
+        "requests": 1012,
+        "retries": 12,
+        "retries_rate_limited": 10,
+        "retries_timeout": 2,
+        "rows_ok": 998,
+        "rows_failed": 2,
+        "prompt_tokens": 45_000,
+        "completion_tokens": 9_000,
+        "throttled_s": 0.2,
+    }
+    line = job_summary(counters, seconds=30.0, price=Price(input=1.0, output=2.0))
+    assert line == (
+        "1,012 requests (12 retries: 10 rate-limited, 2 timeouts), 998 rows answered, 2 failed; "
+        "45,000 prompt + 9,000 completion tokens, 300 completion tokens/s; cost 0.063"
+    )
+    assert job_summary({}) == "0 requests, 0 rows answered; 0 prompt + 0 completion tokens"

@@ -14,6 +14,7 @@ tested against a real server (``transformers serve``) behind a fault-injecting p
 - :mod:`.structured` JSON-schema replies validated and split into columns
 - :mod:`.preflight`  is the server there, before any row is spent
 - :mod:`.estimate`   prompt tokens and cost of a dry run
+- :mod:`.report`     the end-of-job line from the workers' counters
 
 Nothing here imports torch, transformers or Ray at module import time.
 """

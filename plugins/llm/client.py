@@ -209,14 +209,10 @@ class OpenAIClient:
         if self._http is None:
             self._open()
         outcomes = await asyncio.gather(*(self._row(b) for b in bodies), return_exceptions=True)
-        results: list[RowResult] = []
         for outcome in outcomes:
-            if isinstance(outcome, ConfigError):
-                raise outcome
             if isinstance(outcome, BaseException):
-                raise outcome
-            results.append(outcome)
-        return results
+                raise outcome  # a ConfigError (the others are kept per row)
+        return list(outcomes)
 
     def _reservation(self, body: dict[str, Any]) -> float:
         texts = (
