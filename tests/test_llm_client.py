@@ -277,6 +277,8 @@ def test_request_bodies_carry_only_the_settings_that_are_set():
         ({"response_format": {"type": "string"}}, "JSON schema of an object"),
         ({"response_format": {"type": "object", "properties": 3}}, "not a valid JSON schema"),
         ({"base_url": "127.0.0.1:8000"}, "not an http"),
+        ({"prompt_tokens_column": "output"}, "'output' is named twice"),
+        ({"response_format": {**LABEL_SCHEMA, "properties": {"output": {}}}}, "named twice"),
     ],
 )
 def test_params_refuse_mistakes_before_anything_runs(changes, message):

@@ -165,6 +165,15 @@ class OpenAIChatParams(PluginParams):
         clash = sorted(OWN_FIELDS & set(self.extra_body))
         if clash:
             raise ValueError(f"extra_body must not set {', '.join(clash)}: use params.{clash[0]}")
+        outputs = [self.output_column, self.prompt_tokens_column, self.completion_tokens_column]
+        outputs += list((self.response_format or {}).get("properties", {}))
+        named = [c for c in outputs if c is not None]
+        twice = sorted({c for c in named if named.count(c) > 1})
+        if twice:
+            raise ValueError(
+                f"output column {twice[0]!r} is named twice (output_column, the token columns "
+                "and response_format's properties must all differ)"
+            )
         return self
 
     def api_key(self) -> str | None:
