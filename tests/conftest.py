@@ -22,7 +22,7 @@ def ray_session():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
-    from pipeline.runner import shutdown_ray
+    from pipeline.ray_session import shutdown_ray
 
     shutdown_ray()
 
@@ -83,3 +83,24 @@ def llm_server(tiny_gpt2_chat, tmp_path_factory):
     server = start_server(tiny_gpt2_chat, log_dir=tmp_path_factory.mktemp("llm-server"))
     yield server
     server.stop()
+
+
+# tiny_gpt2_chat and llm_server start no Ray, but building the model and starting the server
+# take tens of seconds: they belong with the slow tests.
+RAY_FIXTURES = {
+    "ray_session",
+    "cli",
+    "tiny_gpt2",
+    "tiny_classifier",
+    "tiny_gpt2_chat",
+    "llm_server",
+}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that starts Ray (or a job that does) as ``ray``: the others run alone in
+    well under a minute with ``python -m pytest -m "not ray"``. A test that starts Ray without
+    one of these fixtures carries ``@pytest.mark.ray`` (or its module ``pytestmark``)."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
