@@ -70,9 +70,30 @@ class Estimate:
     prompt_cost: float | None
     max_cost: float | None
 
+    def scaled(self, rows: int, price) -> Estimate:
+        """The same forecast for ``rows`` rows at this one's tokens per row (a preview of the
+        input scaled to the whole of it); ``price`` as for :func:`estimate`."""
+        if self.rows == 0 or rows == self.rows:
+            return self
+        factor = rows / self.rows
+        prompt = round(self.prompt_tokens * factor)
+        completion = (
+            None
+            if self.max_completion_tokens is None
+            else round(self.max_completion_tokens * factor)
+        )
+        return Estimate(
+            rows=rows,
+            prompt_tokens=prompt,
+            max_completion_tokens=completion,
+            method=f"{self.method}; {self.rows:,} rows counted, scaled to {rows:,}",
+            prompt_cost=cost(prompt, 0, price),
+            max_cost=None if completion is None else cost(prompt, completion, price),
+        )
+
     def describe(self) -> str:
         """One line for the dry-run report."""
-        text = f"{self.rows} requests, about {self.prompt_tokens:,} prompt tokens ({self.method})"
+        text = f"{self.rows:,} requests, about {self.prompt_tokens:,} prompt tokens ({self.method})"
         if self.max_completion_tokens is not None:
             text += f", at most {self.max_completion_tokens:,} completion tokens"
         if self.prompt_cost is not None:

@@ -176,6 +176,9 @@ class SharedLimiter:
     def __reduce__(self):  # travels to workers by name; each process finds the actor itself
         return (SharedLimiter, (self.name, *self.limits, self.namespace))
 
+    def __repr__(self) -> str:  # names the actor: unique per job (see limiter_name)
+        return f"SharedLimiter({self.name!r})"
+
     async def acquire(self, tokens: float) -> float:
         from ray.exceptions import RayActorError
 
@@ -206,21 +209,14 @@ class SharedLimiter:
             ray.kill(self._handle)
             self._handle = None
 
+    close = kill  # the core closes a job's services when the job ends
+
 
 def make_limiter(
-    requests_per_minute: float | None,
-    tokens_per_minute: float | None,
-    shared_name: str | None = None,
-) -> Limiter | None:
-    """None without limits; a :class:`SharedLimiter` when ``shared_name`` is given and Ray is
-    running in this process; else a :class:`LocalLimiter`."""
+    requests_per_minute: float | None, tokens_per_minute: float | None
+) -> LocalLimiter | None:
+    """None without limits, else a :class:`LocalLimiter` (this process only: what a stage uses
+    when no job-wide :class:`SharedLimiter` was handed to it)."""
     if not requests_per_minute and not tokens_per_minute:
         return None
-    if shared_name is not None:
-        try:
-            import ray
-        except ImportError:
-            ray = None
-        if ray is not None and ray.is_initialized():
-            return SharedLimiter(shared_name, requests_per_minute, tokens_per_minute)
     return LocalLimiter(requests_per_minute, tokens_per_minute)

@@ -27,6 +27,26 @@ OWN_FIELDS = {
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class ApiKey:
+    """An API key on its way from the driver's environment to the workers: never printed.
+
+    ``token`` tells two keys apart without showing either (a fresh one per job)."""
+
+    def __init__(self, value: str, token: str | None = None) -> None:
+        import uuid
+
+        self.value = value
+        self.token = token or uuid.uuid4().hex[:12]
+
+    def __repr__(self) -> str:
+        return f"ApiKey(***, {self.token})"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        return (ApiKey, (self.value, self.token))
+
+
 class Price(PluginParams):
     """Dollars (or any currency) per million tokens."""
 
