@@ -6,7 +6,9 @@ sides) and, when a scripted fault matches, answers for the upstream instead:
 - ``Fault.http(429, retry_after="1")`` / ``Fault.http(500)``: that status, not forwarded;
 - ``Fault.slow(seconds)``: waits, then forwards (a client with a shorter timeout gives up);
 - ``Fault.malformed()``: 200 with a body that is not JSON, not forwarded;
-- ``Fault.drop()``: closes the connection without an answer, not forwarded.
+- ``Fault.drop()``: closes the connection without an answer, not forwarded;
+- ``Fault.answer(text)``: 200 with a well-formed chat completion whose content is ``text``, not
+  forwarded (a server that answered something else than the model would have).
 
 Faults are given by request number (``on_requests={1: fault, 3: fault}``, counting every request
 from 1 in arrival order) or by rule (``add_rule(lambda body: b"row-3" in body, fault,
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import re
 import threading
 import time
@@ -47,10 +50,11 @@ ROW_KEY = re.compile(rb"row-\d+")
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # status | slow | malformed | drop
+    kind: str  # status | slow | malformed | drop | answer
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     delay_s: float = 0.0
+    text: str = ""
 
     @classmethod
     def http(cls, status: int, retry_after: str | None = None) -> Fault:
@@ -67,6 +71,11 @@ class Fault:
     def malformed(cls) -> Fault:
         """Answer 200 with a truncated JSON body instead of forwarding."""
         return cls("malformed")
+
+    @classmethod
+    def answer(cls, text: str) -> Fault:
+        """Answer 200 with a chat completion of ``text`` (and usage) instead of forwarding."""
+        return cls("answer", text=text)
 
     @classmethod
     def drop(cls) -> Fault:
@@ -264,6 +273,22 @@ class FaultProxy:
             record.status = fault.status
             payload = b'{"error": {"message": "injected by the fault proxy"}}'
             await self._answer(writer, fault.status, payload, fault.headers)
+            return True
+        if fault is not None and fault.kind == "answer":
+            record.status = 200
+            reply = {
+                "id": "fault-proxy",
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": fault.text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+            await self._answer(writer, 200, json.dumps(reply).encode())
             return True
         if fault is not None and fault.kind == "malformed":
             record.status = 200
