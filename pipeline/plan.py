@@ -207,7 +207,8 @@ def estimates(plan: Plan, limit: int = PREVIEW_ROWS) -> list[str]:
     :meth:`~pipeline.interfaces.MapStage.estimate` from the source's first ``limit`` rows
     (:meth:`~pipeline.interfaces.Source.preview`). Empty when no stage estimates anything, and
     then the source is not read."""
-    steps = [s for s in plan.maps if s.plugin.estimate.__func__ is not MapStage.estimate.__func__]
+    default = MapStage.estimate.__func__
+    steps = [s for s in plan.maps if getattr(s.plugin.estimate, "__func__", None) is not default]
     if not steps or plan.empty:
         return []
     preview = plan.source.plugin(plan.io()).preview(plan.source.params, limit)
