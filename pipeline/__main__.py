@@ -113,7 +113,7 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
     run imports neither Ray nor any plugin the config does not name, so it is a cheap config
     check for CI (exit 0: valid, 2: the error on stderr).
     """
-    from pipeline.plan import describe, plan_job
+    from pipeline.plan import describe, estimates, plan_job
     from pipeline.settings import RunSettings
     from pipeline.validation import validate_model
 
@@ -124,6 +124,8 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
         if validate_model(RunSettings, config.get("run") or {}, "run").dry_run:
             plan = recorder.plan = plan_job(config)  # this machine's resources, no Ray
             print(describe(plan))
+            for line in estimates(plan):
+                print(line)
             recorder.dry_run()
             return None
         from pipeline.runner import run_job

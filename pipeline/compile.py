@@ -25,12 +25,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("bulkinfer")
 
 
-def compile_stages(plan: Plan, ds: ray.data.Dataset, ledger: Any) -> ray.data.Dataset:
-    """``ds`` (one work unit's rows) through every map stage of ``plan``."""
+def compile_stages(
+    plan: Plan,
+    ds: ray.data.Dataset,
+    ledger: Any,
+    services: dict[str, dict[str, Any]] | None = None,
+) -> ray.data.Dataset:
+    """``ds`` (one work unit's rows) through every map stage of ``plan``; ``services``: stage
+    key -> the job services its workers get (see ``MapStage.job_services``)."""
     if plan.rows_per_block:
         ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
     for step in plan.maps:
-        ds = _map(plan, ds, step, ledger)
+        ds = _map(plan, ds, step, ledger, (services or {}).get(step.key))
     return ds
 
 
@@ -57,7 +63,9 @@ def _compute(s: StageSettings) -> Any:
     )
 
 
-def _map(plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.Dataset:
+def _map(
+    plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any, services: dict[str, Any] | None
+) -> ray.data.Dataset:
     """Add one map stage: the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
     inside its error guard (``stage.on_error``, rows reported to the ledger)."""
     s = step.stage
@@ -91,6 +99,7 @@ def _map(plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.
         eager=actors,
         batch_limit=None if auto else s.batch_size,
         sort_by_length=step.plugin.sorts_by_length(),
+        services=services,
     )
     if actors:
         # A killed actor is restarted and its in-flight batches are retried: Ray Data 2.60 sets

@@ -10,9 +10,12 @@ its own block (``params.input_column``); the core makes them absolute
 Kinds, and what a plugin must implement (the abstract methods):
 
 - :class:`Source`: ``read(params, unit)``; optionally ``schema`` (types known before the job),
-  ``units`` (work units for resume) and ``explain_read_error``.
+  ``units`` (work units for resume), ``explain_read_error`` and ``preview`` (a few rows on the
+  driver, for a dry run's estimates).
 - :class:`MapStage` (:class:`Preprocessor`, :class:`Predictor`): ``__call__(batch)``;
-  ``output_schema`` for the columns it adds.
+  ``output_schema`` for the columns it adds; optionally ``preflight`` (check an outside service
+  before a run), ``estimate`` (a dry run's forecast) and ``job_services`` (objects shared by
+  every worker of the job, such as a job-wide rate limiter).
 - Sinks: a :class:`FileSink` writes a folder of files that the core stages, commits per work
   unit, resumes and publishes (``output``, ``write_files``); a :class:`DatasetSink` consumes
   the whole dataset itself (``write``), e.g. printing rows. Both may refuse columns they cannot
@@ -89,6 +92,19 @@ WHOLE_SOURCE = WorkUnit(id="all")
 
 
 @dataclass(frozen=True)
+class Preview:
+    """The first rows of a source, read on the driver without Ray (:meth:`Source.preview`)."""
+
+    #: At most the ``limit`` asked for, with the types :meth:`Source.schema` gives.
+    rows: pa.Table
+    #: Rows of the whole input: exact, estimated, or None when unknown.
+    total_rows: int | None
+    #: How ``total_rows`` was found, for the dry run's report, e.g. "exact: Parquet footers" or
+    #: "estimated: 2.1 MiB of files at the first 1,000 rows' bytes per row".
+    how: str = ""
+
+
+@dataclass(frozen=True)
 class FileOutput:
     """Where a file sink's output goes; the runner stages, commits, resumes and publishes it."""
 
@@ -154,6 +170,12 @@ class Source(_IOPlugin, ABC):
         """After reading ``unit`` failed: a BulkInferError naming the input at fault, if found."""
         return None
 
+    def preview(self, params: Any, limit: int) -> Preview | None:
+        """At most ``limit`` rows from the start of the input and the input's row count, read
+        on the driver without Ray (a dry run hands them to the stages' :meth:`MapStage.estimate`).
+        None: the source cannot preview (the default)."""
+        return None
+
 
 class Sink(_IOPlugin):
     """What every sink can do before the job: refuse an output or columns it cannot take."""
@@ -202,7 +224,11 @@ class FileSink(Sink, ABC):
 
 
 class MapStage(Plugin, ABC):
-    """A ``map_batches`` callable. ``__init__`` runs once per worker with the validated params."""
+    """A ``map_batches`` callable. ``__init__`` runs once per worker with the validated params.
+
+    A stage whose :meth:`job_services` returns objects is built as ``cls(params, services=...)``
+    with them; every other stage as ``cls(params)``.
+    """
 
     default_stage: ClassVar[StageSettings] = StageSettings()
 
@@ -252,6 +278,34 @@ class MapStage(Plugin, ABC):
         """One line on the job's totals of :meth:`counters` over the job's ``seconds``, printed
         before the summary line."""
         return None
+
+    @classmethod
+    def preflight(cls, params: Any) -> None:
+        """Check, on the driver, what the stage needs from outside the job (a server, a
+        service's credentials) before a real run spends any rows; dry runs skip it. Raise a
+        :class:`~pipeline.errors.BulkInferError` naming the key to fix (relative to the stage,
+        ``params.base_url``); keep it to seconds. The default checks nothing."""
+
+    @classmethod
+    def estimate(cls, params: Any, rows: pa.Table, total_rows: int | None) -> str | None:
+        """A dry run's forecast for this stage, one line (e.g. requests, tokens, cost).
+
+        ``rows``: the first rows of the source (:meth:`Source.preview`; the source's columns,
+        not those earlier stages add); ``total_rows``: the input's rows, exact or estimated
+        (None: unknown). Runs on the driver without Ray. None: nothing to say (the default).
+        """
+        return None
+
+    @classmethod
+    def job_services(cls, params: Any) -> dict[str, Any]:
+        """Objects every worker of this stage shares for one job, made on the driver once Ray
+        is up and before any work unit runs (e.g. a Ray actor holding a job-wide rate limit).
+
+        Each worker gets them as ``cls(params, services=<this dict>)``; they must pickle. At
+        the end of the job (done or failed) the core calls ``close()`` on each value that has
+        one. The default: none, and the stage is built as ``cls(params)``.
+        """
+        return {}
 
 
 class Preprocessor(MapStage):

@@ -97,6 +97,7 @@ class RunResult:
             "output": self.output,
             "stages": self.stages,
             "counters": self.counters,
+            "summaries": self.summaries,
             "cluster": self.cluster,
             "notes": self.notes,
         }
@@ -202,14 +203,17 @@ def _execute(plan: Plan, started: float) -> RunResult:
         plan, units, read = _reads(plan, source, isinstance(sink, FileSink))
         log.info("\n%s", describe(plan))
         ledger = _start_ledger(plan)
+        services: dict[str, dict[str, Any]] = {}
         try:
+            services = start_services(plan)
             if isinstance(sink, FileSink):
-                result = _run_units(plan, read, sink, units, ledger, probe)
+                result = _run_units(plan, read, sink, units, ledger, probe, services)
             else:
-                result = _run_whole(plan, read, sink, ledger, probe)
+                result = _run_whole(plan, read, sink, ledger, probe, services)
             if ledger is not None:
                 result.notes = ray.get(ledger.notes.remote())
         finally:
+            close_services(services)
             if ledger is not None:
                 ray.kill(ledger)
     result.wall_s = time.perf_counter() - started
@@ -269,6 +273,33 @@ class _Reads:
         return ds if ds is not None else self.source.read(self.plan.source.params, unit)
 
 
+def start_services(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Stage key -> the objects its workers share for this job
+    (:meth:`~pipeline.interfaces.MapStage.job_services`), made once, on the driver."""
+    services: dict[str, dict[str, Any]] = {}
+    try:
+        for step in plan.maps:
+            made = step.plugin.job_services(step.params)
+            if made:
+                services[step.key] = dict(made)
+    except BaseException:
+        close_services(services)
+        raise
+    return services
+
+
+def close_services(services: dict[str, dict[str, Any]]) -> None:
+    """``close()`` every job service that has one (the job is over: done or failed)."""
+    for made in services.values():
+        for name, value in made.items():
+            close = getattr(value, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:  # never hide the job's own outcome behind this
+                    log.warning("bulkinfer: could not close job service %r: %s", name, exc)
+
+
 def _start_ledger(plan: Plan) -> Any:
     if not plan.maps:
         return None
@@ -283,13 +314,14 @@ def _run_units(
     units: list[WorkUnit],
     ledger: Any,
     probe: FirstOutputProbe,
+    services: dict[str, dict[str, Any]],
 ) -> RunResult:
     """A file output: work unit by work unit into the staging folder, then published."""
     out = sink.output(plan.sink.params)
 
     def write_unit(unit: WorkUnit, folder: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
         with user_errors(plan, read.source, unit, ledger):
-            ds = compile_stages(plan, read(unit), ledger)
+            ds = compile_stages(plan, read(unit), ledger, services)
             probe.arm()
             written = sink.write_files(ds, folder, plan.sink.params)
         return operator_stages(ds), written
@@ -311,13 +343,18 @@ def _run_units(
 
 
 def _run_whole(
-    plan: Plan, read: _Reads, sink: Any, ledger: Any, probe: FirstOutputProbe
+    plan: Plan,
+    read: _Reads,
+    sink: Any,
+    ledger: Any,
+    probe: FirstOutputProbe,
+    services: dict[str, dict[str, Any]],
 ) -> RunResult:
     """A dataset sink (e.g. ``show``): one execution, nothing to stage."""
     if plan.empty:  # run.allow_empty and a source without rows
         return RunResult(output=None, rows_in=0, rows_out=0)
     with user_errors(plan, read.source, None, ledger):
-        ds = compile_stages(plan, read(WHOLE_SOURCE), ledger)
+        ds = compile_stages(plan, read(WHOLE_SOURCE), ledger, services)
         probe.arm()
         written = sink.write(ds, plan.sink.params)
     rows_in = rows_out = None

@@ -46,7 +46,7 @@ def set_threads(count: int) -> None:
 #: The plugin instance of a task stage, kept per worker process: a task gets a fresh copy of its
 #: callable, but the (possibly expensive) plugin instance is built once per process. A new stage
 #: (another job of a sweep) replaces the old one, so an idle worker never holds two models.
-_TASK_INSTANCES: dict[tuple[str, str], MapStage] = {}
+_TASK_INSTANCES: dict[tuple[str, ...], MapStage] = {}
 
 
 class StageCall:
@@ -64,8 +64,11 @@ class StageCall:
         num_threads: int | None = None,
         batch_limit: int | None = None,
         sort_by_length: bool = False,
+        services: dict[str, Any] | None = None,
     ) -> None:
         self.plugin, self.params, self.key = plugin, params, key
+        #: The job services of the stage (``MapStage.job_services``), or None.
+        self.services = services
         self.ledger = ledger  # the job's Ledger actor (run-time notes), or None
         self.num_threads = num_threads
         self.sort_by_length = sort_by_length
@@ -83,11 +86,16 @@ class StageCall:
     def _build(self) -> MapStage:
         if self.num_threads:
             set_threads(self.num_threads)
+        if self.services:
+            return self.plugin(self.params, services=self.services)
         return self.plugin(self.params)
 
     def _instance(self) -> MapStage:
         if self._stage is None:
-            cache_key = (self.key, self.params.model_dump_json())
+            # Each job has services of its own (an actor handle's repr names its actor): a
+            # task worker never reuses an instance built with another job's.
+            services = repr(sorted((self.services or {}).items()))
+            cache_key = (self.key, self.params.model_dump_json(), services)
             if cache_key not in _TASK_INSTANCES:
                 _TASK_INSTANCES.clear()
                 _TASK_INSTANCES[cache_key] = self._build()
