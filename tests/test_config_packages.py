@@ -62,7 +62,8 @@ def test_selecting_an_option_two_packages_provide_is_refused_naming_both(two_tea
 def test_a_package_shadowing_a_builtin_option_is_refused_when_selected(two_teams):
     result = run_cli("sink=show", "run.dry_run=true", env=two_teams)
     assert result.returncode == 2
-    assert "sink/show.yaml is provided by bulkinfer (built-in configs) and by team-c" in result.stderr
+    says = "sink/show.yaml is provided by bulkinfer (built-in configs) and by team-c"
+    assert says in result.stderr
 
 
 def test_clashes_warn_but_do_not_stop_jobs_that_do_not_use_them(two_teams):
