@@ -15,7 +15,6 @@ import ray
 import ray.data
 
 from pipeline import ray_internals
-from pipeline.batching import AUTO_MAX_ROWS
 from pipeline.guard import GuardedActor, GuardedTask, StageGuard, named_like
 from pipeline.settings import StageSettings
 from pipeline.stage_call import StageCall
@@ -66,14 +65,12 @@ def _map(plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.
     actors = s.compute == "actors"
     schema = plan.schemas.get(step.key)
     guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger, schema)
-    if actors:
-        # auto: Ray hands the stage its largest probed size; StageCall cuts it to the choice.
-        ray_batch_size = AUTO_MAX_ROWS if auto else s.batch_size
-    else:
-        # Tasks get whole blocks and StageCall cuts them into batches: Ray Data does not fuse a
-        # map that has a batch size into the read before it, and one fused read -> predict ->
-        # write task skips the object store (benchmarks/RESULTS.md, the XGBoost workload).
-        ray_batch_size = None
+    # Actors get map batches of the planner's size (a model batch, or a window of them that
+    # StageCall sorts by length; auto: the largest probed size). Tasks get whole blocks and
+    # StageCall cuts them into batches: Ray Data does not fuse a map that has a batch size into
+    # the read before it, and one fused read -> predict -> write task skips the object store
+    # (benchmarks/RESULTS.md, the XGBoost workload).
+    ray_batch_size = plan.map_batches.get(step.key)
     kwargs: dict[str, Any] = dict(
         batch_size=ray_batch_size,
         batch_format=s.batch_format,
@@ -92,7 +89,8 @@ def _map(plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.
         memory_limit=s.memory,
         num_threads=s.num_threads,
         eager=actors,
-        batch_limit=None if actors or auto else s.batch_size,
+        batch_limit=None if auto else s.batch_size,
+        sort_by_length=step.plugin.sorts_by_length(),
     )
     if actors:
         # A killed actor is restarted and its in-flight batches are retried: Ray Data 2.60 sets

@@ -228,6 +228,19 @@ class MapStage(Plugin, ABC):
         """
         return schema
 
+    def row_lengths(self, batch: Any) -> Any:
+        """How long each row is for the model (tokens of a text), one integer per row, for a
+        stage that returns one row per input row and whose cost grows with the longest row of
+        a model batch. A stage that defines it gets windows of rows sorted by length, cut into
+        model batches of ``stage.batch_size``, its outputs restored to input order: less
+        padding, the same results. The default (None) leaves rows in input order."""
+        return None
+
+    @classmethod
+    def sorts_by_length(cls) -> bool:
+        """Whether the stage defines :meth:`row_lengths` (the planner then sizes a window)."""
+        return cls.row_lengths is not MapStage.row_lengths
+
     def counters(self) -> dict[str, float]:
         """Amounts since the last call (e.g. requests, retries, tokens), reported with each
         batch: the core adds them up per stage (a retried batch replaces its report) into

@@ -57,6 +57,8 @@ class Plan:
     #: Rows per block after the read (None: as the source produces them).
     rows_per_block: int | None = None
     notes: tuple[str, ...] = field(default=())
+    #: Rows per Ray map batch, by stage key (see :func:`pipeline.budget.map_batch_rows`).
+    map_batches: dict[str, int | None] = field(default_factory=dict)
     #: The Arrow schema after each step, by step key ("source", "preprocessors[0]", ...); empty
     #: when the source can tell it only by reading (the runner then types the plan first).
     schemas: dict[str, Any] = field(default_factory=dict)
@@ -159,6 +161,7 @@ def plan_job(
         read_tasks=shared.read_tasks,
         rows_per_block=shared.rows_per_block,
         notes=shared.notes,
+        map_batches=shared.map_batches,
     )
     if inspect is None:
         inspect = not in_cluster(job.ray)

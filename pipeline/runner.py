@@ -51,8 +51,10 @@ class RunResult:
     rows_done: int | None = None
     #: The ``_SUCCESS`` manifest of a file output.
     manifest: dict[str, Any] | None = None
-    #: Seconds from the start of the job until its last stage first handed rows on.
+    #: Seconds from the start of the job until its last stage first handed rows on, and how
+    #: many rows it had handed on at that moment.
     first_output_s: float | None = None
+    first_output_rows: int = 0
     #: The Ray cluster's total resources during the job ("CPU", "GPU").
     cluster: dict[str, float] = field(default_factory=dict)
     #: Run-time decisions the stages reported (``batch_size: auto`` choices, OOM halving).
@@ -67,6 +69,17 @@ class RunResult:
         done = self.rows_done if self.rows_done is not None else self.rows_out
         return done / self.job_s if done and self.job_s > 0 else None
 
+    @property
+    def steady_rows_per_s(self) -> float | None:
+        """Rows per second after the first output: the rows handed on from then to the end
+        over that time (start-up, model loading and the first batch left out)."""
+        done = self.rows_done if self.rows_done is not None else self.rows_out
+        if not done or self.first_output_s is None:
+            return None
+        seconds = self.job_s - self.first_output_s
+        rows = done - self.first_output_rows
+        return rows / seconds if rows > 0 and seconds > 0 else None
+
     def as_dict(self) -> dict[str, Any]:
         """The figures as plain data (the core of ``metrics.json``)."""
         return {
@@ -78,6 +91,9 @@ class RunResult:
                 round(self.first_output_s, 3) if self.first_output_s is not None else None
             ),
             "rows_per_s": round(self.rows_per_s, 3) if self.rows_per_s else None,
+            "steady_rows_per_s": (
+                round(self.steady_rows_per_s, 3) if self.steady_rows_per_s else None
+            ),
             "output": self.output,
             "stages": self.stages,
             "counters": self.counters,
@@ -200,6 +216,7 @@ def _execute(plan: Plan, started: float) -> RunResult:
     result.job_s = time.perf_counter() - job_start
     _summarize(plan, result)
     result.first_output_s = probe.seconds_since(job_start)
+    result.first_output_rows = probe.rows
     result.cluster = {k: resources[k] for k in ("CPU", "GPU") if k in resources}
     return result
 

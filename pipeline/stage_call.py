@@ -1,10 +1,17 @@
 """The callables the runner hands to ``map_batches``: a plugin instance, its threads, its batches.
 
 Every map stage runs inside :class:`StageCall`, which builds the plugin once per worker, sets
-its thread count and cuts batches to the size that fits (:mod:`pipeline.batching`:
-``batch_size: auto`` and out-of-memory halving). The choices it makes at run time go to the job's
-:class:`~pipeline.guard.Ledger` actor as notes; the rows of every batch are counted by the error
-guard around it (:mod:`pipeline.guard`).
+its thread count and cuts what Ray hands it into model batches of ``stage.batch_size`` rows
+(:mod:`pipeline.batching`: ``batch_size: auto`` and out-of-memory halving). For a stage that
+tells its rows' lengths (:meth:`~pipeline.interfaces.MapStage.row_lengths`, e.g. tokens per
+text), the rows Ray hands over, a window the planner sizes, are sorted by length first, so each
+model batch pads little, and the outputs are put back in input order. The choices it makes at
+run time go to the job's ledger as notes; the rows of every batch are counted by the error guard
+around it (:mod:`pipeline.guard`).
+
+Ray is imported only where a note goes to the ledger: with ``ledger=None`` a :class:`StageCall`
+builds and calls its plugin in any Python process, Ray installed or not (``benchmarks/gpu_check.py``
+runs the predictors this way on a machine without Ray).
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import os
 import sys
 from typing import Any
 
-from pipeline.batching import AdaptiveBatches
+from pipeline.batching import AdaptiveBatches, batch_rows, length_order, take_rows
+from pipeline.errors import DataError
 from pipeline.interfaces import MapStage
 
 __all__ = ["StageCall", "set_threads"]
@@ -55,10 +63,12 @@ class StageCall:
         memory_limit: int | None = None,
         num_threads: int | None = None,
         batch_limit: int | None = None,
+        sort_by_length: bool = False,
     ) -> None:
         self.plugin, self.params, self.key = plugin, params, key
         self.ledger = ledger  # the job's Ledger actor (run-time notes), or None
         self.num_threads = num_threads
+        self.sort_by_length = sort_by_length
         self.batches = AdaptiveBatches(key, auto_batch, memory_limit, self._note, limit=batch_limit)
         self._stage: MapStage | None = None
         if eager:  # actors: load the model in __init__, once per actor, not on the first batch
@@ -85,7 +95,23 @@ class StageCall:
         return self._stage
 
     def __call__(self, batch: Any) -> Any:
-        return self.batches(self._instance(), batch)
+        stage = self._instance()
+        rows = batch_rows(batch)
+        if not self.sort_by_length or rows < 2:
+            return self.batches(stage, batch)
+        import numpy as np
+
+        order = length_order(stage.row_lengths(batch))
+        out = self.batches(stage, take_rows(batch, order))
+        if batch_rows(out) != rows:
+            raise DataError(
+                f"stage {self.key!r} tells its rows' lengths, so it must return one row per "
+                f"input row; it returned {batch_rows(out)} for {rows}",
+                key=self.key,
+            )
+        restore = np.empty_like(order)
+        restore[order] = np.arange(rows)
+        return take_rows(out, restore)
 
     def counters(self) -> dict[str, float]:
         """The plugin's counters since the last call (see ``MapStage.counters``)."""

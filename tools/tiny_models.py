@@ -7,12 +7,14 @@ code path (``transformers.pipeline(task, model=FOLDER)``) is the one a hub model
 
     python -m tools.tiny_models gpt2 models/tiny-gpt2
     python -m tools.tiny_models classifier models/tiny-classifier
+    python -m tools.tiny_models sentence models/minilm-shaped   # MiniLM's shape, random weights
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 #: Sentences the tokenizer is trained on (the seed's prompts and the shipped samples).
@@ -106,6 +108,55 @@ def build_encoder(path: str | Path, head: str = "classifier", seed: int = 0) -> 
     return _save(classes[head](config), tokenizer, path)
 
 
+def build_sentence_encoder(
+    path: str | Path,
+    hidden: int = 384,
+    layers: int = 6,
+    heads: int = 12,
+    intermediate: int = 1536,
+    vocab_size: int = 8000,
+    seed: int = 0,
+) -> Path:
+    """A sentence-transformers model (BERT + mean pooling) with random weights, saved at ``path``.
+
+    The defaults give all-MiniLM-L6-v2's shape (6 layers, width 384, 12 heads), so it costs what
+    MiniLM costs per token: a stand-in for timing where the packaged MiniLM cannot be installed.
+    The tokenizer is trained on the shipped sample sentences with room for every word, so their
+    words (and sentences built from them) are about one token each. The vectors mean nothing.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel
+
+    tokenizer = build_tokenizer(
+        {
+            "pad_token": "[PAD]",
+            "unk_token": "[UNK]",
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+            "mask_token": "[MASK]",
+        },
+        vocab_size=vocab_size,
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    path = Path(path)
+    encoder = _save(BertModel(config), tokenizer, path / "encoder")
+    # A plain transformers folder loads with mean pooling; saving it makes a complete
+    # sentence-transformers folder (modules.json, pooling config).
+    SentenceTransformer(str(encoder), device="cpu").save(str(path))
+    shutil.rmtree(encoder)  # the saved model holds its own copy of the weights
+    return path
+
+
 def _save(model, tokenizer, path: str | Path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -119,12 +170,15 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m tools.tiny_models {gpt2,classifier,...} FOLDER``."""
     parser = argparse.ArgumentParser(prog="python -m tools.tiny_models", description=__doc__)
     parser.add_argument(
-        "kind", choices=["gpt2", "classifier", "token-classifier", "masked-lm", "encoder"]
+        "kind",
+        choices=["gpt2", "classifier", "token-classifier", "masked-lm", "encoder", "sentence"],
     )
     parser.add_argument("folder", help="where to save the model (created if needed)")
     args = parser.parse_args(argv)
     if args.kind == "gpt2":
         path = build_gpt2(args.folder)
+    elif args.kind == "sentence":
+        path = build_sentence_encoder(args.folder)
     else:
         path = build_encoder(args.folder, "none" if args.kind == "encoder" else args.kind)
     print(f"saved a tiny {args.kind} model in {path}")
