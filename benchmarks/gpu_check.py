@@ -67,7 +67,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-#: The batch format of every shipped predictor config (conf/predictor/*.yaml).
+#: The batch format of every shipped predictor config (pipeline/conf/predictor/*.yaml).
 BATCH_FORMAT = "pyarrow"
 
 
