@@ -235,18 +235,25 @@ def test_sqlite_refuses_a_vector_column_unless_stored_as_json(tmp_path):
     t = target({"url": url, "json_columns": ["vec"]})
     t.check(SCHEMA)
     state = t.begin("run-1", SCHEMA)
-    t.publish(state, [stage(t, state, "u0", rows(0, 2))])
+    table = rows(0, 3).set_column(
+        5, "vec", pa.array([[0.1, 2.0, -1.5], [float("nan"), None, 0.0], None], SCHEMA[5].type)
+    )
+    t.publish(state, [stage(t, state, "u0", table)])
     engine = t.engine()
     with engine.connect() as connection:
         stored = connection.exec_driver_sql("SELECT vec FROM items ORDER BY id").scalars().all()
     engine.dispose()
-    assert stored == ["[0.0, 0.25, -1.5]", "[1.0, 0.25, -1.5]"]
+    # float32 values in their shortest form; NaN (not JSON) and missing values as null
+    assert stored == ["[0.1, 2, -1.5]", "[null, null, 0]", None]
+    assert [row["vec"] for row in fetch(t)] == [[0.1, 2, -1.5], [None, None, 0], None]
 
 
 def test_postgresql_stores_vectors_as_real_arrays(pg_db):
     t = target(pg_db)
     state = t.begin("run-1", SCHEMA)
-    t.publish(state, [stage(t, state, "u0", rows(0, 1))])
+    special = [[0.1, float("inf"), None], [float("nan"), -0.0, 1e-30], None]
+    table = rows(0, 3).set_column(5, "vec", pa.array(special, SCHEMA[5].type))
+    t.publish(state, [stage(t, state, "u0", table)])
     engine = t.engine()
     with engine.connect() as connection:
         kind = connection.exec_driver_sql(
@@ -255,6 +262,8 @@ def test_postgresql_stores_vectors_as_real_arrays(pg_db):
         ).one()
     engine.dispose()
     assert tuple(kind) == ("ARRAY", "_float4")
+    got = pa.array([row["vec"] for row in fetch(t)], SCHEMA[5].type)
+    assert str(got.to_pylist()) == str(table["vec"].to_pylist())  # str: nan == nan
 
 
 def test_a_password_in_the_url_is_refused_and_one_from_the_environment_is_used(

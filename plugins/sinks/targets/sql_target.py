@@ -36,7 +36,7 @@ from plugins.sinks.targets.protocol import (
     schema_from_text,
     schema_to_text,
 )
-from plugins.sinks.targets.sql_types import sql_columns, sql_rows
+from plugins.sinks.targets.sql_types import insert_many, sql_columns, sql_values
 
 KEY = "sink.params"
 UNIT_COLUMN = "_bulkinfer_unit"
@@ -121,16 +121,17 @@ class SqlUnitWriter(UnitWriter):
         part, rows = uuid.uuid4().hex, 0
         tag = {UNIT_COLUMN: self.unit, PART_COLUMN: part}
         engine = _engine(self.params)
+        dialect = engine.dialect.name
         try:
             for table in tables:
                 table = conform(table, self.schema)
                 for start in range(0, table.num_rows, self.params.batch_rows):
-                    batch = sql_rows(
-                        table.slice(start, self.params.batch_rows), self.params.json_columns
-                    )
+                    batch = table.slice(start, self.params.batch_rows)
+                    values, stored = sql_values(batch, self.params.json_columns, dialect)
+                    values.update({k: [v] * batch.num_rows for k, v in tag.items()})
                     with engine.begin() as connection:
-                        connection.execute(stage.insert(), [{**row, **tag} for row in batch])
-                    rows += len(batch)
+                        insert_many(connection, stage, values, stored)
+                    rows += batch.num_rows
         finally:
             engine.dispose()
         return [{"rows": rows, "part": part}] if rows else []

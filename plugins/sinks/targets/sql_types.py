@@ -26,14 +26,17 @@ null                                  refused              refused             r
 
 Timestamps keep microseconds (nanoseconds are truncated). A column listed in ``json_columns``
 is stored as JSON instead, whatever its type: ``jsonb`` on PostgreSQL, JSON text elsewhere
-(SQLite: a ``JSON``-declared column holding e.g. ``[0.25, -1.5]``; read it back with
-``json.loads``). Lists become JSON arrays, structs and maps JSON objects, float32 values the
-nearest float64 (``0.1`` reads back as ``0.10000000149011612``).
+(SQLite: a ``JSON``-declared column holding e.g. ``[0.1, 2, -1.5]``; SQLAlchemy's ``JSON`` type
+or ``json.loads`` reads it back). Lists become JSON arrays, structs and maps JSON objects. In
+lists of numbers each number takes its shortest form that reads back as the same float32 or
+float64 (float32 ``0.1`` is ``0.1``), and NaN and infinities become ``null``; other columns are
+written by Python's ``json.dumps`` (float32 ``0.1`` there is ``0.10000000149011612``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -152,24 +155,38 @@ def sql_columns(
     return columns
 
 
-def _json_value(value: Any, t: pa.DataType) -> Any:
-    """A ``to_pylist`` value made JSON-able (maps become objects)."""
-    if value is None:
-        return None
-    if pa.types.is_map(t):
-        return {str(k): _json_value(v, t.item_type) for k, v in value}
-    if pa.types.is_struct(t):
-        return {
-            t.field(i).name: _json_value(value[t.field(i).name], t.field(i).type)
-            for i in range(t.num_fields)
-        }
+def _json_converter(t: pa.DataType) -> Callable[[Any], Any] | None:
+    """A function that makes a ``to_pylist`` value of type ``t`` JSON-able, or None when it
+    already is (numbers, strings, booleans, and lists and structs of them)."""
+    types = pa.types
+    if types.is_dictionary(t):
+        return _json_converter(t.value_type)
+    if types.is_map(t):
+        item = _json_converter(t.item_type) or (lambda v: v)
+        return lambda value: None if value is None else {str(k): item(v) for k, v in value}
+    if types.is_struct(t):
+        fields = [(t.field(i).name, _json_converter(t.field(i).type)) for i in range(t.num_fields)]
+        if all(convert is None for _, convert in fields):
+            return None
+        return lambda value: (
+            None
+            if value is None
+            else {
+                name: (convert(value[name]) if convert else value[name]) for name, convert in fields
+            }
+        )
     if _is_list(t):
-        return [_json_value(v, t.value_type) for v in value]
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, (int, float, str, bool)):
-        return value
-    return json.loads(json.dumps(value, default=str))
+        item = _json_converter(t.value_type)
+        if item is None:
+            return None
+        return lambda value: None if value is None else [item(v) for v in value]
+    if types.is_boolean(t) or types.is_integer(t) or types.is_floating(t) or types.is_string(t):
+        return None
+    if types.is_large_string(t) or types.is_string_view(t) or types.is_null(t):
+        return None
+    if types.is_binary(t) or types.is_large_binary(t) or types.is_fixed_size_binary(t):
+        return lambda value: None if value is None else value.hex()
+    return lambda value: None if value is None else str(value)  # dates, times, decimals
 
 
 def _values(column: pa.ChunkedArray, as_json: bool) -> list[Any]:
@@ -182,12 +199,121 @@ def _values(column: pa.ChunkedArray, as_json: bool) -> list[Any]:
         column = column.cast(pa.time64("us"), safe=False)
     values = column.to_pylist()
     if as_json or pa.types.is_struct(t) or pa.types.is_map(t):
-        return [_json_value(v, t) for v in values]
+        convert = _json_converter(t)
+        if convert is not None:
+            return [convert(v) for v in values]
     return values
 
 
-def sql_rows(table: pa.Table, json_columns: list[str]) -> list[dict[str, Any]]:
-    """``table``'s rows as ``{column: value}`` dicts ready for SQLAlchemy's ``insert``."""
-    names = table.column_names
-    columns = [_values(table.column(n), n in json_columns) for n in names]
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+def _number_lists_as_text(column: pa.ChunkedArray, postgres: bool) -> list[str | None]:
+    """A column of lists of numbers (or booleans) as text, formatted by Arrow in C++: JSON
+    arrays, or PostgreSQL array literals (``postgres``) that the server parses on insert.
+
+    Numbers take their shortest form that reads back as the same value of the column's type
+    (float32 0.1 is ``0.1``). In JSON, NaN and infinities become ``null`` (JSON has no such
+    numbers); PostgreSQL keeps them.
+    """
+    import pyarrow.compute as pc
+
+    opening, closing, separator, null = (
+        ("{", "}", ",", "NULL") if postgres else ("[", "]", ", ", "null")
+    )
+    out: list[str | None] = []
+    for chunk in column.chunks:
+        if not pa.types.is_list(chunk.type):
+            chunk = chunk.cast(pa.list_(chunk.type.value_type))
+        values = chunk.values
+        text = pc.cast(values, pa.string())
+        if pa.types.is_floating(values.type) and not postgres:
+            text = pc.if_else(pc.is_finite(values), text, pa.scalar(None, pa.string()))
+        items = pa.ListArray.from_arrays(
+            chunk.offsets, pc.fill_null(text, null), mask=chunk.is_null()
+        )
+        joined = pc.binary_join(items, separator)
+        out.extend(pc.binary_join_element_wise(opening, joined, closing, "").to_pylist())
+    return out
+
+
+def _is_number_list(t: pa.DataType) -> bool:
+    if not _is_list(t):
+        return False
+    item = t.value_type
+    return pa.types.is_integer(item) or pa.types.is_floating(item) or pa.types.is_boolean(item)
+
+
+#: SQLAlchemy's storage formats for SQLite's DATETIME and DATE (its documented defaults).
+_SQLITE_TEXT = {"timestamp": "%Y-%m-%d %H:%M:%S", "date": "%Y-%m-%d"}
+
+
+def sql_values(
+    table: pa.Table, json_columns: list[str], dialect: str
+) -> tuple[dict[str, list[Any]], set[str]]:
+    """``table``'s columns as lists of Python values for the SQL types of :func:`sql_type`.
+
+    Returns ``(values by column, columns already in their stored form)``: JSON columns outside
+    PostgreSQL come as JSON text, lists of numbers in PostgreSQL as array literals, and
+    SQLite's timestamps and dates as SQLAlchemy's text form (Arrow formats them all without a
+    Python object per value: 3-10 times faster).
+    """
+    import pyarrow.compute as pc
+
+    values: dict[str, list[Any]] = {}
+    stored: set[str] = set()
+    for name in table.column_names:
+        column = table.column(name)
+        t = column.type
+        if name in json_columns and dialect != "postgresql":
+            if _is_number_list(t):
+                values[name] = _number_lists_as_text(column, postgres=False)
+            else:
+                convert = _json_converter(t) or (lambda v: v)
+                values[name] = [
+                    None if v is None else json.dumps(convert(v)) for v in column.to_pylist()
+                ]
+            stored.add(name)
+        elif dialect == "postgresql" and name not in json_columns and _is_number_list(t):
+            values[name] = _number_lists_as_text(column, postgres=True)
+            stored.add(name)
+        elif dialect == "sqlite" and (pa.types.is_timestamp(t) or pa.types.is_date(t)):
+            if pa.types.is_timestamp(t):  # microseconds, UTC for instants: as _values does
+                column = column.cast(pa.timestamp("us", tz="UTC" if t.tz else None), safe=False)
+                text = pc.strftime(column, _SQLITE_TEXT["timestamp"])
+            else:
+                text = pc.strftime(column.cast(pa.date32()), _SQLITE_TEXT["date"])
+            values[name] = text.to_pylist()
+            stored.add(name)
+        else:
+            values[name] = _values(column, name in json_columns)
+    return values, stored
+
+
+def insert_many(
+    connection: sa.Connection,
+    table: sa.Table,
+    columns: dict[str, list[Any]],
+    stored: set[str] = frozenset(),
+) -> None:
+    """Insert rows given column-wise (``stored``: columns already in their stored form) as one
+    ``executemany`` of the driver.
+
+    SQLAlchemy's bind processing (how each type is stored) is applied a column at a time
+    rather than row by row, which skips building a parameter dict per row.
+    """
+    dialect = connection.dialect
+    names = list(columns)
+    compiled = table.insert().compile(dialect=dialect, column_keys=names)
+    processed = {}
+    for name in names:
+        kind = table.c[name].type.dialect_impl(dialect)
+        process = None if name in stored else kind.bind_processor(dialect)
+        values = columns[name]
+        processed[name] = [process(v) for v in values] if process else values
+    if compiled.positional:
+        order = [compiled.binds[key].key for key in compiled.positiontup]
+        params: list[Any] = list(zip(*(processed[n] for n in order), strict=True))
+    else:
+        keys = {name: compiled.binds[name].key for name in names}
+        count = len(next(iter(processed.values()), []))
+        params = [{keys[n]: processed[n][i] for n in names} for i in range(count)]
+    if params:
+        connection.exec_driver_sql(compiled.string, params)
