@@ -207,3 +207,8 @@ def test_catalog_credentials_come_from_the_environment(catalog_props, monkeypatc
     t.publish(state, [stage(t, state, "u0", rows(0, 2))])
     assert read(t).num_rows == 2
     assert uri not in str(state) and uri not in repr(t.params)
+
+
+def test_a_catalog_url_with_a_password_is_refused():
+    with pytest.raises(ValueError, match="uri holds a URL with a password.*catalog_env.uri"):
+        IcebergParams(catalog={"type": "sql", "uri": "postgresql://u:pw@h/cat"}, table="a.b")

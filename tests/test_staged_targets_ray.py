@@ -48,7 +48,6 @@ def sqlite(tmp_path):
     def read() -> pa.Table:
         import json
 
-
         engine = t.engine()
         with engine.connect() as connection:
             got = connection.exec_driver_sql("SELECT id, vec FROM items").all()

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams
@@ -72,6 +72,23 @@ class IcebergParams(PluginParams):
     max_rows_per_file: int = Field(
         default=1_000_000, gt=0, description="Rows per Parquet data file at most."
     )
+
+    @field_validator("catalog")
+    @classmethod
+    def _no_password_in_a_url(cls, catalog: dict[str, str]) -> dict[str, str]:
+        from urllib.parse import urlsplit
+
+        for prop, value in catalog.items():
+            try:
+                password = urlsplit(value).password
+            except ValueError:
+                password = None
+            if password:
+                raise ValueError(
+                    f"catalog property {prop} holds a URL with a password: name an environment "
+                    f"variable holding the whole URL in sink.params.catalog_env.{prop} instead"
+                )
+        return catalog
 
 
 def _identifier(table: str) -> tuple[tuple[str, ...], str]:
