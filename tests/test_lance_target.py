@@ -57,7 +57,7 @@ def test_units_stay_invisible_until_one_commit_publishes_them_all(tmp_path):
     assert [r["rows"] for r in receipts] == [150, 100]
     assert t.open() is None  # staged files, no dataset
     outcome = t.publish(state, receipts)
-    assert outcome == {"rows": 250, "already": False, "version": 1}
+    assert outcome == {"rows": 250, "already": False, "version": 1}  # no index: no more keys
     assert ids(path) == list(range(250))
 
     import lance
@@ -204,3 +204,18 @@ def test_storage_credentials_come_from_the_environment(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="NO_SUCH_VAR is not set") as caught:
         t.check(SCHEMA)
     assert caught.value.key == "sink.params.storage_options_env.aws_secret_access_key"
+
+
+def test_an_appending_run_folds_its_rows_into_the_existing_index(tmp_path):
+    import lance
+
+    path = tmp_path / "items.lance"
+    for run, (lo, hi) in enumerate([(0, 100), (100, 150)]):
+        t = target(path, mode="append", vector_index={"column": "vec", "index_type": "IVF_FLAT"})
+        state = t.begin(f"run-{run}", SCHEMA)
+        assert t.publish(state, [stage(t, state, "u0", rows(lo, hi))])["index"] == "vec_idx"
+    ds = lance.dataset(str(path))
+    assert ds.index_statistics("vec_idx")["num_unindexed_rows"] == 0
+    probe = np.asarray(rows(0, 150)["vec"][120].values, dtype=np.float32)
+    hits = ds.to_table(nearest={"column": "vec", "q": probe, "k": 1}, columns=["id"])
+    assert hits["id"].to_pylist() == [120]

@@ -311,8 +311,7 @@ class LanceTarget(StagedTarget):
         ds = self.open()
         done = self.published_version(ds, state) if ds is not None else None
         if done is not None:
-            self._after_publish(rows)
-            return {"rows": rows, "already": True, "version": done}
+            return {"rows": rows, "already": True, "version": done, **self._after_publish()}
         if ds is not None and not state["existed"] and self.params.mode == "error":
             raise DataError(
                 f"a Lance dataset appeared at {self.location} while the job ran; the finished "
@@ -340,33 +339,49 @@ class LanceTarget(StagedTarget):
             ),
             storage_options=self._options(),
         )
-        self._after_publish(rows)
-        return {"rows": rows, "already": False, "version": committed.version}
+        return {
+            "rows": rows,
+            "already": False,
+            "version": committed.version,
+            **self._after_publish(),
+        }
 
-    def _after_publish(self, rows: int) -> None:
-        """The index and the orphan clean-up (each safe to repeat)."""
+    def _after_publish(self) -> dict[str, Any]:
+        """The index and the orphan clean-up, each safe to repeat.
+
+        The rows are published by then, so an index that fails to build does not fail the job:
+        the outcome says ``{"index_error": message}`` (the next publish of the job retries).
+        """
+        outcome: dict[str, Any] = {}
         if self.params.vector_index is not None:
-            self.ensure_index()
+            try:
+                outcome["index"] = self.ensure_index()
+            except (OSError, ValueError, RuntimeError) as exc:
+                outcome["index_error"] = str(exc).splitlines()[0]
         if self.params.remove_orphan_files:
             self.open().cleanup_old_versions(
                 older_than=_dt.timedelta(days=365 * 100),  # keeps every version
                 delete_unverified=True,
                 error_if_tagged_old_versions=False,
             )
+        return outcome
 
-    def ensure_index(self) -> None:
-        """Build the vector index, or fold the rows it lacks into it (a new version either way)."""
+    def ensure_index(self) -> str | None:
+        """Build the vector index, or fold the rows it lacks into it (a new version either way).
+
+        Returns the index's name (None when there are no rows to train it on yet).
+        """
         index = self.params.vector_index
         assert index is not None
         ds = self.open()
         name = index.name or f"{index.column}_idx"
         if name in {i.name for i in ds.describe_indices()}:
-            if self.params.mode == "append":
+            if ds.index_statistics(name).get("num_unindexed_rows"):
                 ds.optimize.optimize_indices(index_names=[name])
-            return
+            return name
         rows = ds.count_rows()
         if rows == 0:
-            return  # nothing to train on; the next run that adds rows builds it
+            return None  # nothing to train on; the next run that adds rows builds it
         dim = ds.schema.field(index.column).type.list_size
         kwargs: dict[str, Any] = {
             "num_partitions": index.num_partitions or max(1, min(256, round(math.sqrt(rows)))),
@@ -381,6 +396,7 @@ class LanceTarget(StagedTarget):
             replace=True,
             **kwargs,
         )
+        return name
 
     def discard(
         self, state: dict[str, Any], unit_ids: list[str], receipts: list[dict[str, Any]]
