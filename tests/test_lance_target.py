@@ -189,6 +189,12 @@ def test_a_vector_index_needs_a_fixed_length(tmp_path):
         target(tmp_path / "x.lance", vector_index={"column": "text"}).check(declared)
 
 
+def test_a_column_without_a_type_yet_is_refused(tmp_path):
+    with pytest.raises(DataError, match="column 'later' has no type yet") as caught:
+        target(tmp_path / "x.lance").check(SCHEMA.append(pa.field("later", pa.null())))
+    assert caught.value.key == "sink"
+
+
 def test_rows_that_do_not_fit_the_declared_vector_length_are_named(tmp_path):
     t = target(tmp_path / "x.lance", vector_index={"column": "vec", "dim": 3})
     declared = SCHEMA.set(2, pa.field("vec", pa.list_(pa.float32())))

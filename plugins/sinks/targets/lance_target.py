@@ -194,9 +194,18 @@ class LanceTarget(StagedTarget):
     def target_schema(self, schema: pa.Schema) -> pa.Schema:
         """The plan's schema as Lance stores it: a vector column becomes a fixed-size list.
 
-        Raises :class:`DataError` when the vector index's column is not a list of floats, or
-        has no fixed length and ``vector_index.dim`` does not give one.
+        Raises :class:`DataError` for a column without a type yet (``null``), and when the
+        vector index's column is not a list of floats, or has no fixed length and
+        ``vector_index.dim`` does not give one.
         """
+        for field in schema:
+            if pa.types.is_null(field.type):
+                raise DataError(
+                    f"column {field.name!r} has no type yet (declared null): a Lance dataset's "
+                    "columns are fixed when it is written. Drop the column or give it a type "
+                    "before the sink.",
+                    key="sink",
+                )
         index = self.params.vector_index
         if index is None:
             return schema
