@@ -23,6 +23,7 @@ from pipeline import configs
 from pipeline.cli import report, sample_path
 from pipeline.errors import BulkInferError, ConfigError
 from pipeline.metrics import JobInfo, Recorder, sentence
+from pipeline.overrides import relaxed
 from pipeline.secrets import install_log_masking, mask_override, mask_secrets, mask_text
 
 CONF_DIR = str(configs.CONF_DIR)
@@ -112,23 +113,22 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
     run imports neither Ray nor any plugin the config does not name, so it is a cheap config
     check for CI (exit 0: valid, 2: the error on stderr).
     """
-    from pipeline.plan import build_plan, describe, local_budget
+    from pipeline.plan import describe, plan_job
+    from pipeline.settings import RunSettings
+    from pipeline.validation import validate_model
 
     started = time.perf_counter()
     recorder = Recorder(job)
     try:
-        plan = recorder.plan = local_budget(build_plan(to_plain_config(cfg)))
-        if plan.run.dry_run:
+        config = to_plain_config(cfg)
+        if validate_model(RunSettings, config.get("run") or {}, "run").dry_run:
+            plan = recorder.plan = plan_job(config)  # this machine's resources, no Ray
             print(describe(plan))
             recorder.dry_run()
             return None
-        from pipeline.units import preflight
+        from pipeline.runner import run_job
 
-        preflight(plan)
-        from pipeline.runner import ensure_ray, execute
-
-        recorder.ray_started = ensure_ray(plan)
-        result = execute(plan, started=started)
+        result = run_job(config, started=started, recorder=recorder)
     except Exception as error:
         try:
             recorder.failed(error)
@@ -142,6 +142,17 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
     return result
 
 
+def compose(overrides: list[str]) -> dict[str, Any]:
+    """The resolved job config (plain data) the command line composes from ``overrides``.
+
+    For tests and notebooks; keys that interpolate ``${hydra:...}`` (the default sink path)
+    must be overridden.
+    """
+    with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = hydra.compose("config", overrides=relaxed(list(overrides)))
+        return to_plain_config(cfg)
+
+
 def run_with_overrides(overrides: list[str], output_dir: str | Path | None = None) -> Any:
     """Compose the config as the command line would and run it in this process.
 
@@ -151,7 +162,7 @@ def run_with_overrides(overrides: list[str], output_dir: str | Path | None = Non
     """
     job = JobInfo(output_dir=str(output_dir) if output_dir else None, overrides=list(overrides))
     with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = hydra.compose("config", overrides=list(overrides), return_hydra_config=True)
+        cfg = hydra.compose("config", overrides=relaxed(overrides), return_hydra_config=True)
         choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
         with open_dict(cfg):
             del cfg["hydra"]
@@ -266,11 +277,12 @@ def cli() -> int:
     Jobs of a multirun share the Ray instance the first one started; it is shut down here, once,
     after the last job (and the sweep summary). A multirun with a failed job exits non-zero.
     """
+    sys.argv[1:] = relaxed(sys.argv[1:])
     try:
         _run_hydra_app()
     finally:
-        if "pipeline.runner" in sys.modules:
-            from pipeline.runner import shutdown_ray
+        if "pipeline.ray_session" in sys.modules:
+            from pipeline.ray_session import shutdown_ray
 
             shutdown_ray()
     return failed_jobs[0] if failed_jobs else 0

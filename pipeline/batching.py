@@ -46,6 +46,8 @@ def batch_rows(batch: Any) -> int:
     """Rows in a batch of any Ray batch format (pyarrow Table, pandas DataFrame, dict of arrays)."""
     if isinstance(batch, dict):
         return len(next(iter(batch.values()))) if batch else 0
+    if hasattr(batch, "num_rows"):
+        return int(batch.num_rows)
     return len(batch)
 
 
@@ -56,6 +58,44 @@ def slice_batch(batch: Any, start: int, stop: int) -> Any:
     if hasattr(batch, "iloc"):  # pandas
         return batch.iloc[start:stop]
     return batch.slice(start, stop - start)  # pyarrow Table
+
+
+def to_arrow(batch: Any) -> Any:
+    """Any batch format (dict of numpy arrays, pandas, pyarrow) as a pyarrow Table, with pyarrow
+    alone (a multi-dimensional array becomes a fixed-size list of its flattened rows)."""
+    import pyarrow as pa
+
+    if isinstance(batch, pa.Table):
+        return batch
+    if isinstance(batch, dict):
+        return pa.table({k: _as_arrow(v) for k, v in batch.items()})
+    return pa.Table.from_pandas(batch, preserve_index=False)
+
+
+def _as_arrow(values: Any) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(values, np.ndarray) and values.ndim > 1:
+        flat = pa.array(values.reshape(len(values), -1).reshape(-1))
+        return pa.FixedSizeListArray.from_arrays(flat, int(np.prod(values.shape[1:])))
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        values = values.tolist()  # strings and mixed objects: let Arrow infer the type
+    return pa.array(values)
+
+
+def to_table(batch: Any) -> Any:
+    """A stage's output batch as the Arrow table Ray Data would build from it (a tensor column
+    becomes Ray's tensor extension type); :func:`to_arrow` where Ray is not installed."""
+    import pyarrow as pa
+
+    if isinstance(batch, pa.Table):
+        return batch
+    try:
+        from ray.data.block import BlockAccessor
+    except ImportError:  # the stage wrapper used without Ray (the GPU check)
+        return to_arrow(batch)
+    return BlockAccessor.for_block(BlockAccessor.batch_to_block(batch)).to_arrow()
 
 
 def concat_batches(parts: list[Any]) -> Any:
@@ -108,7 +148,8 @@ def _free_accelerator_cache() -> None:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident memory so far, in bytes (Linux reports KiB, macOS bytes);
+    since the last reset where the OS allows one (``metrics.reset_peak_rss``)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 

@@ -1,336 +1,115 @@
-"""Atomic, resumable file output: a staging folder, unit commits, a manifest, output modes.
+"""Publishing a staged file output: the ``_SUCCESS`` manifest, output modes, resume checks.
 
-The runner writes each work unit into the staging folder beside the output
-(``<output>.__bulkinfer_staging``) and commits it there; only when every unit is committed is the
-output published at its final path with a ``_SUCCESS`` manifest. A crashed run leaves its
-committed units in the staging folder, where ``run.resume=true`` finds them. Layout::
-
-    <output>.__bulkinfer_staging/
-        job.json               fingerprint, config, work units, state (running | publishing)
-        work/<unit>-<token>/   a unit being written (discarded when a run resumes)
-        units/<unit>/          a unit's files (data/) and dead letters (errors.jsonl) ...
-        units/<unit>.json      ... committed once this marker exists (row counts, files)
-        publish/               the output being assembled, moved to <output> at the end
-
-Every step is a rename or a write of a small file that is either complete or absent, and every
-step can be repeated, so a run killed at any point can be resumed.
+When every work unit of a job is committed in its staging folder (:mod:`pipeline.staging`), the
+output is assembled and moved to its final path with a ``_SUCCESS`` manifest (``mode``: error,
+overwrite, append). :func:`check` refuses, before any work, what ``mode`` and ``run.resume`` do
+not allow; :func:`prepare` opens the staging folder of a new or a resumed run.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import posixpath
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.guard import add_counts
+from pipeline.fingerprints import config_changes, unit_digest
 from pipeline.interfaces import FileOutput, WorkUnit
+from pipeline.ledger import add_counts
 from pipeline.secrets import mask_secrets
+from pipeline.staging import ERRORS_DIR, FORMAT, MANIFEST, Staging, _now
 
 log = logging.getLogger("bulkinfer")
 
-STAGING_SUFFIX = ".__bulkinfer_staging"
-MANIFEST = "_SUCCESS"
-ERRORS_DIR = "_errors"
-FORMAT = "bulkinfer-manifest/1"
+
+def _assemble(staging: Staging, markers: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    """Move every committed unit's files into ``publish/``; return the run's manifest."""
+    publish = staging._p("publish")
+    staging.fs.create_dir(publish, recursive=True)
+    files, error_files = [], []
+    for marker in markers:
+        unit_dir = staging._p("units", marker["unit"])
+        for f in marker["files"]:
+            name = f"{prefix}{marker['unit']}-{f['name']}"
+            src = f"{unit_dir}/data/{f['name']}"
+            if staging._exists(src):  # a resumed publish skips files already moved
+                staging.fs.move(src, f"{publish}/{name}")
+            files.append({"path": name, "rows": f["rows"]})
+        if marker["dead_letters"]:
+            name = f"{ERRORS_DIR}/{prefix}{marker['unit']}.jsonl"
+            staging.fs.create_dir(f"{publish}/{ERRORS_DIR}", recursive=True)
+            if staging._exists(f"{unit_dir}/errors.jsonl"):
+                staging.fs.move(f"{unit_dir}/errors.jsonl", f"{publish}/{name}")
+            error_files.append({"path": name, "rows": marker["dead_letters"]})
+    stages: dict[str, dict[str, int]] = {}
+    set_aside: dict[str, dict[str, int]] = {}
+    for marker in markers:
+        add_counts(stages, marker["stages"])
+        add_counts(set_aside, marker["set_aside"])
+    run = {
+        "run_id": staging.job["run_id"],
+        "fingerprint": staging.job["fingerprint"],
+        "finished_at": _now(),
+        "units": len(markers),
+        "rows_in": sum(m["rows_in"] for m in markers),
+        "rows_out": sum(m["rows_out"] for m in markers),
+        "rows_set_aside": sum(m["rows_set_aside"] for m in markers),
+        "set_aside": set_aside,
+        "stages": stages,
+    }
+    return {"files": files, "error_files": error_files, "run": run}
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def publish(staging: Staging, markers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Put the committed output at its final path (per ``mode``) with its manifest."""
+    mode = staging.job["mode"]
+    dest = staging.out.path.rstrip("/")
+    append = mode == "append" and staging._exists(dest)
+    prefix = f"{staging.job['run_id']}-" if append else ""
+    part = _assemble(staging, markers, prefix)
+    previous = None
+    if append and staging._exists(f"{dest}/{MANIFEST}"):
+        previous = staging._read_json(f"{dest}/{MANIFEST}")
+    manifest = build_manifest(staging.job, part, previous)
+    staging._write_json(staging._p("publish", MANIFEST), manifest)
+    staging.set_state("publishing")
+    finish_publishing(staging)
+    return manifest
 
 
-def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out or {prefix: {}}
-    if isinstance(value, list):
-        out = {}
-        for i, v in enumerate(value):
-            out.update(_leaves(v, f"{prefix}[{i}]"))
-        return out or {prefix: []}
-    return {prefix: value}
-
-
-def config_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 5) -> list[str]:
-    """``key: old -> new`` for each leaf that differs between two data-flow configs."""
-    a, b = _leaves(old), _leaves(new)
-    changes = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key, "<unset>") != b.get(key, "<unset>"):
-            changes.append(
-                f"{key}: {json.dumps(a.get(key, '<unset>'))} -> {json.dumps(b.get(key, '<unset>'))}"
-            )
-    if len(changes) > limit:
-        changes = changes[:limit] + [f"... and {len(changes) - limit} more"]
-    return changes
-
-
-def unit_digest(unit: WorkUnit) -> str:
-    """What identifies a unit's input: its id and spec."""
-    blob = json.dumps({"id": unit.id, "spec": unit.spec}, sort_keys=True, default=str)
-    return f"{unit.id}:{hash_text(blob)}"
-
-
-def hash_text(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@dataclass
-class UnitWork:
-    """A unit being written: the sink writes ``data``; dead letters go to ``errors``."""
-
-    unit: WorkUnit
-    root: str
-    data: str
-    errors: str
-
-
-@dataclass
-class Staging:
-    """The staging folder of one output (see the module docstring)."""
-
-    out: FileOutput
-    root: str = ""
-    job: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.fs = self.out.filesystem
-        self.root = self.root or self.out.path.rstrip("/") + STAGING_SUFFIX
-
-    # -- small file-system helpers --
-    def _p(self, *parts: str) -> str:
-        return posixpath.join(self.root, *parts)
-
-    def _exists(self, path: str) -> bool:
-        import pyarrow.fs
-
-        return self.fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
-
-    def _is_dir(self, path: str) -> bool:
-        import pyarrow.fs
-
-        return self.fs.get_file_info(path).type == pyarrow.fs.FileType.Directory
-
-    def _read_json(self, path: str) -> Any:
-        with self.fs.open_input_stream(path) as f:
-            return json.loads(f.read().decode())
-
-    def _write_bytes(self, path: str, data: bytes) -> None:
-        """Write a small file atomically: a temporary name, then a rename."""
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, path)
-
-    def _write_json(self, path: str, value: Any) -> None:
-        self._write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
-
-    def _list(self, path: str, kind: str | None = None) -> list[Any]:
-        """Entries of a folder (none if it is missing); ``kind``: only "File" or "Directory"."""
-        import pyarrow.fs
-
-        if not self._is_dir(path):
-            return []
-        infos = self.fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=False))
-        if kind is not None:
-            infos = [i for i in infos if i.type == getattr(pyarrow.fs.FileType, kind)]
-        return sorted(infos, key=lambda i: i.path)
-
-    def _delete(self, path: str) -> None:
-        import pyarrow.fs
-
-        info = self.fs.get_file_info(path)
-        if info.type == pyarrow.fs.FileType.Directory:
-            self.fs.delete_dir(path)
-        elif info.type != pyarrow.fs.FileType.NotFound:
-            self.fs.delete_file(path)
-
-    # -- the job record --
-    def exists(self) -> bool:
-        return self._exists(self.root)
-
-    def load(self) -> dict[str, Any] | None:
-        path = self._p("job.json")
-        self.job = self._read_json(path) if self._exists(path) else {}
-        return self.job or None
-
-    def start(self, job: dict[str, Any]) -> None:
-        self.fs.create_dir(self.root, recursive=True)
-        self.job = job
-        self._write_json(self._p("job.json"), job)
-
-    def set_state(self, state: str) -> None:
-        self.job["state"] = state
-        self._write_json(self._p("job.json"), self.job)
-
-    def remove(self) -> None:
-        self._delete(self.root)
-
-    # -- units --
-    def committed(self) -> dict[str, dict[str, Any]]:
-        """Markers of the committed units, by unit id."""
-        markers = {}
-        for info in self._list(self._p("units")):
-            if info.path.endswith(".json") and ".tmp-" not in info.path:
-                marker = self._read_json(info.path)
-                markers[marker["unit"]] = marker
-        return markers
-
-    def discard_uncommitted(self) -> None:
-        """Delete units being written and unit folders without a marker (a crash mid-commit)."""
-        self._delete(self._p("work"))
-        committed = self.committed()
-        for info in self._list(self._p("units"), "Directory"):
-            if posixpath.basename(info.path) not in committed:
-                self._delete(info.path)
-        for info in self._list(self._p("units"), "File"):
-            if ".tmp-" in posixpath.basename(info.path):
-                self._delete(info.path)
-
-    def begin(self, unit: WorkUnit) -> UnitWork:
-        root = self._p("work", f"{unit.id}-{uuid.uuid4().hex[:8]}")
-        self.fs.create_dir(root, recursive=True)
-        return UnitWork(unit=unit, root=root, data=f"{root}/data", errors=f"{root}/errors.jsonl")
-
-    def commit(
-        self,
-        work: UnitWork,
-        stages: dict[str, dict[str, int]],
-        first_stage: str | None,
-        dead_letters: bytes,
-        count_rows: Callable[[str], int],
-    ) -> dict[str, Any]:
-        """Count the unit's rows, move it under ``units/`` and write its marker (the commit).
-
-        ``stages`` are the ledger's counts; rows in are those that entered ``first_stage`` (the
-        first map stage), or the rows written when the job has no map stage.
-        """
-        if not self._exists(work.data):
-            self.fs.create_dir(work.data, recursive=True)  # an empty unit still commits
-        files = []
-        for info in self._list(work.data, "File"):
-            name = posixpath.basename(info.path)
-            if not name.startswith((".", "_")):
-                files.append({"name": name, "rows": count_rows(info.path)})
-        if dead_letters:
-            self._write_bytes(work.errors, dead_letters)
-        rows_out = sum(f["rows"] for f in files)
-        set_aside = {
-            stage: {"skipped": c["skipped"], "dead_letter": c["dead_letter"]}
-            for stage, c in stages.items()
-            if c["skipped"] or c["dead_letter"]
-        }
-        marker = {
-            "unit": work.unit.id,
-            "rows_in": stages.get(first_stage, {}).get("rows_in", 0) if first_stage else rows_out,
-            "rows_out": rows_out,
-            "rows_set_aside": sum(c["skipped"] + c["dead_letter"] for c in set_aside.values()),
-            "set_aside": set_aside,
-            "stages": stages,
-            "files": files,
-            "dead_letters": dead_letters.count(b"\n"),
-            "committed_at": _now(),
-        }
-        final = self._p("units", work.unit.id)
-        self._delete(final)
-        self.fs.create_dir(self._p("units"), recursive=True)
-        self.fs.move(work.root, final)
-        self._write_json(self._p("units", f"{work.unit.id}.json"), marker)
-        return marker
-
-    # -- publishing --
-    def _assemble(self, markers: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
-        """Move every committed unit's files into ``publish/``; return the run's manifest."""
-        publish = self._p("publish")
-        self.fs.create_dir(publish, recursive=True)
-        files, error_files = [], []
-        for marker in markers:
-            unit_dir = self._p("units", marker["unit"])
-            for f in marker["files"]:
-                name = f"{prefix}{marker['unit']}-{f['name']}"
-                src = f"{unit_dir}/data/{f['name']}"
-                if self._exists(src):  # a resumed publish skips files already moved
-                    self.fs.move(src, f"{publish}/{name}")
-                files.append({"path": name, "rows": f["rows"]})
-            if marker["dead_letters"]:
-                name = f"{ERRORS_DIR}/{prefix}{marker['unit']}.jsonl"
-                self.fs.create_dir(f"{publish}/{ERRORS_DIR}", recursive=True)
-                if self._exists(f"{unit_dir}/errors.jsonl"):
-                    self.fs.move(f"{unit_dir}/errors.jsonl", f"{publish}/{name}")
-                error_files.append({"path": name, "rows": marker["dead_letters"]})
-        stages: dict[str, dict[str, int]] = {}
-        set_aside: dict[str, dict[str, int]] = {}
-        for marker in markers:
-            add_counts(stages, marker["stages"])
-            add_counts(set_aside, marker["set_aside"])
-        run = {
-            "run_id": self.job["run_id"],
-            "fingerprint": self.job["fingerprint"],
-            "finished_at": _now(),
-            "units": len(markers),
-            "rows_in": sum(m["rows_in"] for m in markers),
-            "rows_out": sum(m["rows_out"] for m in markers),
-            "rows_set_aside": sum(m["rows_set_aside"] for m in markers),
-            "set_aside": set_aside,
-            "stages": stages,
-        }
-        return {"files": files, "error_files": error_files, "run": run}
-
-    def publish(self, markers: list[dict[str, Any]]) -> dict[str, Any]:
-        """Put the committed output at its final path (per ``mode``) with its manifest."""
-        mode = self.job["mode"]
-        dest = self.out.path.rstrip("/")
-        append = mode == "append" and self._exists(dest)
-        prefix = f"{self.job['run_id']}-" if append else ""
-        part = self._assemble(markers, prefix)
-        previous = None
-        if append and self._exists(f"{dest}/{MANIFEST}"):
-            previous = self._read_json(f"{dest}/{MANIFEST}")
-        manifest = build_manifest(self.job, part, previous)
-        self._write_json(self._p("publish", MANIFEST), manifest)
-        self.set_state("publishing")
-        self.finish_publishing()
-        return manifest
-
-    def finish_publishing(self) -> None:
-        """The last, repeatable steps of :meth:`publish` (also run when resuming after a crash
-        that happened between them): put ``publish/`` in place, then drop the staging folder."""
-        mode = self.job["mode"]
-        dest = self.out.path.rstrip("/")
-        publish = self._p("publish")
-        if self._exists(publish):
-            if mode == "append" and self._exists(dest):
-                for info in self._list(f"{publish}/{ERRORS_DIR}", "File"):
-                    self.fs.create_dir(f"{dest}/{ERRORS_DIR}", recursive=True)
-                    self.fs.move(info.path, f"{dest}/{ERRORS_DIR}/{posixpath.basename(info.path)}")
-                for info in self._list(publish, "File"):
-                    name = posixpath.basename(info.path)
-                    if name != MANIFEST:
-                        self.fs.move(info.path, f"{dest}/{name}")
-                # The manifest goes last: the output is complete once it names the new files.
-                self.fs.move(f"{publish}/{MANIFEST}", f"{dest}/{MANIFEST}")
-            else:
-                if self._exists(dest):
-                    if mode == "error":
-                        raise DataError(
-                            f"output appeared while the job ran: {self.out.location}. The "
-                            f"finished work is kept in {self.root}; move the other output away "
-                            "and rerun with run.resume=true.",
-                            key="sink.params.path",
-                        )
-                    self._delete(self._p("replaced"))
-                    self.fs.move(dest, self._p("replaced"))
-                self.fs.move(publish, dest)
-        self.remove()
+def finish_publishing(staging: Staging) -> None:
+    """The last, repeatable steps of :meth:`publish` (also run when resuming after a crash
+    that happened between them): put ``publish/`` in place, then drop the staging folder."""
+    mode = staging.job["mode"]
+    dest = staging.out.path.rstrip("/")
+    publish = staging._p("publish")
+    if staging._exists(publish):
+        if mode == "append" and staging._exists(dest):
+            for info in staging._list(f"{publish}/{ERRORS_DIR}", "File"):
+                staging.fs.create_dir(f"{dest}/{ERRORS_DIR}", recursive=True)
+                staging.fs.move(info.path, f"{dest}/{ERRORS_DIR}/{posixpath.basename(info.path)}")
+            for info in staging._list(publish, "File"):
+                name = posixpath.basename(info.path)
+                if name != MANIFEST:
+                    staging.fs.move(info.path, f"{dest}/{name}")
+            # The manifest goes last: the output is complete once it names the new files.
+            staging.fs.move(f"{publish}/{MANIFEST}", f"{dest}/{MANIFEST}")
+        else:
+            if staging._exists(dest):
+                if mode == "error":
+                    raise DataError(
+                        f"output appeared while the job ran: {staging.out.location}. The "
+                        f"finished work is kept in {staging.root}; move the other output away "
+                        "and rerun with run.resume=true.",
+                        key="sink.params.path",
+                    )
+                staging._delete(staging._p("replaced"))
+                staging.fs.move(dest, staging._p("replaced"))
+            staging.fs.move(publish, dest)
+    staging.remove()
 
 
 def build_manifest(
@@ -451,7 +230,7 @@ def prepare(
                 f"run.unit_rows/run.unit_bytes changed). Delete {staging.root} to start over.",
                 key="source.params",
             )
-        staging.discard_uncommitted()
+        staging.discard_uncommitted({u.id for u in units})
         return Prepared(staging, staging.committed(), resumed=True)
     if staging.exists():  # killed before its job record was written: nothing to keep
         staging.remove()

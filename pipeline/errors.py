@@ -7,6 +7,8 @@ the runner unwraps them from Ray's task errors so the user sees the same message
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BulkInferError(Exception):
     """Base class: an error the user can fix; its message says what and where."""
@@ -20,6 +22,20 @@ class BulkInferError(Exception):
 
     def __reduce__(self):  # keep the error picklable across Ray processes
         return (_rebuild, (type(self), self.message, self.key))
+
+    def within(self, block: str) -> BulkInferError:
+        """This error with its key made absolute under a stage's config block.
+
+        Plugins do not know where they sit in the job, so they name keys relative to their own
+        block (``params.condition``, ``stage.batch_size``, or none); ``within("preprocessors[0]")``
+        gives ``preprocessors[0].params.condition``. Absolute keys pass unchanged.
+        """
+        key = self.key
+        if not key:
+            key = f"{block}.params" if block != "sink" else block
+        elif key == "params" or key.startswith(("params.", "stage.")):
+            key = f"{block}.{key}"
+        return type(self)(self.message, key=key)
 
 
 def _rebuild(cls: type[BulkInferError], message: str, key: str | None) -> BulkInferError:
@@ -44,6 +60,28 @@ class PlanError(BulkInferError):
 
 class DataError(BulkInferError):
     """The data does not fit the config: a missing file, column, or wrong type."""
+
+
+class OutputError(BulkInferError):
+    """Committing or publishing an output failed (storage full, gone, refused); the finished
+    work is kept in the staging folder for ``run.resume=true``."""
+
+    exit_code = 1
+
+
+class EmptyInputError(DataError):
+    """The source has no rows (``run.allow_empty: true`` publishes an empty output instead)."""
+
+    @classmethod
+    def for_source(
+        cls, where: Any, why: str = "", key: str = "source.params.path"
+    ) -> EmptyInputError:
+        where = ", ".join(where) if isinstance(where, list) else where
+        return cls(
+            f"the source produced no rows from {where}{f' ({why})' if why else ''}. Set "
+            "run.allow_empty=true to publish an empty output instead.",
+            key=key,
+        )
 
 
 class ColumnNotFoundError(DataError):

@@ -1,13 +1,27 @@
-"""The plugin contract: four small base classes.
+"""The plugin contract: one small abstract class per plugin kind.
 
 A plugin class carries ``Params``, a pydantic model (``extra="forbid"``, each field with a
 description) that validates its ``params`` block. Sources and sinks run on the driver and hand Ray
-Data a dataset; preprocessors and predictors are ``map_batches`` callables whose ``__init__`` does
-the heavy set-up once per worker.
+Data a dataset (or take one); preprocessors and predictors are ``map_batches`` callables whose
+``__init__`` does the heavy set-up once per worker. Errors a plugin raises name keys relative to
+its own block (``params.input_column``); the core makes them absolute
+(``predictor.params.input_column``), on the driver and inside workers alike.
+
+Kinds, and what a plugin must implement (the abstract methods):
+
+- :class:`Source`: ``read(params, unit)``; optionally ``schema`` (types known before the job),
+  ``units`` (work units for resume) and ``explain_read_error``.
+- :class:`MapStage` (:class:`Preprocessor`, :class:`Predictor`): ``__call__(batch)``;
+  ``output_schema`` for the columns it adds.
+- Sinks: a :class:`FileSink` writes a folder of files that the core stages, commits per work
+  unit, resumes and publishes (``output``, ``write_files``); a :class:`DatasetSink` consumes
+  the whole dataset itself (``write``), e.g. printing rows. Both may refuse columns they cannot
+  hold (``check_schema``).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,13 +30,21 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.settings import StageSettings
 
 if TYPE_CHECKING:  # Ray is imported by the plugins that use it, at run time only.
+    import pyarrow as pa
     import ray.data
 
 
 class PluginParams(BaseModel):
     """Base for plugin ``Params``: unknown keys are errors, defaults are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_default=True,
+        protected_namespaces=(),
+        # A field may take a name BaseModel reserves (``schema``) through an alias; dumps
+        # (the dry-run plan, the fingerprint) use the name users write.
+        serialize_by_alias=True,
+    )
 
 
 class Plugin:
@@ -82,7 +104,7 @@ class FileOutput:
 
 @dataclass(frozen=True)
 class SinkResult:
-    """Where a sink put the output and, if it knows, how many rows it wrote."""
+    """Where a :class:`DatasetSink` put the output and, if it knows, how many rows it wrote."""
 
     location: str | None = None
     rows: int | None = None
@@ -93,12 +115,27 @@ class _IOPlugin(Plugin):
         self.io = io or IOContext()
 
 
-class Source(_IOPlugin):
-    """Reads the input into a Ray Dataset. Runs on the driver."""
+class Source(_IOPlugin, ABC):
+    """Reads the input into Ray Datasets, one per work unit. Runs on the driver."""
 
-    def read(self, params: Any) -> ray.data.Dataset:
-        """Return a lazy Dataset; pass ``self.io`` settings to Ray's read call."""
-        raise NotImplementedError
+    #: A map stage run on the rows right after the read (decoding files, parsing records), with
+    #: the source's params, inside the guard with key ``source`` and the ``source.stage``
+    #: settings: a row that does not decode is named, skipped or set aside
+    #: (``source.stage.on_error``). :meth:`schema` then gives what the read yields and the
+    #: decoder's ``output_schema`` what it makes of it. None: the read yields the rows.
+    decoder: ClassVar[type[MapStage] | None] = None
+
+    def schema(self, params: Any) -> pa.Schema | None:
+        """The columns and Arrow types the source yields, found on the driver without Ray.
+
+        Exactly what :meth:`read` will produce (a file source reads metadata or a sample of its
+        first file, then reads every file with those types). The planner checks every stage and
+        the sink against it before any model loads. Raise a
+        :class:`~pipeline.errors.DataError` naming the key for an input that cannot be reached
+        or read, and :class:`~pipeline.errors.EmptyInputError` for one without rows. None:
+        unknown until read (the runner then asks the first unit's dataset).
+        """
+        return None
 
     def units(self, params: Any) -> list[WorkUnit]:
         """Split the input into work units (sized by ``self.io.unit_rows``/``unit_bytes``).
@@ -108,9 +145,10 @@ class Source(_IOPlugin):
         """
         return [WHOLE_SOURCE]
 
-    def read_unit(self, params: Any, unit: WorkUnit) -> ray.data.Dataset:
-        """The rows of one unit returned by :meth:`units`."""
-        return self.read(params)
+    @abstractmethod
+    def read(self, params: Any, unit: WorkUnit = WHOLE_SOURCE) -> ray.data.Dataset:
+        """A lazy Dataset of ``unit``'s rows (one returned by :meth:`units`, or the whole
+        source); pass ``self.io`` settings to Ray's read call."""
 
     def explain_read_error(self, params: Any, unit: WorkUnit) -> Exception | None:
         """After reading ``unit`` failed: a BulkInferError naming the input at fault, if found."""
@@ -118,34 +156,52 @@ class Source(_IOPlugin):
 
 
 class Sink(_IOPlugin):
-    """Consumes the final Dataset (writes it, prints it, ...). Runs on the driver."""
+    """What every sink can do before the job: refuse an output or columns it cannot take."""
 
     def check(self, params: Any) -> None:
-        """Refuse before the job starts (e.g. output exists); raise a BulkInferError."""
+        """Refuse before the job starts (e.g. a target that cannot be written); raise a
+        BulkInferError naming the key."""
 
+    def check_schema(self, params: Any, schema: pa.Schema) -> None:
+        """Refuse, before any model loads, a column this sink cannot hold.
+
+        ``schema`` is what the last stage yields. Raise a :class:`~pipeline.errors.DataError`
+        naming the column, the sink and what to do instead (another sink, or leave the column
+        out). Columns of pickled Python objects are refused by the core for every sink.
+        """
+
+
+class DatasetSink(Sink, ABC):
+    """Consumes the final Dataset itself (prints it, sends it somewhere). Runs on the driver.
+
+    The job runs in one piece: no staging, no work units, no resume.
+    """
+
+    @abstractmethod
     def write(self, dataset: ray.data.Dataset, params: Any) -> SinkResult:
         """Consume ``dataset``; pass ``self.io`` settings to Ray's write call."""
-        raise NotImplementedError
-
-    def file_output(self, params: Any) -> FileOutput | None:
-        """Where this sink writes files, or None if it does not write files.
-
-        A file sink returns its destination and implements :meth:`write_files` and
-        :meth:`count_rows`; the runner then stages the output, commits it unit by unit, writes
-        the ``_SUCCESS`` manifest and applies ``mode``. :meth:`write` is not called.
-        """
-        return None
-
-    def write_files(self, dataset: ray.data.Dataset, folder: str, params: Any) -> None:
-        """Write ``dataset`` as files into ``folder`` (empty, on the file output's filesystem)."""
-        raise NotImplementedError
-
-    def count_rows(self, path: str, params: Any) -> int:
-        """Rows in one file this sink wrote (for the manifest)."""
-        raise NotImplementedError
 
 
-class MapStage(Plugin):
+class FileSink(Sink, ABC):
+    """Writes a folder of files; the core makes the output atomic and resumable.
+
+    The runner writes each work unit into its own folder of a staging area beside
+    :meth:`output`, commits it with the row counts :meth:`write_files` reports, and moves the
+    whole output into place with a ``_SUCCESS`` manifest once the job succeeded (``mode``:
+    error, overwrite or append).
+    """
+
+    @abstractmethod
+    def output(self, params: Any) -> FileOutput:
+        """Where the output goes, and its mode."""
+
+    @abstractmethod
+    def write_files(self, dataset: ray.data.Dataset, folder: str, params: Any) -> dict[str, int]:
+        """Write ``dataset`` as files into ``folder`` (empty, on the output's filesystem);
+        return the rows of each file written, by file name, as the write tasks counted them."""
+
+
+class MapStage(Plugin, ABC):
     """A ``map_batches`` callable. ``__init__`` runs once per worker with the validated params."""
 
     default_stage: ClassVar[StageSettings] = StageSettings()
@@ -153,18 +209,36 @@ class MapStage(Plugin):
     def __init__(self, params: Any) -> None:
         self.params = params
 
+    @abstractmethod
     def __call__(self, batch: Any) -> Any:
-        raise NotImplementedError
+        """One batch in the stage's ``batch_format`` -> the batch with the stage's columns."""
 
     @classmethod
-    def output_columns(cls, params: Any, input_columns: list[str]) -> list[str]:
-        """Columns after this stage, given those before it.
+    def output_schema(cls, params: Any, schema: pa.Schema) -> pa.Schema:
+        """The columns and Arrow types after this stage, given those before it (no model load).
 
-        Raise :class:`pipeline.errors.ColumnNotFoundError` for a column the stage needs but the
-        input lacks, so the runner can refuse the job before any model loads. The default keeps
-        the columns unchanged.
+        Every column the stage adds or replaces must be declared with its type (an embedding
+        ``fixed_size_list<float32>[n]``, or ``list<float32>`` when its length is only known
+        once the model loads; generated text ``string``; a score ``float32``; ``null`` for a
+        type only the model can tell): the planner checks the sink against the result before
+        any model loads, and the core checks each output batch against it. Raise
+        :class:`pipeline.errors.ColumnNotFoundError` for a column the stage needs but the input
+        lacks, and :class:`pipeline.errors.DataError` for one of the wrong type, with keys
+        relative to the stage (``params.input_column``). The default: columns pass unchanged.
         """
-        return list(input_columns)
+        return schema
+
+    def counters(self) -> dict[str, float]:
+        """Amounts since the last call (e.g. requests, retries, tokens), reported with each
+        batch: the core adds them up per stage (a retried batch replaces its report) into
+        ``metrics.json`` and :meth:`summary`. The default reports nothing."""
+        return {}
+
+    @classmethod
+    def summary(cls, params: Any, counters: dict[str, float], seconds: float) -> str | None:
+        """One line on the job's totals of :meth:`counters` over the job's ``seconds``, printed
+        before the summary line."""
+        return None
 
 
 class Preprocessor(MapStage):

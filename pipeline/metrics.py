@@ -12,8 +12,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,8 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import registry
+from pipeline.batching import peak_rss_bytes
 from pipeline.errors import BulkInferError
-from pipeline.secrets import MASK, mask_secrets
+from pipeline.overrides import as_written, split
+from pipeline.secrets import MASK, mask_override, mask_secrets
 
 if TYPE_CHECKING:
     from pipeline.plan import Plan
@@ -102,31 +102,14 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process (since the last successful reset)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
-def _split_override(override: str) -> tuple[str, str | None]:
-    key, sep, value = override.partition("=")
-    return key.lstrip("+~"), (value if sep else None)
-
-
 def mask_overrides(overrides: list[str]) -> list[str]:
-    """Command-line overrides with the values of secret-looking keys replaced by ``***``."""
-    masked = []
-    for override in overrides:
-        key, value = _split_override(override)
-        if value is not None and mask_secrets({key: value})[key] == MASK:
-            override = override[: len(override) - len(value)] + MASK
-        masked.append(override)
-    return masked
+    """Command-line overrides as written, values of secret-looking keys replaced by ``***``."""
+    return [mask_override(as_written(o)) for o in overrides]
 
 
 def _mask_text(text: str, overrides: list[str]) -> str:
     for override in overrides:
-        key, value = _split_override(override)
+        key, value = split(override)
         if value and mask_secrets({key: value})[key] == MASK:
             text = text.replace(value, MASK)
     return text

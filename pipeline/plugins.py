@@ -148,9 +148,10 @@ def _short(text: str, limit: int = 40) -> str:
 def field_rows(model: type[BaseModel], values: dict[str, Any] | None = None) -> list[list[str]]:
     """[name, type, default, description] per field; ``values`` overrides the defaults shown."""
     rows = [["name", "type", "default", "description"]]
-    for name, field in model.model_fields.items():
-        if values is not None and name in values:
-            default = _short(repr(values[name]))
+    for attr, field in model.model_fields.items():
+        name = field.alias or attr
+        if values is not None and attr in values:
+            default = _short(repr(values[attr]))
         elif field.is_required():
             default = "(required)"
         else:
@@ -163,7 +164,8 @@ def field_rows(model: type[BaseModel], values: dict[str, Any] | None = None) -> 
 def example_config(kind: str, name: str, plugin: type[Plugin]) -> dict[str, Any]:
     """A stage config with every param at its default (``???`` where one is required)."""
     params = {}
-    for field_name, field in plugin.Params.model_fields.items():
+    for attr, field in plugin.Params.model_fields.items():
+        field_name = field.alias or attr
         if field.is_required():
             params[field_name] = "???"
         else:

@@ -1,21 +1,21 @@
 """Per-operator figures from Ray Data's own execution stats, and the first-output probe.
 
-Ray Data keeps them on the executed dataset (``_write_ds`` after a write); those attributes are
-not public API, so every access is guarded and a missing figure is reported as ``None``.
+Both read Ray Data internals (:mod:`pipeline.ray_internals`), so every access is guarded and a
+missing figure is reported as ``None``: figures never fail a job.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 
 def _summary(ds: Any) -> Any | None:
-    executed = getattr(ds, "_write_ds", None) or ds
+    from pipeline.ray_internals import stats_summary
+
     try:
-        return executed._get_stats_summary()
+        return stats_summary(ds)
     except Exception:  # stats are best effort; the job itself succeeded
         return None
 
@@ -72,26 +72,29 @@ class FirstOutputProbe:
         return None if self.at is None else max(0.0, self.at - start)
 
     def _callback_class(self) -> type | None:
+        from pipeline.ray_internals import first_output_callback
+
+        def seen(at: float) -> None:
+            if self.at is None:
+                self.at = at
+
+        def armed() -> bool:
+            return self.armed and self.at is None
+
         try:
-            from ray.data._internal.execution.execution_callback import ExecutionCallback
+            callback = first_output_callback(seen, armed)
         except ImportError:  # moved in another Ray version: the figure is best effort
             return None
-        probe = self
 
-        class _FirstOutputCallback(ExecutionCallback):
+        class _Guarded(callback):  # internals changed under a running job: no figure, no error
             def on_execution_step(self, executor: Any) -> None:
-                if not probe.armed or probe.at is not None:
-                    return
                 try:
-                    op = list(executor._topology)[-1]
-                    if op.name.startswith("Write") and op.input_dependencies:
-                        op = op.input_dependencies[0]  # rows out of the last stage, not files
-                    if op.metrics.row_outputs_taken > 0:
-                        probe.at = time.perf_counter()
-                except Exception:  # internals changed: report no figure, never fail the job
+                    super().on_execution_step(executor)
+                except Exception:
                     probe.armed = False
 
-        return _FirstOutputCallback
+        probe = self
+        return _Guarded
 
     @contextmanager
     def installed(self) -> Iterator[FirstOutputProbe]:

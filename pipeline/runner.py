@@ -1,48 +1,35 @@
-"""Plan -> streaming Ray Data executions -> a :class:`RunResult`.
+"""Run a job: plan it for the Ray it runs on, then execute that plan unchanged.
 
-``source -> map_batches per preprocessor -> map_batches for the predictor -> sink``. Ray Data
-streams blocks through every stage, so the first predictions are written while the source is
-still being read. Every map stage runs inside an error guard (:mod:`pipeline.guard`). A file
-sink's output is written work unit by work unit into a staging folder and published when the
-job succeeded (:mod:`pipeline.units`, :mod:`pipeline.commit`), so a crashed job can resume.
+``source -> map_batches per preprocessor -> map_batches for the predictor -> sink``, compiled by
+:mod:`pipeline.compile`. Ray Data streams blocks through every stage, so the first predictions are
+written while the source is still being read. A file sink's output is written work unit by work
+unit into a staging folder and published when the job succeeded (:mod:`pipeline.units`), so a
+crashed job can resume; a dataset sink consumes the whole job in one piece.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
-import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import ray
 import ray.data
 
-from pipeline import errors
-from pipeline.batching import AUTO_MAX_ROWS
-from pipeline.errors import BulkInferError, ConfigError, DataError, PlanError
-from pipeline.guard import GuardedActor, GuardedTask, Ledger, StageGuard, named_like
-from pipeline.interfaces import WHOLE_SOURCE, FileOutput, IOContext, Source, WorkUnit
-from pipeline.plan import Plan, Step, budget_resources, check_placement, describe
+from pipeline import ray_session
+from pipeline.budget import check_placement
+from pipeline.compile import compile_stages
+from pipeline.errors import BulkInferError, EmptyInputError
+from pipeline.failures import find_user_error, hide_tracebacks, user_errors
+from pipeline.interfaces import WHOLE_SOURCE, FileSink, Source, WorkUnit
+from pipeline.ledger import Ledger, counters_of
+from pipeline.plan import Plan, describe, plan_job, typed, validate_ray
 from pipeline.ray_stats import FirstOutputProbe, operator_stages
-from pipeline.settings import RaySettings, StageSettings
-from pipeline.stage_call import StageCall
 from pipeline.units import budgets, check_budgets, run_units
 
 log = logging.getLogger("bulkinfer")
-
-#: Ray settings that decide how :func:`ensure_ray` starts or connects to Ray.
-_START_KEYS = ("address", "num_cpus", "num_gpus", "object_store_memory", "runtime_env")
-#: What this process started Ray with (None: Ray was not started here, or was shut down).
-_started_with: dict[str, Any] | None = None
-#: How long a finished job lets Ray Data release its actors before killing them.
-RELEASE_GRACE_S = 3.0
-#: How long a finished job waits for Ray to confirm its actors are gone.
-RELEASE_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -52,8 +39,8 @@ class RunResult:
     output: str | None
     rows_in: int | None
     rows_out: int | None
-    wall_s: float
-    job_s: float
+    wall_s: float = 0.0
+    job_s: float = 0.0
     stages: list[dict[str, Any]] = field(default_factory=list)
     #: Rows that map stages set aside (``on_error: skip | dead_letter``).
     rows_set_aside: int = 0
@@ -70,6 +57,10 @@ class RunResult:
     cluster: dict[str, float] = field(default_factory=dict)
     #: Run-time decisions the stages reported (``batch_size: auto`` choices, OOM halving).
     notes: list[str] = field(default_factory=list)
+    #: Per stage key: the job's totals of the stage's counters (requests, tokens, ...).
+    counters: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Lines the stages phrase from their counters (``MapStage.summary``).
+    summaries: list[str] = field(default_factory=list)
 
     @property
     def rows_per_s(self) -> float | None:
@@ -89,13 +80,14 @@ class RunResult:
             "rows_per_s": round(self.rows_per_s, 3) if self.rows_per_s else None,
             "output": self.output,
             "stages": self.stages,
+            "counters": self.counters,
             "cluster": self.cluster,
             "notes": self.notes,
         }
 
     def remarks(self) -> list[str]:
         """What the run decided, set aside or skipped: lines printed before its summary."""
-        lines = list(self.notes)
+        lines = list(self.notes) + list(self.summaries)
         if self.rows_set_aside:
             lines.append(f"{self.rows_set_aside} rows set aside")
         if self.units_skipped:
@@ -105,412 +97,28 @@ class RunResult:
         return lines
 
 
-def _start_settings(settings: RaySettings) -> dict[str, Any]:
-    return {name: getattr(settings, name) for name in _START_KEYS}
+def run_job(config: dict[str, Any], *, started: float | None = None, recorder: Any = None):
+    """Plan a resolved config for the Ray it runs on and run it; returns the RunResult.
 
-
-def ensure_ray(plan: Plan) -> bool:
-    """Start (or connect to) Ray unless this process already has it; True if it started now.
-
-    Jobs run one after another in one process (a Hydra multirun with the basic launcher) share
-    the Ray instance the first one started. A job whose ``ray`` settings differ from those Ray was
-    started with restarts it; a Ray that someone else initialised (a notebook, a test) is reused
-    as it is.
+    The embedded Ray is planned for before it starts (so a refused plan costs no start-up)
+    and checked against what Ray then reports; a cluster (``ray.address``), or a Ray this
+    process already has, is connected to first and planned for as it is. ``recorder`` (a
+    :class:`pipeline.metrics.Recorder`) gets the plan as soon as there is one.
     """
-    global _started_with
-    settings = plan.ray
-    if ray.is_initialized():
-        if _started_with is None or _started_with == _start_settings(settings):
-            log.info("reusing the Ray instance this process already has")
-            return False
-        log.info("ray settings changed since Ray was started; restarting it")
-        shutdown_ray()
-    kwargs: dict[str, Any] = {
-        "include_dashboard": settings.include_dashboard,
-        "logging_level": logging.WARNING,
-        "log_to_driver": True,
-    }
-    if settings.runtime_env:
-        kwargs["runtime_env"] = settings.runtime_env
-    if settings.address:
-        kwargs["address"] = settings.address
+    started = time.perf_counter() if started is None else started
+    settings = validate_ray(config)
+    if settings.address or ray.is_initialized():
+        started_ray = ray_session.connect(settings)
+        plan = plan_job(config, ray_session.cluster(settings.address))
     else:
-        # "local": always a new embedded Ray. Without it, ray.init() joins any cluster that
-        # `ray start` left running on this machine, which is not what ray.address=null means.
-        kwargs["address"] = "local"
-        for name in ("num_cpus", "num_gpus", "object_store_memory"):
-            if getattr(settings, name) is not None:
-                kwargs[name] = getattr(settings, name)
-    try:
-        ray.init(**kwargs)
-    except ConnectionError as exc:
-        raise PlanError(
-            f"cannot connect to Ray at {settings.address!r}: {exc}", key="ray.address"
-        ) from None
-    _started_with = _start_settings(settings)
-    return True
-
-
-def shutdown_ray() -> None:
-    """Stop the Ray this process started (disconnect from a cluster); call once, at the end."""
-    global _started_with
-    _started_with = None
-    if ray.is_initialized():
-        _stop_autoscaler_monitor()
-        ray.shutdown()
-
-
-def _stop_autoscaler_monitor() -> None:
-    """Kill the autoscaler monitor of a node this process started, before ``ray.shutdown`` does.
-
-    ``ray.shutdown`` stops the GCS before the monitor, and the monitor answers SIGTERM by
-    reporting its exit to that GCS: it never gets through, and is killed only after a second's
-    grace (Ray 2.60: 1.4 s to shut down, 0.4 s with the monitor gone first). The monitor of a
-    single embedded node has nothing to save. A driver connected to a cluster started no
-    processes, so nothing is killed; without these internals Ray shuts down as usual.
-    """
-    with contextlib.suppress(Exception):
-        from ray._private import ray_constants
-        from ray._private.worker import _global_node
-
-        for info in _global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
-            info.process.kill()
-            info.process.wait(timeout=5)
-
-
-def _live_map_workers() -> dict[str, str] | None:
-    """This driver's Ray Data map-stage actors that are not dead, by id (None: cannot tell)."""
-    try:
-        from ray._private import state  # the GCS view; the public state API needs a dashboard
-
-        job_id = ray.get_runtime_context().get_job_id()
-        return {
-            actor_id: str(actor["ActorClassName"])
-            for actor_id, actor in state.actors().items()
-            if actor["JobID"] == job_id
-            and actor["State"] != "DEAD"
-            and str(actor["ActorClassName"]).startswith("MapWorker(")
-        }
-    except Exception:
-        return None
-
-
-def _kill_actors(actor_ids: list[str]) -> None:
-    """Kill actors by id (no restart). Ray has no public call for an actor without its handle."""
-    from ray._raylet import ActorID
-
-    core_worker = ray._private.worker.global_worker.core_worker
-    for actor_id in actor_ids:
-        with contextlib.suppress(Exception):  # already gone
-            core_worker.kill_actor(ActorID.from_hex(actor_id), True)  # no_restart
-
-
-def wait_for_actors_released(
-    grace_s: float = RELEASE_GRACE_S, timeout_s: float = RELEASE_TIMEOUT_S
-) -> bool:
-    """Make sure this driver's map-stage actors are gone; False if Ray still reports some.
-
-    Ray Data releases a dataset's actor pools by dropping its handles: at the end of a full
-    execution, but after a partial one (``take``, as the show sink does) only when the executor
-    is garbage-collected, and after a failed one only when nothing holds the failure's traceback
-    any more (a logging handler that keeps records, as pytest's does, holds it for good). So:
-    collect garbage, wait ``grace_s``, then kill what is left, since the job is over either way.
-    The next job of a sweep must start with the model actors (and their CPUs) of this one gone.
-    """
-    start = time.monotonic()
-    collected = killed = False
-    while True:
-        alive = _live_map_workers()
-        if not alive:
-            return True
-        elapsed = time.monotonic() - start
-        if not collected:
-            gc.collect()  # an executor left behind by a partial read holds its actor pool
-            collected = True
-            continue
-        if not killed and elapsed > grace_s:
-            log.info("killing %d actor(s) the finished job left: %s", len(alive), alive)
-            _kill_actors(list(alive))
-            killed = True
-        if elapsed > timeout_s:
-            log.warning("actors still alive %.0f s after the job: %s", timeout_s, alive)
-            return False
-        time.sleep(0.05)
-
-
-def configure_progress(enabled: bool) -> None:
-    """Ray Data progress on (bars on a terminal, a log line every 10 s otherwise) or off."""
-    ray.data.DataContext.get_current().enable_progress_bars = enabled
-    # Off also silences Ray Data's warning that progress bars are disabled.
-    logging.getLogger("ray.data._internal.progress").setLevel(
-        logging.NOTSET if enabled else logging.ERROR
-    )
-
-
-def cluster_budget(plan: Plan) -> Plan:
-    """Fit the plan to the resources of the Ray cluster this process is connected to."""
-    resources = ray.cluster_resources()
-    plan = budget_resources(
-        plan,
-        resources.get("CPU", 0.0),
-        resources.get("GPU", 0.0),
-        resources.get("memory", float("inf")),
-    )
-    check_placement(plan, [n["Resources"] for n in ray.nodes() if n.get("Alive")])
-    return plan
-
-
-def _compute(s: StageSettings) -> Any:
-    if s.compute == "tasks":
-        return ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
-    # One UDF call at a time per actor either way (max_concurrent_calls_per_actor=1); "true
-    # multi-threading" only makes Ray Data call the UDF on the task's own thread, where the
-    # guard can see which task a batch belongs to (see pipeline.guard.batch_key).
-    if isinstance(s.concurrency, int) or s.concurrency is None:
-        return ray.data.ActorPoolStrategy(size=s.concurrency or 1, enable_true_multi_threading=True)
-    return ray.data.ActorPoolStrategy(
-        min_size=s.concurrency.min, max_size=s.concurrency.max, enable_true_multi_threading=True
-    )
-
-
-def _map(ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.Dataset:
-    """Add one map stage: the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
-    inside its error guard (``stage.on_error``, rows reported to the ledger)."""
-    s = step.stage
-    assert s is not None
-    auto = s.batch_size == "auto"
-    actors = s.compute == "actors"
-    guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger)
-    if actors:
-        # auto: Ray hands the stage its largest probed size; StageCall cuts it to the choice.
-        ray_batch_size = AUTO_MAX_ROWS if auto else s.batch_size
-    else:
-        # Tasks get whole blocks and StageCall cuts them into batches: Ray Data does not fuse a
-        # map that has a batch size into the read before it, and one fused read -> predict ->
-        # write task skips the object store (benchmarks/RESULTS.md, the XGBoost workload).
-        ray_batch_size = None
-    kwargs: dict[str, Any] = dict(
-        batch_size=ray_batch_size,
-        batch_format=s.batch_format,
-        num_cpus=s.num_cpus,
-        num_gpus=s.num_gpus or None,
-        **s.ray_remote_args,
-    )
-    if s.memory:
-        kwargs["memory"] = s.memory
-    build = partial(
-        StageCall,
-        step.plugin,
-        key=step.key,
-        ledger=ledger,
-        auto_batch=auto,
-        memory_limit=s.memory,
-        num_threads=s.num_threads,
-        eager=actors,
-        batch_limit=None if actors or auto else s.batch_size,
-    )
-    if actors:
-        # A killed actor is restarted and its in-flight batches are retried: Ray Data 2.60 sets
-        # max_restarts=-1 and max_task_retries=-1 on pool actors (and max_retries=-1 on tasks)
-        # unless a stage's ray_remote_args say otherwise (tests/test_failures.py kills one).
-        return ds.map_batches(
-            named_like(GuardedActor, step.plugin),
-            compute=_compute(s),
-            fn_constructor_kwargs={"plugin": build, "params": step.params, "guard": guard},
-            **kwargs,
-        )
-    task = named_like(GuardedTask, step.plugin)(build, step.params, guard)
-    return ds.map_batches(task, compute=_compute(s), **kwargs)
-
-
-def _split_blocks(ds: ray.data.Dataset, rows: int, num_cpus: float) -> ray.data.Dataset:
-    """Blocks of at most ``rows`` rows, cut inside the read tasks (no extra stage, no barrier).
-
-    Ray Data fuses read -> pass-through ``map_batches`` -> streaming repartition into one task
-    operator that runs with the read's CPU share. The public ``Dataset.repartition`` gives its
-    operator no remote arguments, so it would ask for a whole CPU per task, not fuse with the
-    read, and wait forever on a machine whose actor pools hold all but the I/O share (seen with
-    Ray Data 2.60 on 2 CPUs); hence the logical operator is built here with the read's share.
-    Without that operator (another Ray version) the blocks are left as the source made them.
-    """
-    try:
-        from ray.data._internal.logical.interfaces import LogicalPlan
-        from ray.data._internal.logical.operators import StreamingRepartition
-
-        ds = ds.map_batches(_identity, batch_format="pyarrow", num_cpus=num_cpus)
-        op = StreamingRepartition(
-            target_num_rows_per_block=rows,
-            input_dependencies=[ds._logical_plan.dag],
-            ray_remote_args={"num_cpus": num_cpus},
-        )
-        return ray.data.Dataset._from_parent(ds, LogicalPlan(op, ds.context))
-    except (ImportError, AttributeError, TypeError) as exc:  # pragma: no cover - Ray API drift
-        log.warning("blocks left as read (cannot split them on this Ray version: %s)", exc)
-        return ds
-
-
-def _identity(batch: Any) -> Any:
-    return batch
-
-
-def _check_columns(plan: Plan, ds: ray.data.Dataset) -> None:
-    """Walk the stages' column contracts against the source schema before any model loads."""
-    schema = ds.schema()
-    if schema is None:
-        where = getattr(plan.source.params, "path", None)
-        raise DataError(
-            "the source produced no rows" + (f" from {where}" if where else ""),
-            key="source.params.path" if where else "source.params",
-        )
-    columns = list(schema.names)
-    for step in plan.maps:
-        try:
-            columns = step.plugin.output_columns(step.params, columns)
-        except BulkInferError as exc:
-            raise type(exc)(exc.message, key=stage_key(step, exc.key)) from None
-
-
-def stage_key(step: Step, key: str | None) -> str:
-    """A plugin's error key in full: ``params.x`` -> ``preprocessors[0].params.x``.
-
-    Plugins do not know where they sit in the job, so a stage may name its own keys relative
-    to itself (``params.columns``); absolute keys (``predictor.params.model``) pass unchanged.
-    """
-    if not key:
-        return f"{step.key}.params"
-    if key == "params" or key.startswith(("params.", "stage.")):
-        return f"{step.key}.{key}"
-    return key
-
-
-def find_user_error(exc: BaseException) -> BulkInferError | None:
-    """The first :class:`BulkInferError` in an exception's cause chain (Ray wraps task errors)."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, BulkInferError):
-            return current
-        todo += [current.__cause__, current.__context__, getattr(current, "cause", None)]
-    return _error_in_message(exc)
-
-
-_REMOTE_ERROR = re.compile(r"pipeline\.errors\.(\w+): (.+)")
-_KEY = re.compile(r"[\w.\[\]-]+")
-
-
-def _error_in_message(exc: BaseException) -> BulkInferError | None:
-    """Rebuild a BulkInferError that Ray only kept as text.
-
-    An error raised in an actor's ``__init__`` (a model that cannot load) reaches the driver as
-    ``ActorDiedError``, which keeps the original exception only in its message.
-    """
-    found = _REMOTE_ERROR.findall(str(exc))
-    if not found:
-        return None
-    name, text = found[-1]
-    cls = getattr(errors, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, BulkInferError)):
-        return None
-    key, sep, message = text.partition(": ")
-    if sep and _KEY.fullmatch(key):
-        return cls(message, key=key)
-    return cls(text)
-
-
-class _HideTracebacks(logging.Filter):
-    """Drop the traceback Ray Data logs with a failed task: bulkinfer reports the error itself
-    (the full trace stays in Ray Data's log file, which is written before the console)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.exc_info = None
-        record.exc_text = None
-        return True
-
-
-def _configure_ray_data(plan: Plan) -> None:
-    configure_progress(plan.run.progress)
-    context = ray.data.DataContext.get_current()
-    context.execution_no_progress_timeout_s = plan.run.stall_timeout_s
-    for handler in logging.getLogger("ray.data").handlers:
-        if type(handler).__name__ != "SessionFileHandler" and not any(
-            isinstance(f, _HideTracebacks) for f in handler.filters
-        ):
-            handler.addFilter(_HideTracebacks())
-
-
-def _stall(exc: BaseException) -> BaseException | None:
-    from ray.data.exceptions import ExecutionTimeoutError
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ExecutionTimeoutError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-@contextlib.contextmanager
-def user_errors(
-    plan: Plan, source: Source, unit: WorkUnit | None, ledger: Any = None
-) -> Iterator[None]:
-    """Turn what goes wrong while reading or running into a :class:`BulkInferError` where the
-    cause is the user's: an error a stage raised, a stalled job, an input file that is broken."""
-    try:
-        yield
-    except BulkInferError:
-        raise
-    except Exception as exc:
-        user_error = find_user_error(exc)
-        if user_error is None and ledger is not None:
-            with contextlib.suppress(Exception):
-                user_error = ray.get(ledger.failure.remote(), timeout=30)
-        if user_error is not None:
-            raise user_error from None
-        if _stall(exc) is not None:
-            raise PlanError(
-                f"no stage made progress for {plan.run.stall_timeout_s:g} s, so the job was "
-                "stopped (a stage waits for resources the cluster never frees, or a stage "
-                "hangs). Raise it if a stage is legitimately that slow.",
-                key="run.stall_timeout_s",
-            ) from None
-        try:
-            explained = source.explain_read_error(plan.source.params, unit or WHOLE_SOURCE)
-        except Exception:  # the diagnosis must not hide the original error
-            explained = None
-        if explained is not None:
-            raise explained from None
-        raise
-
-
-def _check_error_policies(plan: Plan, out: FileOutput | None) -> None:
-    if out is not None:
-        return
-    for step in plan.maps:
-        if step.stage is not None and step.stage.on_error == "dead_letter":
-            raise ConfigError(
-                f"dead_letter writes failing rows to <output>/_errors/, but sink "
-                f"'{plan.sink.name}' writes no files. Use on_error=skip or a file sink.",
-                key=f"{step.key}.stage.on_error",
-            )
-
-
-def _stages(plan: Plan, ds: ray.data.Dataset, ledger: Any) -> ray.data.Dataset:
-    if plan.rows_per_block:
-        ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
-    for step in plan.maps:
-        ds = _map(ds, step, ledger)
-    return ds
-
-
-def _start_ledger(plan: Plan) -> Any:
-    if not plan.maps:
-        return None
-    actor = ray.remote(num_cpus=0, max_restarts=0)(Ledger)
-    return actor.remote(budgets(plan))
+        plan = plan_job(config)
+        if recorder is not None:
+            recorder.plan = plan
+        started_ray = ray_session.connect(settings)
+        check_placement(plan.maps, ray_session.cluster(None))
+    if recorder is not None:
+        recorder.plan, recorder.ray_started = plan, started_ray
+    return execute(plan, started=started)
 
 
 def _client_mode() -> bool:
@@ -520,17 +128,16 @@ def _client_mode() -> bool:
 
 
 def execute(plan: Plan, *, started: float | None = None) -> RunResult:
-    """Run the plan on the Ray cluster this process is connected to (see :func:`ensure_ray`).
+    """Run the plan on the Ray cluster this process is connected to (see :func:`run_job`).
 
-    ``started`` is the ``time.perf_counter()`` value the wall time counts from (default: now);
-    pass the moment the run began to include validation and Ray start-up. Returns once the
-    job's actors are released. Through Ray Client (``ray://``) the job runs as a task inside the
-    cluster: Ray Data's streaming executor needs a driver that is part of the cluster, and the
-    staging folder is then handled where the workers write.
+    ``started`` is the ``time.perf_counter()`` value the wall time counts from (default: now).
+    Returns once the job's actors are released. Through Ray Client (``ray://``) the job runs as
+    a task inside the cluster: Ray Data's streaming executor needs a driver that is part of the
+    cluster, and the output is checked and staged where the workers write.
     """
     started = time.perf_counter() if started is None else started
     if _client_mode():
-        in_cluster = ray.remote(num_cpus=0, max_retries=0)(execute)
+        in_cluster = ray.remote(num_cpus=0, max_retries=0)(_execute_inspected)
         try:
             return ray.get(in_cluster.remote(plan))
         except Exception as exc:
@@ -549,39 +156,41 @@ def execute(plan: Plan, *, started: float | None = None) -> RunResult:
         # Dataset, whose actor pool (and its CPUs) lives as long as anything references it.
         fresh = type(error)(error.message, key=error.key)
     finally:
-        wait_for_actors_released()
+        ray_session.wait_for_actors_released()
     gc.collect()
     raise fresh
 
 
+def _execute_inspected(plan: Plan) -> RunResult:
+    """Inside the cluster (Ray Client): check and type the plan where its paths are, then run."""
+    from pipeline.plan import inspected
+
+    return execute(inspected(plan))
+
+
+def _configure_ray_data(plan: Plan) -> None:
+    ray_session.configure_progress(plan.run.progress)
+    context = ray.data.DataContext.get_current()
+    context.execution_no_progress_timeout_s = plan.run.stall_timeout_s
+    hide_tracebacks()
+
+
 def _execute(plan: Plan, started: float) -> RunResult:
     resources = ray.cluster_resources()
-    plan = cluster_budget(plan)
-    log.info("\n%s", describe(plan))
     _configure_ray_data(plan)
-    io = IOContext(
-        ray_remote_args={"num_cpus": plan.io_cpus},
-        num_blocks=plan.read_tasks,
-        fingerprint=plan.fingerprint,
-        unit_rows=plan.run.unit_rows,
-        unit_bytes=plan.run.unit_bytes,
-    )
-    source = plan.source.plugin(io)
-    sink = plan.sink.plugin(io)
-    out = sink.file_output(plan.sink.params)
-    _check_error_policies(plan, out)
-    if out is None:
-        sink.check(plan.sink.params)
+    io = plan.io()
+    source, sink = plan.source.plugin(io), plan.sink.plugin(io)
     job_start = time.perf_counter()
     probe = FirstOutputProbe()  # installed before the first dataset exists (see its docstring)
     with probe.installed():
-        units, read = _checked_reads(plan, source, out)
+        plan, units, read = _reads(plan, source, isinstance(sink, FileSink))
+        log.info("\n%s", describe(plan))
         ledger = _start_ledger(plan)
         try:
-            if out is None:
-                result = _run_whole(plan, read, sink, ledger, probe)
+            if isinstance(sink, FileSink):
+                result = _run_units(plan, read, sink, units, ledger, probe)
             else:
-                result = _run_units(plan, read, sink, out, units, ledger, probe)
+                result = _run_whole(plan, read, sink, ledger, probe)
             if ledger is not None:
                 result.notes = ray.get(ledger.notes.remote())
         finally:
@@ -589,86 +198,114 @@ def _execute(plan: Plan, started: float) -> RunResult:
                 ray.kill(ledger)
     result.wall_s = time.perf_counter() - started
     result.job_s = time.perf_counter() - job_start
+    _summarize(plan, result)
     result.first_output_s = probe.seconds_since(job_start)
     result.cluster = {k: resources[k] for k in ("CPU", "GPU") if k in resources}
     return result
 
 
-def _checked_reads(
-    plan: Plan, source: Source, out: FileOutput | None
-) -> tuple[list[WorkUnit], _Reads]:
-    """The work units, and their datasets once the first one's columns passed the check.
+def _summarize(plan: Plan, result: RunResult) -> None:
+    """The lines the stages' plugins phrase from their counters."""
+    for step in plan.maps:
+        totals = result.counters.get(step.key)
+        if totals:
+            line = step.plugin.summary(step.params, totals, result.job_s)
+            if line:
+                result.summaries.append(f"{step.key}: {line}")
 
-    The first unit's dataset is checked and then run as it is: building a file source's dataset
-    samples its files in a Ray task (0.25 s for one Parquet file), so that happens once.
-    """
+
+def _reads(plan: Plan, source: Source, staged: bool) -> tuple[Plan, list[WorkUnit], _Reads]:
+    """The work units and their datasets; a plan whose source could not tell its schema on the
+    driver is typed from the first unit's dataset, which then runs as it is."""
+    if plan.empty:
+        return plan, [], _Reads(plan, source, {})
     params = plan.source.params
     with user_errors(plan, source, None):
-        if out is None:  # nothing to stage: the whole source in one execution
-            units, first = [WHOLE_SOURCE], source.read(params)
-        else:
-            units = source.units(params)
-            first = source.read_unit(params, units[0]) if units else source.read(params)
-        _check_columns(plan, first)
-    return units, _Reads(plan, source, {units[0].id: first} if units else {})
+        units = source.units(params) if staged else [WHOLE_SOURCE]
+        if plan.schemas or not units:
+            return plan, units, _Reads(plan, source, {})
+        first = source.read(params, units[0])
+        schema = first.schema()
+        if schema is None:
+            raise EmptyInputError.for_source(_where(plan), key=_source_key(plan))
+        plan = typed(plan, getattr(schema, "base_schema", schema))
+    return plan, units, _Reads(plan, source, {units[0].id: first})
+
+
+def _where(plan: Plan) -> Any:
+    path = getattr(plan.source.params, "path", None)
+    return path if path is not None else f"source '{plan.source.name}'"
+
+
+def _source_key(plan: Plan) -> str:
+    return "source.params.path" if hasattr(plan.source.params, "path") else "source.params"
 
 
 class _Reads:
-    """The source's dataset for each work unit, handing out the ones read ahead first."""
+    """The source's dataset for each work unit, handing out the one read ahead first."""
 
     def __init__(self, plan: Plan, source: Source, ahead: dict[str, ray.data.Dataset]) -> None:
         self.plan, self.source, self.ahead = plan, source, ahead
 
     def __call__(self, unit: WorkUnit) -> ray.data.Dataset:
         ds = self.ahead.pop(unit.id, None)
-        return ds if ds is not None else self.source.read_unit(self.plan.source.params, unit)
+        return ds if ds is not None else self.source.read(self.plan.source.params, unit)
+
+
+def _start_ledger(plan: Plan) -> Any:
+    if not plan.maps:
+        return None
+    actor = ray.remote(num_cpus=0, max_restarts=0)(Ledger)
+    return actor.remote(budgets(plan))
 
 
 def _run_units(
     plan: Plan,
     read: _Reads,
-    sink: Any,
-    out: FileOutput,
+    sink: FileSink,
     units: list[WorkUnit],
     ledger: Any,
     probe: FirstOutputProbe,
 ) -> RunResult:
     """A file output: work unit by work unit into the staging folder, then published."""
+    out = sink.output(plan.sink.params)
 
-    def write_unit(unit: WorkUnit, folder: str) -> list[dict[str, Any]]:
+    def write_unit(unit: WorkUnit, folder: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
         with user_errors(plan, read.source, unit, ledger):
-            ds = _stages(plan, read(unit), ledger)
+            ds = compile_stages(plan, read(unit), ledger)
             probe.arm()
-            sink.write_files(ds, folder, plan.sink.params)
-        return operator_stages(ds)
+            written = sink.write_files(ds, folder, plan.sink.params)
+        return operator_stages(ds), written
 
-    outcome = run_units(plan, sink, out, units, ledger, write_unit)
+    outcome = run_units(plan, out, units, ledger, write_unit)
     manifest = outcome.manifest
     return RunResult(
         output=out.location,
         rows_in=manifest["rows_in"],
         rows_out=manifest["rows_out"],
-        wall_s=0.0,
-        job_s=0.0,
         stages=outcome.stages,
         rows_set_aside=manifest["rows_set_aside"],
         units=outcome.units,
         units_skipped=outcome.units_skipped,
         rows_done=outcome.rows_done,
         manifest=manifest,
+        counters={k: counters_of(c) for k, c in outcome.counts.items() if counters_of(c)},
     )
 
 
 def _run_whole(
     plan: Plan, read: _Reads, sink: Any, ledger: Any, probe: FirstOutputProbe
 ) -> RunResult:
-    """A sink without a file output (e.g. ``show``): one execution, nothing to stage."""
+    """A dataset sink (e.g. ``show``): one execution, nothing to stage."""
+    if plan.empty:  # run.allow_empty and a source without rows
+        return RunResult(output=None, rows_in=0, rows_out=0)
     with user_errors(plan, read.source, None, ledger):
-        ds = _stages(plan, read(WHOLE_SOURCE), ledger)
+        ds = compile_stages(plan, read(WHOLE_SOURCE), ledger)
         probe.arm()
         written = sink.write(ds, plan.sink.params)
     rows_in = rows_out = None
     set_aside = 0
+    stages: dict[str, dict[str, Any]] = {}
     if ledger is not None:  # the job has map stages
         drained = ray.get(ledger.drain.remote())
         stages = drained["stages"]
@@ -677,12 +314,13 @@ def _run_whole(
         rows_in = first["rows_in"] if first else None
         rows_out = last["rows_out"] if last else None
         set_aside = sum(c["skipped"] + c["dead_letter"] for c in stages.values())
+    if not (rows_in or written.rows) and not plan.run.allow_empty:
+        raise EmptyInputError.for_source(_where(plan), key=_source_key(plan))
     return RunResult(
         output=written.location,
         rows_in=rows_in if rows_in is not None else written.rows,
         rows_out=written.rows if written.rows is not None else rows_out,
-        wall_s=0.0,
-        job_s=0.0,
         stages=operator_stages(ds),
         rows_set_aside=set_aside,
+        counters={k: counters_of(c) for k, c in stages.items() if counters_of(c)},
     )

@@ -66,8 +66,12 @@ def mask_text(text: str) -> str:
 
 def mask_override(override: str) -> str:
     """A Hydra command-line override with its value masked if its key looks secret."""
-    key, sep, _ = override.partition("=")
-    return f"{key}={MASK}" if sep and is_secret_key(key) else override
+    from pipeline.overrides import split
+
+    key, value = split(override)
+    if value is None or not is_secret_key(key):
+        return override
+    return f"{override.partition('=')[0]}={MASK}"
 
 
 class MaskingFilter(logging.Filter):

@@ -184,6 +184,11 @@ class RunSettings(_Strict):
         description="File sources: input files are grouped into work units of about this "
         "many bytes (a file is never split).",
     )
+    allow_empty: bool = Field(
+        default=False,
+        description="A source without rows is an error (exit 2) unless this is true: then "
+        "the job publishes an empty output with its manifest.",
+    )
     stall_timeout_s: float = Field(
         default=1800,
         gt=0,

@@ -13,8 +13,6 @@ import os
 import sys
 from typing import Any
 
-import ray
-
 from pipeline.batching import AdaptiveBatches
 from pipeline.interfaces import MapStage
 
@@ -68,6 +66,8 @@ class StageCall:
 
     def _note(self, message: str) -> None:
         if self.ledger is not None:
+            import ray  # only with a ledger, i.e. under Ray: the wrapper also runs without it
+
             ray.get(self.ledger.note.remote(message))
 
     def _build(self) -> MapStage:
@@ -86,3 +86,7 @@ class StageCall:
 
     def __call__(self, batch: Any) -> Any:
         return self.batches(self._instance(), batch)
+
+    def counters(self) -> dict[str, float]:
+        """The plugin's counters since the last call (see ``MapStage.counters``)."""
+        return self._instance().counters()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.metrics import METRICS_FILE, read_metrics
+from pipeline.overrides import as_written, split
 
 log = logging.getLogger("bulkinfer")
 
@@ -50,9 +51,9 @@ class JobRow:
         """Override key -> value, as given on the command line."""
         found = {}
         for override in self.overrides:
-            key, sep, value = override.partition("=")
-            if sep:
-                found[key.lstrip("+~")] = value
+            key, value = split(override)
+            if value is not None:
+                found[key] = value
         return found
 
     def get(self, name: str) -> Any:
@@ -183,8 +184,8 @@ def best_override(rows: list[JobRow]) -> str:
     if winner is None:
         return ""
     keys = swept_keys(rows)
-    chosen = [o for o in winner.overrides if o.partition("=")[0].lstrip("+~") in keys]
-    return " ".join(shlex.quote(o) for o in (chosen or winner.overrides))
+    chosen = [o for o in winner.overrides if split(o)[0] in keys]
+    return " ".join(shlex.quote(as_written(o)) for o in (chosen or winner.overrides))
 
 
 def _as_number(text: str) -> float | None:

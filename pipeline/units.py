@@ -16,22 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.commit import MANIFEST, Staging, check, prepare
-from pipeline.errors import BulkInferError
-from pipeline.guard import (
-    EARLY_STOP_MIN_ROWS,
-    ErrorBudgetError,
-    add_counts,
-    dead_letter_lines,
-    over_budget,
-)
-from pipeline.interfaces import FileOutput, IOContext, Sink, WorkUnit
+from pipeline.commit import finish_publishing, prepare, publish
+from pipeline.errors import BulkInferError, EmptyInputError, OutputError
+from pipeline.guard import ErrorBudgetError
+from pipeline.interfaces import FileOutput, WorkUnit
+from pipeline.ledger import EARLY_STOP_MIN_ROWS, add_counts, dead_letter_lines, over_budget
 from pipeline.plan import Plan
+from pipeline.staging import MANIFEST, Staging
 
 log = logging.getLogger("bulkinfer")
 
-#: Runs one unit: (unit, folder to write its files into) -> per-operator stats of that execution.
-WriteUnit = Callable[[WorkUnit, str], list[dict[str, Any]]]
+#: Runs one unit: (unit, folder to write its files into) -> (per-operator stats of that
+#: execution, rows of each file written, by file name).
+WriteUnit = Callable[[WorkUnit, str], tuple[list[dict[str, Any]], dict[str, int]]]
 
 
 @dataclass
@@ -43,20 +40,8 @@ class UnitsOutcome:
     units_skipped: int
     rows_done: int  # rows written by this run (not by the run it resumed)
     stages: list[dict[str, Any]] = field(default_factory=list)
-
-
-def preflight(plan: Plan) -> None:
-    """Before Ray starts: refuse an existing output (``mode: error``), an unfinished run without
-    ``run.resume=true``, or a resume with a changed config, so these fail in a moment.
-
-    Through Ray Client (``ray://``) the output is seen from the cluster, not from here: the same
-    checks run there when the job starts.
-    """
-    if (plan.ray.address or "").startswith("ray://"):
-        return
-    out = plan.sink.plugin(IOContext(fingerprint=plan.fingerprint)).file_output(plan.sink.params)
-    if out is not None:
-        check(out, plan.fingerprint, plan.dataflow, plan.run.resume)
+    #: The ledger's counts per stage key over every unit (rows, set-aside rows, counters).
+    counts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def budgets(plan: Plan) -> dict[str, tuple[str, float]]:
@@ -92,17 +77,36 @@ def _merge_stats(into: list[dict[str, Any]], more: list[dict[str, Any]]) -> None
         have["time_s"] = round(have.get("time_s", 0.0) + stat.get("time_s", 0.0), 3)
 
 
+def _where(plan: Plan) -> str:
+    path = getattr(plan.source.params, "path", None)
+    return path if path is not None else f"source '{plan.source.name}'"
+
+
+def _storing(out: FileOutput, step: Callable[[], Any]) -> Any:
+    """Run a commit or publish step; a storage failure becomes an :class:`OutputError`."""
+    try:
+        return step()
+    except BulkInferError:
+        raise
+    except Exception as exc:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise OutputError(
+            f"cannot store the output at {out.location}: {type(exc).__name__}: {cause}.",
+            key="sink.params.path",
+        ) from None
+
+
 def _with_hint(error: BulkInferError, staging: Staging, committed: int) -> BulkInferError:
     hint = (
-        f" {committed} finished work unit(s) are kept in {staging.root}: rerun with "
-        "run.resume=true to finish the job, or delete that folder to start over."
+        f" The finished work ({committed} committed work unit(s)) is kept in {staging.root}: "
+        "rerun with run.resume=true to finish the job without redoing it, or delete that "
+        "folder to start over."
     )
     return type(error)(error.message + hint, key=error.key)
 
 
 def run_units(
     plan: Plan,
-    sink: Sink,
     out: FileOutput,
     units: list[WorkUnit],
     ledger: Any,
@@ -114,7 +118,7 @@ def run_units(
     prepared = prepare(out, plan.fingerprint, plan.dataflow, units, plan.run.resume)
     staging = prepared.staging
     if staging.job.get("state") == "publishing":  # killed while publishing: finish that
-        staging.finish_publishing()
+        finish_publishing(staging)
         manifest = staging._read_json(f"{out.path.rstrip('/')}/{MANIFEST}")
         return UnitsOutcome(manifest, len(units), len(units), 0)
     markers = dict(prepared.committed)
@@ -133,10 +137,7 @@ def run_units(
     stats: list[dict[str, Any]] = []
     rows_done = 0
     first_errors: dict[str, str] = {}
-
-    def count(path: str) -> int:
-        return sink.count_rows(path, plan.sink.params)
-
+    written_any = False
     try:
         for unit in units:
             if unit.id in markers:
@@ -145,7 +146,8 @@ def run_units(
             if ledger is not None:
                 ray.get(ledger.reset.remote(counts))
             work = staging.begin(unit)
-            _merge_stats(stats, write_unit(unit, work.data))
+            unit_stats, written = write_unit(unit, work.data)
+            _merge_stats(stats, unit_stats)
             drained = (
                 ray.get(ledger.drain.remote())
                 if ledger is not None
@@ -155,8 +157,16 @@ def run_units(
             for stage, error in drained["first_error"].items():
                 first_errors.setdefault(stage, error)
             check_budgets(plan, counts, first_errors, EARLY_STOP_MIN_ROWS)
-            marker = staging.commit(
-                work, drained["stages"], first_stage, dead_letter_lines(drained["records"]), count
+            written_any = True
+            marker = _storing(
+                out,
+                lambda work=work, drained=drained, written=written: staging.commit(
+                    work,
+                    drained["stages"],
+                    first_stage,
+                    dead_letter_lines(drained["records"]),
+                    written,
+                ),
             )
             markers[unit.id] = marker
             rows_done += marker["rows_out"]
@@ -169,11 +179,13 @@ def run_units(
                 time.perf_counter() - started,
             )
         check_budgets(plan, counts, first_errors, min_rows=0)
-        manifest = staging.publish([markers[u.id] for u in units])
+        if not plan.run.allow_empty and not sum(markers[u.id]["rows_in"] for u in units):
+            raise EmptyInputError.for_source(_where(plan))
+        manifest = _storing(out, lambda: publish(staging, [markers[u.id] for u in units]))
     except BaseException as exc:
-        if not markers:
+        if isinstance(exc, EmptyInputError) or not (markers or written_any):
             staging.remove()  # nothing finished: leave no trace
         elif isinstance(exc, BulkInferError):
             raise _with_hint(exc, staging, len(markers)) from None
         raise
-    return UnitsOutcome(manifest, len(units), skipped, rows_done, stats)
+    return UnitsOutcome(manifest, len(units), skipped, rows_done, stats, counts)

@@ -4,28 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.batching import to_arrow
 
-def to_arrow(batch: Any):
-    """Any Ray batch format (dict of numpy arrays, pandas, pyarrow) as a pyarrow Table."""
-    import pyarrow as pa
-
-    if isinstance(batch, pa.Table):
-        return batch
-    if isinstance(batch, dict):
-        return pa.table({k: _as_arrow(v) for k, v in batch.items()})
-    return pa.Table.from_pandas(batch, preserve_index=False)
-
-
-def _as_arrow(values: Any):
-    import numpy as np
-    import pyarrow as pa
-
-    if isinstance(values, np.ndarray) and values.ndim > 1:
-        flat = pa.array(values.reshape(len(values), -1).reshape(-1))
-        return pa.FixedSizeListArray.from_arrays(flat, int(np.prod(values.shape[1:])))
-    if isinstance(values, np.ndarray) and values.dtype == object:
-        values = values.tolist()  # strings and mixed objects: let Arrow infer the type
-    return pa.array(values)
+__all__ = ["to_arrow"]  # the core's conversion, for plugins
 
 
 def require_columns(columns: list[str], available: list[str], key: str) -> None:
@@ -37,16 +18,55 @@ def require_columns(columns: list[str], available: list[str], key: str) -> None:
             raise ColumnNotFoundError.for_column(column, list(available), key=key)
 
 
+def require_fields(schema: Any, columns: list[str], key: str) -> None:
+    """Plan time: raise :class:`ColumnNotFoundError` for the first column not in ``schema``."""
+    require_columns(list(columns), list(schema.names), key)
+
+
+def require_text(schema: Any, column: str, key: str, what: str, tokens_ok: bool = False) -> None:
+    """Plan time: ``column`` must exist and hold strings (or token-id lists if ``tokens_ok``).
+
+    ``what`` completes the message: "column 'text' holds int64 values; {what} need strings".
+    """
+    import pyarrow as pa
+
+    from pipeline.errors import DataError
+    from pipeline.schema import type_name
+
+    require_fields(schema, [column], key)
+    kind = schema.field(column).type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
+        return
+    if tokens_ok and is_token_type(kind):
+        return
+    also = " (or token ids from a tokenize stage)" if tokens_ok else ""
+    raise DataError(
+        f"column {column!r} holds {type_name(kind)} values; {what} need strings{also}", key=key
+    )
+
+
+def is_token_type(kind: Any) -> bool:
+    """A list of integers: token ids as the tokenize preprocessor writes them."""
+    import pyarrow as pa
+
+    listed = pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind)
+    return (listed or pa.types.is_large_list(kind)) and pa.types.is_integer(kind.value_type)
+
+
+def added(schema: Any, **columns: Any):
+    """Plan time: ``schema`` with ``columns`` (name -> Arrow type) added or replaced at the end."""
+    from pipeline.schema import with_field
+
+    for name, kind in columns.items():
+        schema = with_field(schema, name, kind)
+    return schema
+
+
 def with_column(table: Any, name: str, values: Any):
     """``table`` with column ``name`` set to ``values`` (replaced in place if it exists)."""
     if name in table.column_names:
         return table.set_column(table.column_names.index(name), name, values)
     return table.append_column(name, values)
-
-
-def appended(columns: list[str], *new: str) -> list[str]:
-    """Column names after a stage adds (or replaces) ``new`` columns."""
-    return [c for c in columns if c not in new] + list(new)
 
 
 def token_ids(table: Any, column: str, mask_column: str | None, key: str):
@@ -81,9 +101,4 @@ def token_ids(table: Any, column: str, mask_column: str | None, key: str):
 
 def is_token_column(table: Any, column: str) -> bool:
     """True when ``column`` holds lists of integers (token ids), not text."""
-    import pyarrow as pa
-
-    kind = table.schema.field(column).type
-    return (
-        pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind)
-    ) and pa.types.is_integer(kind.value_type)
+    return is_token_type(table.schema.field(column).type)

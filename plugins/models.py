@@ -33,6 +33,41 @@ def resolve_model(model: str) -> str:
     return str(module.get_model_path())
 
 
+def embedding_dimension(folder: str) -> int | None:
+    """The vector length a sentence-transformers model folder yields, read from its configs.
+
+    Follows ``modules.json``: a Pooling module gives the word-embedding dimension times the
+    pooling modes it concatenates, a Dense module its ``out_features``. None when the folder
+    is not local or its modules are not understood (the length is then found at run time).
+    """
+    import json
+
+    def load(*parts: str) -> dict:
+        with open(os.path.join(folder, *parts)) as f:
+            return json.load(f)
+
+    try:
+        modules = load("modules.json")
+    except (OSError, ValueError):
+        return None
+    dim = None
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        try:
+            config = load(module.get("path", ""), "config.json")
+        except (OSError, ValueError):
+            config = {}
+        if kind == "Pooling":
+            modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
+            width = config.get("word_embedding_dimension")
+            dim = width * len(modes) if width and modes else None
+        elif kind == "Dense":
+            dim = config.get("out_features")
+        elif kind not in ("Transformer", "Normalize"):
+            return None
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
 def model_load_error(model: str, exc: BaseException, key: str) -> DataError:
     """A user-facing error for a model that could not be loaded (missing folder, no hub)."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

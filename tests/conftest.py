@@ -22,7 +22,7 @@ def ray_session():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
-    from pipeline.runner import shutdown_ray
+    from pipeline.ray_session import shutdown_ray
 
     shutdown_ray()
 
@@ -83,3 +83,15 @@ def postgres():
         pytest.skip(f"no PostgreSQL server: {exc}")
     yield running
     server.__exit__(None, None, None)
+
+
+RAY_FIXTURES = {"ray_session", "cli", "tiny_gpt2", "tiny_classifier"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that starts Ray (or a job that does) as ``ray``: the others run alone in
+    well under a minute with ``python -m pytest -m "not ray"``. A test that starts Ray without
+    one of these fixtures carries ``@pytest.mark.ray`` (or its module ``pytestmark``)."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)

@@ -28,8 +28,7 @@ def run_job(
     preprocessors: list[dict[str, Any]] | None = None,
 ):
     """Run ``items -> [preprocessors] -> predictor -> parquet`` on the connected Ray."""
-    from pipeline.plan import build_plan
-    from pipeline.runner import execute
+    from pipeline.runner import run_job
 
     config = {
         "source": {"type": "items", "params": {"items": rows}},
@@ -38,7 +37,7 @@ def run_job(
         "sink": {"type": "parquet", "params": {"path": str(out)}},
         "run": {"progress": False},
     }
-    execute(build_plan(config))
+    run_job(config)
     return pq.read_table(out)
 
 

@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 
-from pipeline.commit import STAGING_SUFFIX
+from pipeline.staging import STAGING_SUFFIX
+
+pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
 
 EMBED = ["predictor.stage.batch_size=8"]
 
@@ -38,6 +40,15 @@ def _cases(d: Path) -> dict[str, tuple[list[str], str, str]]:
     empty = d / "empty.jsonl"
     empty.write_text("")
     nulls = _jsonl(d / "nulls.jsonl", [{"id": 0, "text": "a"}, {"id": 1, "text": None}])
+    mixed = _jsonl(d / "mixed.jsonl", [{"id": 0, "text": "a"}, {"id": "x1", "text": "b"}])
+    zero = d / "zero"
+    zero.mkdir()
+    pq.write_table(
+        pa.table({"id": pa.array([], pa.int64()), "text": pa.array([], pa.string())}),
+        zero / "part-0.parquet",
+    )
+    header = d / "header.csv"
+    header.write_text("id,text\n")
     numbers = _jsonl(d / "numbers.jsonl", [{"id": 0, "text": 1}, {"id": 1, "text": 2}])
     return {
         "missing path": (
@@ -48,12 +59,12 @@ def _cases(d: Path) -> dict[str, tuple[list[str], str, str]]:
         "corrupt json file": (
             ["source=json", f"source.params.path={corrupt_json}"],
             "source.params.path",
-            f"cannot read input file {corrupt_json} (ValueError: line 2",
+            f"cannot read input file {corrupt_json}: line 2: Expecting value",
         ),
         "corrupt parquet file": (
             ["source=parquet", f"source.params.path={corrupt_parquet.parent}"],
             "source.params.path",
-            f"cannot read {corrupt_parquet}",
+            f"cannot read input file {corrupt_parquet} (ArrowInvalid: Parquet magic bytes",
         ),
         "column not in the data": (
             ["source=json", f"source.params.path={good}", "predictor.params.input_column=body"],
@@ -64,6 +75,36 @@ def _cases(d: Path) -> dict[str, tuple[list[str], str, str]]:
             ["source=json", f"source.params.path={empty}"],
             "source.params.path",
             f"the source produced no rows from {empty}",
+        ),
+        "a vector column to a CSV sink": (
+            ["source=json", f"source.params.path={good}", "sink=csv"],
+            "sink",
+            "column 'embedding' is fixed_size_list<float32>[384], which sink 'csv' cannot "
+            "write: a CSV field holds one scalar, not a list, a struct or a tensor. Write it "
+            "with sink=parquet or sink=json, or leave the column out: "
+            "sink.params.columns=[id, text]",
+        ),
+        "a column of mixed JSON types": (
+            ["source=json", f"source.params.path={mixed}"],
+            "source.params.path",
+            f"cannot read input file {mixed}: column 'id' holds values of different JSON types "
+            "(number, then string). Declare its type, e.g. source.params.schema={id: string}",
+        ),
+        "zero-row parquet files": (
+            ["source=parquet", f"source.params.path={zero}"],
+            "source.params.path",
+            f"the source produced no rows from {zero} (its Parquet files hold no rows). Set "
+            "run.allow_empty=true",
+        ),
+        "a header-only CSV file": (
+            ["source=csv", f"source.params.path={header}"],
+            "source.params.path",
+            f"the source produced no rows from {header} (a header without rows)",
+        ),
+        "no cluster at ray.address": (
+            ["source=json", f"source.params.path={good}", "ray=cluster", "ray.address=127.0.0.1:9"],
+            "ray.address",
+            "nothing answers at 127.0.0.1:9",
         ),
         "nulls in the input column": (
             ["source=json", f"source.params.path={nulls}", *EMBED],
@@ -78,7 +119,7 @@ def _cases(d: Path) -> dict[str, tuple[list[str], str, str]]:
         "a GPU the cluster lacks": (
             ["source=json", f"source.params.path={good}", "predictor.stage.num_gpus=1"],
             "predictor.stage.num_gpus",
-            "but the Ray cluster has 0 GPUs",
+            "but the local machine has 0 GPUs",
         ),
         "a custom resource no node has": (
             [
@@ -87,7 +128,7 @@ def _cases(d: Path) -> dict[str, tuple[list[str], str, str]]:
                 "+predictor.stage.ray_remote_args={resources: {tpu_v9: 1}}",
             ],
             "predictor.stage.ray_remote_args.resources.tpu_v9",
-            "no node of the Ray cluster has it; the job would wait forever",
+            "no node of the local machine has it; the job would wait forever",
         ),
     }
 
@@ -98,6 +139,11 @@ CASE_NAMES = [
     "corrupt parquet file",
     "column not in the data",
     "empty data set",
+    "a vector column to a CSV sink",
+    "a column of mixed JSON types",
+    "zero-row parquet files",
+    "a header-only CSV file",
+    "no cluster at ray.address",
     "nulls in the input column",
     "wrong dtype",
     "a GPU the cluster lacks",

@@ -231,7 +231,8 @@ def run_stage(ray, plugin, rows: int, batch_size, **call):
     """``rows`` ids through one actor running ``plugin`` in a StageCall; its rows and notes."""
     import sys
 
-    from pipeline.guard import Ledger, named_like
+    from pipeline.guard import named_like
+    from pipeline.ledger import Ledger
     from pipeline.stage_call import StageCall
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests

@@ -17,6 +17,8 @@ import pytest
 
 from plugins.length_sort import length_order, map_length_sorted
 
+pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = "the council measured a quiet river before the long festival of summer trains".split()
 

@@ -6,6 +6,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+
 
 @pytest.fixture(scope="module")
 def default_job(tmp_path_factory):

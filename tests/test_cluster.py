@@ -19,6 +19,8 @@ import pytest
 from conftest import run_cli
 from kit import KIT_DIR, kit_env
 
+pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -67,8 +69,6 @@ def test_a_stage_pinned_to_a_custom_resource_runs_on_the_worker_node(cluster, tm
         "source=json",
         f"source.params.path={rows}",
         "predictor.type=kit_step",
-        "~predictor.params",
-        "~predictor.stage",
         "+predictor.params.record_node=true",
         "+predictor.stage.ray_remote_args={resources: {worker_only: 0.1}}",
         f"sink.params.path={out}",

@@ -14,6 +14,8 @@ import pytest
 from pipeline.metrics import METRICS_FILE
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+
 CLUSTER_CPUS = 3
 TEXTS = [f"sentence number {i}" for i in range(8)]
 ITEMS = "source.params.items=[" + ",".join(f"'{t}'" for t in TEXTS) + "]"

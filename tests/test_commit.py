@@ -8,10 +8,12 @@ from pathlib import Path
 import pyarrow.fs
 import pytest
 
-from pipeline.commit import MANIFEST, STAGING_SUFFIX, Staging, config_changes, prepare
+from pipeline.commit import _assemble, finish_publishing, prepare, publish
 from pipeline.errors import ConfigError, DataError
+from pipeline.fingerprints import config_changes
 from pipeline.interfaces import FileOutput, WorkUnit
-from pipeline.plan import build_plan
+from pipeline.plan import plan_job
+from pipeline.staging import MANIFEST, STAGING_SUFFIX, Staging
 
 UNITS = [WorkUnit("00000", {"rows": [0, 2]}), WorkUnit("00001", {"rows": [2, 4]})]
 STAGES = {"predictor": {"rows_in": 2, "rows_out": 2, "skipped": 0, "dead_letter": 0}}
@@ -27,9 +29,7 @@ def write_unit(staging: Staging, unit: WorkUnit, text: str = "a\nb\n") -> dict:
     work = staging.begin(unit)
     Path(work.data).mkdir(parents=True)
     Path(work.data, "part-0.txt").write_text(text)
-    return staging.commit(
-        work, STAGES, "predictor", b"", lambda p: len(Path(p).read_text().split())
-    )
+    return staging.commit(work, STAGES, "predictor", b"", {"part-0.txt": len(text.split())})
 
 
 def test_a_run_publishes_files_and_a_manifest_only_at_the_end(tmp_path):
@@ -37,7 +37,7 @@ def test_a_run_publishes_files_and_a_manifest_only_at_the_end(tmp_path):
     prepared = prepare(out, "fp1", DATAFLOW, UNITS, resume=False)
     markers = [write_unit(prepared.staging, u) for u in UNITS]
     assert not Path(out.path).exists()
-    manifest = prepared.staging.publish(markers)
+    manifest = publish(prepared.staging, markers)
     assert sorted(p.name for p in Path(out.path).iterdir()) == [
         "00000-part-0.txt",
         "00001-part-0.txt",
@@ -46,6 +46,37 @@ def test_a_run_publishes_files_and_a_manifest_only_at_the_end(tmp_path):
     assert (manifest["rows_in"], manifest["rows_out"], manifest["fingerprint"]) == (4, 4, "fp1")
     assert json.loads(Path(out.path, MANIFEST).read_text()) == manifest
     assert not Path(out.path + STAGING_SUFFIX).exists()
+
+
+def test_a_unit_written_but_not_committed_is_committed_when_resumed(tmp_path):
+    """The run died between the unit's receipt and its commit: resume keeps the written
+    files instead of running the unit again."""
+    out = output(tmp_path)
+    staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
+    write_unit(staging, UNITS[0])
+    work = staging.begin(UNITS[1])
+    Path(work.data).mkdir(parents=True)
+    Path(work.data, "part-0.txt").write_text("c\nd\ne\n")
+    receipt = {"unit": "00001", "rows_in": 3, "rows_out": 3, "rows_set_aside": 0}
+    receipt |= {"set_aside": {}, "stages": STAGES, "files": [{"name": "part-0.txt", "rows": 3}]}
+    Path(work.root, "receipt.json").write_text(json.dumps(receipt | {"dead_letters": 0}))
+    resumed = prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
+    assert sorted(resumed.committed) == ["00000", "00001"]
+    manifest = publish(resumed.staging, [resumed.committed[u.id] for u in UNITS])
+    assert manifest["rows_out"] == 5
+    assert Path(out.path, "00001-part-0.txt").read_text() == "c\nd\ne\n"
+
+
+def test_a_commit_refuses_files_the_write_tasks_did_not_report(tmp_path):
+    from pipeline.errors import OutputError
+
+    staging = prepare(output(tmp_path), "fp1", DATAFLOW, UNITS, resume=False).staging
+    work = staging.begin(UNITS[0])
+    Path(work.data).mkdir(parents=True)
+    Path(work.data, "part-0.txt").write_text("a\n")
+    Path(work.data, "stray.txt").write_text("b\n")
+    with pytest.raises(OutputError, match="stray.txt"):
+        staging.commit(work, STAGES, "predictor", b"", {"part-0.txt": 1})
 
 
 def test_an_unfinished_run_is_refused_without_resume_and_resumed_with_it(tmp_path):
@@ -85,11 +116,11 @@ def test_a_publish_killed_half_way_is_finished_by_resume(tmp_path):
     out = output(tmp_path)
     staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
     markers = [write_unit(staging, u) for u in UNITS]
-    part = staging._assemble(markers, "")  # files moved into publish/, then the process dies
+    part = _assemble(staging, markers, "")  # files moved into publish/, then the process dies
     staging._write_json(staging._p("publish", MANIFEST), {"rows_out": part["run"]["rows_out"]})
     staging.set_state("publishing")
     again = prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
-    again.staging.finish_publishing()
+    finish_publishing(again.staging)
     assert sorted(p.name for p in Path(out.path).iterdir())[:2] == [
         "00000-part-0.txt",
         "00001-part-0.txt",
@@ -118,9 +149,9 @@ def test_config_changes_lists_changed_added_and_removed_keys():
 
 def test_the_fingerprint_ignores_how_a_stage_runs_but_not_what_it_computes():
     def plan(**stage):
-        return build_plan(
+        return plan_job(
             {
-                "source": {"type": "items", "params": {"items": ["a"]}},
+                "source": {"type": "items", "params": {"items": ["a"], "column": "text"}},
                 "predictor": {"type": "sentence_embedding", "stage": stage},
                 "sink": {"type": "show"},
             }

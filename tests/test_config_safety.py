@@ -10,7 +10,7 @@ from conftest import run_cli
 from pydantic import BaseModel, Field
 
 from pipeline.errors import ConfigError
-from pipeline.plan import build_plan, describe
+from pipeline.plan import describe, plan_job
 from pipeline.secrets import (
     MASK,
     MaskingFilter,
@@ -54,7 +54,7 @@ def test_code_references_are_refused_before_any_plugin_is_looked_up():
     config["predictor"]["type"] = "no_such_plugin"  # would be a PluginNotFoundError
     config["sink"]["_target_"] = "shutil.rmtree"
     with pytest.raises(ConfigError) as error:
-        build_plan(config)
+        plan_job(config, inspect=False)
     assert error.value.key == "sink._target_"
 
 
@@ -178,7 +178,7 @@ def test_validation_errors_do_not_echo_secret_values():
 
 def test_the_printed_plan_masks_secrets_in_stage_remote_args():
     env = {"env_vars": {"HF_TOKEN": "hf_s3cr3t", "MODE": "fast"}}
-    plan = build_plan(job(ray_remote_args={"runtime_env": env}))
+    plan = plan_job(job(ray_remote_args={"runtime_env": env}), inspect=False)
     text = describe(plan)
     assert "hf_s3cr3t" not in text
     assert '"HF_TOKEN": "***"' in text and '"MODE": "fast"' in text

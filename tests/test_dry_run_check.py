@@ -29,8 +29,10 @@ WRAPPER = textwrap.dedent(
 )
 
 
-def check(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+def check(tmp_path, *overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m pipeline OVERRIDES run.dry_run=true``, outputs under ``tmp_path``."""
+    import os
+
     result = subprocess.run(
         [
             sys.executable,
@@ -41,6 +43,7 @@ def check(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             f"hydra.run.dir={tmp_path / 'run'}",
         ],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -72,13 +75,36 @@ def test_a_cluster_config_is_checked_without_connecting(tmp_path):
             ["predictor.stage.concurrency=2", "predictor.stage.num_cpus=1", "ray.num_cpus=2"],
             "leave no CPU for reading and writing",
         ),
+        (
+            ["sink=show", "predictor.stage.on_error=dead_letter"],
+            "predictor.stage.on_error: dead_letter writes failing rows to <output>/_errors/",
+        ),
+        (
+            ["+experiment=quickstart_gpu", "predictor.params.model=/nowhere"],
+            "predictor.stage.num_gpus: asks for 1 GPU per worker x 2 worker(s), but the local "
+            "machine has 0 GPUs",
+        ),
+        (["sink=csv"], "sink: column 'embedding' is fixed_size_list<float32>[384]"),
+        (
+            ["preprocessors=[{type: filter, params: {condition: 'len(id) > 2'}}]"],
+            "preprocessors[0].params.condition: condition 'len(id) > 2' does not fit the data",
+        ),
     ],
-    ids=["bad-value", "unknown-key", "unknown-plugin", "unschedulable"],
+    ids=[
+        "bad-value",
+        "unknown-key",
+        "unknown-plugin",
+        "unschedulable",
+        "dead-letter-without-files",
+        "gpus-this-machine-lacks",
+        "a-column-the-sink-cannot-hold",
+        "a-condition-of-the-wrong-type",
+    ],
 )
 def test_an_invalid_config_exits_2_with_the_message_and_imports_no_ray(
     tmp_path, overrides, message
 ):
-    result = check(tmp_path, *overrides)
+    result = check(tmp_path, *overrides, env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -88,7 +114,7 @@ def test_an_invalid_config_exits_2_with_the_message_and_imports_no_ray(
     ("override", "message"),
     [
         ("predictor=no_such_option", "Could not find 'predictor/no_such_option'"),
-        ("predictor.params.colour=red", "Could not override 'predictor.params.colour'"),
+        ("predictor.params.colour=red", "predictor.params.colour: unknown key; allowed keys:"),
         ("predictor.stage.batch_size=[", "no viable alternative"),
     ],
     ids=["unknown-option", "override-of-missing-key", "malformed-override"],

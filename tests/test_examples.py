@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+
 EXAMPLES = ("bulkinfer-lexicon", "team-a-configs")
 
 

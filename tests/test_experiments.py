@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 
-import hydra
 import pytest
 
-from pipeline.__main__ import CONF_DIR, to_plain_config
+from pipeline.__main__ import compose
 from pipeline.errors import ConfigError, PlanError
-from pipeline.plan import build_plan, local_budget
+from pipeline.plan import plan_job
 
 EXPERIMENTS = [
     "quickstart",
@@ -22,14 +21,13 @@ EXPERIMENTS = [
 
 def plan_of(*overrides: str):
     """Compose as the command line would, validate and budget; no Ray."""
-    with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        config = to_plain_config(hydra.compose("config", overrides=list(overrides)))
-    return local_budget(build_plan(config))
+    return plan_job(compose(list(overrides)), inspect=False)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(name):
-    plan = plan_of(f"+experiment={name}")
+    gpus = ["ray.num_gpus=2"] if name == "quickstart_gpu" else []  # a local Ray of 2 GPUs
+    plan = plan_of(f"+experiment={name}", *gpus)
     assert plan.maps[-1].key == "predictor"
 
 
@@ -45,10 +43,18 @@ def test_quickstart_is_the_seeds_first_example():
 
 
 def test_gpu_variant_reserves_a_gpu_per_actor_and_sets_batch_size():
-    stage = plan_of("+experiment=quickstart_gpu").maps[-1].stage
+    stage = plan_of("+experiment=quickstart_gpu", "ray.num_gpus=2").maps[-1].stage
     assert (stage.num_gpus, stage.batch_size, stage.concurrency) == (1, 1, 2)
     with pytest.raises(ConfigError, match="batch_size is required"):
         plan_of("+experiment=quickstart_gpu", "predictor.stage.batch_size=null")
+
+
+def test_gpu_variant_is_refused_where_this_machine_has_no_gpu(monkeypatch):
+    """What a dry run here says: the plan is made for this machine, which has no GPU."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(PlanError, match="the local machine has 0 GPUs") as caught:
+        plan_of("+experiment=quickstart_gpu")
+    assert caught.value.key == "predictor.stage.num_gpus"
 
 
 def test_gpu_variant_on_one_gpu_is_refused_until_concurrency_fits():

@@ -19,8 +19,8 @@ import pytest
 from kit import install_kit
 
 from pipeline.__main__ import run_with_overrides
-from pipeline.commit import STAGING_SUFFIX
 from pipeline.errors import BulkInferError, DataError
+from pipeline.staging import STAGING_SUFFIX
 
 N = 40
 
@@ -44,8 +44,6 @@ def job(rows: Path, out: Path, *overrides: str):
             "source=json",
             f"source.params.path={rows}",
             "predictor.type=kit_step",
-            "~predictor.params",
-            "~predictor.stage",
             f"sink.params.path={out}",
             "run.progress=false",
             *overrides,
@@ -138,6 +136,27 @@ def test_on_error_fail_stops_at_the_first_bad_batch_naming_the_stage_and_leaves_
     assert "stage 'kit_step' failed on a batch" in caught.value.message
     assert "ValueError: bad row id=21" in caught.value.message
     assert_no_output(out)
+
+
+@pytest.mark.parametrize(
+    ("where", "overrides"),
+    [
+        ("predictor", ["predictor.params.refuse_ids=[21]"]),
+        (
+            "preprocessors[0]",
+            ["preprocessors=[{type: kit_step, params: {refuse_ids: [21], output_column: pre}}]"],
+        ),
+    ],
+)
+def test_an_error_raised_inside_a_worker_names_its_key_in_full(
+    ray_session, rows, tmp_path, where, overrides
+):
+    """A plugin names its keys relative to its block; the user sees where the block is."""
+    with pytest.raises(DataError) as caught:
+        job(rows, tmp_path / "out", *overrides)
+    assert caught.value.key == f"{where}.params.refuse_ids"
+    assert "row id=21 is refused" in caught.value.message
+    assert_no_output(tmp_path / "out")
 
 
 def _wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
@@ -245,8 +264,6 @@ def test_a_failed_multi_stage_job_keeps_its_committed_units_and_resume_finishes_
         "run.unit_rows=8",
         "+preprocessors=[{type: kit_step, params: {output_column: pre}}]",
         "predictor.type=kit_step",
-        "~predictor.params",
-        "~predictor.stage",
         f"+predictor.params.log_dir={log_dir}",
         f"+predictor.params.outage_file={outage}",
         "+predictor.params.outage_from_id=24",
@@ -257,7 +274,7 @@ def test_a_failed_multi_stage_job_keeps_its_committed_units_and_resume_finishes_
     with pytest.raises(BulkInferError) as caught:
         run_with_overrides(overrides)
     assert "ConnectionError: service unavailable" in caught.value.message
-    assert "3 finished work unit(s) are kept in" in caught.value.message
+    assert "3 committed work unit(s)) is kept in" in caught.value.message
     assert "run.resume=true" in caught.value.message
     assert not out.exists()
     logged_before = {p: p.read_text() for p in log_dir.glob("ids-*.txt")}
@@ -265,7 +282,7 @@ def test_a_failed_multi_stage_job_keeps_its_committed_units_and_resume_finishes_
     outage.unlink()
     result = run_with_overrides([*overrides, "run.resume=true"])
     assert (result.units, result.units_skipped) == (5, 3)
-    rows = [json.loads(line) for f in sorted(out.glob("*.json")) for line in f.open()]
+    rows = [json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.open()]
     assert sorted(r["id"] for r in rows) == list(range(N))
     assert all(r["out"] == r["pre"] == r["id"] * 10 for r in rows)
     assert (manifest(out)["rows_in"], manifest(out)["rows_out"]) == (N, N)
@@ -274,3 +291,45 @@ def test_a_failed_multi_stage_job_keeps_its_committed_units_and_resume_finishes_
         text = log.read_text()[len(logged_before.get(log, "")) :]
         redone |= {int(i) for i in text.split()}
     assert redone == set(range(24, N)), "only the unfinished units ran again"
+
+
+def test_a_sources_decoder_runs_under_the_source_stages_error_policy(ray_session, tmp_path):
+    """Rows a source's decoder cannot decode go through ``source.stage.on_error``: named in
+    the error by default, set aside as dead letters (stage ``source``) when asked."""
+    lines = tmp_path / "lines.txt"
+    lines.write_text("1:one\n2:two\nbroken line\n4:four\n")
+    base = [
+        "source.type=kit_lines",
+        f"source.params.path={lines}",
+        "~predictor",
+        "sink=parquet",
+        "run.progress=false",
+    ]
+    with pytest.raises(BulkInferError) as caught:
+        run_with_overrides([*base, f"sink.params.path={tmp_path / 'failed'}"])
+    assert caught.value.key == "source"
+    assert "not an 'id:text' line: 'broken line'" in caught.value.message
+    assert "source.stage.on_error=skip or dead_letter" in caught.value.message
+
+    out = tmp_path / "out"
+    result = run_with_overrides(
+        [
+            *base,
+            "source.stage.on_error=dead_letter",
+            "source.stage.max_error_rate=0.5",
+            f"sink.params.path={out}",
+        ]
+    )
+    assert (result.rows_in, result.rows_out, result.rows_set_aside) == (4, 3, 1)
+    assert sorted(pq.read_table(out).column("id").to_pylist()) == [1, 2, 4]
+    (letter,) = dead_letters(out)
+    assert (letter["stage"], letter["row"]) == ("source", {"line": "broken line"})
+
+
+def test_a_source_without_a_decoder_takes_no_stage_block(tmp_path):
+    from pipeline.errors import PlanError
+
+    with pytest.raises(PlanError, match="runs no map stage and takes no 'stage' block"):
+        run_with_overrides(
+            ["source=items", "source.stage.on_error=skip", f"sink.params.path={tmp_path}/o"]
+        )

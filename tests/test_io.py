@@ -167,7 +167,7 @@ def test_a_parquet_write_task_unifies_its_blocks_into_one_file_schema(tmp_path):
     """A column that is all null in one block and text in the next still makes one valid file."""
     import ray.data
 
-    from plugins.sinks.parquet_files import ParquetFiles
+    from plugins.sinks.datasinks import ParquetFiles
 
     def label(batch):  # the first batch's labels are all null: an Arrow column of type null
         ids = batch["id"].to_pylist()
@@ -193,7 +193,7 @@ def test_a_parquet_write_task_unifies_its_blocks_into_one_file_schema(tmp_path):
 def test_min_rows_per_file_makes_fewer_larger_parquet_files(tmp_path):
     import ray.data
 
-    from plugins.sinks.parquet_files import ParquetFiles
+    from plugins.sinks.datasinks import ParquetFiles
 
     ds = ray.data.range(12, override_num_blocks=4)
     ds.write_datasink(ParquetFiles(str(tmp_path / "few"), pyarrow.fs.LocalFileSystem(), 12))

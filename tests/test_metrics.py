@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from pipeline.__main__ import run_with_overrides, to_plain_config
+from pipeline.__main__ import run_with_overrides
 from pipeline.metrics import METRICS_FILE, mask_overrides
-from pipeline.plan import build_plan
+from pipeline.plan import plan_job
 
 TEXTS = [f"sentence number {i} about nothing much" for i in range(12)]
 ITEMS = "source.params.items=[" + ",".join(f"'{t}'" for t in TEXTS) + "]"
@@ -19,13 +19,9 @@ JOB = ["source=items", "source.params.column=text", ITEMS, "predictor.stage.batc
 
 
 def _plan(overrides: list[str]):
-    import hydra
+    from pipeline.__main__ import compose
 
-    from pipeline.__main__ import CONF_DIR
-
-    with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = hydra.compose("config", overrides=["sink=show", *overrides])
-        return build_plan(to_plain_config(cfg))
+    return plan_job(compose(["sink=show", *overrides]), inspect=False)
 
 
 @pytest.fixture(scope="module")

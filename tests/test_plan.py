@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import replace
 
 import pytest
 
+from pipeline.budget import Cluster
 from pipeline.errors import ConfigError, PlanError
-from pipeline.plan import budget_resources, build_plan, describe
+from pipeline.plan import describe, plan_job
 
 BASE = {
     "source": {"type": "items", "params": {"items": ["a", "b"]}},
@@ -27,14 +26,24 @@ def config(**stage) -> dict:
     return cfg
 
 
+def cluster(cpus: float = 2, gpus: float = 0, memory: float = float("inf")) -> Cluster:
+    """One node of this size (Ray reports memory; without it, memory is not checked)."""
+    node = {"CPU": cpus, "GPU": gpus} | ({"memory": memory} if memory != float("inf") else {})
+    return Cluster(cpus=cpus, gpus=gpus, memory=memory, nodes=(node,))
+
+
+def planned(cfg: dict, on: Cluster | None = None):
+    return plan_job(cfg, on or cluster())
+
+
 def error_for(cfg: dict) -> ConfigError:
     with pytest.raises(ConfigError) as err:
-        build_plan(cfg)
+        planned(cfg)
     return err.value
 
 
 def test_stage_settings_merge_plugin_defaults_with_the_config():
-    plan = build_plan(config(batch_size=32))
+    plan = planned(config(batch_size=32))
     stage = plan.maps[0].stage
     assert stage.batch_size == 32
     assert stage.compute == "actors"  # a predictor defaults to an actor pool
@@ -95,101 +104,117 @@ def test_configs_cannot_name_python_code_to_instantiate(where):
 
 
 def test_the_seeds_two_actor_pool_shares_two_cpus_and_leaves_room_for_io():
-    plan = budget_resources(build_plan(config(concurrency=2)), cpus=2, gpus=0)
+    plan = planned(config(concurrency=2), cluster(2))
     assert plan.maps[0].stage.num_cpus == 0.5
     assert plan.io_cpus == 1.0  # a whole CPU: Ray Data's own tasks (file listing) ask for one
 
 
 def test_actor_pools_that_would_starve_reads_and_writes_are_refused_with_what_to_change():
     with pytest.raises(PlanError) as err:
-        budget_resources(build_plan(config(concurrency=2, num_cpus=1)), cpus=2, gpus=0)
+        planned(config(concurrency=2, num_cpus=1), cluster(2))
     assert err.value.key == "predictor.stage"
     assert "wait forever" in str(err.value) and "Lower a stage's concurrency" in str(err.value)
 
 
 def test_a_gpu_stage_on_a_cluster_without_gpus_is_refused():
     with pytest.raises(PlanError) as err:
-        budget_resources(build_plan(config(num_gpus=1, batch_size=8)), cpus=2, gpus=0)
+        planned(config(num_gpus=1, batch_size=8), cluster(2))
     assert err.value.key == "predictor.stage.num_gpus"
     assert "the Ray cluster has 0 GPUs" in str(err.value)
 
 
+def test_a_dry_run_plans_for_this_machine_and_refuses_gpus_it_does_not_have(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(PlanError) as err:
+        plan_job(config(num_gpus=1, batch_size=8))
+    assert "the local machine has 0 GPUs" in str(err.value)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    plan = plan_job(config(num_gpus=1, batch_size=8, concurrency=2))
+    assert plan.cluster.gpus == 2 and plan.maps[0].stage.num_gpus == 1
+
+
 def test_a_gpu_stage_fits_a_cluster_with_enough_gpus():
-    plan = budget_resources(build_plan(config(num_gpus=1, batch_size=8, concurrency=2)), 8, 2)
+    plan = planned(config(num_gpus=1, batch_size=8, concurrency=2), cluster(8, 2))
     assert plan.maps[0].stage.num_gpus == 1
 
 
 def test_more_cpus_per_worker_than_the_cluster_has_is_refused():
     with pytest.raises(PlanError, match="the Ray cluster has 2"):
-        budget_resources(build_plan(config(num_cpus=5)), cpus=2, gpus=0)
+        planned(config(num_cpus=5), cluster(2))
 
 
 def test_the_seeds_memory_variant_fits_a_big_node():
     # 5 CPUs per actor, 3 actors: the seed's "at most 3 per 16-CPU node".
-    plan = budget_resources(build_plan(config(num_cpus=5, concurrency=3)), cpus=16, gpus=0)
+    plan = planned(config(num_cpus=5, concurrency=3), cluster(16))
     assert plan.maps[0].stage.num_cpus == 5
     assert plan.io_cpus == 1.0
 
 
 def test_blocks_are_cut_to_a_batch_for_a_first_stage_of_actors():
-    plan = budget_resources(build_plan(config(batch_size=16)), cpus=2, gpus=0)
+    plan = planned(config(batch_size=16), cluster(2))
     assert plan.rows_per_block == 16  # every actor of the pool gets blocks to work on
     assert plan.read_tasks == 1
 
 
 def test_a_first_stage_of_tasks_leaves_blocks_whole_so_it_fuses_with_the_read():
-    plan = budget_resources(build_plan(config(compute="tasks", batch_size=16)), cpus=2, gpus=0)
+    plan = planned(config(compute="tasks", batch_size=16), cluster(2))
     assert plan.rows_per_block is None  # the tasks cut their blocks into batches themselves
     assert plan.read_tasks == 2
     assert any("fused with predictor" in note for note in plan.notes)
 
 
 def test_task_stages_get_no_more_cpu_than_the_actor_pools_leave():
-    tasks_only = budget_resources(build_plan(config(compute="tasks")), cpus=2, gpus=0)
+    tasks_only = planned(config(compute="tasks"), cluster(2))
     assert tasks_only.maps[0].stage.num_cpus == 1.0
-    pooled = budget_resources(build_plan(config(concurrency=2)), cpus=2, gpus=0)
+    pooled = planned(config(concurrency=2), cluster(2))
     held = sum(s.stage.num_cpus * s.stage.min_workers for s in pooled.maps)
     assert held + pooled.io_cpus <= 2
 
 
 def test_an_explicit_task_cpu_request_that_cannot_fit_beside_the_actors_is_refused():
-    plan = build_plan(config(compute="tasks", num_cpus=2))
-    assert budget_resources(plan, cpus=2, gpus=0).maps[0].stage.num_cpus == 2
-    pooled = build_plan(config(concurrency=1, num_cpus=1))
-    heavy_tasks = replace(
-        pooled.maps[0],
-        key="preprocessors[0]",
-        stage=pooled.maps[0].stage.model_copy(update={"compute": "tasks", "num_cpus": 1.5}),
-    )
+    assert planned(config(compute="tasks", num_cpus=2)).maps[0].stage.num_cpus == 2
+    cfg = config(concurrency=1, num_cpus=1)
+    cfg["preprocessors"] = [
+        {
+            "type": "rename_columns",
+            "params": {"mapping": {"data": "text"}},
+            "stage": {"num_cpus": 1.5},
+        }
+    ]
+    cfg["predictor"]["params"]["input_column"] = "text"
     with pytest.raises(PlanError, match="actor pools leave 1 of 2 CPUs free") as err:
-        budget_resources(replace(pooled, maps=(heavy_tasks, *pooled.maps)), cpus=2, gpus=0)
+        planned(cfg)
     assert err.value.key == "preprocessors[0].stage.num_cpus"
 
 
-def test_an_unknown_local_gpu_count_is_not_checked_before_ray_starts():
-    plan = budget_resources(build_plan(config(num_gpus=1, batch_size=8)), cpus=2, gpus=math.inf)
-    assert plan.maps[0].stage.num_gpus == 1
+def test_the_plan_is_budgeted_once_and_keeps_the_users_own_settings():
+    """A stage's own num_cpus and num_threads are the user's; the planner's shares say so."""
+    plan = planned(config(concurrency=1, num_cpus=0.5, num_threads=3))
+    assert (plan.maps[0].stage.num_cpus, plan.maps[0].stage.num_threads) == (0.5, 3)
+    shared = planned(config(concurrency=2))
+    assert any("(shared)" in note for note in shared.notes)
+    assert any("(set)" in note for note in plan.notes)
 
 
 def test_the_printed_plan_masks_credentials():
     cfg = config()
-    cfg["source"] = {"type": "items", "params": {"items": [{"api_token": "s3cr3t", "x": 1}]}}
-    text = describe(build_plan(cfg))
+    cfg["source"] = {"type": "items", "params": {"items": [{"api_token": "s3cr3t", "data": "x"}]}}
+    text = describe(planned(cfg))
     assert "s3cr3t" not in text and "***" in text
 
 
 def test_the_fingerprint_follows_the_data_flow_not_the_execution_settings():
-    a = build_plan(config(batch_size=8)).fingerprint
-    b = build_plan(config(batch_size=8, concurrency=2)).fingerprint
+    a = planned(config(batch_size=8)).fingerprint
+    b = planned(config(batch_size=8, concurrency=2)).fingerprint
     other = config(batch_size=8)
     other["predictor"]["params"]["normalize"] = True
-    assert a != build_plan(other).fingerprint
+    assert a != planned(other).fingerprint
     assert a == b  # how many actors run it does not change the output
 
 
 def test_more_memory_than_the_cluster_has_is_refused():
-    plan = build_plan(config(memory=8 * 2**30, concurrency=2))
+    cfg = config(memory=8 * 2**30, concurrency=2)
     with pytest.raises(PlanError, match="Lower predictor.stage.memory") as err:
-        budget_resources(plan, cpus=2, gpus=0, memory=10 * 2**30)
+        planned(cfg, cluster(2, 0, 10 * 2**30))
     assert err.value.key == "predictor.stage.memory"
-    assert budget_resources(plan, cpus=2, gpus=0, memory=20 * 2**30).maps[0].stage.memory
+    assert planned(cfg, cluster(2, 0, 20 * 2**30)).maps[0].stage.memory

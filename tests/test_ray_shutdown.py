@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+
 STOP_SCRIPT = """
 import json, ray
 from ray._private import worker
-from pipeline.runner import shutdown_ray
+from pipeline.ray_session import shutdown_ray
 
 ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
 node = worker._global_node
@@ -37,7 +41,7 @@ def test_shutting_down_the_embedded_ray_leaves_none_of_its_processes_running():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     started = report["started"]
     assert report["initialized"] is False
-    # The autoscaler monitor is stopped ahead of ray.shutdown (see runner.shutdown_ray).
+    # The autoscaler monitor is stopped ahead of ray.shutdown (see ray_session.shutdown_ray).
     assert {"raylet", "gcs_server", "monitor"} <= set(started)
     left = {kind: pids for kind, pids in started.items() if any(map(_running, pids))}
     assert left == {}

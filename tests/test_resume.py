@@ -17,10 +17,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from conftest import ROOT, run_cli
 from kit import kit_env
 
-from pipeline.commit import STAGING_SUFFIX
+from pipeline.staging import STAGING_SUFFIX
+
+pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
 
 FILES, ROWS_PER_FILE = 6, 5
 N = FILES * ROWS_PER_FILE
@@ -53,8 +56,6 @@ def _args(inp: Path, out: Path, log_dir: Path, *extra: str) -> list[str]:
         f"source.params.path={inp}",
         "run.unit_bytes=1",  # one work unit per input file
         "predictor.type=kit_step",
-        "~predictor.params",
-        "~predictor.stage",
         "+predictor.params.sleep_s=0.3",
         f"+predictor.params.log_dir={log_dir}",
         f"sink.params.path={out}",

@@ -18,6 +18,8 @@ from pipeline.metrics import METRICS_FILE
 from pipeline.sweep import SUMMARY_CSV, SUMMARY_MD, THROUGHPUT_PNG, summarize
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+
 TEXTS = [f"sentence number {i} about nothing much" for i in range(20)]
 ITEMS = "source.params.items=[" + ",".join(f"'{t}'" for t in TEXTS) + "]"
 BATCH_KEY = "predictor.stage.batch_size"

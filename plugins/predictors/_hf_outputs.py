@@ -64,6 +64,45 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _entity_type():
+    import pyarrow as pa
+
+    return pa.struct(
+        [
+            ("label", pa.string()),
+            ("word", pa.string()),
+            ("score", pa.float32()),
+            ("start", pa.int64()),
+            ("end", pa.int64()),
+        ]
+    )
+
+
+def output_types(params: Any) -> dict[str, Any]:
+    """The Arrow type of each column the task writes (the table in the module docstring)."""
+    import pyarrow as pa
+
+    task, out, scores = params.task, params.output_column, params.scores
+    if _is_generation(task):
+        many = int(params.call_kwargs.get("num_return_sequences", 1) or 1) > 1
+        return {out: pa.list_(pa.string()) if many else pa.string()}
+    if task == "text-classification":
+        if params.call_kwargs.get("top_k") is not None:
+            return {out: pa.list_(pa.string()), scores: pa.list_(pa.float32())}
+        return {out: pa.string(), scores: pa.float32()}
+    if task == "zero-shot-classification":
+        return {out: pa.string(), scores: pa.float32()}
+    if task == "fill-mask":
+        return {out: pa.list_(pa.string()), scores: pa.list_(pa.float32())}
+    if task == "token-classification":
+        return {out: pa.list_(_entity_type())}
+    if task == "feature-extraction":
+        if params.pooling == "none":
+            return {out: pa.list_(pa.list_(pa.float32()))}
+        return {out: pa.list_(pa.float32())}
+    return {out: pa.string()}
+
+
 def convert(params: Any, results: list[Any]) -> dict[str, Any]:
     """Pipeline results (one per input row) -> ``{column: pyarrow array}``."""
     import pyarrow as pa
@@ -104,15 +143,7 @@ def convert(params: Any, results: list[Any]) -> dict[str, Any]:
             scores: pa.array([[c["score"] for c in r] for r in rows], pa.list_(pa.float32())),
         }
     if task == "token-classification":
-        entity = pa.struct(
-            [
-                ("label", pa.string()),
-                ("word", pa.string()),
-                ("score", pa.float32()),
-                ("start", pa.int64()),
-                ("end", pa.int64()),
-            ]
-        )
+        entity = _entity_type()
         rows = [
             [
                 {

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pipeline.errors import ColumnNotFoundError, ConfigError, DataError
 from pipeline.interfaces import PluginParams, Predictor
 from pipeline.settings import StageSettings
-from plugins.batches import appended, is_token_column, require_columns, to_arrow, with_column
+from plugins.batches import added, is_token_column, require_text, to_arrow, with_column
 from plugins.models import model_load_error, pick_device, resolve_model
 from plugins.predictors import _hf_outputs as outputs
 
@@ -106,7 +106,7 @@ class HfPipeline(Predictor):
 
     Params = HfPipelineParams
     default_stage: ClassVar[StageSettings] = StageSettings(
-        compute="actors", concurrency=1, batch_size=64
+        compute="actors", concurrency=1, batch_size=64, batch_format="pyarrow"
     )
 
     def __init__(self, params: HfPipelineParams) -> None:
@@ -135,11 +135,11 @@ class HfPipeline(Predictor):
             tokenizer.padding_side = "left"  # decoder-only models continue from the right end
 
     @classmethod
-    def output_columns(cls, params: HfPipelineParams, input_columns: list[str]) -> list[str]:
-        require_columns([params.input_column], input_columns, key=f"{KEY}.input_column")
-        if params.task in outputs.SCORED_TASKS:
-            return appended(input_columns, params.output_column, params.scores)
-        return appended(input_columns, params.output_column)
+    def output_schema(cls, params: HfPipelineParams, schema: Any) -> Any:
+        """Output columns typed by task (see :mod:`plugins.predictors._hf_outputs`)."""
+        tokens_ok = params.task in outputs.TOKEN_INPUT_TASKS
+        require_text(schema, params.input_column, "params.input_column", "pipelines", tokens_ok)
+        return added(schema, **outputs.output_types(params))
 
     def __call__(self, batch: Any) -> Any:
         p = self.params

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams, Predictor
 from pipeline.settings import StageSettings
-from plugins.batches import appended, require_columns, to_arrow, with_column
+from plugins.batches import added, require_columns, require_fields, to_arrow, with_column
 from plugins.models import pick_device, torch_dtype
 
 KEY = "predictor.params"
@@ -172,7 +172,7 @@ class TorchModule(Predictor):
 
     Params = TorchModuleParams
     default_stage: ClassVar[StageSettings] = StageSettings(
-        compute="actors", concurrency=1, batch_size=256
+        compute="actors", concurrency=1, batch_size=256, batch_format="pyarrow"
     )
 
     def __init__(self, params: TorchModuleParams) -> None:
@@ -190,9 +190,14 @@ class TorchModule(Predictor):
         self.model = model
 
     @classmethod
-    def output_columns(cls, params: TorchModuleParams, input_columns: list[str]) -> list[str]:
-        require_columns(params.input_columns, input_columns, key=f"{KEY}.input_columns")
-        return appended(input_columns, *params.output_columns)
+    def output_schema(cls, params: TorchModuleParams, schema: Any) -> Any:
+        """Each output column holds float32 (float64 with ``dtype: float64``, int64 for integer
+        tensors) per row, or a fixed-size list of them; the shape is the model's, known only
+        once it runs, so the columns are declared ``null`` (decided at run time)."""
+        import pyarrow as pa
+
+        require_fields(schema, params.input_columns, key="params.input_columns")
+        return added(schema, **{name: pa.null() for name in params.output_columns})
 
     def _tensor(self, array: Any):
         import numpy as np

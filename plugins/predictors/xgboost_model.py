@@ -10,7 +10,7 @@ from pydantic import Field
 from pipeline.errors import ColumnNotFoundError, DataError
 from pipeline.interfaces import PluginParams, Predictor
 from pipeline.settings import StageSettings
-from plugins.batches import appended, require_columns, to_arrow, with_column
+from plugins.batches import added, require_columns, require_fields, to_arrow, with_column
 from plugins.models import choose_device, ray_gpu_ids
 
 KEY = "predictor.params"
@@ -102,10 +102,15 @@ class XGBoostPredictor(Predictor):
         self._features: dict[tuple[str, ...], list[str]] = {}
 
     @classmethod
-    def output_columns(cls, params: XGBoostParams, input_columns: list[str]) -> list[str]:
+    def output_schema(cls, params: XGBoostParams, schema: Any) -> Any:
+        """Predictions are float32 for one output per row (regression, binary classification),
+        or a fixed-size list of float32 per row (multi-class probabilities or margins); which
+        one only the booster knows, so the column is declared ``null`` (decided at run time)."""
+        import pyarrow as pa
+
         if params.feature_columns:
-            require_columns(params.feature_columns, input_columns, key=f"{KEY}.feature_columns")
-        return appended(input_columns, params.output_column)
+            require_fields(schema, params.feature_columns, key="params.feature_columns")
+        return added(schema, **{params.output_column: pa.null()})
 
     def features(self, columns: list[str]) -> list[str]:
         """The model's input columns, in the order the model expects them."""

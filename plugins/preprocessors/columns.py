@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from pipeline.interfaces import PluginParams, Preprocessor
 from pipeline.settings import StageSettings
-from plugins.batches import require_columns, to_arrow
+from plugins.batches import require_columns, require_fields, to_arrow
 
 _ARROW = StageSettings(batch_format="pyarrow")
 
@@ -32,9 +32,11 @@ class SelectColumns(Preprocessor):
     default_stage: ClassVar[StageSettings] = _ARROW
 
     @classmethod
-    def output_columns(cls, params: ColumnsParams, input_columns: list[str]) -> list[str]:
-        require_columns(params.columns, input_columns, "params.columns")
-        return list(params.columns)
+    def output_schema(cls, params: ColumnsParams, schema: Any) -> Any:
+        require_fields(schema, params.columns, "params.columns")
+        import pyarrow as pa
+
+        return pa.schema([schema.field(c) for c in params.columns], metadata=schema.metadata)
 
     def __call__(self, batch: Any) -> Any:
         table = to_arrow(batch)
@@ -49,9 +51,12 @@ class DropColumns(Preprocessor):
     default_stage: ClassVar[StageSettings] = _ARROW
 
     @classmethod
-    def output_columns(cls, params: ColumnsParams, input_columns: list[str]) -> list[str]:
-        require_columns(params.columns, input_columns, "params.columns")
-        return [c for c in input_columns if c not in params.columns]
+    def output_schema(cls, params: ColumnsParams, schema: Any) -> Any:
+        require_fields(schema, params.columns, "params.columns")
+        import pyarrow as pa
+
+        kept = [f for f in schema if f.name not in params.columns]
+        return pa.schema(kept, metadata=schema.metadata)
 
     def __call__(self, batch: Any) -> Any:
         table = to_arrow(batch)
@@ -83,8 +88,12 @@ class RenameColumns(Preprocessor):
     default_stage: ClassVar[StageSettings] = _ARROW
 
     @classmethod
-    def output_columns(cls, params: RenameParams, input_columns: list[str]) -> list[str]:
-        return _renamed(params, input_columns)
+    def output_schema(cls, params: RenameParams, schema: Any) -> Any:
+        import pyarrow as pa
+
+        names = _renamed(params, list(schema.names))
+        fields = [f.with_name(n) for f, n in zip(schema, names, strict=True)]
+        return pa.schema(fields, metadata=schema.metadata)
 
     def __call__(self, batch: Any) -> Any:
         table = to_arrow(batch)

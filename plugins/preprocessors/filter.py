@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams, Preprocessor
 from pipeline.settings import StageSettings
-from plugins.batches import require_columns, to_arrow
+from plugins.batches import require_columns, require_fields, to_arrow
 from plugins.preprocessors.expressions import Condition, ExpressionError
 
 
@@ -39,22 +39,32 @@ class Filter(Preprocessor):
         self.condition = Condition(params.condition)
 
     @classmethod
-    def output_columns(cls, params: FilterParams, input_columns: list[str]) -> list[str]:
-        require_columns(Condition(params.condition).columns, input_columns, "params.condition")
-        return list(input_columns)
+    def output_schema(cls, params: FilterParams, schema: Any) -> Any:
+        """Rows are dropped, columns kept. The condition is evaluated on an empty table of the
+        input's types, so one that does not fit them (``len(score)`` on a float column) is
+        refused before any data flows."""
+        condition = Condition(params.condition)
+        require_fields(schema, condition.columns, "params.condition")
+        _mask(condition, params.condition, schema.empty_table())
+        return schema
 
     def __call__(self, batch: Any) -> Any:
-        import pyarrow as pa
-
         table = to_arrow(batch)
         require_columns(self.condition.columns, table.column_names, "params.condition")
-        try:
-            mask = self.condition.mask(table)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            raise DataError(
-                f"condition {self.params.condition!r} does not fit the data: {exc}",
-                key="params.condition",
-            ) from None
-        except ExpressionError as exc:
-            raise DataError(str(exc), key="params.condition") from None
+        mask = _mask(self.condition, self.params.condition, table)
         return table.filter(mask, null_selection_behavior="drop")
+
+
+def _mask(condition: Condition, text: str, table: Any) -> Any:
+    """The condition's boolean mask over ``table``; a DataError if it does not fit its types."""
+    import pyarrow as pa
+
+    try:
+        return condition.mask(table)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        first = " ".join(str(exc).split())
+        raise DataError(
+            f"condition {text!r} does not fit the data: {first}", key="params.condition"
+        ) from None
+    except ExpressionError as exc:
+        raise DataError(str(exc), key="params.condition") from None

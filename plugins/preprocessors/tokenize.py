@@ -14,7 +14,7 @@ from pydantic import Field
 from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams, Preprocessor
 from pipeline.settings import StageSettings
-from plugins.batches import appended, require_columns, to_arrow, with_column
+from plugins.batches import added, require_columns, require_text, to_arrow, with_column
 from plugins.models import model_load_error, resolve_model
 
 
@@ -66,10 +66,14 @@ class Tokenize(Preprocessor):
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
     @classmethod
-    def output_columns(cls, params: TokenizeParams, input_columns: list[str]) -> list[str]:
-        require_columns([params.input_column], input_columns, "params.input_column")
-        kept = [c for c in input_columns if not (params.drop_input and c == params.input_column)]
-        return appended(kept, params.input_ids_column, params.attention_mask_column)
+    def output_schema(cls, params: TokenizeParams, schema: Any) -> Any:
+        import pyarrow as pa
+
+        require_text(schema, params.input_column, "params.input_column", "tokenizers")
+        if params.drop_input:
+            schema = schema.remove(schema.get_field_index(params.input_column))
+        ids = pa.list_(pa.int64())
+        return added(schema, **{params.input_ids_column: ids, params.attention_mask_column: ids})
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa

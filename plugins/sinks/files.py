@@ -1,21 +1,21 @@
 """File sinks: Parquet, CSV and JSON lines, written atomically.
 
-These sinks declare their destination (:meth:`file_output`) and write one folder of files at a
-time (:meth:`write_files`); the runner stages the output beside the destination, commits it
-work unit by work unit, and moves it into place with a ``_SUCCESS`` manifest only when the whole
-job has succeeded, so a failed run never leaves half an output where a finished one would be.
+These sinks declare their destination (:meth:`output`) and write one folder of files at a
+time (:meth:`write_files`, which reports the rows of every file it wrote); the runner stages the
+output beside the destination, commits it work unit by work unit, and moves it into place with a
+``_SUCCESS`` manifest only when the whole job has succeeded, so a failed run never leaves half an
+output where a finished one would be. What a format cannot hold (a vector in a CSV field) is
+refused before any model loads (:meth:`check_schema`).
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.errors import DataError
-from pipeline.interfaces import FileOutput, PluginParams, Sink, SinkResult
+from pipeline.interfaces import FileOutput, FileSink, PluginParams
 
 
 class FileSinkParams(PluginParams):
@@ -25,9 +25,17 @@ class FileSinkParams(PluginParams):
         description="error: refuse if the output exists; overwrite: replace it, only on success; "
         "append: add this run's files (and manifest totals) to a finished output.",
     )
+    columns: list[str] | None = Field(
+        default=None,
+        description="Write only these columns, in this order (all when null).",
+    )
     min_rows_per_file: int | None = Field(
         default=None, gt=0, description="Fewer, larger files: at least this many rows each."
     )
+
+
+class CsvSinkParams(FileSinkParams):
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="Field separator.")
 
 
 def _filesystem(path: str):
@@ -39,111 +47,85 @@ def _filesystem(path: str):
     return pyarrow.fs.LocalFileSystem(), os.path.abspath(path)
 
 
-def _exists(fs, path: str) -> bool:
-    import pyarrow.fs
+class _FileSink(FileSink):
+    """Base of the file sinks: a staged folder of files from one of :mod:`.datasinks`."""
 
-    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+    def _datasink(self, folder: str, fs: Any, params: FileSinkParams) -> Any:
+        raise NotImplementedError
 
+    def _refusal(self) -> Any:
+        """A function type -> reason this format cannot hold it, or None."""
+        return None
 
-class _FileSink(Sink):
-    writer: str = ""
+    def check_schema(self, params: FileSinkParams, schema: Any) -> None:
+        from plugins.batches import require_fields
+        from plugins.sinks.capabilities import refuse
 
-    def _options(self, params: Any) -> dict[str, Any]:
-        return {}
+        if params.columns:
+            require_fields(schema, params.columns, "sink.params.columns")
+            import pyarrow as pa
 
-    def check(self, params: FileSinkParams) -> None:
-        fs, path = _filesystem(params.path)
-        if params.mode == "error" and _exists(fs, path):
-            raise DataError(
-                f"output already exists: {params.path}. Choose another path or set "
-                "sink.params.mode=overwrite.",
-                key="sink.params.path",
-            )
+            schema = pa.schema([schema.field(c) for c in params.columns])
+        if self._refusal() is not None:
+            refuse(schema, self.name, self._refusal())
 
-    def file_output(self, params: FileSinkParams) -> FileOutput:
+    def output(self, params: FileSinkParams) -> FileOutput:
         fs, path = _filesystem(params.path)
         return FileOutput(filesystem=fs, path=path, location=params.path, mode=params.mode)
 
-    def write_files(self, dataset, folder: str, params: FileSinkParams) -> None:
+    def write_files(self, dataset: Any, folder: str, params: FileSinkParams) -> dict[str, int]:
         fs, _ = _filesystem(params.path)
-        kwargs = dict(self._options(params))
-        if params.min_rows_per_file:
-            kwargs["min_rows_per_file"] = params.min_rows_per_file
-        getattr(dataset, self.writer)(
-            folder, filesystem=fs, ray_remote_args=dict(self.io.ray_remote_args), **kwargs
-        )
+        if params.columns:
+            dataset = dataset.select_columns(params.columns)
+        sink = self._datasink(folder, fs, params)
+        dataset.write_datasink(sink, ray_remote_args=dict(self.io.ray_remote_args))
+        return dict(sink.counts)
 
-    def count_rows(self, path: str, params: FileSinkParams) -> int:
-        fs, _ = _filesystem(params.path)
-        with fs.open_input_stream(path) as stream:
-            return self._count(stream)
-
-    def _count(self, stream) -> int:
-        raise NotImplementedError
-
-    def write(self, dataset, params: FileSinkParams) -> SinkResult:
-        """Write in one piece without the runner (staging folder, moved into place at the end)."""
-        fs, path = _filesystem(params.path)
-        self.check(params)
-        staging = f"{path.rstrip('/')}.__staging-{uuid.uuid4().hex[:8]}"
-        try:
-            self.write_files(dataset, staging, params)
-            if not _exists(fs, staging):  # an empty result still gets its (empty) folder
-                fs.create_dir(staging)
-            if _exists(fs, path):
-                fs.delete_dir(path)
-            fs.move(staging, path)
-        finally:
-            if _exists(fs, staging):
-                fs.delete_dir(staging)
-        return SinkResult(location=params.path)
-
-
-def _count_lines(stream) -> int:
-    lines, last = 0, b"\n"
-    while chunk := stream.read(1 << 20):
-        lines += chunk.count(b"\n")
-        last = chunk[-1:]
-    return lines + (last != b"\n")
+    @property
+    def name(self) -> str:
+        return type(self).__name__.removesuffix("Sink").lower()
 
 
 class ParquetSink(_FileSink):
-    """Write Parquet files into a folder."""
+    """Write Parquet files into a folder (every Arrow type)."""
 
     Params = FileSinkParams
 
-    def write_files(self, dataset, folder: str, params: FileSinkParams) -> None:
-        from plugins.sinks.parquet_files import ParquetFiles
+    def _datasink(self, folder: str, fs: Any, params: FileSinkParams) -> Any:
+        from plugins.sinks.datasinks import ParquetFiles
 
-        fs, _ = _filesystem(params.path)
-        sink = ParquetFiles(folder, fs, min_rows_per_file=params.min_rows_per_file)
-        dataset.write_datasink(sink, ray_remote_args=dict(self.io.ray_remote_args))
-
-    def count_rows(self, path: str, params: FileSinkParams) -> int:
-        import pyarrow.parquet as pq
-
-        fs, _ = _filesystem(params.path)
-        with fs.open_input_file(path) as f:  # random access: only the footer is read
-            return pq.ParquetFile(f).metadata.num_rows
+        return ParquetFiles(folder, fs, min_rows_per_file=params.min_rows_per_file)
 
 
 class CsvSink(_FileSink):
-    """Write CSV files (with a header row) into a folder."""
+    """Write CSV files (a header row, RFC 4180 quoting) into a folder; scalar columns only."""
 
-    Params = FileSinkParams
-    writer = "write_csv"
+    Params = CsvSinkParams
 
-    def _count(self, stream) -> int:
-        import pyarrow.csv
+    def _refusal(self) -> Any:
+        from plugins.sinks.capabilities import csv_refusal
 
-        return sum(batch.num_rows for batch in pyarrow.csv.open_csv(stream))
+        return csv_refusal
+
+    def _datasink(self, folder: str, fs: Any, params: CsvSinkParams) -> Any:
+        from plugins.sinks.datasinks import CsvFiles
+
+        return CsvFiles(
+            folder, fs, min_rows_per_file=params.min_rows_per_file, delimiter=params.delimiter
+        )
 
 
 class JsonSink(_FileSink):
-    """Write JSON lines files into a folder."""
+    """Write JSON lines files into a folder (no bytes, decimals or durations)."""
 
     Params = FileSinkParams
-    writer = "write_json"
 
-    def _count(self, stream) -> int:
-        return _count_lines(stream)  # JSON lines: one row per line
+    def _refusal(self) -> Any:
+        from plugins.sinks.capabilities import json_refusal
+
+        return json_refusal
+
+    def _datasink(self, folder: str, fs: Any, params: FileSinkParams) -> Any:
+        from plugins.sinks.datasinks import JsonLinesFiles
+
+        return JsonLinesFiles(folder, fs, min_rows_per_file=params.min_rows_per_file)

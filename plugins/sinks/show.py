@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.interfaces import PluginParams, Sink, SinkResult
+from pipeline.interfaces import DatasetSink, PluginParams, SinkResult
 
 
 class ShowParams(PluginParams):
-    limit: int = Field(default=20, gt=0, description="How many rows to print.")
+    limit: int = Field(default=5, gt=0, description="How many rows to print.")
     max_chars: int = Field(default=200, gt=10, description="Truncate each printed value to this.")
 
 
@@ -17,7 +17,7 @@ def _short(value, max_chars: int) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 
-class ShowSink(Sink):
+class ShowSink(DatasetSink):
     """Print the first rows to standard output (reads only as much as it prints)."""
 
     Params = ShowParams

@@ -1,18 +1,39 @@
-"""File sources: Parquet, CSV, JSON lines and plain text, from a local path or any pyarrow URI.
+"""File sources: Parquet and plain text here; CSV and JSON lines in their own modules.
 
 The input files are listed once, sorted, and grouped into work units of about ``run.unit_bytes``
-(a file is never split), so a resumed job reads only the files of its unfinished units.
+(a file is never split), so a resumed job reads only the files of its unfinished units. Every
+source reports its Arrow schema on the driver (:meth:`~pipeline.interfaces.Source.schema`) and
+then reads every file with exactly those types, so a value keeps its type from the first file
+to the last. An input that cannot be reached (no route, no credentials, no bucket) is one
+:class:`~pipeline.errors.DataError` naming ``source.params.path``, the URI and the cause, within
+:data:`REMOTE_TIMEOUT_S` seconds.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+import concurrent.futures
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import Field
 
-from pipeline.errors import DataError
-from pipeline.interfaces import PluginParams, Source, WorkUnit
+from pipeline.errors import DataError, EmptyInputError
+from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Source, WorkUnit
+
+KEY = "source.params.path"
+#: Longest wait for a remote filesystem to answer a listing or a metadata read.
+REMOTE_TIMEOUT_S = 30.0
+#: Bytes of the first input file that schema inference reads (CSV, JSON lines).
+SAMPLE_BYTES = 1 << 20
+#: At most this many Parquet footers are read to find out, before the job, that there are no rows.
+EMPTY_CHECK_FILES = 64
+
+T = TypeVar("T")
+
+
+def empty_input(path: Any, why: str = "") -> EmptyInputError:
+    return EmptyInputError.for_source(path, why, key=KEY)
 
 
 class FileParams(PluginParams):
@@ -25,17 +46,67 @@ class FileParams(PluginParams):
     )
 
 
+class TypedFileParams(FileParams):
+    schema_: dict[str, str] | None = Field(
+        default=None,
+        alias="schema",
+        description="Column -> Arrow type name (e.g. {id: string, score: float64, "
+        "created_at: 'timestamp[us, tz=UTC]'}): read these columns with these types instead "
+        "of inferring them. The other columns are inferred.",
+    )
+
+    def declared(self, key: str = "source.params.schema") -> Any:
+        """The declared columns as a ``pyarrow.Schema`` (empty when none)."""
+        from pipeline.schema import parse_schema
+
+        return parse_schema(self.schema_ or {}, key)
+
+
 def _paths(path: str | list[str]) -> list[str]:
     return [path] if isinstance(path, str) else list(path)
 
 
-def check_paths_exist(path: str | list[str], key: str = "source.params.path") -> None:
-    """Fail early, naming the path, when a local input does not exist."""
-    import os
+def is_uri(path: str) -> bool:
+    return "://" in path
 
+
+def remote(call: Callable[[], T], uri: str, key: str = KEY) -> T:
+    """``call()``, which reaches ``uri``; its failure, or no answer within
+    :data:`REMOTE_TIMEOUT_S`, becomes one DataError naming ``key``, the URI and the cause."""
+    if not is_uri(uri):
+        return call()
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bulkinfer-remote")
+    try:
+        return pool.submit(call).result(timeout=REMOTE_TIMEOUT_S)
+    except concurrent.futures.TimeoutError:
+        raise DataError(
+            f"cannot reach {uri}: no answer within {REMOTE_TIMEOUT_S:g} s (no route to the "
+            "storage service, or it is not answering)",
+            key=key,
+        ) from None
+    except DataError:
+        raise
+    except Exception as exc:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"cannot read {uri}: {cause}", key=key) from None
+    finally:
+        pool.shutdown(wait=False)
+
+
+def check_paths_exist(path: str | list[str], key: str = KEY) -> None:
+    """Fail early, naming the path, when a local input does not exist."""
     for one in _paths(path):
-        if "://" not in one and not os.path.exists(one):
+        if not is_uri(one) and not os.path.exists(one):
             raise DataError(f"input path does not exist: {one}", key=key)
+
+
+def filesystem(path: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path inside it) for a local path or a URI."""
+    import pyarrow.fs
+
+    if is_uri(path):
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return pyarrow.fs.LocalFileSystem(), os.path.abspath(path)
 
 
 def _hidden(relative: str) -> bool:
@@ -43,33 +114,51 @@ def _hidden(relative: str) -> bool:
     return any(part.startswith((".", "_")) for part in relative.split("/") if part)
 
 
-def list_files(path: str | list[str], extensions: list[str] | None) -> list[tuple[str, int]]:
-    """(path or URI, size) of every input file, sorted, as Ray Data would read them."""
+def _list_one(one: str, extensions: list[str] | None) -> list[tuple[str, int]]:
     import pyarrow.fs
 
+    fs, root = filesystem(one)
+    prefix = one.split("://", 1)[0] + "://" if is_uri(one) else ""
+    info = fs.get_file_info(root)
+    if info.type == pyarrow.fs.FileType.NotFound:
+        raise DataError(f"input path does not exist: {one}", key=KEY)
+    if info.type == pyarrow.fs.FileType.File:
+        return [(prefix + info.path, info.size)]
+    found = []
+    for entry in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
+        relative = entry.path[len(root) :].lstrip("/")
+        if entry.type != pyarrow.fs.FileType.File or _hidden(relative):
+            continue
+        name = entry.path.lower()
+        if extensions and not any(name.endswith("." + e.lower()) for e in extensions):
+            continue
+        found.append((prefix + entry.path, entry.size))
+    return found
+
+
+def list_files(path: str | list[str], extensions: list[str] | None) -> list[tuple[str, int]]:
+    """(path or URI, size) of every input file, sorted, as Ray Data would read them."""
+    check_paths_exist(path)
     found: list[tuple[str, int]] = []
     for one in _paths(path):
-        if "://" in one:
-            fs, root = pyarrow.fs.FileSystem.from_uri(one)
-            prefix = one.split("://", 1)[0] + "://"
-        else:
-            import os
-
-            fs, root, prefix = pyarrow.fs.LocalFileSystem(), os.path.abspath(one), ""
-        info = fs.get_file_info(root)
-        if info.type == pyarrow.fs.FileType.File:
-            found.append((prefix + info.path, info.size))
-            continue
-        selector = pyarrow.fs.FileSelector(root, recursive=True)
-        for entry in fs.get_file_info(selector):
-            relative = entry.path[len(root) :].lstrip("/")
-            if entry.type != pyarrow.fs.FileType.File or _hidden(relative):
-                continue
-            name = entry.path.lower()
-            if extensions and not any(name.endswith("." + e.lower()) for e in extensions):
-                continue
-            found.append((prefix + entry.path, entry.size))
+        found += remote(lambda one=one: _list_one(one, extensions), one)
     return sorted(set(found))
+
+
+def open_input(file: str):
+    """A random-access pyarrow file for a path or URI."""
+    fs, path = filesystem(file)
+    return fs.open_input_file(path)
+
+
+def read_head(file: str, limit: int = SAMPLE_BYTES) -> bytes:
+    """The first ``limit`` bytes of a file (all of it if smaller)."""
+
+    def read() -> bytes:
+        with open_input(file) as f:
+            return f.read(limit)
+
+    return remote(read, file)
 
 
 def group_files(files: list[tuple[str, int]], unit_bytes: int | None) -> list[WorkUnit]:
@@ -85,95 +174,136 @@ def group_files(files: list[tuple[str, int]], unit_bytes: int | None) -> list[Wo
     return [WorkUnit(id=f"{i:05d}", spec={"files": group}) for i, group in enumerate(units)]
 
 
-class _FileSource(Source):
+def select(schema: Any, columns: list[str] | None, key: str = "source.params.columns") -> Any:
+    """``schema`` narrowed to ``columns`` (in that order); a missing column is an error."""
+    if not columns:
+        return schema
+    from plugins.batches import require_fields
+
+    require_fields(schema, columns, key)
+    import pyarrow as pa
+
+    return pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
+
+
+class FileSource(Source):
+    """Base of the file sources: listing, work units, schema on the driver, read errors.
+
+    A subclass sets ``reader`` (the ``ray.data`` read function, for its default extensions) and
+    implements :meth:`file_schema` (the types it reads, from the first file) and
+    :meth:`read_files` (the Ray read with exactly those types); :meth:`check_file` parses one
+    whole file the same way, to name the file at fault when a read fails.
+    """
+
+    #: The ``ray.data`` read function the source uses.
     reader: str = ""
+    #: Its default ``file_extensions`` (Ray Data 2.60), without importing Ray at plan time.
+    file_extensions: tuple[str, ...] | None = None
 
-    def _options(self, params: FileParams) -> dict[str, Any]:
-        return {}
+    def extensions(self) -> list[str] | None:
+        """What the source reads from a folder: Ray Data's default file extensions for its
+        reader (``tests/test_io.py`` holds them against Ray's); None: every file."""
+        return list(self.file_extensions) if self.file_extensions is not None else None
 
-    def _extensions(self) -> list[str] | None:
-        """The reader's default file extensions (what it reads from a folder)."""
-        import ray.data
+    def files(self, params: FileParams) -> list[tuple[str, int]]:
+        """The input files and their sizes, listed once per source instance."""
+        cached = getattr(self, "_files", None)
+        if cached is not None and cached[0] == params.model_dump_json():
+            return cached[1]
+        files = list_files(params.path, self.extensions())
+        if not files:
+            raise empty_input(params.path, "no input files")
+        self._files = (params.model_dump_json(), files)
+        return files
 
-        parameter = inspect.signature(getattr(ray.data, self.reader)).parameters.get(
-            "file_extensions"
-        )
-        return parameter.default if parameter is not None else None
+    def schema(self, params: FileParams) -> Any:
+        files = self.files(params)
+        return self.file_schema(params, files)
 
-    def _read(self, paths: str | list[str], params: FileParams, **extra: Any):
-        import ray.data
+    def file_schema(self, params: FileParams, files: list[tuple[str, int]]) -> Any:
+        raise NotImplementedError
 
-        kwargs: dict[str, Any] = {**self._options(params), **extra}
+    def read_files(self, params: FileParams, files: list[str]):
+        raise NotImplementedError
+
+    def check_file(self, params: FileParams, f: Any) -> None:
+        """Parse a whole open file as the read does, raising if it is not valid input."""
+        f.read().decode("utf-8")
+
+    def read_options(self, files: list[str]) -> dict[str, Any]:
+        """Ray read arguments every file source passes: the planner's CPU share and blocks."""
+        kwargs: dict[str, Any] = dict(self.io.ray_remote_args)
         if self.io.num_blocks:
             # No more read tasks than files: Ray only slices a file's output into more blocks,
             # and a read sliced that way does not fuse with the stage after it.
-            files = len(paths) if isinstance(paths, list) else self.io.num_blocks
-            kwargs["override_num_blocks"] = max(1, min(self.io.num_blocks, files))
-        try:
-            ds = getattr(ray.data, self.reader)(paths, **self.io.ray_remote_args, **kwargs)
-        except (FileNotFoundError, OSError, ValueError) as exc:
-            where = self._find_unreadable(params) or params.path
-            raise DataError(f"cannot read {where}: {exc}", key="source.params.path") from None
-        if params.columns:
-            ds = ds.select_columns(params.columns)
-        return ds
-
-    def read(self, params: FileParams):
-        check_paths_exist(params.path)
-        return self._read(params.path, params)
+            kwargs["override_num_blocks"] = max(1, min(self.io.num_blocks, len(files)))
+        return kwargs
 
     def units(self, params: FileParams) -> list[WorkUnit]:
-        check_paths_exist(params.path)
-        return group_files(list_files(params.path, self._extensions()), self.io.unit_bytes)
+        return group_files(self.files(params), self.io.unit_bytes)
 
-    def read_unit(self, params: FileParams, unit: WorkUnit):
+    def read(self, params: FileParams, unit: WorkUnit = WHOLE_SOURCE):
         if unit.spec is None:
-            return self.read(params)
-        return self._read([f for f, _ in unit.spec["files"]], params, file_extensions=None)
+            return self.read_files(params, [f for f, _ in self.files(params)])
+        return self.read_files(params, [f for f, _ in unit.spec["files"]])
 
     def explain_read_error(self, params: FileParams, unit: WorkUnit) -> DataError | None:
         files = None if unit.spec is None else [f for f, _ in unit.spec["files"]]
-        found = self._find_unreadable(params, files)
-        if found is None:
-            return None
-        return DataError(f"cannot read input file {found}", key="source.params.path")
-
-    def _find_unreadable(self, params: FileParams, files: list[str] | None = None) -> str | None:
-        """``file: error`` for the first input file that does not parse, else None."""
-        import pyarrow.fs
-
         if files is None:
             try:
-                files = [f for f, _ in list_files(params.path, self._extensions())]
-            except OSError:
-                return None
+                files = [f for f, _ in list_files(params.path, self.extensions())]
+            except DataError as exc:
+                return exc
         for file in files:
-            if "://" in file:
-                fs, path = pyarrow.fs.FileSystem.from_uri(file)
-            else:
-                fs, path = pyarrow.fs.LocalFileSystem(), file
             try:
-                with fs.open_input_file(path) as f:
-                    self._parse(f, params)
+                with open_input(file) as f:
+                    self.check_file(params, f)
+            except DataError as exc:
+                return DataError(f"cannot read input file {file}: {exc.message}", key=KEY)
             except Exception as exc:  # any parse error: this is the file at fault
-                return f"{file} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+                cause = " ".join(str(exc).split())[:300]
+                return DataError(
+                    f"cannot read input file {file} ({type(exc).__name__}: {cause})", key=KEY
+                )
         return None
 
-    def _parse(self, f, params: FileParams) -> None:
-        """Read a whole file with pyarrow, raising if it is not valid input for this source."""
-        f.read().decode("utf-8")
+
+class ParquetParams(TypedFileParams):
+    pass
 
 
-class ParquetSource(_FileSource):
-    """Read Parquet files (column pruning pushed down to the reader)."""
+class ParquetSource(FileSource):
+    """Read Parquet files (column pruning pushed down to the reader; types as stored)."""
 
-    Params = FileParams
+    Params = ParquetParams
     reader = "read_parquet"
+    file_extensions = ("parquet",)
 
-    def _options(self, params: FileParams) -> dict[str, Any]:
-        return {"columns": params.columns} if params.columns else {}
+    def file_schema(self, params: ParquetParams, files: list[tuple[str, int]]) -> Any:
+        import pyarrow.parquet as pq
 
-    def _read(self, paths: str | list[str], params: FileParams, **extra: Any):
+        first = files[0][0]
+
+        def footer() -> Any:
+            with open_input(first) as f:
+                return pq.ParquetFile(f).schema_arrow
+
+        schema = _declared_over(remote(footer, first), params)
+        if len(files) <= EMPTY_CHECK_FILES and not any(self._rows(f) for f, _ in files):
+            raise empty_input(params.path, "its Parquet files hold no rows")
+        return select(schema, params.columns)
+
+    @staticmethod
+    def _rows(file: str) -> int:
+        import pyarrow.parquet as pq
+
+        def count() -> int:
+            with open_input(file) as f:
+                return pq.ParquetFile(f).metadata.num_rows
+
+        return remote(count, file)
+
+    def read_files(self, params: ParquetParams, files: list[str]):
         """Read with Ray Data's first Parquet reader, which streams a file in batches.
 
         Measured with Ray Data 2.60 on 2 CPUs (benchmarks/RESULTS.md): its default (second)
@@ -183,54 +313,49 @@ class ParquetSource(_FileSource):
         """
         import ray.data
 
-        context = ray.data.DataContext.get_current()
-        previous = getattr(context, "use_datasource_v2", None)
-        if previous is None:  # a Ray without the choice: its only reader
-            return super()._read(paths, params, **extra)
-        context.use_datasource_v2 = False  # the dataset keeps a copy of the context
-        try:
-            return super()._read(paths, params, **extra)
-        finally:
-            context.use_datasource_v2 = previous
+        kwargs = self.read_options(files)
+        if params.columns:
+            kwargs["columns"] = params.columns
+        if params.schema_:
+            kwargs["schema"] = _declared_over(self._stored(files[0]), params)
+        from pipeline.ray_internals import first_parquet_reader
 
-    def _parse(self, f, params: FileParams) -> None:
+        with first_parquet_reader():
+            return ray.data.read_parquet(files, file_extensions=None, **kwargs)
+
+    @staticmethod
+    def _stored(file: str) -> Any:
         import pyarrow.parquet as pq
 
-        for _ in pq.ParquetFile(f).iter_batches():
-            pass
+        with open_input(file) as f:
+            return pq.ParquetFile(f).schema_arrow
+
+    def check_file(self, params: ParquetParams, f: Any) -> None:
+        import pyarrow.parquet as pq
+
+        declared = params.declared()
+        for batch in pq.ParquetFile(f).iter_batches(columns=params.columns):
+            for field in declared:
+                if field.name in batch.schema.names:
+                    batch.column(field.name).cast(field.type)
 
 
-class CsvSource(_FileSource):
-    """Read CSV files with a header row."""
+def _declared_over(schema: Any, params: TypedFileParams) -> Any:
+    """``schema`` with the declared columns' types; declaring a missing column is an error."""
+    import pyarrow as pa
 
-    Params = FileParams
-    reader = "read_csv"
+    declared = params.declared()
+    for field in declared:
+        if field.name not in schema.names:
+            from pipeline.errors import ColumnNotFoundError
 
-    def _parse(self, f, params: FileParams) -> None:
-        import pyarrow.csv
-
-        for _ in pyarrow.csv.open_csv(f):
-            pass
-
-
-class JsonSource(_FileSource):
-    """Read JSON lines files (one object per line)."""
-
-    Params = FileParams
-    reader = "read_json"
-
-    def _options(self, params: FileParams) -> dict[str, Any]:
-        return {"lines": True}
-
-    def _parse(self, f, params: FileParams) -> None:
-        import json
-
-        for number, line in enumerate(f.read().decode("utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    json.loads(line)
-                except ValueError as exc:
-                    raise ValueError(f"line {number}: {exc}") from None
+            raise ColumnNotFoundError.for_column(
+                field.name, list(schema.names), key=f"source.params.schema.{field.name}"
+            )
+    types = {f.name: f.type for f in declared}
+    return pa.schema(
+        [pa.field(f.name, types.get(f.name, f.type)) for f in schema], metadata=schema.metadata
+    )
 
 
 class TextParams(FileParams):
@@ -238,17 +363,29 @@ class TextParams(FileParams):
     drop_empty_lines: bool = Field(default=True, description="Skip blank lines.")
 
 
-class TextSource(_FileSource):
+class TextSource(FileSource):
     """Read text files, one row per line."""
 
     Params = TextParams
     reader = "read_text"
+    file_extensions = None
 
-    def _options(self, params: TextParams) -> dict[str, Any]:
-        return {"drop_empty_lines": params.drop_empty_lines}
+    def file_schema(self, params: TextParams, files: list[tuple[str, int]]) -> Any:
+        import pyarrow as pa
 
-    def _read(self, paths, params: TextParams, **extra: Any):
-        ds = super()._read(paths, params.model_copy(update={"columns": None}), **extra)
+        if all(size == 0 for _, size in files):
+            raise empty_input(params.path, "its files are empty")
+        return pa.schema([pa.field(params.column, pa.string())])
+
+    def read_files(self, params: TextParams, files: list[str]):
+        import ray.data
+
+        ds = ray.data.read_text(
+            files,
+            drop_empty_lines=params.drop_empty_lines,
+            file_extensions=None,
+            **self.read_options(files),
+        )
         if params.column != "text":
             ds = ds.rename_columns({"text": params.column})
         return ds

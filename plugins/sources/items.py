@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from pipeline.interfaces import PluginParams, Source, WorkUnit
+from pipeline.errors import DataError
+from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Source, WorkUnit
 
 
 class ItemsParams(PluginParams):
@@ -26,17 +27,52 @@ class ItemsParams(PluginParams):
 
 
 class ItemsSource(Source):
-    """Rows given inline in the config."""
+    """Rows given inline in the config (types as pyarrow infers them from the values)."""
 
     Params = ItemsParams
 
-    def _rows(self, params: ItemsParams) -> list[dict[str, Any]]:
-        return [item if isinstance(item, dict) else {params.column: item} for item in params.items]
+    def _table(self, params: ItemsParams, start: int = 0, stop: int | None = None):
+        import pyarrow as pa
 
-    def read(self, params: ItemsParams):
+        items = params.items[start:stop]
+        rows = [item if isinstance(item, dict) else {params.column: item} for item in items]
+        try:
+            return pa.Table.from_pylist(rows, schema=self._schema(params))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DataError(
+                f"the items do not fit one table: {' '.join(str(exc).split())}",
+                key="source.params.items",
+            ) from None
+
+    def _schema(self, params: ItemsParams):
+        import pyarrow as pa
+
+        rows = [item if isinstance(item, dict) else {params.column: item} for item in params.items]
+        try:
+            return pa.Table.from_pylist(rows).schema
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DataError(
+                f"the items do not fit one table (a column holds values of different types?): "
+                f"{' '.join(str(exc).split())}",
+                key="source.params.items",
+            ) from None
+
+    def schema(self, params: ItemsParams):
+        return self._schema(params)
+
+    def read(self, params: ItemsParams, unit: WorkUnit = WHOLE_SOURCE):
+        if unit.spec is None:
+            return self._dataset(self._table(params))
+        start, stop = unit.spec["rows"]
+        return self._dataset(self._table(params, start, stop))
+
+    def _dataset(self, table: Any):
         import ray.data
 
-        return ray.data.from_items(self._rows(params), override_num_blocks=self.io.num_blocks)
+        blocks = self.io.num_blocks or 1
+        step = max(1, -(-table.num_rows // blocks))
+        parts = [table.slice(i, step) for i in range(0, table.num_rows, step)] or [table]
+        return ray.data.from_arrow(parts)
 
     def units(self, params: ItemsParams) -> list[WorkUnit]:
         """Consecutive row ranges of ``run.unit_rows`` rows."""
@@ -46,12 +82,3 @@ class ItemsSource(Source):
             WorkUnit(id=f"{i // step:05d}", spec={"rows": [i, min(i + step, n)]})
             for i in range(0, n, step)
         ]
-
-    def read_unit(self, params: ItemsParams, unit: WorkUnit):
-        import ray.data
-
-        if unit.spec is None:
-            return self.read(params)
-        start, stop = unit.spec["rows"]
-        rows = self._rows(params)[start:stop]
-        return ray.data.from_items(rows, override_num_blocks=self.io.num_blocks)

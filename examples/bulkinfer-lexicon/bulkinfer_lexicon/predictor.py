@@ -2,8 +2,9 @@
 
 The plugin contract in brief: a ``Params`` pydantic model (every field described; unknown keys are
 errors), ``default_stage`` for how it runs unless the config says otherwise, ``__init__`` for the
-set-up done once per worker, ``__call__`` for one batch, and ``output_columns`` so bulkinfer can
-refuse a config that reads a missing column before any data flows.
+set-up done once per worker, ``__call__`` for one batch, and ``output_schema`` (the columns and
+Arrow types after the stage) so bulkinfer can refuse a config that reads a missing column, or
+sends a column to a sink that cannot hold it, before any data flows.
 """
 
 from __future__ import annotations
@@ -94,13 +95,19 @@ class LexiconSentiment(Predictor):
         self.negative = {w.lower() for w in params.negative}
 
     @classmethod
-    def output_columns(cls, params: LexiconParams, input_columns: list[str]) -> list[str]:
-        if params.input_column not in input_columns:
+    def output_schema(cls, params: LexiconParams, schema: Any) -> Any:
+        """The input columns, then the score (float32) and the label (string) if asked."""
+        import pyarrow as pa
+
+        if params.input_column not in schema.names:
             raise ColumnNotFoundError.for_column(
-                params.input_column, input_columns, key="predictor.params.input_column"
+                params.input_column, list(schema.names), key="params.input_column"
             )
-        added = [params.output_column] + ([params.label_column] if params.label_column else [])
-        return [c for c in input_columns if c not in added] + added
+        added = [pa.field(params.output_column, pa.float32())]
+        if params.label_column:
+            added.append(pa.field(params.label_column, pa.string()))
+        names = {f.name for f in added}
+        return pa.schema([f for f in schema if f.name not in names] + added)
 
     def __call__(self, batch: Any) -> Any:
         """Add the score (and label) columns to a batch (pandas, numpy, or pyarrow)."""

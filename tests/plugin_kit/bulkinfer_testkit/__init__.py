@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from pipeline.errors import ColumnNotFoundError
-from pipeline.interfaces import PluginParams, Predictor, Preprocessor
+from pipeline.errors import ColumnNotFoundError, DataError
+from pipeline.interfaces import PluginParams, Predictor, Preprocessor, Source
 from pipeline.settings import StageSettings
 
 
@@ -23,6 +23,11 @@ class KitParams(PluginParams):
     sleep_s: float = Field(default=0.0, ge=0, description="Seconds to sleep per batch.")
     fail_ids: list[int] = Field(
         default_factory=list, description="A batch holding any of these ids raises ValueError."
+    )
+    refuse_ids: list[int] = Field(
+        default_factory=list,
+        description="A batch holding any of these ids raises a DataError keyed params.refuse_ids "
+        "(relative to the stage, as plugins name their keys).",
     )
     log_dir: str | None = Field(
         default=None,
@@ -49,11 +54,16 @@ class _KitStep:
                 f.write(str(os.getpid()))
 
     @classmethod
-    def output_columns(cls, params: KitParams, input_columns: list[str]) -> list[str]:
-        if params.id_column not in input_columns:
-            raise ColumnNotFoundError.for_column(params.id_column, input_columns)
-        extra = [params.output_column] + (["node_id"] if params.record_node else [])
-        return [c for c in input_columns if c not in extra] + extra
+    def output_schema(cls, params: KitParams, schema: Any) -> Any:
+        import pyarrow as pa
+
+        if params.id_column not in schema.names:
+            raise ColumnNotFoundError.for_column(params.id_column, list(schema.names))
+        extra = [pa.field(params.output_column, pa.int64())]
+        if params.record_node:
+            extra.append(pa.field("node_id", pa.string()))
+        names = {f.name for f in extra}
+        return pa.schema([f for f in schema if f.name not in names] + extra)
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
@@ -62,6 +72,9 @@ class _KitStep:
         bad = [i for i in ids if i in set(self.params.fail_ids)]
         if bad:
             raise ValueError(f"bad row id={bad[0]}")
+        refused = [i for i in ids if i in set(self.params.refuse_ids)]
+        if refused:
+            raise DataError(f"row id={refused[0]} is refused", key="params.refuse_ids")
         outage = self.params.outage_file
         if outage and os.path.exists(outage) and max(ids) >= self.params.outage_from_id:
             raise ConnectionError(f"service unavailable for id {max(ids)}")
@@ -90,3 +103,49 @@ class KitPredictor(_KitStep, Predictor):
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=4, batch_format="pyarrow"
     )
+
+
+class LinesParams(PluginParams):
+    path: str = Field(description="A text file of 'id:text' lines.")
+
+
+class KitLineDecoder(Preprocessor):
+    """Test decoder: parses each 'id:text' line; a line without ':' raises ValueError."""
+
+    Params = LinesParams
+    default_stage: ClassVar[StageSettings] = StageSettings(batch_size=4, batch_format="pyarrow")
+
+    @classmethod
+    def output_schema(cls, params: LinesParams, schema: Any) -> Any:
+        import pyarrow as pa
+
+        return pa.schema([("id", pa.int64()), ("text", pa.string())])
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        ids, texts = [], []
+        for line in batch.column("line").to_pylist():
+            head, sep, text = line.partition(":")
+            if not sep:
+                raise ValueError(f"not an 'id:text' line: {line!r}")
+            ids.append(int(head))
+            texts.append(text)
+        return pa.table({"id": pa.array(ids, pa.int64()), "text": texts})
+
+
+class KitLines(Source):
+    """Test source with a decoder: reads lines, decodes them in the source's guarded stage."""
+
+    Params = LinesParams
+    decoder = KitLineDecoder
+
+    def schema(self, params: LinesParams) -> Any:
+        import pyarrow as pa
+
+        return pa.schema([("line", pa.string())])
+
+    def read(self, params: LinesParams, unit: Any = None) -> Any:
+        import ray.data
+
+        return ray.data.read_text(params.path).rename_columns({"text": "line"})

@@ -1,0 +1,273 @@
+"""Sharing a Ray cluster between a job's actor pools, task stages and I/O, decided once.
+
+The planner calls :func:`budget` with the resources of the cluster the job will run on (the
+local machine's for the embedded Ray and for every dry run, the connected cluster's otherwise)
+and gets back every map stage with its CPU share and threads, the read's tasks and blocks, and
+the notes the plan prints. Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from pipeline.batching import AUTO_MAX_ROWS
+from pipeline.errors import PlanError
+from pipeline.settings import RaySettings, StageSettings
+
+if TYPE_CHECKING:
+    from pipeline.plan import Step
+
+#: Smallest CPU share the planner gives a worker before it refuses the plan instead.
+MIN_CPU_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The resources a job plans for: totals, and each node's (a worker fits on one node)."""
+
+    cpus: float
+    gpus: float
+    memory: float = math.inf
+    nodes: tuple[dict[str, float], ...] = ()
+    #: How the plan names it: "local machine", "Ray cluster at auto", ...
+    name: str = "Ray cluster"
+
+    @classmethod
+    def local(cls, ray: RaySettings) -> Cluster:
+        """The machine this process runs on, as the embedded Ray would see it.
+
+        CPUs: ``ray.num_cpus`` or every core; GPUs: ``ray.num_gpus`` or those visible here
+        (``CUDA_VISIBLE_DEVICES``, else the ``/dev/nvidia<N>`` devices), as Ray counts them.
+        """
+        cpus = float(ray.num_cpus or os.cpu_count() or 1)
+        gpus = float(ray.num_gpus if ray.num_gpus is not None else local_gpus())
+        node = {"CPU": cpus, "GPU": gpus}
+        return cls(cpus=cpus, gpus=gpus, nodes=(node,), name="local machine")
+
+
+def local_gpus() -> int:
+    """NVIDIA GPUs this process may use, counted without importing a GPU library."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What :func:`budget` decided."""
+
+    maps: tuple[Step, ...]
+    io_cpus: float
+    read_tasks: int | None = None
+    rows_per_block: int | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def _fmt(n: float) -> str:
+    return f"{n:g}"
+
+
+def _check_fits(maps: tuple[Step, ...], cluster: Cluster) -> None:
+    cpus, gpus, memory = cluster.cpus, cluster.gpus, cluster.memory
+    for step in maps:
+        s = step.stage
+        if s.num_gpus > 0 and s.num_gpus * max(1, s.min_workers) > gpus:
+            have = f"{_fmt(gpus)} GPU" + ("s" if gpus != 1 else "")
+            raise PlanError(
+                f"asks for {_fmt(s.num_gpus)} GPU per worker x {max(1, s.min_workers)} worker(s), "
+                f"but the {cluster.name} has {have}. Set {step.key}.stage.num_gpus=0 to run on "
+                "CPUs, or connect to a cluster with GPUs (ray.address).",
+                key=f"{step.key}.stage.num_gpus",
+            )
+        if s.memory is not None and s.memory * max(1, s.min_workers) > memory:
+            raise PlanError(
+                f"asks for {s.memory:,} bytes per worker x {max(1, s.min_workers)} worker(s), but "
+                f"the {cluster.name} has {memory:,.0f} bytes of memory for tasks and actors. "
+                f"Lower {step.key}.stage.memory or the stage's concurrency.",
+                key=f"{step.key}.stage.memory",
+            )
+        if s.num_cpus is not None and s.num_cpus > cpus:
+            raise PlanError(
+                f"asks for {_fmt(s.num_cpus)} CPUs per worker but the {cluster.name} has "
+                f"{_fmt(cpus)}. Lower it to at most {_fmt(cpus)}.",
+                key=f"{step.key}.stage.num_cpus",
+            )
+
+
+def budget(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) -> Budget:
+    """Share ``cluster`` between actor pools, task stages and I/O so the job can always progress.
+
+    Actor pools hold their CPUs for the whole job. If they took every CPU, Ray Data could never
+    schedule a read or write task and would wait forever, so the planner keeps ``ray.io_cpus``
+    free (at most half the cluster; a whole CPU by default, because some of Ray Data's own
+    tasks, such as the file listing of its Parquet reader in Ray 2.60, ask for one), gives actor
+    stages without an explicit ``num_cpus`` an equal share of the rest (at most one CPU each),
+    sets each actor's native threads so that together they cover the cluster's cores (logical
+    CPU shares and threads are separate decisions), caps task stages at what stays free, and
+    refuses plans that cannot fit. A stage's own ``num_cpus`` and ``num_threads`` are kept.
+    """
+    _check_fits(maps, cluster)
+    cpus = cluster.cpus
+    actors = [st for st in maps if st.stage.compute == "actors"]
+    fixed = sum(st.stage.num_cpus * st.stage.min_workers for st in actors if st.stage.num_cpus)
+    shared = [st for st in actors if st.stage.num_cpus is None]
+    io = min(ray.io_cpus, cpus / 2)
+    left = cpus - io - fixed
+    if left < 0 or (shared and left / sum(st.stage.min_workers for st in shared) < MIN_CPU_SHARE):
+        held = ", ".join(
+            f"{st.key}: {st.stage.min_workers} actor(s) x "
+            f"{'shared' if st.stage.num_cpus is None else _fmt(st.stage.num_cpus)} CPU"
+            for st in actors
+        )
+        raise PlanError(
+            f"the actor pools ({held}) leave no CPU for reading and writing on a cluster of "
+            f"{_fmt(cpus)} CPUs (the job would wait forever). Lower a stage's concurrency, give "
+            f"it a smaller num_cpus (fractions are fine, e.g. 0.5), or lower ray.io_cpus "
+            f"(now {_fmt(ray.io_cpus)}).",
+            key=f"{actors[-1].key}.stage" if actors else "ray.io_cpus",
+        )
+    share = 0.0
+    if shared:
+        workers = sum(st.stage.min_workers for st in shared)
+        share = min(1.0, math.floor(left / workers * 100) / 100)
+    free = cpus - fixed - share * sum(st.stage.min_workers for st in shared)
+
+    notes: list[str] = []
+    planned: list[Step] = []
+    actor_workers = sum(st.stage.min_workers for st in actors)
+    for step in maps:
+        s = step.stage
+        threads_note = ""
+        if s.compute == "actors" and s.num_threads is None and math.isfinite(cpus):
+            # Measured on 2 cores (benchmarks/RESULTS.md): the actors' threads together should
+            # cover every core; read/write tasks are short and need no core of their own.
+            s = s.model_copy(update={"num_threads": max(1, int(cpus // actor_workers))})
+            threads_note = f", {s.num_threads} thread(s) each"
+        if s.compute == "actors" and s.num_cpus is None:
+            s = s.model_copy(update={"num_cpus": share})
+            notes.append(
+                f"{step.key}: {s.min_workers} actor(s) x {_fmt(share)} CPU (shared)" + threads_note
+            )
+        elif s.compute == "actors":
+            notes.append(
+                f"{step.key}: {s.min_workers} actor(s) x {_fmt(s.num_cpus)} CPU (set)"
+                + threads_note
+            )
+        else:
+            task_cpus = s.num_cpus if s.num_cpus is not None else min(1.0, free)
+            if task_cpus > free + 1e-9:
+                raise PlanError(
+                    f"tasks need {_fmt(task_cpus)} CPU each but actor pools leave {_fmt(free)} of "
+                    f"{_fmt(cpus)} CPUs free; lower it or the actor pools' size.",
+                    key=f"{step.key}.stage.num_cpus",
+                )
+            how = "set" if s.num_cpus is not None else "shared"
+            s = s.model_copy(update={"num_cpus": task_cpus})
+            notes.append(f"{step.key}: tasks x {_fmt(task_cpus)} CPU ({how})")
+        planned.append(replace(step, stage=s))
+    io_cpus = round(min(1.0, free), 2)
+    notes.append(f"read/write tasks: {_fmt(io_cpus)} CPU each")
+    read_tasks = max(1, math.floor(free / io_cpus + 1e-9))
+    check_placement(tuple(planned), cluster)
+    return _blocks(Budget(tuple(planned), io_cpus, notes=tuple(notes)), read_tasks)
+
+
+def _blocks(plan: Budget, read_tasks: int) -> Budget:
+    """Read with as many tasks as can run at once; cut blocks for a first stage of actors.
+
+    Ray Data reads a small file as one block and an actor pool hands a block to one actor, so
+    an 8,000-row Parquet file kept one actor of two busy while the other idled. Blocks of one
+    batch each spread over every actor of every stage; a batch is also the unit the stage
+    works on, so nothing is cut twice. A first stage of tasks is left uncut: its tasks fuse
+    with the read (and the write) and cut their blocks into batches themselves, so blocks never
+    travel through the object store (see :mod:`pipeline.compile`). The read gets ``read_tasks``
+    tasks (those that fit in the CPUs the actor pools leave; file sources use no more than they
+    have files) instead of Ray's default of about 200: Ray cut a 1,000,000-row, one-row-group
+    Parquet file into 134 blocks that way, each later a write task and a file, and took 3-4 s
+    where one streaming read task took 0.6 s. ``batch_size: auto`` uses its largest probed
+    size; ``null`` (whole blocks) leaves the source's blocks alone.
+    """
+    first = plan.maps[0] if plan.maps else None
+    if first is None or first.stage.batch_size is None:
+        return plan
+    if first.stage.compute == "tasks":
+        note = f"blocks: read in up to {read_tasks} task(s), each fused with {first.key}'s tasks"
+        return replace(plan, read_tasks=read_tasks, notes=(*plan.notes, note))
+    size = first.stage.batch_size
+    rows = AUTO_MAX_ROWS if size == "auto" else size
+    note = (
+        f"blocks: read in up to {read_tasks} task(s), cut into blocks of {rows} rows "
+        f"(one batch of {first.key})"
+    )
+    return replace(plan, rows_per_block=rows, read_tasks=read_tasks, notes=(*plan.notes, note))
+
+
+def worker_resources(stage: StageSettings) -> dict[str, float]:
+    """Ray resources one worker of a (budgeted) stage asks for, by resource name."""
+    need: dict[str, float] = {"CPU": stage.num_cpus or 0.0, "GPU": stage.num_gpus}
+    if stage.memory:
+        need["memory"] = float(stage.memory)
+    for name, amount in (stage.ray_remote_args.get("resources") or {}).items():
+        need[name] = float(amount)
+    accelerator = stage.ray_remote_args.get("accelerator_type")
+    if accelerator:
+        need[f"accelerator_type:{accelerator}"] = 0.001
+    return {k: v for k, v in need.items() if v > 0}
+
+
+def _resource_key(step: Step, resource: str) -> str:
+    fixed = {"CPU": "num_cpus", "GPU": "num_gpus", "memory": "memory"}
+    if resource in fixed:
+        return f"{step.key}.stage.{fixed[resource]}"
+    if resource.startswith("accelerator_type:"):
+        return f"{step.key}.stage.ray_remote_args.accelerator_type"
+    return f"{step.key}.stage.ray_remote_args.resources.{resource}"
+
+
+def _fits(node: dict[str, float], need: dict[str, float]) -> int:
+    """How many workers asking for ``need`` one node can hold."""
+    counts = [math.floor(node.get(name, 0.0) / amount + 1e-9) for name, amount in need.items()]
+    return min(counts, default=1_000_000)
+
+
+def check_placement(maps: tuple[Step, ...], cluster: Cluster) -> None:
+    """Refuse a stage whose worker no node can hold, or whose actor pool the nodes cannot.
+
+    Ray Data would otherwise wait forever for a worker that can never be placed. A node's
+    ``memory`` is checked only where the cluster reports it (a running Ray does).
+    """
+    nodes = list(cluster.nodes)
+    if not nodes:
+        return
+    for step in maps:
+        s = step.stage
+        need = worker_resources(s)
+        if not all("memory" in node for node in nodes):
+            need.pop("memory", None)
+        for name, amount in need.items():
+            best = max((node.get(name, 0.0) for node in nodes), default=0.0)
+            if best + 1e-9 < amount:
+                have = (
+                    f"the largest node has {_fmt(best)}"
+                    if best
+                    else f"no node of the {cluster.name} has it"
+                )
+                raise PlanError(
+                    f"each worker asks for {_fmt(amount)} of resource {name!r} but {have}; "
+                    "the job would wait forever. Lower the request or run on a cluster that "
+                    "has it (ray.address).",
+                    key=_resource_key(step, name),
+                )
+        room = sum(_fits(node, need) for node in nodes)
+        if room == 0 or (s.compute == "actors" and room < s.min_workers):
+            raise PlanError(
+                f"asks for {s.min_workers} actor(s) of {need} each, but the nodes of the "
+                f"{cluster.name} hold only {room} such worker(s) at once; the job would wait "
+                "forever. Lower the concurrency or the per-worker resources.",
+                key=f"{step.key}.stage",
+            )

@@ -1,0 +1,108 @@
+"""A plan's map stages as Ray Data operators: one ``map_batches`` per stage, guarded.
+
+Each stage's plugin runs inside :class:`~pipeline.stage_call.StageCall` (batch sizes, threads,
+out-of-memory halving) inside its :class:`~pipeline.guard.StageGuard` (``on_error``, the ledger,
+the declared output columns), as an actor pool or as tasks, with the resources the plan gave it.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import ray
+import ray.data
+
+from pipeline import ray_internals
+from pipeline.batching import AUTO_MAX_ROWS
+from pipeline.guard import GuardedActor, GuardedTask, StageGuard, named_like
+from pipeline.settings import StageSettings
+from pipeline.stage_call import StageCall
+
+if TYPE_CHECKING:
+    from pipeline.plan import Plan, Step
+
+log = logging.getLogger("bulkinfer")
+
+
+def compile_stages(plan: Plan, ds: ray.data.Dataset, ledger: Any) -> ray.data.Dataset:
+    """``ds`` (one work unit's rows) through every map stage of ``plan``."""
+    if plan.rows_per_block:
+        ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
+    for step in plan.maps:
+        ds = _map(plan, ds, step, ledger)
+    return ds
+
+
+def _split_blocks(ds: ray.data.Dataset, rows: int, num_cpus: float) -> ray.data.Dataset:
+    """Blocks of at most ``rows`` rows cut inside the read tasks (see the planner's
+    :func:`pipeline.budget._blocks`); left as read if the Ray internals moved."""
+    try:
+        return ray_internals.streaming_repartition(ds, rows, num_cpus)
+    except (ImportError, AttributeError, TypeError) as exc:  # pragma: no cover - Ray API drift
+        log.warning("blocks left as read (cannot split them on this Ray version: %s)", exc)
+        return ds
+
+
+def _compute(s: StageSettings) -> Any:
+    if s.compute == "tasks":
+        return ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
+    # One UDF call at a time per actor either way (max_concurrent_calls_per_actor=1); "true
+    # multi-threading" only makes Ray Data call the UDF on the task's own thread, where the
+    # guard can see which task a batch belongs to (see pipeline.guard.batch_key).
+    if isinstance(s.concurrency, int) or s.concurrency is None:
+        return ray.data.ActorPoolStrategy(size=s.concurrency or 1, enable_true_multi_threading=True)
+    return ray.data.ActorPoolStrategy(
+        min_size=s.concurrency.min, max_size=s.concurrency.max, enable_true_multi_threading=True
+    )
+
+
+def _map(plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.Dataset:
+    """Add one map stage: the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
+    inside its error guard (``stage.on_error``, rows reported to the ledger)."""
+    s = step.stage
+    auto = s.batch_size == "auto"
+    actors = s.compute == "actors"
+    schema = plan.schemas.get(step.key)
+    guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger, schema)
+    if actors:
+        # auto: Ray hands the stage its largest probed size; StageCall cuts it to the choice.
+        ray_batch_size = AUTO_MAX_ROWS if auto else s.batch_size
+    else:
+        # Tasks get whole blocks and StageCall cuts them into batches: Ray Data does not fuse a
+        # map that has a batch size into the read before it, and one fused read -> predict ->
+        # write task skips the object store (benchmarks/RESULTS.md, the XGBoost workload).
+        ray_batch_size = None
+    kwargs: dict[str, Any] = dict(
+        batch_size=ray_batch_size,
+        batch_format=s.batch_format,
+        num_cpus=s.num_cpus,
+        num_gpus=s.num_gpus or None,
+        **s.ray_remote_args,
+    )
+    if s.memory:
+        kwargs["memory"] = s.memory
+    build = partial(
+        StageCall,
+        step.plugin,
+        key=step.key,
+        ledger=ledger,
+        auto_batch=auto,
+        memory_limit=s.memory,
+        num_threads=s.num_threads,
+        eager=actors,
+        batch_limit=None if actors or auto else s.batch_size,
+    )
+    if actors:
+        # A killed actor is restarted and its in-flight batches are retried: Ray Data 2.60 sets
+        # max_restarts=-1 and max_task_retries=-1 on pool actors (and max_retries=-1 on tasks)
+        # unless a stage's ray_remote_args say otherwise (tests/test_failures.py kills one).
+        return ds.map_batches(
+            named_like(GuardedActor, step.plugin),
+            compute=_compute(s),
+            fn_constructor_kwargs={"plugin": build, "params": step.params, "guard": guard},
+            **kwargs,
+        )
+    task = named_like(GuardedTask, step.plugin)(build, step.params, guard)
+    return ds.map_batches(task, compute=_compute(s), **kwargs)
