@@ -14,9 +14,11 @@ Kinds, and what a plugin must implement (the abstract methods):
 - :class:`MapStage` (:class:`Preprocessor`, :class:`Predictor`): ``__call__(batch)``;
   ``output_schema`` for the columns it adds.
 - Sinks: a :class:`FileSink` writes a folder of files that the core stages, commits per work
-  unit, resumes and publishes (``output``, ``write_files``); a :class:`DatasetSink` consumes
-  the whole dataset itself (``write``), e.g. printing rows. Both may refuse columns they cannot
-  hold (``check_schema``).
+  unit, resumes and publishes (``output``, ``write_files``); a :class:`TableSink` hands the core
+  a :class:`StagedTarget` (a table or dataset that stages each unit's rows invisibly and
+  publishes them in one commit), which the core runs the same way; a :class:`DatasetSink`
+  consumes the whole dataset itself (``write``), e.g. printing rows. File and dataset sinks may
+  refuse columns they cannot hold (``check_schema``); a table sink's target does (``check``).
 """
 
 from __future__ import annotations
@@ -199,6 +201,130 @@ class FileSink(Sink, ABC):
     def write_files(self, dataset: ray.data.Dataset, folder: str, params: Any) -> dict[str, int]:
         """Write ``dataset`` as files into ``folder`` (empty, on the output's filesystem);
         return the rows of each file written, by file name, as the write tasks counted them."""
+
+
+@dataclass(frozen=True)
+class StoreFolder:
+    """A folder where the core keeps a :class:`TableSink` job's record and unit markers
+    (``job.json``, ``units/<unit>.json``), e.g. ``<dataset>.__bulkinfer_staging``."""
+
+    #: A ``pyarrow.fs.FileSystem``.
+    filesystem: Any
+    #: The folder inside ``filesystem``.
+    path: str
+    #: The folder as messages show it.
+    location: str
+
+
+class JobStore(ABC):
+    """Where a staged job keeps its record and its committed units' markers (JSON-able dicts).
+
+    The core's folder store serves file sinks and :class:`StoreFolder`; a target that keeps
+    them elsewhere (a database) implements this. Each method is one atomic step. Optional:
+    ``start_over(named: bool) -> str``, how a user drops the leftovers ("drop table x").
+    """
+
+    #: Where the store is, as messages show it (no credentials).
+    location: str
+
+    @abstractmethod
+    def load(self) -> dict[str, Any] | None:
+        """The job record, or None when there is none. Creates nothing."""
+
+    @abstractmethod
+    def start(self, job: dict[str, Any]) -> None:
+        """Write a new job record, dropping any markers a previous record had."""
+
+    @abstractmethod
+    def save(self, job: dict[str, Any]) -> None:
+        """Replace the job record (e.g. its ``state``)."""
+
+    @abstractmethod
+    def committed(self) -> dict[str, dict[str, Any]]:
+        """The markers of the committed units, by unit id."""
+
+    @abstractmethod
+    def add_marker(self, marker: dict[str, Any]) -> None:
+        """Write a unit's marker (``marker["unit"]`` is its id): the unit is committed."""
+
+    @abstractmethod
+    def remove(self) -> None:
+        """Drop the record and every marker (nothing to do when there are none)."""
+
+
+class StagedTarget(ABC):
+    """One table or dataset written by a :class:`TableSink`, in the steps the core runs.
+
+    ``check`` (before any model loads) -> ``begin`` (once per job; the job record keeps its
+    state) -> ``write_unit`` per work unit (rows staged, invisible to readers; the unit's
+    marker keeps the receipt) -> ``publish`` (one commit makes every receipted row visible).
+    A resumed job calls ``discard`` for the units it redoes; a job that fails before any unit
+    is committed calls ``abandon``. Every step may be repeated after a crash.
+    """
+
+    #: The output as messages show it (credentials masked).
+    location: str
+    #: The config key messages about the output name (e.g. ``sink.params.table``).
+    key: str = "sink.params"
+
+    @abstractmethod
+    def check(self, schema: pa.Schema, resuming: bool) -> None:
+        """Refuse a column the target cannot hold and what ``mode`` forbids (an existing
+        table with ``mode: error``, other columns to append to), as a
+        :class:`~pipeline.errors.DataError` naming the key. ``schema``: what the last stage
+        yields. ``resuming``: a job record of this job is there (``run.resume=true``), so the
+        target may already hold what that job published: refuse only columns. Runs on dry
+        runs too: reads, creates nothing."""
+
+    @abstractmethod
+    def job_store(self) -> JobStore | StoreFolder:
+        """Where the job record goes (read on dry runs too: creates nothing)."""
+
+    @abstractmethod
+    def begin(self, run_id: str, schema: pa.Schema) -> dict[str, Any]:
+        """Prepare the staging of a new job; returns its JSON-able state (the job record
+        keeps it; every later step gets it)."""
+
+    @abstractmethod
+    def write_unit(
+        self,
+        dataset: ray.data.Dataset,
+        state: dict[str, Any],
+        unit_id: str,
+        ray_remote_args: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Run ``dataset`` (one unit's rows) into the staging; returns the unit's receipt,
+        ``{"unit": id, "rows": int, "parts": [JSON-able dicts]}``. Only what the receipt
+        names may ever be published (a write task Ray retried leaves rows no receipt names)."""
+
+    @abstractmethod
+    def publish(self, state: dict[str, Any], receipts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Make every receipted row visible in one commit; finds its own commit and does
+        nothing when repeated. Returns ``{"rows": int, "already": bool, ...}`` (engine facts
+        such as ``version`` or ``snapshot_id``, recorded in metrics.json)."""
+
+    @abstractmethod
+    def discard(
+        self, state: dict[str, Any], unit_ids: list[str], receipts: list[dict[str, Any]]
+    ) -> None:
+        """Drop what the uncommitted ``unit_ids`` staged (``receipts``: those known)."""
+
+    @abstractmethod
+    def abandon(self, state: dict[str, Any]) -> None:
+        """Drop everything the job staged (it committed no unit); never after ``publish``."""
+
+
+class TableSink(Sink, ABC):
+    """Writes into a table or dataset (Lance, Iceberg, SQL) through a :class:`StagedTarget`.
+
+    The core runs it like a :class:`FileSink`: unit by unit, each committed in the target's
+    job store, published in one commit when the job succeeded, resumable with
+    ``run.resume=true``. Its columns are checked by the target's ``check``.
+    """
+
+    @abstractmethod
+    def target(self, params: Any) -> StagedTarget:
+        """The target ``params`` name (opens nothing yet)."""
 
 
 class MapStage(Plugin, ABC):

@@ -23,11 +23,11 @@ from pipeline.budget import check_placement
 from pipeline.compile import compile_stages
 from pipeline.errors import BulkInferError, EmptyInputError
 from pipeline.failures import find_user_error, hide_tracebacks, user_errors
-from pipeline.interfaces import WHOLE_SOURCE, FileSink, Source, WorkUnit
+from pipeline.interfaces import WHOLE_SOURCE, FileSink, Source, TableSink, WorkUnit
 from pipeline.ledger import Ledger, counters_of
 from pipeline.plan import Plan, describe, plan_job, typed, validate_ray
 from pipeline.ray_stats import FirstOutputProbe, operator_stages
-from pipeline.units import budgets, check_budgets, run_units
+from pipeline.units import FileUnits, UnitsOutcome, budgets, check_budgets, run_units
 
 log = logging.getLogger("bulkinfer")
 
@@ -49,8 +49,11 @@ class RunResult:
     units_skipped: int = 0
     #: Rows written by this run (less than ``rows_out`` when it resumed another).
     rows_done: int | None = None
-    #: The ``_SUCCESS`` manifest of a file output.
+    #: The ``_SUCCESS`` manifest of a file output; for a table output, what was published
+    #: (:func:`pipeline.tables.summary`).
     manifest: dict[str, Any] | None = None
+    #: A table sink's publish: rows, and the engine's facts (version, snapshot id).
+    published: dict[str, Any] | None = None
     #: Seconds from the start of the job until its last stage first handed rows on.
     first_output_s: float | None = None
     #: The Ray cluster's total resources during the job ("CPU", "GPU").
@@ -79,6 +82,7 @@ class RunResult:
             ),
             "rows_per_s": round(self.rows_per_s, 3) if self.rows_per_s else None,
             "output": self.output,
+            **({"published": self.published} if self.published is not None else {}),
             "stages": self.stages,
             "counters": self.counters,
             "cluster": self.cluster,
@@ -183,12 +187,15 @@ def _execute(plan: Plan, started: float) -> RunResult:
     job_start = time.perf_counter()
     probe = FirstOutputProbe()  # installed before the first dataset exists (see its docstring)
     with probe.installed():
-        plan, units, read = _reads(plan, source, isinstance(sink, FileSink))
+        staged = isinstance(sink, (FileSink, TableSink))
+        plan, units, read = _reads(plan, source, staged)
         log.info("\n%s", describe(plan))
         ledger = _start_ledger(plan)
         try:
             if isinstance(sink, FileSink):
                 result = _run_units(plan, read, sink, units, ledger, probe)
+            elif isinstance(sink, TableSink):
+                result = _run_table(plan, read, sink, units, ledger, probe)
             else:
                 result = _run_whole(plan, read, sink, ledger, probe)
             if ledger is not None:
@@ -270,17 +277,51 @@ def _run_units(
     """A file output: work unit by work unit into the staging folder, then published."""
     out = sink.output(plan.sink.params)
 
-    def write_unit(unit: WorkUnit, folder: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    def write_unit(unit: WorkUnit, work: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
         with user_errors(plan, read.source, unit, ledger):
             ds = compile_stages(plan, read(unit), ledger)
             probe.arm()
-            written = sink.write_files(ds, folder, plan.sink.params)
+            written = sink.write_files(ds, work.data, plan.sink.params)
         return operator_stages(ds), written
 
+    outcome = run_units(plan, FileUnits(plan, out), units, ledger, write_unit)
+    return _unit_result(out.location, outcome)
+
+
+def _run_table(
+    plan: Plan,
+    read: _Reads,
+    sink: TableSink,
+    units: list[WorkUnit],
+    ledger: Any,
+    probe: FirstOutputProbe,
+) -> RunResult:
+    """A table output: work unit by work unit staged in the target, then one commit."""
+    from pipeline.tables import TableUnits
+
+    target = sink.target(plan.sink.params)
+    if plan.empty:  # run.allow_empty and a source without rows (or columns) to write
+        log.warning("bulkinfer: no rows: %s is left as it was", target.location)
+        return RunResult(output=target.location, rows_in=0, rows_out=0)
+    out = TableUnits(plan, target, plan.output_schema)
+
+    def write_unit(unit: WorkUnit, work: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        with user_errors(plan, read.source, unit, ledger):
+            ds = compile_stages(plan, read(unit), ledger)
+            probe.arm()
+            receipt = target.write_unit(ds, out.state, unit.id, dict(sink.io.ray_remote_args))
+        return operator_stages(ds), receipt
+
     outcome = run_units(plan, out, units, ledger, write_unit)
+    result = _unit_result(target.location, outcome)
+    result.published = outcome.manifest["published"]
+    return result
+
+
+def _unit_result(location: str, outcome: UnitsOutcome) -> RunResult:
     manifest = outcome.manifest
     return RunResult(
-        output=out.location,
+        output=location,
         rows_in=manifest["rows_in"],
         rows_out=manifest["rows_out"],
         stages=outcome.stages,

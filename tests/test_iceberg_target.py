@@ -169,7 +169,11 @@ def test_abandon_removes_everything_the_run_staged(catalog_props, tmp_path):
 
 @pytest.mark.parametrize(
     ("column", "reason"),
-    [(pa.uint64(), "unsigned 64-bit"), (pa.null(), "null type"), (pa.duration("s"), "duration")],
+    [
+        (pa.uint64(), "unsigned 64-bit"),
+        (pa.null(), "no type until the model runs"),
+        (pa.duration("s"), "duration"),
+    ],
 )
 def test_columns_iceberg_cannot_hold_are_refused_by_name(catalog_props, column, reason):
     with pytest.raises(DataError, match=f"column 'bad' .*{reason}"):

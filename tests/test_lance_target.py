@@ -189,10 +189,22 @@ def test_a_vector_index_needs_a_fixed_length(tmp_path):
         target(tmp_path / "x.lance", vector_index={"column": "text"}).check(declared)
 
 
-def test_a_column_without_a_type_yet_is_refused(tmp_path):
-    with pytest.raises(DataError, match="column 'later' has no type yet") as caught:
-        target(tmp_path / "x.lance").check(SCHEMA.append(pa.field("later", pa.null())))
-    assert caught.value.key == "sink"
+def test_a_column_without_a_type_yet_is_refused_unless_column_types_gives_one(tmp_path):
+    declared = SCHEMA.append(pa.field("later", pa.null()))
+    with pytest.raises(DataError, match="column 'later' has no type until the model") as caught:
+        target(tmp_path / "x.lance").check(declared)
+    assert caught.value.key == "sink.params.column_types.later"
+    typed = target(tmp_path / "x.lance", column_types={"later": "float32"})
+    typed.check(declared)
+    state = typed.begin("run-1", declared)
+    table = rows(0, 3).append_column("later", pa.array([0.5, 1.5, 2.5], pa.float64()))
+    typed.publish(state, [stage(typed, state, "u0", table)])
+    got = typed.open().to_table()
+    assert got.schema.field("later").type == pa.float32()
+    assert got.column("later").to_pylist() == [0.5, 1.5, 2.5]
+    with pytest.raises(ConfigError, match="'nope' is not in the output") as caught:
+        target(tmp_path / "y.lance", column_types={"nope": "int64"}).check(SCHEMA)
+    assert caught.value.key == "sink.params.column_types.nope"
 
 
 def test_rows_that_do_not_fit_the_declared_vector_length_are_named(tmp_path):

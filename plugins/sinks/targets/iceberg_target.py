@@ -17,10 +17,16 @@ unit: a crashed unit's files are found by their folder, receipt or not, and remo
 
 Each snapshot of the commit carries ``bulkinfer.run-id`` in its summary; a repeated publish walks
 the table's history back to the snapshot the job began from, finds it, and commits nothing.
+
+The job record and the unit markers go beside the table's data,
+``<table location>.__bulkinfer_staging/`` (opened through pyiceberg's FileIO with the catalog's
+properties). Checks (dry runs too) open the catalog without creating anything: a SQL catalog
+whose SQLite file does not exist has no tables, and its tables are not created until a publish.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterable
@@ -30,13 +36,14 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from pipeline.errors import DataError
-from pipeline.interfaces import PluginParams
+from pipeline.interfaces import PluginParams, StoreFolder
 from plugins.sinks.targets.env import read_env_map
 from plugins.sinks.targets.iceberg_types import iceberg_arrow_schema
 from plugins.sinks.targets.protocol import (
-    StagedTarget,
     UnitWriter,
+    WriterTarget,
     conform,
+    resolve_types,
     schema_from_text,
     schema_to_text,
 )
@@ -44,6 +51,7 @@ from plugins.sinks.targets.protocol import (
 RUN_PROPERTY = "bulkinfer.run-id"
 ROWS_PROPERTY = "bulkinfer.rows"
 KEY = "sink.params"
+STAGING_SUFFIX = ".__bulkinfer_staging"
 
 
 class IcebergParams(PluginParams):
@@ -71,6 +79,11 @@ class IcebergParams(PluginParams):
     )
     max_rows_per_file: int = Field(
         default=1_000_000, gt=0, description="Rows per Parquet data file at most."
+    )
+    column_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="Arrow types to store columns as, {column: type}: required for a column "
+        "declared null (e.g. XGBoost predictions: float32); casts others.",
     )
 
     @field_validator("catalog")
@@ -163,8 +176,29 @@ class IcebergUnitWriter(UnitWriter):
         return parts
 
 
-class IcebergTarget(StagedTarget):
+def _missing_sqlite(properties: dict[str, str]) -> bool:
+    """A SQL catalog on a SQLite file that does not exist (opening it would create it)."""
+    if properties.get("type") != "sql":
+        return False
+    import sqlalchemy as sa
+
+    try:
+        url = sa.engine.make_url(properties.get("uri", ""))
+    except sa.exc.ArgumentError:
+        return False
+    database = url.database or ""
+    return (
+        url.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not database.startswith("file:")
+        and not os.path.exists(database)
+    )
+
+
+class IcebergTarget(WriterTarget):
     """``sink=iceberg``: see the module docstring."""
+
+    key = f"{KEY}.table"
 
     def __init__(self, params: IcebergParams) -> None:
         self.params = params
@@ -173,22 +207,48 @@ class IcebergTarget(StagedTarget):
         self.location = params.table
 
     # -- helpers --
-    def catalog(self) -> Any:
+    def catalog(self, readonly: bool = False) -> Any:
+        """The catalog; ``readonly``: create none of its own tables (None: no catalog yet)."""
         from pyiceberg.catalog import load_catalog
 
-        return load_catalog(self.params.catalog_name, **_catalog_properties(self.params))
+        properties = _catalog_properties(self.params)
+        if readonly:
+            if _missing_sqlite(properties):
+                return None
+            properties = {**properties, "init_catalog_tables": "false"}
+        return load_catalog(self.params.catalog_name, **properties)
 
     def load(self, catalog: Any | None = None) -> Any:
-        """The table, or None if the catalog has no such table."""
+        """The table, or None if the catalog has no such table (or no tables yet)."""
         from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
+        catalog = catalog or self.catalog(readonly=True)
+        if catalog is None:
+            return None
         try:
-            return (catalog or self.catalog()).load_table(self.identifier)
+            return catalog.load_table(self.identifier)
         except (NoSuchTableError, NoSuchNamespaceError):
             return None
+        except Exception as exc:  # a SQL catalog whose tables are not created yet
+            if type(exc).__name__ in ("OperationalError", "ProgrammingError"):
+                return None
+            raise
 
     def _schema(self, schema: pa.Schema) -> pa.Schema:
+        schema = resolve_types(schema, self.params.column_types, "Iceberg")
         return iceberg_arrow_schema(schema, key="sink")
+
+    def job_store(self) -> StoreFolder:
+        """``<table location>.__bulkinfer_staging`` (where the table goes if it is new)."""
+        catalog = self.catalog(readonly=True)
+        table = self.load(catalog) if catalog is not None else None
+        if table is not None:
+            location = table.location().rstrip("/")
+        else:
+            location = self._new_location(catalog, pa.schema([("id", pa.int64())]))
+        root = location + STAGING_SUFFIX
+        fs, path = _filesystem(_catalog_properties(self.params), root)
+        return StoreFolder(fs, path, root)
 
     def _new_location(self, catalog: Any, schema: pa.Schema) -> str:
         """Where the catalog would put the table if this job created it (creates nothing)."""
@@ -197,11 +257,15 @@ class IcebergTarget(StagedTarget):
         if self.params.location:
             return self.params.location.rstrip("/")
         try:
-            staged = catalog.create_table_transaction(self.identifier, schema=schema)
-            return staged.table_metadata.location.rstrip("/")
+            if catalog is not None:
+                staged = catalog.create_table_transaction(self.identifier, schema=schema)
+                return staged.table_metadata.location.rstrip("/")
         except NoSuchNamespaceError:
             pass  # created at publish; the warehouse convention says where the table goes
-        warehouse = catalog.properties.get("warehouse")
+        except Exception as exc:  # a SQL catalog whose tables are not created yet
+            if type(exc).__name__ not in ("OperationalError", "ProgrammingError"):
+                raise
+        warehouse = _catalog_properties(self.params).get("warehouse")
         if not warehouse:
             raise DataError(
                 f"the catalog names no warehouse, so where table {self.params.table} goes is "
@@ -211,7 +275,7 @@ class IcebergTarget(StagedTarget):
         return f"{warehouse.rstrip('/')}/{'.'.join(self.namespace)}/{self.name}"
 
     # -- the steps --
-    def check(self, schema: pa.Schema) -> None:
+    def check(self, schema: pa.Schema, resuming: bool = False) -> None:
         from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
 
         schema = self._schema(schema)
@@ -236,8 +300,8 @@ class IcebergTarget(StagedTarget):
 
     def begin(self, run_id: str, schema: pa.Schema) -> dict[str, Any]:
         schema = self._schema(schema)
-        catalog = self.catalog()
-        table = self.load(catalog)
+        catalog = self.catalog(readonly=True)  # nothing is created before the publish
+        table = self.load(catalog) if catalog is not None else None
         if table is not None:
             location = table.location().rstrip("/")
             snapshot = table.current_snapshot()

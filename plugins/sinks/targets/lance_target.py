@@ -11,6 +11,9 @@ the version it already made and commits nothing.
 Staged files that no receipt names (a write task killed by a crash, or retried by Ray) are
 unreferenced by every version: readers never see them, and Lance's own
 ``cleanup_old_versions`` reclaims them (after 7 days, or at once with ``remove_orphan_files``).
+
+The job record and the unit markers go beside the dataset, ``<path>.__bulkinfer_staging/``
+(a pyarrow filesystem: local, or the URI's, with pyarrow's own credentials).
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ import pyarrow as pa
 from pydantic import Field
 
 from pipeline.errors import DataError
-from pipeline.interfaces import PluginParams
+from pipeline.interfaces import PluginParams, StoreFolder
 from plugins.sinks.targets.env import read_env_map
 from plugins.sinks.targets.protocol import (
-    StagedTarget,
     UnitWriter,
+    WriterTarget,
     conform,
+    resolve_types,
     schema_from_text,
     schema_to_text,
 )
@@ -40,6 +44,7 @@ from plugins.sinks.targets.protocol import (
 RUN_PROPERTY = "bulkinfer.run_id"
 ROWS_PROPERTY = "bulkinfer.rows"
 KEY = "sink.params"
+STAGING_SUFFIX = ".__bulkinfer_staging"
 
 
 class VectorIndexParams(PluginParams):
@@ -83,6 +88,11 @@ class LanceParams(PluginParams):
     )
     vector_index: VectorIndexParams | None = Field(
         default=None, description="Build (or update) an ANN index on a vector column."
+    )
+    column_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="Arrow types to store columns as, {column: type}: required for a column "
+        "declared null (e.g. XGBoost predictions: float32); casts others.",
     )
     remove_orphan_files: bool = Field(
         default=False,
@@ -154,13 +164,26 @@ def _storage_options(params: LanceParams) -> dict[str, str]:
     return {**params.storage_options, **env}
 
 
-class LanceTarget(StagedTarget):
+class LanceTarget(WriterTarget):
     """``sink=lance``: see the module docstring."""
+
+    key = f"{KEY}.path"
 
     def __init__(self, params: LanceParams) -> None:
         self.params = params
         self.uri = params.path if "://" in params.path else os.path.abspath(params.path)
         self.location = params.path
+
+    def job_store(self) -> StoreFolder:
+        """``<path>.__bulkinfer_staging`` beside the dataset."""
+        import pyarrow.fs
+
+        root = self.uri.rstrip("/") + STAGING_SUFFIX
+        if "://" in root:
+            fs, path = pyarrow.fs.FileSystem.from_uri(root)
+        else:
+            fs, path = pyarrow.fs.LocalFileSystem(), root
+        return StoreFolder(fs, path, self.location.rstrip("/") + STAGING_SUFFIX)
 
     # -- helpers --
     def _options(self) -> dict[str, str]:
@@ -194,10 +217,11 @@ class LanceTarget(StagedTarget):
     def target_schema(self, schema: pa.Schema) -> pa.Schema:
         """The plan's schema as Lance stores it: a vector column becomes a fixed-size list.
 
-        Raises :class:`DataError` for a column without a type yet (``null``), and when the
-        vector index's column is not a list of floats, or has no fixed length and
-        ``vector_index.dim`` does not give one.
+        Raises :class:`DataError` for a column without a type yet (``null``, and none in
+        ``column_types``), and when the vector index's column is not a list of floats, or has
+        no fixed length and ``vector_index.dim`` does not give one.
         """
+        schema = resolve_types(schema, self.params.column_types, "Lance")
         for field in schema:
             if pa.types.is_null(field.type):
                 raise DataError(
@@ -240,8 +264,10 @@ class LanceTarget(StagedTarget):
         return schema.set(schema.get_field_index(index.column), field.with_type(vector))
 
     # -- the steps --
-    def check(self, schema: pa.Schema) -> None:
+    def check(self, schema: pa.Schema, resuming: bool = False) -> None:
         target = self.target_schema(schema)
+        if resuming:  # the dataset may hold what the interrupted run published
+            return
         ds = self.open()
         if ds is None:
             stray = self._stray_entries()

@@ -5,9 +5,14 @@ Write tasks insert their rows in batches into a staging table beside the target,
 write-task attempt). The receipt lists the unit's parts. :meth:`SqlTarget.publish` runs one
 transaction: record the receipted parts (``<table>__bulkinfer_parts``), create, replace or keep
 the target per ``mode``, move the receipted parts' rows into it (an ``INSERT ... SELECT``, or an
-upsert on ``key_columns``), drop both staging tables. Rows of a write task that Ray retried carry
-a part no receipt names and are never moved. A repeated publish finds no staging table (the
-transaction that dropped it is the one that published) and does nothing.
+upsert on ``key_columns``), drop both staging tables and the job's record. Rows of a write task
+that Ray retried carry a part no receipt names and are never moved. A repeated publish finds no
+staging table (the transaction that dropped it is the one that published) and does nothing.
+
+The job record and the unit markers live in the database too (:mod:`.sql_store`:
+``<table>__bulkinfer_job`` and ``<table>__bulkinfer_units``), so the publishing transaction
+drops them with the staging tables: the rows are published and the job is over at once.
+Checks (dry runs too) never create a SQLite file that does not exist.
 
 Atomic where the database has transactional DDL (PostgreSQL, SQLite, SQL Server); on MySQL or
 Oracle a ``CREATE``/``DROP`` commits on its own, so ``replace`` and creating the table are not
@@ -18,6 +23,7 @@ SQLAlchemy, so DDL is transactional) and a 60 s busy timeout.
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -27,12 +33,13 @@ import sqlalchemy as sa
 from pydantic import Field, field_validator
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.interfaces import PluginParams
+from pipeline.interfaces import JobStore, PluginParams
 from plugins.sinks.targets.env import read_env
 from plugins.sinks.targets.protocol import (
-    StagedTarget,
     UnitWriter,
+    WriterTarget,
     conform,
+    resolve_types,
     schema_from_text,
     schema_to_text,
 )
@@ -69,6 +76,11 @@ class SqlParams(PluginParams):
         description="Columns stored as JSON (lists, e.g. vectors in SQLite; structs; maps).",
     )
     batch_rows: int = Field(default=10_000, gt=0, description="Rows per INSERT batch.")
+    column_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="Arrow types to store columns as, {column: type}: required for a column "
+        "declared null (e.g. XGBoost predictions: float32); casts others.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -89,6 +101,18 @@ def _name(base: str, suffix: str) -> str:
         return name
     digest = hashlib.sha256(base.encode()).hexdigest()[:10]
     return f"{base[: MAX_NAME - len(suffix) - 11]}_{digest}{suffix}"
+
+
+def missing_sqlite_file(url: str) -> bool:
+    """A SQLite database file that does not exist yet (connecting would create it)."""
+    parsed = sa.engine.make_url(url)
+    database = parsed.database or ""
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not database.startswith("file:")
+        and not os.path.exists(database)
+    )
 
 
 def _engine(params: SqlParams) -> sa.Engine:
@@ -137,8 +161,10 @@ class SqlUnitWriter(UnitWriter):
         return [{"rows": rows, "part": part}] if rows else []
 
 
-class SqlTarget(StagedTarget):
+class SqlTarget(WriterTarget):
     """``sink=sql``: see the module docstring."""
+
+    key = f"{KEY}.table"
 
     def __init__(self, params: SqlParams) -> None:
         self.params = params
@@ -147,14 +173,22 @@ class SqlTarget(StagedTarget):
         self.db_schema, self.name = db_schema or None, name
         self.stage_name = _name(name, "__bulkinfer_stage")
         self.parts_name = _name(name, "__bulkinfer_parts")
-        shown = sa.engine.make_url(params.url).render_as_string(hide_password=True)
-        self.location = f"{shown} table {params.table}"
+        self.job_name = _name(name, "__bulkinfer_job")
+        self.units_name = _name(name, "__bulkinfer_units")
+        self.shown_url = sa.engine.make_url(params.url).render_as_string(hide_password=True)
+        self.location = f"{self.shown_url} table {params.table}"
+
+    def job_store(self) -> JobStore:
+        from plugins.sinks.targets.sql_store import SqlJobStore
+
+        return SqlJobStore(self)
 
     # -- helpers --
     def engine(self) -> sa.Engine:
         return _engine(self.params)
 
     def columns(self, schema: pa.Schema) -> list[sa.Column]:
+        schema = resolve_types(schema, self.params.column_types, "SQL")
         return sql_columns(schema, self.dialect, self.params.json_columns, key="sink")
 
     def _target_table(self, schema: pa.Schema) -> sa.Table:
@@ -191,7 +225,7 @@ class SqlTarget(StagedTarget):
         return DataError(f"{action} {self.location} failed: {reason}", key=f"{KEY}.table")
 
     # -- the steps --
-    def check(self, schema: pa.Schema) -> None:
+    def check(self, schema: pa.Schema, resuming: bool = False) -> None:
         """Types first (no connection needed), then what the database holds."""
         named = [c for c in schema.names if c.startswith("_bulkinfer_")]
         if named:
@@ -218,6 +252,8 @@ class SqlTarget(StagedTarget):
                 key=f"{KEY}.key_columns",
             )
         self.columns(schema)
+        if resuming or missing_sqlite_file(self.params.url):
+            return  # resuming: the interrupted run checked, and its publish checks again
         engine = self.engine()
         try:
             inspector = sa.inspect(engine)
@@ -269,6 +305,7 @@ class SqlTarget(StagedTarget):
 
     def begin(self, run_id: str, schema: pa.Schema) -> dict[str, Any]:
         """Create empty staging tables (dropping a previous run's leftovers)."""
+        schema = resolve_types(schema, self.params.column_types, "SQL")
         stage, parts = self.stage_tables(schema)
         engine = self.engine()
         try:
@@ -344,6 +381,9 @@ class SqlTarget(StagedTarget):
         connection.execute(insert)
         parts.drop(connection)
         stage.drop(connection)
+        from plugins.sinks.targets.sql_store import drop_record
+
+        drop_record(self, connection)  # the job is over in the same transaction
 
     def _refuse_duplicate_keys(self, connection: Any, chosen: Any, keys: list[str]) -> None:
         query = (
