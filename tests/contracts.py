@@ -234,7 +234,8 @@ class SinkContract:
         inp = tmp_path / "in"
         inp.mkdir()
         for part, half in enumerate((data.iloc[:20], data.iloc[20:])):
-            pq.write_table(pa.Table.from_pandas(half, preserve_index=False), inp / f"{part}.pq")
+            table = pa.Table.from_pandas(half, preserve_index=False)
+            pq.write_table(table, inp / f"{part}.parquet")
         params = {**self.params(tmp_path), **self.typed_params}
         config = {
             "source": {"type": "parquet", "params": {"path": str(inp)}},
@@ -246,12 +247,14 @@ class SinkContract:
         result = run_job(config, recorder=recorder)
         metrics = recorder.completed(result)
 
-        expected = booster.predict(xgboost.DMatrix(data[features].to_numpy(np.float32)))
+        matrix = data[features].to_numpy(np.float32)
+        expected = booster.predict(xgboost.DMatrix(matrix, feature_names=features))
         got = self.rows(params)
         assert [r["id"] for r in got] == list(range(40)), "every row once"
         for row, want, prediction in zip(got, data.to_dict("records"), expected, strict=True):
             assert {c: row[c] for c in data.columns} == want
-            assert row["predictions"] == float(prediction)
+            # float32 as stored (PostgreSQL's driver reads a real as its shortest decimal)
+            assert np.float32(row["predictions"]) == prediction
         assert (metrics["rows_in"], metrics["rows_out"]) == (40, 40)
         assert metrics["output"] == result.output and result.units == 2
         saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -273,7 +276,7 @@ class SinkContract:
         params = {**self.params(tmp_path), "mode": self.mode_append}
         self.job(params, self.items(range(5)))
         result = self.job(params, self.items(range(5, 9)))
-        assert result.rows_out == 4
+        assert result.rows_done == 4
         assert [r["id"] for r in self.rows(params)] == list(range(9))
 
     def test_replace_keeps_only_the_rows_of_the_second_job(self, ray_session, tmp_path):

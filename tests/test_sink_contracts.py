@@ -36,6 +36,41 @@ class TestLanceSink(SinkContract):
         except ValueError:
             return None
 
+    def test_an_embedding_job_is_indexed_and_each_row_found_by_its_own_vector(
+        self, ray_session, tmp_path
+    ):
+        import lance
+        import lancedb
+
+        from pipeline.runner import run_job
+
+        topics = ["cats", "stock markets", "rain", "football", "bread", "volcanoes", "jazz"]
+        rows = [{"id": i, "text": f"A note about {topics[i % 7]}, number {i}."} for i in range(40)]
+        params = {
+            **self.params(tmp_path),
+            "vector_index": {"column": "embedding", "index_type": "IVF_FLAT", "metric": "cosine"},
+        }
+        result = run_job(
+            {
+                "source": {"type": "items", "params": {"items": rows}},
+                "predictor": {"type": "sentence_embedding", "params": {"normalize": True}},
+                "sink": {"type": "lance", "params": params},
+                "run": {"progress": False, "unit_rows": 20},
+            }
+        )
+        assert (result.rows_out, result.units) == (40, 2)
+        assert result.published["index"] == "embedding_idx"
+        ds = lance.dataset(params["path"])
+        assert ds.count_rows() == 40 and ds.version == result.published["version"] + 1
+        assert ds.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+        table = lancedb.connect(str(tmp_path / "db")).open_table("items")
+        stored = {r["id"]: r for r in table.to_arrow().to_pylist()}
+        assert sorted(stored) == list(range(40))
+        for i in (3, 26):
+            assert stored[i]["text"] == rows[i]["text"]
+            hits = table.search(stored[i]["embedding"]).metric("cosine").limit(1).to_list()
+            assert hits[0]["id"] == i
+
 
 class TestIcebergSink(SinkContract):
     sink = "iceberg"

@@ -37,7 +37,7 @@ from pydantic import Field, field_validator
 
 from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams, StoreFolder
-from plugins.sinks.targets.env import read_env_map
+from plugins.sinks.targets.env import Secrets, read_env_map
 from plugins.sinks.targets.iceberg_types import iceberg_arrow_schema
 from plugins.sinks.targets.protocol import (
     UnitWriter,
@@ -139,13 +139,16 @@ def _filesystem(properties: dict[str, str], location: str) -> tuple[Any, str]:
 class IcebergUnitWriter(UnitWriter):
     """Writes one write task's rows as Parquet files in the unit's folder (in a Ray task)."""
 
-    def __init__(self, params: IcebergParams, schema: pa.Schema, folder: str) -> None:
+    def __init__(
+        self, params: IcebergParams, schema: pa.Schema, folder: str, properties: Secrets
+    ) -> None:
         self.params, self.schema, self.folder = params, schema, folder
+        self.properties = properties
 
     def write(self, tables: Iterable[pa.Table]) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
 
-        fs, folder = _filesystem(_catalog_properties(self.params), self.folder)
+        fs, folder = _filesystem(self.properties.values(), self.folder)
         parts: list[dict[str, Any]] = []
         writer, stream, name, rows = None, None, "", 0
 
@@ -318,7 +321,8 @@ class IcebergTarget(WriterTarget):
 
     def writer(self, state: dict[str, Any], unit_id: str) -> IcebergUnitWriter:
         folder = f"{state['data_prefix']}/{_folder_name(unit_id)}"
-        return IcebergUnitWriter(self.params, schema_from_text(state["schema"]), folder)
+        properties = Secrets(_catalog_properties(self.params))
+        return IcebergUnitWriter(self.params, schema_from_text(state["schema"]), folder, properties)
 
     def published_snapshot(self, table: Any, state: dict[str, Any]) -> int | None:
         """The snapshot this run's commit made, walking back to where the job began."""

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams, StoreFolder
-from plugins.sinks.targets.env import read_env_map
+from plugins.sinks.targets.env import Secrets, read_env_map
 from plugins.sinks.targets.protocol import (
     UnitWriter,
     WriterTarget,
@@ -126,10 +126,16 @@ class LanceUnitWriter(UnitWriter):
     """Writes one write task's rows as uncommitted fragments (runs in a Ray write task)."""
 
     def __init__(
-        self, uri: str, schema: pa.Schema, mode: str, params: LanceParams, unit_id: str
+        self,
+        uri: str,
+        schema: pa.Schema,
+        mode: str,
+        params: LanceParams,
+        unit_id: str,
+        options: Secrets,
     ) -> None:
         self.uri, self.schema, self.mode, self.params = uri, schema, mode, params
-        self.unit_id = unit_id
+        self.unit_id, self.options = unit_id, options
 
     def write(self, tables: Iterable[pa.Table]) -> list[dict[str, Any]]:
         from lance.fragment import write_fragments
@@ -154,7 +160,7 @@ class LanceUnitWriter(UnitWriter):
             schema=self.schema,
             mode=self.mode,
             max_rows_per_file=self.params.max_rows_per_file,
-            storage_options=_storage_options(self.params),
+            storage_options=self.options.values(),
         )
         return [{"rows": f.physical_rows, "fragment": f.to_json()} for f in fragments]
 
@@ -323,7 +329,8 @@ class LanceTarget(WriterTarget):
 
     def writer(self, state: dict[str, Any], unit_id: str) -> LanceUnitWriter:
         schema = schema_from_text(state["schema"])
-        return LanceUnitWriter(self.uri, schema, state["write_mode"], self.params, unit_id)
+        options = Secrets(self._options())
+        return LanceUnitWriter(self.uri, schema, state["write_mode"], self.params, unit_id, options)
 
     def published_version(self, ds: Any, state: dict[str, Any]) -> int | None:
         """The version this run's commit made, if it made one since the job began."""

@@ -34,7 +34,7 @@ from pydantic import Field, field_validator
 
 from pipeline.errors import ConfigError, DataError
 from pipeline.interfaces import JobStore, PluginParams
-from plugins.sinks.targets.env import read_env
+from plugins.sinks.targets.env import Secrets, read_env
 from plugins.sinks.targets.protocol import (
     UnitWriter,
     WriterTarget,
@@ -115,10 +115,18 @@ def missing_sqlite_file(url: str) -> bool:
     )
 
 
-def _engine(params: SqlParams) -> sa.Engine:
+def password(params: SqlParams) -> Secrets:
+    """The password ``password_env`` names (read on the driver), or none."""
+    if not params.password_env:
+        return Secrets({})
+    return Secrets({"password": read_env(params.password_env, key=f"{KEY}.password_env")})
+
+
+def _engine(params: SqlParams, secret: Secrets | None = None) -> sa.Engine:
     url = sa.engine.make_url(params.url)
-    if params.password_env:
-        url = url.set(password=read_env(params.password_env, key=f"{KEY}.password_env"))
+    given = (secret or password(params)).values()
+    if given:
+        url = url.set(password=given["password"])
     if url.get_dialect().name != "sqlite":
         return sa.create_engine(url, poolclass=sa.pool.NullPool)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"timeout": 60})
@@ -137,14 +145,14 @@ def _engine(params: SqlParams) -> sa.Engine:
 class SqlUnitWriter(UnitWriter):
     """Inserts one write task's rows into the staging table, in batches (in a Ray task)."""
 
-    def __init__(self, params: SqlParams, schema: pa.Schema, unit: str) -> None:
-        self.params, self.schema, self.unit = params, schema, unit
+    def __init__(self, params: SqlParams, schema: pa.Schema, unit: str, secret: Secrets) -> None:
+        self.params, self.schema, self.unit, self.secret = params, schema, unit, secret
 
     def write(self, tables: Iterable[pa.Table]) -> list[dict[str, Any]]:
         stage, _ = SqlTarget(self.params).stage_tables(self.schema)
         part, rows = uuid.uuid4().hex, 0
         tag = {UNIT_COLUMN: self.unit, PART_COLUMN: part}
-        engine = _engine(self.params)
+        engine = _engine(self.params, self.secret)
         dialect = engine.dialect.name
         try:
             for table in tables:
@@ -318,7 +326,8 @@ class SqlTarget(WriterTarget):
         return {"run_id": run_id, "schema": schema_to_text(schema)}
 
     def writer(self, state: dict[str, Any], unit_id: str) -> SqlUnitWriter:
-        return SqlUnitWriter(self.params, schema_from_text(state["schema"]), unit_id)
+        schema = schema_from_text(state["schema"])
+        return SqlUnitWriter(self.params, schema, unit_id, password(self.params))
 
     def publish(self, state: dict[str, Any], receipts: list[dict[str, Any]]) -> dict[str, Any]:
         schema = schema_from_text(state["schema"])

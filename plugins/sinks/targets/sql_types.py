@@ -312,7 +312,9 @@ def insert_many(
         order = [compiled.binds[key].key for key in compiled.positiontup]
         params: list[Any] = list(zip(*(processed[n] for n in order), strict=True))
     else:
+        escaped = getattr(compiled, "escaped_bind_names", None) or {}
         keys = {name: compiled.binds[name].key for name in names}
+        keys = {name: escaped.get(key, key) for name, key in keys.items()}
         count = len(next(iter(processed.values()), []))
         params = [{keys[n]: processed[n][i] for n in names} for i in range(count)]
     if params:
