@@ -8,7 +8,8 @@ Run from the repository root (no Ray; one process, as one write task)::
 
 Two column sets: ``scalars`` (id int64, text of ~40 characters, score float32, flag bool, a
 timestamp) and ``vectors`` (id and a 32-float vector stored as JSON on SQLite, as a real[] on
-PostgreSQL). Each is written into a fresh table and timed three times; the best run is printed.
+PostgreSQL). Each is written into a fresh table and timed three times; the median (and the
+range) is printed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -54,7 +56,7 @@ def vectors(n: int, dim: int = 32) -> pa.Table:
 
 
 def measure(url: str, password_env: str | None, table: pa.Table, name: str, batch: int) -> None:
-    best_insert, best_publish = float("inf"), float("inf")
+    inserts, publishes = [], []
     as_json = ["vec"] if url.startswith("sqlite") and "vec" in table.column_names else []
     for attempt in range(3):
         params = SqlParams(
@@ -67,17 +69,20 @@ def measure(url: str, password_env: str | None, table: pa.Table, name: str, batc
         )
         target = SqlTarget(params)
         state = target.begin(f"bench-{attempt}", table.schema)
+        writer = target.writer(state, "u0")
         start = time.perf_counter()
-        parts = target.writer(state, "u0").write([table])
+        parts = writer.write([table])
         inserted = time.perf_counter()
         target.publish(state, [receipt("u0", parts)])
         published = time.perf_counter()
-        best_insert = min(best_insert, inserted - start)
-        best_publish = min(best_publish, published - inserted)
+        inserts.append(inserted - start)
+        publishes.append(published - inserted)
     n = table.num_rows
+    insert, publish = statistics.median(inserts), statistics.median(publishes)
     print(
-        f"{name:8s} {n:>8,} rows  staging insert {best_insert:6.2f} s ({n / best_insert:>9,.0f} "
-        f"rows/s)  publish {best_publish:5.2f} s ({n / best_publish:>10,.0f} rows/s)"
+        f"{name:8s} {n:>8,} rows  staging insert {insert:6.2f} s ({n / insert:>9,.0f} rows/s; "
+        f"{n / max(inserts):,.0f}-{n / min(inserts):,.0f})  publish {publish:5.2f} s "
+        f"({n / publish:>10,.0f} rows/s)"
     )
 
 
