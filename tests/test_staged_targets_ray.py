@@ -9,7 +9,7 @@ import pytest
 
 from plugins.sinks.targets.iceberg_target import IcebergParams, IcebergTarget
 from plugins.sinks.targets.lance_target import LanceParams, LanceTarget
-from plugins.sinks.targets.protocol import write_unit
+from plugins.sinks.targets.ray_write import write_unit
 from plugins.sinks.targets.sql_target import SqlParams, SqlTarget
 
 DIM = 4

@@ -117,3 +117,21 @@ def test_dead_letters_need_a_file_sink(tmp_path):
     with pytest.raises(ConfigError, match="writes no files") as caught:
         plan_job(job)
     assert caught.value.key == "preprocessors[0].stage.on_error"
+
+
+def test_planning_a_table_sink_imports_no_ray(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from pipeline.plan import plan_job\n"
+        f"for sink, params in json.loads({json.dumps(json.dumps(sinks(tmp_path)))}).items():\n"
+        "    plan_job({'source': {'type': 'items', 'params': {'items': ['a']}},\n"
+        "              'sink': {'type': sink, 'params': params}})\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'torch'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

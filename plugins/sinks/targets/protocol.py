@@ -1,10 +1,11 @@
-"""The Ray Data write path every target here shares, and the column types they are given.
+"""What every target here shares: the writer of a write task, receipts, the column types.
 
-A work unit is written by :func:`write_unit`: one Ray Data execution whose write tasks each call
-the target's :class:`UnitWriter` on their blocks and return *parts* (JSON-able dicts, each with
-``rows``); the driver collects them into the unit's receipt. Only parts that reach the driver
-count: a write task that Ray retried (a killed worker) leaves staged data that no receipt names,
-and :meth:`~pipeline.interfaces.StagedTarget.publish` never makes it visible.
+A work unit is written by :meth:`WriterTarget.write_unit` (:mod:`.ray_write`, imported only
+when a job runs, so that planning imports no Ray): one Ray Data execution whose write tasks each
+call the target's :class:`UnitWriter` on their blocks and return *parts* (JSON-able dicts, each
+with ``rows``); the driver collects them into the unit's receipt. Only parts that reach the
+driver count: a write task that Ray retried (a killed worker) leaves staged data that no receipt
+names, and :meth:`~pipeline.interfaces.StagedTarget.publish` never makes it visible.
 
 A column the plan declares ``null`` (its type is known only once the model runs, e.g. XGBoost's
 predictions: a number, or a vector for several classes) cannot become a table column: the
@@ -19,10 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ray.data import Datasink
-from ray.data.block import BlockAccessor
-
-from pipeline.errors import BulkInferError, ConfigError, DataError, OutputError
+from pipeline.errors import ConfigError, DataError
 from pipeline.interfaces import StagedTarget
 from pipeline.schema import parse_schema
 
@@ -136,52 +134,6 @@ class WriterTarget(StagedTarget):
         unit_id: str,
         ray_remote_args: dict[str, Any],
     ) -> dict[str, Any]:
+        from plugins.sinks.targets.ray_write import write_unit
+
         return write_unit(self, dataset, state, unit_id, ray_remote_args)
-
-
-class StagedDatasink(Datasink[list[dict[str, Any]]]):
-    """A Ray Data datasink that hands each write task's blocks to a :class:`UnitWriter`.
-
-    After the write, :attr:`parts` holds every part the write tasks returned, in task order.
-    """
-
-    def __init__(self, writer: UnitWriter, location: str, key: str) -> None:
-        self.writer, self.location, self.key = writer, location, key
-        self.parts: list[dict[str, Any]] = []
-
-    def get_name(self) -> str:
-        return "Staged"
-
-    def write(self, blocks: Iterable[Any], ctx: Any) -> list[dict[str, Any]]:
-        tables = (BlockAccessor.for_block(block).to_arrow() for block in blocks)
-        try:
-            return self.writer.write(tables)
-        except BulkInferError:
-            raise
-        except Exception as exc:  # an engine's error, as one line without row values
-            raise OutputError(
-                f"writing into {self.location} failed: {type(exc).__name__}: {_first_line(exc)}",
-                key=self.key,
-            ) from None
-
-    def on_write_complete(self, write_result: Any) -> None:
-        self.parts = [part for parts in write_result.write_returns for part in parts]
-
-
-def _first_line(exc: BaseException) -> str:
-    """An error's own first line (a database driver's, not SQLAlchemy's statement dump)."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def write_unit(
-    target: WriterTarget,
-    dataset: ray.data.Dataset,
-    state: dict[str, Any],
-    unit_id: str,
-    ray_remote_args: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Run ``dataset`` into ``target``'s staging for ``unit_id``; return the unit's receipt."""
-    sink = StagedDatasink(target.writer(state, unit_id), target.location, target.key)
-    dataset.write_datasink(sink, ray_remote_args=dict(ray_remote_args or {}))
-    return receipt(unit_id, sink.parts)
