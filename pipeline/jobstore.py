@@ -6,7 +6,8 @@ fingerprint, data flow, work units, state) and one *marker* per committed work u
 of any pyarrow filesystem (``job.json``, ``units/<unit>.json``); file sinks use it (through
 :class:`pipeline.staging.Staging`) and so do table sinks whose target names a
 :class:`~pipeline.interfaces.StoreFolder`. :func:`check_record` and :func:`check_units` refuse
-what ``run.resume`` does not allow, whatever the store. Nothing here imports Ray.
+what ``run.resume`` does not allow, whatever the store (:class:`JobStore`). Nothing here imports
+Ray.
 """
 
 from __future__ import annotations
@@ -17,17 +18,46 @@ import logging
 import posixpath
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.errors import ConfigError, DataError
 from pipeline.fingerprints import config_changes, unit_digest
-from pipeline.interfaces import JobStore, WorkUnit
+from pipeline.interfaces import WorkUnit
 from pipeline.secrets import mask_secrets
 
 log = logging.getLogger("bulkinfer")
 
 FORMAT = "bulkinfer-manifest/1"
 JOB_FILE = "job.json"
+
+
+class JobStore(Protocol):
+    """Where a staged job keeps its record and its units' markers (JSON-able dicts), one atomic
+    step per method. :class:`FolderStore` serves file sinks and a target's
+    :class:`~pipeline.interfaces.StoreFolder`; a target with a store of its own (tables in its
+    database) implements these methods. Optional: ``start_over(named) -> str``, how a user drops
+    the leftovers (``drop tables ...``)."""
+
+    #: Where the store is, as messages show it (no credentials).
+    location: str
+
+    def load(self) -> dict[str, Any] | None:
+        """The job record, or None when there is none. Creates nothing."""
+
+    def start(self, job: dict[str, Any]) -> None:
+        """Write a new job record, dropping any markers a previous record had."""
+
+    def save(self, job: dict[str, Any]) -> None:
+        """Replace the job record (e.g. its ``state``)."""
+
+    def committed(self) -> dict[str, dict[str, Any]]:
+        """The markers of the committed units, by unit id."""
+
+    def add_marker(self, marker: dict[str, Any]) -> None:
+        """Write a unit's marker (``marker["unit"]`` is its id): the unit is committed."""
+
+    def remove(self) -> None:
+        """Drop the record and every marker (nothing to do when there are none)."""
 
 
 @dataclass
@@ -114,7 +144,7 @@ def check_units(store: JobStore, job: dict[str, Any], units: list[WorkUnit]) -> 
         )
 
 
-class FolderStore(JobStore):
+class FolderStore:
     """A job record and unit markers as JSON files in a folder of a pyarrow filesystem::
 
         <root>/job.json            the job record

@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pipeline.interfaces import JobStore, StagedTarget, StoreFolder, TableSink, WorkUnit
+from pipeline.interfaces import StagedTarget, StoreFolder, TableSink, WorkUnit
 from pipeline.jobstore import (
     FolderStore,
+    JobStore,
     Opened,
     check_record,
     check_units,

@@ -85,7 +85,34 @@ def postgres():
     server.__exit__(None, None, None)
 
 
-RAY_FIXTURES = {"ray_session", "cli", "tiny_gpt2", "tiny_classifier"}
+@pytest.fixture(scope="session")
+def tiny_gpt2_chat(tmp_path_factory) -> Path:
+    """A tiny GPT-2 with a chat template that answers every chat prompt with CHAT_REPLY."""
+    from tools.tiny_models import build_gpt2_chat
+
+    return build_gpt2_chat(tmp_path_factory.mktemp("models") / "tiny-gpt2-chat")
+
+
+@pytest.fixture(scope="session")
+def llm_server(tiny_gpt2_chat, tmp_path_factory):
+    """``transformers serve`` on the tiny chat model, on a free loopback port (see llm_server)."""
+    from llm_server import start_server
+
+    server = start_server(tiny_gpt2_chat, log_dir=tmp_path_factory.mktemp("llm-server"))
+    yield server
+    server.stop()
+
+
+# tiny_gpt2_chat and llm_server start no Ray, but building the model and starting the server
+# take tens of seconds: they belong with the slow tests.
+RAY_FIXTURES = {
+    "ray_session",
+    "cli",
+    "tiny_gpt2",
+    "tiny_classifier",
+    "tiny_gpt2_chat",
+    "llm_server",
+}
 
 
 def pytest_collection_modifyitems(items):

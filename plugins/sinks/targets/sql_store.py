@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from pipeline.interfaces import JobStore
-
 if TYPE_CHECKING:
     from plugins.sinks.targets.sql_target import SqlTarget
 
@@ -52,8 +50,9 @@ def _dumps(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-class SqlJobStore(JobStore):
-    """The job record and markers of ``target`` (see the module docstring)."""
+class SqlJobStore:
+    """The job record and markers of ``target`` (see the module docstring); a
+    ``pipeline.jobstore.JobStore``."""
 
     def __init__(self, target: SqlTarget) -> None:
         self.target = target

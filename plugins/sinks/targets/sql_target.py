@@ -26,14 +26,14 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field, field_validator
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.interfaces import JobStore, PluginParams
+from pipeline.interfaces import PluginParams
 from plugins.sinks.targets.env import Secrets, read_env
 from plugins.sinks.targets.protocol import (
     UnitWriter,
@@ -44,6 +44,9 @@ from plugins.sinks.targets.protocol import (
     schema_to_text,
 )
 from plugins.sinks.targets.sql_types import insert_many, sql_columns, sql_values
+
+if TYPE_CHECKING:
+    from plugins.sinks.targets.sql_store import SqlJobStore
 
 KEY = "sink.params"
 UNIT_COLUMN = "_bulkinfer_unit"
@@ -186,7 +189,7 @@ class SqlTarget(WriterTarget):
         self.shown_url = sa.engine.make_url(params.url).render_as_string(hide_password=True)
         self.location = f"{self.shown_url} table {params.table}"
 
-    def job_store(self) -> JobStore:
+    def job_store(self) -> SqlJobStore:
         from plugins.sinks.targets.sql_store import SqlJobStore
 
         return SqlJobStore(self)
