@@ -17,9 +17,11 @@ Kinds, and what a plugin must implement (the abstract methods):
   before a run), ``estimate`` (a dry run's forecast) and ``job_services`` (objects shared by
   every worker of the job, such as a job-wide rate limiter).
 - Sinks: a :class:`FileSink` writes a folder of files that the core stages, commits per work
-  unit, resumes and publishes (``output``, ``write_files``); a :class:`DatasetSink` consumes
-  the whole dataset itself (``write``), e.g. printing rows. Both may refuse columns they cannot
-  hold (``check_schema``).
+  unit, resumes and publishes (``output``, ``write_files``); a :class:`TableSink` hands the core
+  a :class:`StagedTarget` (a table or dataset that stages each unit's rows invisibly and
+  publishes them in one commit), which the core runs the same way; a :class:`DatasetSink`
+  consumes the whole dataset itself (``write``), e.g. printing rows. File and dataset sinks may
+  refuse columns they cannot hold (``check_schema``); a table sink's target does (``check``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from pipeline.settings import StageSettings
 if TYPE_CHECKING:  # Ray is imported by the plugins that use it, at run time only.
     import pyarrow as pa
     import ray.data
+
+    from pipeline.jobstore import JobStore
 
 
 class PluginParams(BaseModel):
@@ -221,6 +225,80 @@ class FileSink(Sink, ABC):
     def write_files(self, dataset: ray.data.Dataset, folder: str, params: Any) -> dict[str, int]:
         """Write ``dataset`` as files into ``folder`` (empty, on the output's filesystem);
         return the rows of each file written, by file name, as the write tasks counted them."""
+
+
+@dataclass(frozen=True)
+class StoreFolder:
+    """A folder (``filesystem``: pyarrow's, ``path`` in it, ``location`` for messages) where
+    the core keeps a :class:`TableSink` job's record, e.g. ``<dataset>.__bulkinfer_staging``."""
+
+    filesystem: Any
+    path: str
+    location: str
+
+
+class StagedTarget(ABC):
+    """A table or dataset written by a :class:`TableSink`, in the steps the core runs:
+    ``check`` (before any model loads) -> ``begin`` (once per job; the job record keeps the
+    state it returns) -> ``write_unit`` per work unit (rows staged invisibly; the unit's marker
+    keeps the receipt) -> ``publish`` (one commit makes every receipted row visible). A resumed
+    job ``discard``s the units it redoes; a job that fails before committing a unit calls
+    ``abandon``. Every step may be repeated after a crash. ``location``: the output for
+    messages (credentials masked); ``key``: the config key naming it."""
+
+    location: str
+    key: str = "sink.params"
+
+    @abstractmethod
+    def check(self, schema: pa.Schema, resuming: bool) -> None:
+        """Refuse (a :class:`~pipeline.errors.DataError` naming the key) a column the target
+        cannot hold and what ``mode`` forbids (an existing table with ``mode: error``). When
+        ``resuming`` (this job's record is there) the target may hold what that job
+        published: refuse only columns. Dry runs too: reads, creates nothing."""
+
+    @abstractmethod
+    def job_store(self) -> JobStore | StoreFolder:
+        """Where the job record goes: a :class:`StoreFolder` for the core's folder store, or
+        a :class:`pipeline.jobstore.JobStore` of its own. Read on dry runs: creates nothing."""
+
+    @abstractmethod
+    def begin(self, run_id: str, schema: pa.Schema) -> dict[str, Any]:
+        """Prepare a new job's staging; returns its JSON-able state."""
+
+    @abstractmethod
+    def write_unit(
+        self,
+        dataset: ray.data.Dataset,
+        state: dict[str, Any],
+        unit_id: str,
+        ray_remote_args: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Stage one unit's rows; returns its receipt ``{"unit", "rows", "parts"}`` (only
+        what a receipt names is ever published: a task Ray retried left rows none names)."""
+
+    @abstractmethod
+    def publish(self, state: dict[str, Any], receipts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Make every receipted row visible in one commit (repeated: finds it, does nothing);
+        returns ``{"rows", "already", ...}`` with engine facts (``version``, ``snapshot_id``)."""
+
+    @abstractmethod
+    def discard(
+        self, state: dict[str, Any], unit_ids: list[str], receipts: list[dict[str, Any]]
+    ) -> None:
+        """Drop what the uncommitted ``unit_ids`` staged (``receipts``: those known)."""
+
+    @abstractmethod
+    def abandon(self, state: dict[str, Any]) -> None:
+        """Drop everything the job staged (it committed no unit); never after ``publish``."""
+
+
+class TableSink(Sink, ABC):
+    """Writes a table or dataset through a :class:`StagedTarget`, run like a :class:`FileSink`
+    (units committed in the target's job store, one commit at the end, ``run.resume=true``)."""
+
+    @abstractmethod
+    def target(self, params: Any) -> StagedTarget:
+        """The target ``params`` name (opens nothing yet)."""
 
 
 class MapStage(Plugin, ABC):

@@ -18,7 +18,7 @@ from pipeline import registry
 from pipeline.budget import Budget, Cluster, budget
 from pipeline.errors import BulkInferError, ConfigError, DataError, EmptyInputError, PlanError
 from pipeline.fingerprints import dataflow, fingerprint
-from pipeline.interfaces import FileSink, IOContext, MapStage, Plugin, Sink, Source
+from pipeline.interfaces import FileSink, IOContext, MapStage, Plugin, Sink, Source, TableSink
 from pipeline.schema import describe_schema, is_python_object
 from pipeline.secrets import mask_secrets
 from pipeline.settings import JobConfig, RaySettings, RunSettings, StageSettings
@@ -64,10 +64,17 @@ class Plan:
     schemas: dict[str, Any] = field(default_factory=dict)
     #: The source has no rows and ``run.allow_empty`` is set: an empty output is published.
     empty: bool = False
+    #: A table sink's job record of this very job is there to resume (``run.resume=true``).
+    resumes: bool = False
 
     @property
     def steps(self) -> tuple[Step, ...]:
         return (self.source, *self.maps, self.sink)
+
+    @property
+    def output_schema(self) -> Any:
+        """The Arrow schema the sink gets (None until the plan is typed)."""
+        return list(self.schemas.values())[-1] if self.schemas else None
 
     def io(self) -> IOContext:
         """What read and write tasks get (see :class:`~pipeline.interfaces.IOContext`)."""
@@ -178,7 +185,7 @@ def inspected(plan: Plan) -> Plan:
     source's schema (:func:`typed`) and, for a real run, with each map stage's outside
     services checked (:func:`preflight`). Where the paths are (a Ray Client job does this
     inside the cluster)."""
-    check_output(plan)
+    plan = replace(plan, resumes=check_output(plan))
     try:
         schema = plan.source.plugin(plan.io()).schema(plan.source.params)
     except EmptyInputError:
@@ -229,16 +236,25 @@ def estimates(plan: Plan, limit: int = PREVIEW_ROWS) -> list[str]:
     return ["estimates (dry run, nothing sent):", *lines]
 
 
-def check_output(plan: Plan) -> None:
+def check_output(plan: Plan) -> bool:
     """Refuse an existing output (``mode: error``), an unfinished run without
-    ``run.resume=true``, or a resume whose config changed: what is on disk, before any work."""
+    ``run.resume=true``, or a resume whose config changed: what is on disk, before any work.
+
+    Returns whether a table sink's job record of this job is there to resume (the target's
+    own check, which needs the output's columns, runs in :func:`typed`).
+    """
+    if issubclass(plan.sink.plugin, TableSink):
+        from pipeline.tables import check_table
+
+        return check_table(plan)
     if not issubclass(plan.sink.plugin, FileSink):
         plan.sink.plugin(plan.io()).check(plan.sink.params)
-        return
+        return False
     from pipeline.commit import check
 
     out = plan.sink.plugin(plan.io()).output(plan.sink.params)
     check(out, plan.fingerprint, plan.dataflow, plan.run.resume)
+    return False
 
 
 def typed(plan: Plan, source_schema: Any) -> Plan:
@@ -266,7 +282,12 @@ def typed(plan: Plan, source_schema: Any) -> Plan:
                 key="sink",
             )
     try:
-        plan.sink.plugin(plan.io()).check_schema(plan.sink.params, schema)
+        if issubclass(plan.sink.plugin, TableSink):
+            from pipeline.tables import target_of
+
+            target_of(plan).check(schema, plan.resumes)
+        else:
+            plan.sink.plugin(plan.io()).check_schema(plan.sink.params, schema)
     except BulkInferError as exc:
         raise exc.within("sink") from None
     return replace(plan, schemas=schemas)

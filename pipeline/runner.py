@@ -23,11 +23,11 @@ from pipeline.budget import check_placement
 from pipeline.compile import compile_stages
 from pipeline.errors import BulkInferError, EmptyInputError
 from pipeline.failures import find_user_error, hide_tracebacks, user_errors
-from pipeline.interfaces import WHOLE_SOURCE, FileSink, Source, WorkUnit
+from pipeline.interfaces import WHOLE_SOURCE, FileSink, Source, TableSink, WorkUnit
 from pipeline.ledger import Ledger, counters_of
 from pipeline.plan import Plan, describe, plan_job, typed, validate_ray
 from pipeline.ray_stats import FirstOutputProbe, operator_stages
-from pipeline.units import budgets, check_budgets, run_units
+from pipeline.units import FileUnits, budgets, check_budgets, run_units
 
 log = logging.getLogger("bulkinfer")
 
@@ -49,8 +49,10 @@ class RunResult:
     units_skipped: int = 0
     #: Rows written by this run (less than ``rows_out`` when it resumed another).
     rows_done: int | None = None
-    #: The ``_SUCCESS`` manifest of a file output.
+    #: A file output's ``_SUCCESS`` manifest; a table output's :func:`pipeline.tables.summary`.
     manifest: dict[str, Any] | None = None
+    #: A table sink's publish: rows, and the engine's facts (version, snapshot id).
+    published: dict[str, Any] | None = None
     #: Seconds from the start of the job until its last stage first handed rows on, and how
     #: many rows it had handed on at that moment.
     first_output_s: float | None = None
@@ -95,6 +97,7 @@ class RunResult:
                 round(self.steady_rows_per_s, 3) if self.steady_rows_per_s else None
             ),
             "output": self.output,
+            **({"published": self.published} if self.published is not None else {}),
             "stages": self.stages,
             "counters": self.counters,
             "summaries": self.summaries,
@@ -200,13 +203,13 @@ def _execute(plan: Plan, started: float) -> RunResult:
     job_start = time.perf_counter()
     probe = FirstOutputProbe()  # installed before the first dataset exists (see its docstring)
     with probe.installed():
-        plan, units, read = _reads(plan, source, isinstance(sink, FileSink))
+        plan, units, read = _reads(plan, source, staged := isinstance(sink, FileSink | TableSink))
         log.info("\n%s", describe(plan))
         ledger = _start_ledger(plan)
         services: dict[str, dict[str, Any]] = {}
         try:
             services = start_services(plan)
-            if isinstance(sink, FileSink):
+            if staged:
                 result = _run_units(plan, read, sink, units, ledger, probe, services)
             else:
                 result = _run_whole(plan, read, sink, ledger, probe, services)
@@ -310,20 +313,36 @@ def _start_ledger(plan: Plan) -> Any:
 def _run_units(
     plan: Plan,
     read: _Reads,
-    sink: FileSink,
+    sink: FileSink | TableSink,
     units: list[WorkUnit],
     ledger: Any,
     probe: FirstOutputProbe,
     services: dict[str, dict[str, Any]],
 ) -> RunResult:
-    """A file output: work unit by work unit into the staging folder, then published."""
-    out = sink.output(plan.sink.params)
+    """A staged (file or table) output: work unit by work unit, published when all are done."""
+    if isinstance(sink, TableSink):
+        from pipeline.tables import TableUnits
 
-    def write_unit(unit: WorkUnit, folder: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        target = sink.target(plan.sink.params)
+        if plan.empty:  # run.allow_empty and a source without rows (or columns) to write
+            log.warning("bulkinfer: no rows: %s is left as it was", target.location)
+            return RunResult(output=target.location, rows_in=0, rows_out=0)
+        out: Any = TableUnits(plan, target, plan.output_schema)
+
+        def write(ds: ray.data.Dataset, unit: WorkUnit, work: Any) -> Any:
+            args = dict(sink.io.ray_remote_args)
+            return target.write_unit(ds, out.state, unit.id, args)  # the unit's receipt
+    else:
+        out = FileUnits(plan, sink.output(plan.sink.params))
+
+        def write(ds: ray.data.Dataset, unit: WorkUnit, work: Any) -> Any:
+            return sink.write_files(ds, work.data, plan.sink.params)  # rows per file
+
+    def write_unit(unit: WorkUnit, work: Any) -> tuple[list[dict[str, Any]], Any]:
         with user_errors(plan, read.source, unit, ledger):
             ds = compile_stages(plan, read(unit), ledger, services)
             probe.arm()
-            written = sink.write_files(ds, folder, plan.sink.params)
+            written = write(ds, unit, work)
         return operator_stages(ds), written
 
     outcome = run_units(plan, out, units, ledger, write_unit)
@@ -338,6 +357,7 @@ def _run_units(
         units_skipped=outcome.units_skipped,
         rows_done=outcome.rows_done,
         manifest=manifest,
+        published=manifest.get("published"),
         counters={k: counters_of(c) for k, c in outcome.counts.items() if counters_of(c)},
     )
 

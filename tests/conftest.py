@@ -67,6 +67,24 @@ def tiny_classifier(tmp_path_factory) -> Path:
     return build_encoder(tmp_path_factory.mktemp("models") / "tiny-classifier", "classifier")
 
 
+# -- a PostgreSQL server for the SQL sink's tests (Debian's postgresql package) ----------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the session, or a skip saying why not."""
+    pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed")
+    from postgres_server import Unavailable, postgres_server
+
+    server = postgres_server()
+    try:
+        running = server.__enter__()
+    except Unavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    yield running
+    server.__exit__(None, None, None)
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2_chat(tmp_path_factory) -> Path:
     """A tiny GPT-2 with a chat template that answers every chat prompt with CHAT_REPLY."""
