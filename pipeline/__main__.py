@@ -1,6 +1,8 @@
-"""The Hydra app: ``python -m pipeline [group=option ...] [key=value ...]``.
+"""The Hydra app: ``bulkinfer [group=option ...] [key=value ...]`` (or ``python -m pipeline``).
 
 compose (Hydra) -> validate (pydantic) -> plan -> execute (Ray Data). Only this module knows Hydra.
+Configs come from the package ``pipeline.conf`` (``pkg://pipeline.conf``), so an installed wheel
+finds them exactly as a clone does.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pipeline.metrics import JobInfo, Recorder, sentence
 from pipeline.overrides import relaxed
 from pipeline.secrets import install_log_masking, mask_override, mask_secrets, mask_text
 
+#: bulkinfer's own config folder on disk (tests read the files); Hydra reads ``configs.CONF_PATH``.
 CONF_DIR = str(configs.CONF_DIR)
 log = logging.getLogger("bulkinfer")
 
@@ -37,7 +40,7 @@ if not OmegaConf.has_resolver("bulkinfer.sample"):
 
 
 def _refuse_clash(group: str | None, option: str, key: str) -> None:
-    """Refuse an option that two providers (packages, or a package and conf/) both define."""
+    """Refuse an option that two providers (packages, or a package and bulkinfer) both define."""
     clash = configs.clash_for(group, option)
     if clash is not None:
         raise ConfigError(
@@ -59,7 +62,7 @@ def check_choices(choices: dict[str, Any], config_name: str | None = None) -> No
 
 
 def _preprocessor_option(name: str, index: int) -> dict[str, Any]:
-    """Load ``conf/preprocessor/NAME.yaml`` (or a config package's) for a list entry by name.
+    """Load ``preprocessor/NAME.yaml`` (bulkinfer's or a config package's) for a list entry.
 
     Returned unresolved: its interpolations (``${predictor.params.model}``) resolve against the
     whole job config once it is spliced into the ``preprocessors`` list.
@@ -113,7 +116,7 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
     run imports neither Ray nor any plugin the config does not name, so it is a cheap config
     check for CI (exit 0: valid, 2: the error on stderr).
     """
-    from pipeline.plan import describe, plan_job
+    from pipeline.plan import describe, estimates, plan_job
     from pipeline.settings import RunSettings
     from pipeline.validation import validate_model
 
@@ -124,6 +127,8 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
         if validate_model(RunSettings, config.get("run") or {}, "run").dry_run:
             plan = recorder.plan = plan_job(config)  # this machine's resources, no Ray
             print(describe(plan))
+            for line in estimates(plan):
+                print(line)
             recorder.dry_run()
             return None
         from pipeline.runner import run_job
@@ -148,7 +153,7 @@ def compose(overrides: list[str]) -> dict[str, Any]:
     For tests and notebooks; keys that interpolate ``${hydra:...}`` (the default sink path)
     must be overridden.
     """
-    with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with hydra.initialize_config_module(config_module=configs.CONF_PACKAGE, version_base="1.3"):
         cfg = hydra.compose("config", overrides=relaxed(list(overrides)))
         return to_plain_config(cfg)
 
@@ -161,7 +166,7 @@ def run_with_overrides(overrides: list[str], output_dir: str | Path | None = Non
     the run writes its ``metrics.json`` there.
     """
     job = JobInfo(output_dir=str(output_dir) if output_dir else None, overrides=list(overrides))
-    with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with hydra.initialize_config_module(config_module=configs.CONF_PACKAGE, version_base="1.3"):
         cfg = hydra.compose("config", overrides=relaxed(overrides), return_hydra_config=True)
         choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
         with open_dict(cfg):
@@ -214,7 +219,7 @@ def _job_info() -> tuple[JobInfo, bool]:
     return job, multirun
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=configs.CONF_PATH, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Any:
     """One job. In a multirun a failed job is recorded and the sweep goes on to the next."""
     job, multirun = _job_info()
@@ -272,7 +277,10 @@ def _run_hydra_app() -> None:
 
 
 def cli() -> int:
-    """``python -m pipeline``: run the app, stop Ray at the very end, return the exit status.
+    """``bulkinfer`` (``python -m pipeline``): run the app, stop Ray at the end, return the status.
+
+    The ``bulkinfer`` console script calls this function; the wrapper pip writes exits with
+    the status it returns.
 
     Jobs of a multirun share the Ray instance the first one started; it is shut down here, once,
     after the last job (and the sweep summary). A multirun with a failed job exits non-zero.

@@ -98,6 +98,28 @@ def to_table(batch: Any) -> Any:
     return BlockAccessor.for_block(BlockAccessor.batch_to_block(batch)).to_arrow()
 
 
+def take_rows(batch: Any, indices: Any) -> Any:
+    """The rows ``indices`` (a numpy integer array) of a batch, in that order, in its format."""
+    if isinstance(batch, dict):
+        return {
+            k: v[indices] if hasattr(v, "__array__") else [v[i] for i in indices]
+            for k, v in batch.items()
+        }
+    if hasattr(batch, "iloc"):
+        return batch.iloc[indices].reset_index(drop=True)
+    return batch.take(indices)
+
+
+def length_order(lengths: Any) -> Any:
+    """Row indices, longest first (ties keep input order), as a numpy array.
+
+    Longest first: if a model call is going to run out of memory, the first one does.
+    """
+    import numpy as np
+
+    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+
+
 def concat_batches(parts: list[Any]) -> Any:
     """Join the outputs of consecutive calls, in order, in their own format."""
     if len(parts) == 1:

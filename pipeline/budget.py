@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 #: Smallest CPU share the planner gives a worker before it refuses the plan instead.
 MIN_CPU_SHARE = 0.1
+#: Rows an actor stage that sorts by length gets per call at the least: the pool of rows it
+#: sorts before cutting it into model batches of ``stage.batch_size`` (benchmarks/RESULTS.md).
+SORT_WINDOW_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Budget:
     read_tasks: int | None = None
     rows_per_block: int | None = None
     notes: tuple[str, ...] = field(default=())
+    #: Rows per Ray map batch, by stage key (None: whole blocks, cut by the stage's wrapper).
+    map_batches: dict[str, int | None] = field(default_factory=dict)
 
 
 def _fmt(n: float) -> str:
@@ -206,6 +211,34 @@ def budget(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) -> Budget
     return _blocks(Budget(tuple(planned), io_cpus, notes=tuple(notes)), read_tasks)
 
 
+def map_batch_rows(step: Step) -> int | None:
+    """Rows Ray hands one call of an actor stage: its model batch, or, for a stage that sorts
+    by length, a window of at least :data:`SORT_WINDOW_ROWS` rows (whole model batches), so the
+    batch size a user sets stays the model's batch size and sorting still has rows to sort.
+    Task stages get whole blocks (they fuse with the read) and cut them themselves."""
+    s = step.stage
+    if s.compute == "tasks" or s.batch_size is None:
+        return None
+    base = AUTO_MAX_ROWS if s.batch_size == "auto" else s.batch_size
+    if not step.plugin.sorts_by_length():
+        return base
+    return max(base, math.ceil(SORT_WINDOW_ROWS / base) * base)
+
+
+def _windows(plan: Budget) -> Budget:
+    batches: dict[str, int | None] = {}
+    notes = list(plan.notes)
+    for step in plan.maps:
+        rows = batches[step.key] = map_batch_rows(step)
+        if step.plugin.sorts_by_length() and step.stage.batch_size is not None:
+            pool = f"windows of {rows} rows" if rows else "each block"
+            notes.append(
+                f"{step.key}: {pool} sorted by length, model batches of "
+                f"{step.stage.batch_size} rows"
+            )
+    return replace(plan, map_batches=batches, notes=tuple(notes))
+
+
 def _blocks(plan: Budget, read_tasks: int) -> Budget:
     """Read with as many tasks as can run at once; cut blocks for a first stage of actors.
 
@@ -221,17 +254,17 @@ def _blocks(plan: Budget, read_tasks: int) -> Budget:
     where one streaming read task took 0.6 s. ``batch_size: auto`` uses its largest probed
     size; ``null`` (whole blocks) leaves the source's blocks alone.
     """
+    plan = _windows(plan)
     first = plan.maps[0] if plan.maps else None
     if first is None or first.stage.batch_size is None:
         return plan
     if first.stage.compute == "tasks":
         note = f"blocks: read in up to {read_tasks} task(s), each fused with {first.key}'s tasks"
         return replace(plan, read_tasks=read_tasks, notes=(*plan.notes, note))
-    size = first.stage.batch_size
-    rows = AUTO_MAX_ROWS if size == "auto" else size
+    rows = plan.map_batches[first.key]
     note = (
         f"blocks: read in up to {read_tasks} task(s), cut into blocks of {rows} rows "
-        f"(one batch of {first.key})"
+        f"(one map batch of {first.key})"
     )
     return replace(plan, rows_per_block=rows, read_tasks=read_tasks, notes=(*plan.notes, note))
 

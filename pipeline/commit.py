@@ -8,18 +8,15 @@ not allow; :func:`prepare` opens the staging folder of a new or a resumed run.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import posixpath
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import ConfigError, DataError
-from pipeline.fingerprints import config_changes, unit_digest
+from pipeline.errors import DataError
 from pipeline.interfaces import FileOutput, WorkUnit
+from pipeline.jobstore import check_record, check_units, new_record
 from pipeline.ledger import add_counts
-from pipeline.secrets import mask_secrets
 from pipeline.staging import ERRORS_DIR, FORMAT, MANIFEST, Staging, _now
 
 log = logging.getLogger("bulkinfer")
@@ -144,18 +141,7 @@ def job_record(
     out: FileOutput, fingerprint: str, dataflow: dict[str, Any], units: list[WorkUnit]
 ) -> dict[str, Any]:
     """What ``job.json`` holds for a new run."""
-    return {
-        "format": FORMAT,
-        "run_id": _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-        + f"-{uuid.uuid4().hex[:6]}",
-        "fingerprint": fingerprint,
-        "dataflow": mask_secrets(dataflow),
-        "units": [unit_digest(u) for u in units],
-        "mode": out.mode,
-        "location": out.location,
-        "state": "running",
-        "started_at": _now(),
-    }
+    return new_record(fingerprint, dataflow, units, out.mode, out.location)
 
 
 @dataclass
@@ -175,23 +161,7 @@ def check(out: FileOutput, fingerprint: str, dataflow: dict[str, Any], resume: b
     """
     staging = Staging(out)
     if staging.exists() and staging.load() is not None:
-        job = staging.job
-        if not resume:
-            raise DataError(
-                f"an unfinished run of this job left its work in {staging.root} "
-                f"({len(staging.committed())} of {len(job['units'])} work units committed). "
-                "Rerun with run.resume=true to finish it, or delete that folder to start over.",
-                key="run.resume",
-            )
-        if job["fingerprint"] != fingerprint:
-            changes = config_changes(job.get("dataflow", {}), mask_secrets(dataflow))
-            listed = "; ".join(changes) if changes else "a masked (secret) value"
-            raise ConfigError(
-                f"cannot resume: the config changed since the interrupted run (config "
-                f"fingerprint {job['fingerprint']} -> {fingerprint}): {listed}. Rerun with "
-                f"the original config, or delete {staging.root} to start over.",
-                key=changes[0].split(":", 1)[0] if changes else "run.resume",
-            )
+        check_record(staging, staging.job, fingerprint, dataflow, resume)
         return staging
     dest = out.path.rstrip("/")
     if out.mode == "error" and staging._exists(dest):
@@ -222,14 +192,7 @@ def prepare(
         done = staging.committed()
         if staging.job.get("state") == "publishing":
             return Prepared(staging, done, resumed=True)
-        now = [unit_digest(u) for u in units]
-        if staging.job["units"] != now:
-            raise DataError(
-                f"cannot resume: the input changed since the interrupted run (its work units "
-                f"were {len(staging.job['units'])}, now {len(now)}; files or sizes differ, or "
-                f"run.unit_rows/run.unit_bytes changed). Delete {staging.root} to start over.",
-                key="source.params",
-            )
+        check_units(staging, staging.job, units)
         staging.discard_uncommitted({u.id for u in units})
         return Prepared(staging, staging.committed(), resumed=True)
     if staging.exists():  # killed before its job record was written: nothing to keep

@@ -15,7 +15,6 @@ import ray
 import ray.data
 
 from pipeline import ray_internals
-from pipeline.batching import AUTO_MAX_ROWS
 from pipeline.guard import GuardedActor, GuardedTask, StageGuard, named_like
 from pipeline.settings import StageSettings
 from pipeline.stage_call import StageCall
@@ -26,12 +25,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("bulkinfer")
 
 
-def compile_stages(plan: Plan, ds: ray.data.Dataset, ledger: Any) -> ray.data.Dataset:
-    """``ds`` (one work unit's rows) through every map stage of ``plan``."""
+def compile_stages(
+    plan: Plan,
+    ds: ray.data.Dataset,
+    ledger: Any,
+    services: dict[str, dict[str, Any]] | None = None,
+) -> ray.data.Dataset:
+    """``ds`` (one work unit's rows) through every map stage of ``plan``; ``services``: stage
+    key -> the job services its workers get (see ``MapStage.job_services``)."""
     if plan.rows_per_block:
         ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
     for step in plan.maps:
-        ds = _map(plan, ds, step, ledger)
+        ds = _map(plan, ds, step, ledger, (services or {}).get(step.key))
     return ds
 
 
@@ -58,7 +63,9 @@ def _compute(s: StageSettings) -> Any:
     )
 
 
-def _map(plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.Dataset:
+def _map(
+    plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any, services: dict[str, Any] | None
+) -> ray.data.Dataset:
     """Add one map stage: the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
     inside its error guard (``stage.on_error``, rows reported to the ledger)."""
     s = step.stage
@@ -66,14 +73,12 @@ def _map(plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.
     actors = s.compute == "actors"
     schema = plan.schemas.get(step.key)
     guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger, schema)
-    if actors:
-        # auto: Ray hands the stage its largest probed size; StageCall cuts it to the choice.
-        ray_batch_size = AUTO_MAX_ROWS if auto else s.batch_size
-    else:
-        # Tasks get whole blocks and StageCall cuts them into batches: Ray Data does not fuse a
-        # map that has a batch size into the read before it, and one fused read -> predict ->
-        # write task skips the object store (benchmarks/RESULTS.md, the XGBoost workload).
-        ray_batch_size = None
+    # Actors get map batches of the planner's size (a model batch, or a window of them that
+    # StageCall sorts by length; auto: the largest probed size). Tasks get whole blocks and
+    # StageCall cuts them into batches: Ray Data does not fuse a map that has a batch size into
+    # the read before it, and one fused read -> predict -> write task skips the object store
+    # (benchmarks/RESULTS.md, the XGBoost workload).
+    ray_batch_size = plan.map_batches.get(step.key)
     kwargs: dict[str, Any] = dict(
         batch_size=ray_batch_size,
         batch_format=s.batch_format,
@@ -92,7 +97,9 @@ def _map(plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any) -> ray.data.
         memory_limit=s.memory,
         num_threads=s.num_threads,
         eager=actors,
-        batch_limit=None if actors or auto else s.batch_size,
+        batch_limit=None if auto else s.batch_size,
+        sort_by_length=step.plugin.sorts_by_length(),
+        services=services,
     )
     if actors:
         # A killed actor is restarted and its in-flight batches are retried: Ray Data 2.60 sets

@@ -1,10 +1,11 @@
 """Config packages: installed packages that contribute folders of Hydra configs.
 
-A package registers an importable package (or subpackage) under the entry-point group
-``bulkinfer.configs``; that package holds the same group folders as bulkinfer's ``conf/``
-(``predictor/``, ``source/``, ``experiment/``, ...). The Hydra search-path plugin in
-``hydra_plugins/bulkinfer_configs`` appends each one as ``pkg://<package>`` after bulkinfer's own
-``conf/``, so ``python -m pipeline predictor=team_a/sentiment`` finds
+bulkinfer's own configs are package data of ``pipeline.conf`` (``pipeline/conf/``), which the
+Hydra app reads as ``pkg://pipeline.conf``: the same from a wheel as from a clone. A package
+registers an importable package (or subpackage) under the entry-point group ``bulkinfer.configs``;
+that package holds the same group folders (``predictor/``, ``source/``, ``experiment/``, ...).
+The Hydra search-path plugin in ``hydra_plugins/bulkinfer_configs`` appends each one as
+``pkg://<package>`` after bulkinfer's own, so ``bulkinfer predictor=team_a/sentiment`` finds
 ``team_a_configs/predictor/team_a/sentiment.yaml`` without any file being copied.
 
 Hydra resolves a name to the first search-path entry that has it, which would make an option
@@ -22,10 +23,15 @@ from importlib import resources
 from importlib.metadata import entry_points
 from pathlib import Path
 
-#: bulkinfer's own config groups (the primary config dir of ``python -m pipeline``).
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: The package that holds bulkinfer's own config groups, and its Hydra search-path entry (the
+#: primary config path of ``bulkinfer`` / ``python -m pipeline``).
+CONF_PACKAGE = "pipeline.conf"
+CONF_PATH = f"pkg://{CONF_PACKAGE}"
+#: Where those files are on disk (inside the installed package; for tests and tools that read
+#: them as files).
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUP = "bulkinfer.configs"
-BUILTIN = "bulkinfer (conf/)"
+BUILTIN = "bulkinfer (built-in configs)"
 
 
 @dataclass(frozen=True)
@@ -113,12 +119,12 @@ class SearchPathReport:
 
 
 def _builtin_files() -> set[str]:
-    return _yaml_files(CONF_DIR) if CONF_DIR.is_dir() else set()
+    return _yaml_files(resources.files(CONF_PACKAGE))
 
 
 @cache
 def search_path_report() -> SearchPathReport:
-    """Scan bulkinfer's conf/ and every config package once per process."""
+    """Scan bulkinfer's own configs and every config package once per process."""
     owners: dict[str, list[str]] = {path: [BUILTIN] for path in _builtin_files()}
     usable: list[ConfigPackage] = []
     broken: list[tuple[ConfigPackage, str]] = []

@@ -34,7 +34,10 @@ def find_user_error(exc: BaseException) -> BulkInferError | None:
             continue
         seen.add(id(current))
         if isinstance(current, BulkInferError):
-            return current
+            # Raised in a Ray task, it arrives as Ray's dual class (RayTaskError and the
+            # error's own); its ``cause`` is the error as raised.
+            cause = getattr(current, "cause", None)
+            return cause if isinstance(cause, BulkInferError) else current
         todo += [current.__cause__, current.__context__, getattr(current, "cause", None)]
     return _error_in_message(exc)
 

@@ -10,13 +10,18 @@ its own block (``params.input_column``); the core makes them absolute
 Kinds, and what a plugin must implement (the abstract methods):
 
 - :class:`Source`: ``read(params, unit)``; optionally ``schema`` (types known before the job),
-  ``units`` (work units for resume) and ``explain_read_error``.
+  ``units`` (work units for resume), ``explain_read_error`` and ``preview`` (a few rows on the
+  driver, for a dry run's estimates).
 - :class:`MapStage` (:class:`Preprocessor`, :class:`Predictor`): ``__call__(batch)``;
-  ``output_schema`` for the columns it adds.
+  ``output_schema`` for the columns it adds; optionally ``preflight`` (check an outside service
+  before a run), ``estimate`` (a dry run's forecast) and ``job_services`` (objects shared by
+  every worker of the job, such as a job-wide rate limiter).
 - Sinks: a :class:`FileSink` writes a folder of files that the core stages, commits per work
-  unit, resumes and publishes (``output``, ``write_files``); a :class:`DatasetSink` consumes
-  the whole dataset itself (``write``), e.g. printing rows. Both may refuse columns they cannot
-  hold (``check_schema``).
+  unit, resumes and publishes (``output``, ``write_files``); a :class:`TableSink` hands the core
+  a :class:`StagedTarget` (a table or dataset that stages each unit's rows invisibly and
+  publishes them in one commit), which the core runs the same way; a :class:`DatasetSink`
+  consumes the whole dataset itself (``write``), e.g. printing rows. File and dataset sinks may
+  refuse columns they cannot hold (``check_schema``); a table sink's target does (``check``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from pipeline.settings import StageSettings
 if TYPE_CHECKING:  # Ray is imported by the plugins that use it, at run time only.
     import pyarrow as pa
     import ray.data
+
+    from pipeline.jobstore import JobStore
 
 
 class PluginParams(BaseModel):
@@ -86,6 +93,19 @@ class WorkUnit:
 
 #: The unit of a source that does not split its input: the whole source, run in one piece.
 WHOLE_SOURCE = WorkUnit(id="all")
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The first rows of a source, read on the driver without Ray (:meth:`Source.preview`)."""
+
+    #: At most the ``limit`` asked for, with the types :meth:`Source.schema` gives.
+    rows: pa.Table
+    #: Rows of the whole input: exact, estimated, or None when unknown.
+    total_rows: int | None
+    #: How ``total_rows`` was found, for the dry run's report, e.g. "exact: Parquet footers" or
+    #: "estimated: 2.1 MiB of files at the first 1,000 rows' bytes per row".
+    how: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,12 @@ class Source(_IOPlugin, ABC):
         """After reading ``unit`` failed: a BulkInferError naming the input at fault, if found."""
         return None
 
+    def preview(self, params: Any, limit: int) -> Preview | None:
+        """At most ``limit`` rows from the start of the input and the input's row count, read
+        on the driver without Ray (a dry run hands them to the stages' :meth:`MapStage.estimate`).
+        None: the source cannot preview (the default)."""
+        return None
+
 
 class Sink(_IOPlugin):
     """What every sink can do before the job: refuse an output or columns it cannot take."""
@@ -201,8 +227,86 @@ class FileSink(Sink, ABC):
         return the rows of each file written, by file name, as the write tasks counted them."""
 
 
+@dataclass(frozen=True)
+class StoreFolder:
+    """A folder (``filesystem``: pyarrow's, ``path`` in it, ``location`` for messages) where
+    the core keeps a :class:`TableSink` job's record, e.g. ``<dataset>.__bulkinfer_staging``."""
+
+    filesystem: Any
+    path: str
+    location: str
+
+
+class StagedTarget(ABC):
+    """A table or dataset written by a :class:`TableSink`, in the steps the core runs:
+    ``check`` (before any model loads) -> ``begin`` (once per job; the job record keeps the
+    state it returns) -> ``write_unit`` per work unit (rows staged invisibly; the unit's marker
+    keeps the receipt) -> ``publish`` (one commit makes every receipted row visible). A resumed
+    job ``discard``s the units it redoes; a job that fails before committing a unit calls
+    ``abandon``. Every step may be repeated after a crash. ``location``: the output for
+    messages (credentials masked); ``key``: the config key naming it."""
+
+    location: str
+    key: str = "sink.params"
+
+    @abstractmethod
+    def check(self, schema: pa.Schema, resuming: bool) -> None:
+        """Refuse (a :class:`~pipeline.errors.DataError` naming the key) a column the target
+        cannot hold and what ``mode`` forbids (an existing table with ``mode: error``). When
+        ``resuming`` (this job's record is there) the target may hold what that job
+        published: refuse only columns. Dry runs too: reads, creates nothing."""
+
+    @abstractmethod
+    def job_store(self) -> JobStore | StoreFolder:
+        """Where the job record goes: a :class:`StoreFolder` for the core's folder store, or
+        a :class:`pipeline.jobstore.JobStore` of its own. Read on dry runs: creates nothing."""
+
+    @abstractmethod
+    def begin(self, run_id: str, schema: pa.Schema) -> dict[str, Any]:
+        """Prepare a new job's staging; returns its JSON-able state."""
+
+    @abstractmethod
+    def write_unit(
+        self,
+        dataset: ray.data.Dataset,
+        state: dict[str, Any],
+        unit_id: str,
+        ray_remote_args: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Stage one unit's rows; returns its receipt ``{"unit", "rows", "parts"}`` (only
+        what a receipt names is ever published: a task Ray retried left rows none names)."""
+
+    @abstractmethod
+    def publish(self, state: dict[str, Any], receipts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Make every receipted row visible in one commit (repeated: finds it, does nothing);
+        returns ``{"rows", "already", ...}`` with engine facts (``version``, ``snapshot_id``)."""
+
+    @abstractmethod
+    def discard(
+        self, state: dict[str, Any], unit_ids: list[str], receipts: list[dict[str, Any]]
+    ) -> None:
+        """Drop what the uncommitted ``unit_ids`` staged (``receipts``: those known)."""
+
+    @abstractmethod
+    def abandon(self, state: dict[str, Any]) -> None:
+        """Drop everything the job staged (it committed no unit); never after ``publish``."""
+
+
+class TableSink(Sink, ABC):
+    """Writes a table or dataset through a :class:`StagedTarget`, run like a :class:`FileSink`
+    (units committed in the target's job store, one commit at the end, ``run.resume=true``)."""
+
+    @abstractmethod
+    def target(self, params: Any) -> StagedTarget:
+        """The target ``params`` name (opens nothing yet)."""
+
+
 class MapStage(Plugin, ABC):
-    """A ``map_batches`` callable. ``__init__`` runs once per worker with the validated params."""
+    """A ``map_batches`` callable. ``__init__`` runs once per worker with the validated params.
+
+    A stage whose :meth:`job_services` returns objects is built as ``cls(params, services=...)``
+    with them; every other stage as ``cls(params)``.
+    """
 
     default_stage: ClassVar[StageSettings] = StageSettings()
 
@@ -228,6 +332,19 @@ class MapStage(Plugin, ABC):
         """
         return schema
 
+    def row_lengths(self, batch: Any) -> Any:
+        """How long each row is for the model (tokens of a text), one integer per row, for a
+        stage that returns one row per input row and whose cost grows with the longest row of
+        a model batch. A stage that defines it gets windows of rows sorted by length, cut into
+        model batches of ``stage.batch_size``, its outputs restored to input order: less
+        padding, the same results. The default (None) leaves rows in input order."""
+        return None
+
+    @classmethod
+    def sorts_by_length(cls) -> bool:
+        """Whether the stage defines :meth:`row_lengths` (the planner then sizes a window)."""
+        return cls.row_lengths is not MapStage.row_lengths
+
     def counters(self) -> dict[str, float]:
         """Amounts since the last call (e.g. requests, retries, tokens), reported with each
         batch: the core adds them up per stage (a retried batch replaces its report) into
@@ -239,6 +356,34 @@ class MapStage(Plugin, ABC):
         """One line on the job's totals of :meth:`counters` over the job's ``seconds``, printed
         before the summary line."""
         return None
+
+    @classmethod
+    def preflight(cls, params: Any) -> None:
+        """Check, on the driver, what the stage needs from outside the job (a server, a
+        service's credentials) before a real run spends any rows; dry runs skip it. Raise a
+        :class:`~pipeline.errors.BulkInferError` naming the key to fix (relative to the stage,
+        ``params.base_url``); keep it to seconds. The default checks nothing."""
+
+    @classmethod
+    def estimate(cls, params: Any, rows: pa.Table, total_rows: int | None) -> str | None:
+        """A dry run's forecast for this stage, one line (e.g. requests, tokens, cost).
+
+        ``rows``: the first rows of the source (:meth:`Source.preview`; the source's columns,
+        not those earlier stages add); ``total_rows``: the input's rows, exact or estimated
+        (None: unknown). Runs on the driver without Ray. None: nothing to say (the default).
+        """
+        return None
+
+    @classmethod
+    def job_services(cls, params: Any) -> dict[str, Any]:
+        """Objects every worker of this stage shares for one job, made on the driver once Ray
+        is up and before any work unit runs (e.g. a Ray actor holding a job-wide rate limit).
+
+        Each worker gets them as ``cls(params, services=<this dict>)``; they must pickle. At
+        the end of the job (done or failed) the core calls ``close()`` on each value that has
+        one. The default: none, and the stage is built as ``cls(params)``.
+        """
+        return {}
 
 
 class Preprocessor(MapStage):

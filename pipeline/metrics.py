@@ -154,6 +154,7 @@ class Recorder:
             "job_s": None,
             "first_output_s": None,
             "rows_per_s": None,
+            "steady_rows_per_s": None,
             "output": None,
             "stages": [],
             "cluster": {},
@@ -224,6 +225,8 @@ def sentence(metrics: dict[str, Any], where: str | os.PathLike[str] | None = Non
     parts = [f"{rate:,.1f} rows/s" if rate else "n/a rows/s"]
     if metrics.get("first_output_s") is not None:
         parts.append(f"first rows after {metrics['first_output_s']:.1f} s")
+    if metrics.get("steady_rows_per_s"):
+        parts.append(f"{metrics['steady_rows_per_s']:,.1f} rows/s after them")
     if metrics.get("driver_peak_rss_bytes"):
         parts.append(f"driver peak {_mib(metrics['driver_peak_rss_bytes'])}")
     job_s = metrics.get("job_s") or 0.0

@@ -18,7 +18,7 @@ from pipeline import registry
 from pipeline.budget import Budget, Cluster, budget
 from pipeline.errors import BulkInferError, ConfigError, DataError, EmptyInputError, PlanError
 from pipeline.fingerprints import dataflow, fingerprint
-from pipeline.interfaces import FileSink, IOContext, MapStage, Plugin, Sink, Source
+from pipeline.interfaces import FileSink, IOContext, MapStage, Plugin, Sink, Source, TableSink
 from pipeline.schema import describe_schema, is_python_object
 from pipeline.secrets import mask_secrets
 from pipeline.settings import JobConfig, RaySettings, RunSettings, StageSettings
@@ -57,15 +57,24 @@ class Plan:
     #: Rows per block after the read (None: as the source produces them).
     rows_per_block: int | None = None
     notes: tuple[str, ...] = field(default=())
+    #: Rows per Ray map batch, by stage key (see :func:`pipeline.budget.map_batch_rows`).
+    map_batches: dict[str, int | None] = field(default_factory=dict)
     #: The Arrow schema after each step, by step key ("source", "preprocessors[0]", ...); empty
     #: when the source can tell it only by reading (the runner then types the plan first).
     schemas: dict[str, Any] = field(default_factory=dict)
     #: The source has no rows and ``run.allow_empty`` is set: an empty output is published.
     empty: bool = False
+    #: A table sink's job record of this very job is there to resume (``run.resume=true``).
+    resumes: bool = False
 
     @property
     def steps(self) -> tuple[Step, ...]:
         return (self.source, *self.maps, self.sink)
+
+    @property
+    def output_schema(self) -> Any:
+        """The Arrow schema the sink gets (None until the plan is typed)."""
+        return list(self.schemas.values())[-1] if self.schemas else None
 
     def io(self) -> IOContext:
         """What read and write tasks get (see :class:`~pipeline.interfaces.IOContext`)."""
@@ -159,6 +168,7 @@ def plan_job(
         read_tasks=shared.read_tasks,
         rows_per_block=shared.rows_per_block,
         notes=shared.notes,
+        map_batches=shared.map_batches,
     )
     if inspect is None:
         inspect = not in_cluster(job.ray)
@@ -171,29 +181,80 @@ def validate_ray(config: dict[str, Any]) -> RaySettings:
 
 
 def inspected(plan: Plan) -> Plan:
-    """The plan checked against what is on disk (:func:`check_output`) and typed from the
-    source's schema (:func:`typed`). Where the paths are (a Ray Client job does this inside
-    the cluster)."""
-    check_output(plan)
+    """The plan checked against what is on disk (:func:`check_output`), typed from the
+    source's schema (:func:`typed`) and, for a real run, with each map stage's outside
+    services checked (:func:`preflight`). Where the paths are (a Ray Client job does this
+    inside the cluster)."""
+    plan = replace(plan, resumes=check_output(plan))
     try:
         schema = plan.source.plugin(plan.io()).schema(plan.source.params)
     except EmptyInputError:
         if not plan.run.allow_empty:
             raise
         return replace(plan, empty=True)
-    return typed(plan, schema) if schema is not None else plan
+    plan = typed(plan, schema) if schema is not None else plan
+    if not plan.run.dry_run:
+        preflight(plan)
+    return plan
 
 
-def check_output(plan: Plan) -> None:
+def preflight(plan: Plan) -> None:
+    """Each map stage's :meth:`~pipeline.interfaces.MapStage.preflight`, in order, on the
+    driver: a server that is down fails the run here, before Ray runs any of the job."""
+    for step in plan.maps:
+        try:
+            step.plugin.preflight(step.params)
+        except BulkInferError as exc:
+            raise exc.within(step.key) from None
+
+
+#: Rows of the source a dry run reads for the stages' estimates.
+PREVIEW_ROWS = 1000
+
+
+def estimates(plan: Plan, limit: int = PREVIEW_ROWS) -> list[str]:
+    """A dry run's forecasts: the input's rows and each map stage's
+    :meth:`~pipeline.interfaces.MapStage.estimate` from the source's first ``limit`` rows
+    (:meth:`~pipeline.interfaces.Source.preview`). Empty when no stage estimates anything, and
+    then the source is not read."""
+    default = MapStage.estimate.__func__
+    steps = [s for s in plan.maps if getattr(s.plugin.estimate, "__func__", None) is not default]
+    if not steps or plan.empty:
+        return []
+    preview = plan.source.plugin(plan.io()).preview(plan.source.params, limit)
+    if preview is None:
+        return [f"estimates: source '{plan.source.name}' cannot preview its rows"]
+    total = f"{preview.total_rows:,}" if preview.total_rows is not None else "unknown"
+    lines = [f"  input: {total} rows ({preview.how or 'as the source reports'})"]
+    for step in steps:
+        try:
+            line = step.plugin.estimate(step.params, preview.rows, preview.total_rows)
+        except BulkInferError as exc:
+            raise exc.within(step.key) from None
+        if line:
+            lines.append(f"  {step.key}: {line}")
+    return ["estimates (dry run, nothing sent):", *lines]
+
+
+def check_output(plan: Plan) -> bool:
     """Refuse an existing output (``mode: error``), an unfinished run without
-    ``run.resume=true``, or a resume whose config changed: what is on disk, before any work."""
+    ``run.resume=true``, or a resume whose config changed: what is on disk, before any work.
+
+    Returns whether a table sink's job record of this job is there to resume (the target's
+    own check, which needs the output's columns, runs in :func:`typed`).
+    """
+    if issubclass(plan.sink.plugin, TableSink):
+        from pipeline.tables import check_table
+
+        return check_table(plan)
     if not issubclass(plan.sink.plugin, FileSink):
         plan.sink.plugin(plan.io()).check(plan.sink.params)
-        return
+        return False
     from pipeline.commit import check
 
     out = plan.sink.plugin(plan.io()).output(plan.sink.params)
     check(out, plan.fingerprint, plan.dataflow, plan.run.resume)
+    return False
 
 
 def typed(plan: Plan, source_schema: Any) -> Plan:
@@ -221,7 +282,12 @@ def typed(plan: Plan, source_schema: Any) -> Plan:
                 key="sink",
             )
     try:
-        plan.sink.plugin(plan.io()).check_schema(plan.sink.params, schema)
+        if issubclass(plan.sink.plugin, TableSink):
+            from pipeline.tables import target_of
+
+            target_of(plan).check(schema, plan.resumes)
+        else:
+            plan.sink.plugin(plan.io()).check_schema(plan.sink.params, schema)
     except BulkInferError as exc:
         raise exc.within("sink") from None
     return replace(plan, schemas=schemas)

@@ -1,4 +1,6 @@
-"""What is installed: ``python -m pipeline.plugins list`` and ``describe [KIND/]NAME``.
+"""What is installed: ``bulkinfer-plugins list`` and ``describe [KIND/]NAME``.
+
+The same commands run as ``python -m pipeline.plugins list | describe NAME``.
 
 ``list`` prints every registered plugin by kind with the package it came from, checking that each
 one imports (a broken plugin is listed with the reason and does not hide the others), then the
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from typing import Any
 
@@ -211,10 +214,16 @@ def describe_lines(spec: str) -> list[str]:
     return lines
 
 
+def _program_name() -> str:
+    """``bulkinfer-plugins`` as a console script, ``python -m pipeline.plugins`` as a module."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m pipeline.plugins" if not name or name.endswith(".py") else name
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m pipeline.plugins``; returns the exit status."""
+    """Entry point of ``bulkinfer-plugins`` and ``python -m pipeline.plugins``; the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.plugins", description="Installed bulkinfer plugins and configs."
+        prog=_program_name(), description="Installed bulkinfer plugins and configs."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every plugin by kind, its package, and config packages")

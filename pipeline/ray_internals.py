@@ -142,8 +142,9 @@ def stats_summary(ds: Any) -> Any | None:
 
 
 def first_output_callback(on_first_output: Any, armed: Any) -> type:
-    """An execution callback class that calls ``on_first_output()`` the first time the job's
-    last data stage has handed rows on (``armed()`` says whether to look yet).
+    """An execution callback class that calls ``on_first_output(time, rows)`` the first time
+    the job's last data stage has handed rows on (``armed()`` says whether to look yet), with
+    ``time.perf_counter()`` and the rows handed on by then.
 
     Ray Data calls ``DataContext.custom_execution_callback_classes`` after every scheduling
     step of its streaming executor; the callback reads the executor's topology.
@@ -157,8 +158,9 @@ def first_output_callback(on_first_output: Any, armed: Any) -> type:
             op = list(executor._topology)[-1]
             if op.name.startswith("Write") and op.input_dependencies:
                 op = op.input_dependencies[0]  # rows out of the last stage, not files
-            if op.metrics.row_outputs_taken > 0:
-                on_first_output(time.perf_counter())
+            rows = op.metrics.row_outputs_taken
+            if rows > 0:
+                on_first_output(time.perf_counter(), rows)
 
     return _FirstOutputCallback
 

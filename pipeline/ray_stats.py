@@ -62,6 +62,8 @@ class FirstOutputProbe:
     def __init__(self) -> None:
         self.armed = False
         self.at: float | None = None
+        #: Rows the last stage had handed on at that moment.
+        self.rows = 0
 
     def arm(self) -> None:
         """Count executions from now on."""
@@ -74,9 +76,9 @@ class FirstOutputProbe:
     def _callback_class(self) -> type | None:
         from pipeline.ray_internals import first_output_callback
 
-        def seen(at: float) -> None:
+        def seen(at: float, rows: int) -> None:
             if self.at is None:
-                self.at = at
+                self.at, self.rows = at, rows
 
         def armed() -> bool:
             return self.armed and self.at is None

@@ -23,11 +23,11 @@ from pipeline.budget import check_placement
 from pipeline.compile import compile_stages
 from pipeline.errors import BulkInferError, EmptyInputError
 from pipeline.failures import find_user_error, hide_tracebacks, user_errors
-from pipeline.interfaces import WHOLE_SOURCE, FileSink, Source, WorkUnit
+from pipeline.interfaces import WHOLE_SOURCE, FileSink, Source, TableSink, WorkUnit
 from pipeline.ledger import Ledger, counters_of
 from pipeline.plan import Plan, describe, plan_job, typed, validate_ray
 from pipeline.ray_stats import FirstOutputProbe, operator_stages
-from pipeline.units import budgets, check_budgets, run_units
+from pipeline.units import FileUnits, budgets, check_budgets, run_units
 
 log = logging.getLogger("bulkinfer")
 
@@ -49,10 +49,14 @@ class RunResult:
     units_skipped: int = 0
     #: Rows written by this run (less than ``rows_out`` when it resumed another).
     rows_done: int | None = None
-    #: The ``_SUCCESS`` manifest of a file output.
+    #: A file output's ``_SUCCESS`` manifest; a table output's :func:`pipeline.tables.summary`.
     manifest: dict[str, Any] | None = None
-    #: Seconds from the start of the job until its last stage first handed rows on.
+    #: A table sink's publish: rows, and the engine's facts (version, snapshot id).
+    published: dict[str, Any] | None = None
+    #: Seconds from the start of the job until its last stage first handed rows on, and how
+    #: many rows it had handed on at that moment.
     first_output_s: float | None = None
+    first_output_rows: int = 0
     #: The Ray cluster's total resources during the job ("CPU", "GPU").
     cluster: dict[str, float] = field(default_factory=dict)
     #: Run-time decisions the stages reported (``batch_size: auto`` choices, OOM halving).
@@ -67,6 +71,17 @@ class RunResult:
         done = self.rows_done if self.rows_done is not None else self.rows_out
         return done / self.job_s if done and self.job_s > 0 else None
 
+    @property
+    def steady_rows_per_s(self) -> float | None:
+        """Rows per second after the first output: the rows handed on from then to the end
+        over that time (start-up, model loading and the first batch left out)."""
+        done = self.rows_done if self.rows_done is not None else self.rows_out
+        if not done or self.first_output_s is None:
+            return None
+        seconds = self.job_s - self.first_output_s
+        rows = done - self.first_output_rows
+        return rows / seconds if rows > 0 and seconds > 0 else None
+
     def as_dict(self) -> dict[str, Any]:
         """The figures as plain data (the core of ``metrics.json``)."""
         return {
@@ -78,9 +93,14 @@ class RunResult:
                 round(self.first_output_s, 3) if self.first_output_s is not None else None
             ),
             "rows_per_s": round(self.rows_per_s, 3) if self.rows_per_s else None,
+            "steady_rows_per_s": (
+                round(self.steady_rows_per_s, 3) if self.steady_rows_per_s else None
+            ),
             "output": self.output,
+            **({"published": self.published} if self.published is not None else {}),
             "stages": self.stages,
             "counters": self.counters,
+            "summaries": self.summaries,
             "cluster": self.cluster,
             "notes": self.notes,
         }
@@ -183,23 +203,27 @@ def _execute(plan: Plan, started: float) -> RunResult:
     job_start = time.perf_counter()
     probe = FirstOutputProbe()  # installed before the first dataset exists (see its docstring)
     with probe.installed():
-        plan, units, read = _reads(plan, source, isinstance(sink, FileSink))
+        plan, units, read = _reads(plan, source, staged := isinstance(sink, FileSink | TableSink))
         log.info("\n%s", describe(plan))
         ledger = _start_ledger(plan)
+        services: dict[str, dict[str, Any]] = {}
         try:
-            if isinstance(sink, FileSink):
-                result = _run_units(plan, read, sink, units, ledger, probe)
+            services = start_services(plan)
+            if staged:
+                result = _run_units(plan, read, sink, units, ledger, probe, services)
             else:
-                result = _run_whole(plan, read, sink, ledger, probe)
+                result = _run_whole(plan, read, sink, ledger, probe, services)
             if ledger is not None:
                 result.notes = ray.get(ledger.notes.remote())
         finally:
+            close_services(services)
             if ledger is not None:
                 ray.kill(ledger)
     result.wall_s = time.perf_counter() - started
     result.job_s = time.perf_counter() - job_start
     _summarize(plan, result)
     result.first_output_s = probe.seconds_since(job_start)
+    result.first_output_rows = probe.rows
     result.cluster = {k: resources[k] for k in ("CPU", "GPU") if k in resources}
     return result
 
@@ -252,6 +276,33 @@ class _Reads:
         return ds if ds is not None else self.source.read(self.plan.source.params, unit)
 
 
+def start_services(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Stage key -> the objects its workers share for this job
+    (:meth:`~pipeline.interfaces.MapStage.job_services`), made once, on the driver."""
+    services: dict[str, dict[str, Any]] = {}
+    try:
+        for step in plan.maps:
+            made = step.plugin.job_services(step.params)
+            if made:
+                services[step.key] = dict(made)
+    except BaseException:
+        close_services(services)
+        raise
+    return services
+
+
+def close_services(services: dict[str, dict[str, Any]]) -> None:
+    """``close()`` every job service that has one (the job is over: done or failed)."""
+    for made in services.values():
+        for name, value in made.items():
+            close = getattr(value, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:  # never hide the job's own outcome behind this
+                    log.warning("bulkinfer: could not close job service %r: %s", name, exc)
+
+
 def _start_ledger(plan: Plan) -> Any:
     if not plan.maps:
         return None
@@ -262,19 +313,36 @@ def _start_ledger(plan: Plan) -> Any:
 def _run_units(
     plan: Plan,
     read: _Reads,
-    sink: FileSink,
+    sink: FileSink | TableSink,
     units: list[WorkUnit],
     ledger: Any,
     probe: FirstOutputProbe,
+    services: dict[str, dict[str, Any]],
 ) -> RunResult:
-    """A file output: work unit by work unit into the staging folder, then published."""
-    out = sink.output(plan.sink.params)
+    """A staged (file or table) output: work unit by work unit, published when all are done."""
+    if isinstance(sink, TableSink):
+        from pipeline.tables import TableUnits
 
-    def write_unit(unit: WorkUnit, folder: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        target = sink.target(plan.sink.params)
+        if plan.empty:  # run.allow_empty and a source without rows (or columns) to write
+            log.warning("bulkinfer: no rows: %s is left as it was", target.location)
+            return RunResult(output=target.location, rows_in=0, rows_out=0)
+        out: Any = TableUnits(plan, target, plan.output_schema)
+
+        def write(ds: ray.data.Dataset, unit: WorkUnit, work: Any) -> Any:
+            args = dict(sink.io.ray_remote_args)
+            return target.write_unit(ds, out.state, unit.id, args)  # the unit's receipt
+    else:
+        out = FileUnits(plan, sink.output(plan.sink.params))
+
+        def write(ds: ray.data.Dataset, unit: WorkUnit, work: Any) -> Any:
+            return sink.write_files(ds, work.data, plan.sink.params)  # rows per file
+
+    def write_unit(unit: WorkUnit, work: Any) -> tuple[list[dict[str, Any]], Any]:
         with user_errors(plan, read.source, unit, ledger):
-            ds = compile_stages(plan, read(unit), ledger)
+            ds = compile_stages(plan, read(unit), ledger, services)
             probe.arm()
-            written = sink.write_files(ds, folder, plan.sink.params)
+            written = write(ds, unit, work)
         return operator_stages(ds), written
 
     outcome = run_units(plan, out, units, ledger, write_unit)
@@ -289,18 +357,24 @@ def _run_units(
         units_skipped=outcome.units_skipped,
         rows_done=outcome.rows_done,
         manifest=manifest,
+        published=manifest.get("published"),
         counters={k: counters_of(c) for k, c in outcome.counts.items() if counters_of(c)},
     )
 
 
 def _run_whole(
-    plan: Plan, read: _Reads, sink: Any, ledger: Any, probe: FirstOutputProbe
+    plan: Plan,
+    read: _Reads,
+    sink: Any,
+    ledger: Any,
+    probe: FirstOutputProbe,
+    services: dict[str, dict[str, Any]],
 ) -> RunResult:
     """A dataset sink (e.g. ``show``): one execution, nothing to stage."""
     if plan.empty:  # run.allow_empty and a source without rows
         return RunResult(output=None, rows_in=0, rows_out=0)
     with user_errors(plan, read.source, None, ledger):
-        ds = compile_stages(plan, read(WHOLE_SOURCE), ledger)
+        ds = compile_stages(plan, read(WHOLE_SOURCE), ledger, services)
         probe.arm()
         written = sink.write(ds, plan.sink.params)
     rows_in = rows_out = None

@@ -3,9 +3,10 @@
 A key looks secret when its name contains ``token`` (not ``tokens``, ``tokenizer`` or
 ``token_id``, which generation settings use), ``secret``, ``password``/``passwd``, ``api_key``,
 ``access_key``, ``private_key``, ``credential``, ``authorization`` or ``storage_options`` (cloud
-filesystem options carry keys and secrets). Structured data (plans, metrics, saved configs) is
-masked with :func:`mask_secrets`; free text (log lines, Hydra overrides) with :func:`mask_text`, a
-safety net for ``key=value`` and ``key: value`` pairs.
+filesystem options carry keys and secrets). A password inside a URL (``postgresql://me:pw@db``)
+is masked wherever the URL appears. Structured data (plans, metrics, saved configs) is masked with
+:func:`mask_secrets`; free text (log lines, Hydra overrides) with :func:`mask_text`, a safety net
+for ``key=value`` and ``key: value`` pairs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ _PAIR = re.compile(
 )
 
 
+# scheme://user:password@host -> the password
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.-]*://[^/\s:@]*:)([^@\s/]+)(@)")
+
+
+def mask_url_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` replaced."""
+    return _URL_PASSWORD.sub(rf"\1{MASK}\3", text)
+
+
 def is_secret_key(name: Any) -> bool:
     """Whether a key (a dotted path is fine) names a credential-like value."""
     return bool(_SECRET_KEY.search(str(name)))
@@ -48,6 +58,8 @@ def mask_secrets(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return [mask_secrets(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return mask_url_passwords(value)
     return value
 
 
@@ -60,8 +72,9 @@ def _mask_pair(match: re.Match[str]) -> str:
 
 
 def mask_text(text: str) -> str:
-    """``text`` with the value of every secret-looking ``key=value``/``key: value`` masked."""
-    return _PAIR.sub(_mask_pair, text)
+    """``text`` with the value of every secret-looking ``key=value``/``key: value`` masked,
+    and every password in a URL."""
+    return mask_url_passwords(_PAIR.sub(_mask_pair, text))
 
 
 def mask_override(override: str) -> str:

@@ -18,16 +18,15 @@ step can be repeated, so a run killed at any point can be resumed.
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
 import posixpath
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import OutputError
 from pipeline.interfaces import FileOutput, WorkUnit
+from pipeline.jobstore import FORMAT, FolderStore, _now
 
 log = logging.getLogger("bulkinfer")
 
@@ -36,11 +35,7 @@ MANIFEST = "_SUCCESS"
 #: A unit's receipt in its work folder: its write finished (files and row counts).
 RECEIPT = "receipt.json"
 ERRORS_DIR = "_errors"
-FORMAT = "bulkinfer-manifest/1"
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+__all__ = ["FORMAT", "MANIFEST", "STAGING_SUFFIX", "Staging", "UnitWork", "_now"]
 
 
 @dataclass
@@ -53,97 +48,15 @@ class UnitWork:
     errors: str
 
 
-@dataclass
-class Staging:
-    """The staging folder of one output (see the module docstring)."""
+class Staging(FolderStore):
+    """The staging folder of one output (see the module docstring); its job record and unit
+    markers are a :class:`~pipeline.jobstore.FolderStore`."""
 
-    out: FileOutput
-    root: str = ""
-    job: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.fs = self.out.filesystem
-        self.root = self.root or self.out.path.rstrip("/") + STAGING_SUFFIX
-
-    # -- small file-system helpers --
-    def _p(self, *parts: str) -> str:
-        return posixpath.join(self.root, *parts)
-
-    def _exists(self, path: str) -> bool:
-        import pyarrow.fs
-
-        return self.fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
-
-    def _is_dir(self, path: str) -> bool:
-        import pyarrow.fs
-
-        return self.fs.get_file_info(path).type == pyarrow.fs.FileType.Directory
-
-    def _read_json(self, path: str) -> Any:
-        with self.fs.open_input_stream(path) as f:
-            return json.loads(f.read().decode())
-
-    def _write_bytes(self, path: str, data: bytes) -> None:
-        """Write a small file atomically: a temporary name, then a rename."""
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, path)
-
-    def _write_json(self, path: str, value: Any) -> None:
-        self._write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
-
-    def _list(self, path: str, kind: str | None = None) -> list[Any]:
-        """Entries of a folder (none if it is missing); ``kind``: only "File" or "Directory"."""
-        import pyarrow.fs
-
-        if not self._is_dir(path):
-            return []
-        infos = self.fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=False))
-        if kind is not None:
-            infos = [i for i in infos if i.type == getattr(pyarrow.fs.FileType, kind)]
-        return sorted(infos, key=lambda i: i.path)
-
-    def _delete(self, path: str) -> None:
-        import pyarrow.fs
-
-        info = self.fs.get_file_info(path)
-        if info.type == pyarrow.fs.FileType.Directory:
-            self.fs.delete_dir(path)
-        elif info.type != pyarrow.fs.FileType.NotFound:
-            self.fs.delete_file(path)
-
-    # -- the job record --
-    def exists(self) -> bool:
-        return self._exists(self.root)
-
-    def load(self) -> dict[str, Any] | None:
-        path = self._p("job.json")
-        self.job = self._read_json(path) if self._exists(path) else {}
-        return self.job or None
-
-    def start(self, job: dict[str, Any]) -> None:
-        self.fs.create_dir(self.root, recursive=True)
-        self.job = job
-        self._write_json(self._p("job.json"), job)
-
-    def set_state(self, state: str) -> None:
-        self.job["state"] = state
-        self._write_json(self._p("job.json"), self.job)
-
-    def remove(self) -> None:
-        self._delete(self.root)
+    def __init__(self, out: FileOutput, root: str = "") -> None:
+        self.out = out
+        super().__init__(out.filesystem, root or out.path.rstrip("/") + STAGING_SUFFIX)
 
     # -- units --
-    def committed(self) -> dict[str, dict[str, Any]]:
-        """Markers of the committed units, by unit id."""
-        markers = {}
-        for info in self._list(self._p("units")):
-            if info.path.endswith(".json") and ".tmp-" not in info.path:
-                marker = self._read_json(info.path)
-                markers[marker["unit"]] = marker
-        return markers
-
     def discard_uncommitted(self, unit_ids: set[str] | None = None) -> None:
         """Commit units whose write finished (a receipt) but whose commit did not; delete
         units being written and unit folders without a marker (a crash mid-commit)."""
@@ -231,5 +144,5 @@ class Staging:
         self._delete(final)
         self.fs.create_dir(self._p("units"), recursive=True)
         self.fs.move(work.root, final)
-        self._write_json(self._p("units", f"{unit}.json"), marker)
+        self.add_marker(marker)
         return marker

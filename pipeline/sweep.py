@@ -3,10 +3,13 @@
 Every job writes ``metrics.json`` into its folder (a failed job too, with its error). At the end
 of the sweep :func:`summarize` reads them and writes into the sweep folder:
 
-- ``summary.csv`` and ``summary.md``: one row per job with the swept values, rows/s, wall time,
-  driver peak memory and status;
-- ``throughput.png``: rows/s against the first numeric swept key, one line per combination of
-  the other swept keys (needs matplotlib: ``pip install bulkinfer[plots]``);
+- ``summary.csv`` and ``summary.md``: one row per job with the swept values, steady-state rows/s
+  (after the first output: Ray's start and the model load, which only the first job of a sweep
+  pays in full, left out), the whole job's rows/s, times, whether the job started Ray or reused
+  the warm one of an earlier job, driver peak memory and status;
+- ``throughput.png``: steady-state rows/s (and, dashed, the whole job's) against the first
+  numeric swept key, from zero, one line per combination of the other swept keys (needs
+  matplotlib: ``pip install bulkinfer[plots]``);
 
 and returns a report that ends with the best setting as command-line overrides.
 
@@ -58,6 +61,13 @@ class JobRow:
 
     def get(self, name: str) -> Any:
         return self.metrics.get(name)
+
+    @property
+    def ray(self) -> str:
+        """``started`` when this job started the Ray it ran on, ``reused`` when an earlier job
+        of the sweep did (its workers were warm), empty when unknown."""
+        started = (self.metrics.get("ray") or {}).get("started_for_job")
+        return {True: "started", False: "reused"}.get(started, "")
 
     @property
     def peak_mib(self) -> float | None:
@@ -120,10 +130,17 @@ def swept_keys(rows: list[JobRow]) -> list[str]:
     return [k for k in keys if len({row.values.get(k, "") for row in rows}) > 1]
 
 
+def rate(row: JobRow) -> float | None:
+    """The figure jobs are compared by: steady-state rows/s (after the first output, so Ray's
+    start and the model load, which the first job of a sweep pays alone, do not count), else
+    the whole job's rows/s."""
+    return row.get("steady_rows_per_s") or row.get("rows_per_s")
+
+
 def best(rows: list[JobRow]) -> JobRow | None:
-    """The completed job with the highest rows/s."""
-    done = [r for r in rows if r.status == "completed" and r.get("rows_per_s")]
-    return max(done, key=lambda r: r.get("rows_per_s")) if done else None
+    """The completed job with the highest :func:`rate`."""
+    done = [r for r in rows if r.status == "completed" and rate(r)]
+    return max(done, key=rate) if done else None
 
 
 def _fmt(value: Any) -> str:
@@ -138,15 +155,15 @@ def table(rows: list[JobRow]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the summary (shared by the CSV and the Markdown)."""
     keys = swept_keys(rows)
     header = ["job", "status", *keys]
-    header += ["rows_out", "rows_per_s", "wall_s", "job_s", "first_output_s"]
-    header += ["driver_peak_mib", "fingerprint", "error"]
+    figures = ("rows_out", "steady_rows_per_s", "rows_per_s", "wall_s", "job_s", "first_output_s")
+    header += [*figures, "ray", "driver_peak_mib", "fingerprint", "error"]
     cells = []
     for row in rows:
         cells.append(
             [_fmt(row.num), row.status]
             + [row.values.get(k, "") for k in keys]
-            + [_fmt(row.get(n)) for n in ("rows_out", "rows_per_s", "wall_s", "job_s")]
-            + [_fmt(row.get("first_output_s")), _fmt(row.peak_mib)]
+            + [_fmt(row.get(n)) for n in figures]
+            + [row.ray, _fmt(row.peak_mib)]
             + [_fmt(row.get("fingerprint")), _fmt(row.get("error"))]
         )
     return header, cells
@@ -174,7 +191,7 @@ def markdown(rows: list[JobRow]) -> str:
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in cells]
     winner = best(rows)
     if winner is not None:
-        lines += ["", f"Best: {winner.get('rows_per_s'):,.1f} rows/s with `{best_override(rows)}`"]
+        lines += ["", f"Best: {rate(winner):,.1f} rows/s with `{best_override(rows)}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -199,7 +216,7 @@ def _as_number(text: str) -> float | None:
 def plot_throughput(rows: list[JobRow], path: Path) -> Path | None:
     """rows/s against the first numeric swept key, a line per other swept values; None if
     there is nothing to plot or matplotlib is not installed."""
-    done = [r for r in rows if r.status == "completed" and r.get("rows_per_s") is not None]
+    done = [r for r in rows if r.status == "completed" and rate(r) is not None]
     if not done:
         return None
     try:
@@ -235,12 +252,15 @@ def plot_throughput(rows: list[JobRow], path: Path) -> Path | None:
 
     for label, members in series.items():
         members = sorted(members, key=x_of)
+        line = ax.plot([x_of(r) for r in members], [rate(r) for r in members], marker="o")
         ax.plot(
             [x_of(r) for r in members],
             [r.get("rows_per_s") for r in members],
-            marker="o",
-            label=label,
+            linestyle="--",
+            color=line[0].get_color(),
+            alpha=0.5,
         )
+        line[0].set_label(label)
     if categories:
         ax.set_xticks(range(len(categories)), categories)
     else:
@@ -251,8 +271,8 @@ def plot_throughput(rows: list[JobRow], path: Path) -> Path | None:
     winner = best(rows)
     if winner is not None and winner in done:
         ax.annotate(
-            f"best {winner.get('rows_per_s'):,.1f}",
-            (x_of(winner), winner.get("rows_per_s")),
+            f"best {rate(winner):,.1f}",
+            (x_of(winner), rate(winner)),
             textcoords="offset points",
             xytext=(0, 8),
             ha="center",
@@ -261,9 +281,10 @@ def plot_throughput(rows: list[JobRow], path: Path) -> Path | None:
     title = f"throughput by {x_key}" if x_key else "throughput by job"
     ax.set_title(title + (f" ({failed} job(s) failed, not shown)" if failed else ""))
     ax.set_xlabel(x_key or "job")
-    ax.set_ylabel("rows/s")
+    ax.set_ylabel("rows/s after the first output (dashed: whole job)")
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.08, y=0.15)
+    ax.set_ylim(bottom=0)
     if len(series) > 1:
         ax.legend(fontsize="small")
     fig.tight_layout()
@@ -292,7 +313,7 @@ def summarize(sweep_dir: str | os.PathLike[str], command: str = "python -m pipel
     if winner is None:
         lines.append("best: none (no job completed)")
     else:
-        lines.append(f"best: {winner.get('rows_per_s'):,.1f} rows/s with {best_override(rows)}")
+        lines.append(f"best: {rate(winner):,.1f} rows/s with {best_override(rows)}")
         full = " ".join(shlex.quote(o) for o in winner.overrides)
         lines.append(f"  rerun it: {command} {full}".rstrip())
     return "\n".join(lines)

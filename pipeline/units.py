@@ -1,11 +1,14 @@
-"""Run a job with a file output work unit by work unit, committing each; resume; publish.
+"""Run a staged job work unit by work unit, committing each; resume; publish.
 
 The source splits its input into deterministic work units (:meth:`Source.units`). Each unit is
-one streaming Ray Data execution through every map stage into the sink's files, written into the
-staging folder and committed there with its row counts (:mod:`pipeline.commit`). A resumed run
-skips the committed units, so whatever the shape of the pipeline (any number of map stages, any
-file sink), the output has every input row once. When all units are committed the output is
-published with its ``_SUCCESS`` manifest.
+one streaming Ray Data execution through every map stage into the sink, staged invisibly to
+readers and committed with its row counts in the job's store. A resumed run skips the committed
+units, so whatever the shape of the pipeline (any number of map stages, any staged sink), the
+output has every input row once. When all units are committed the output is published at once.
+
+What is staged where is the :class:`UnitOutput`'s business: :class:`FileUnits` (a file sink:
+files in the staging folder, published with a ``_SUCCESS`` manifest, :mod:`pipeline.commit`) or
+:class:`pipeline.tables.TableUnits` (a table sink's target and its job store).
 """
 
 from __future__ import annotations
@@ -14,21 +17,98 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.commit import finish_publishing, prepare, publish
 from pipeline.errors import BulkInferError, EmptyInputError, OutputError
 from pipeline.guard import ErrorBudgetError
 from pipeline.interfaces import FileOutput, WorkUnit
+from pipeline.jobstore import Opened
 from pipeline.ledger import EARLY_STOP_MIN_ROWS, add_counts, dead_letter_lines, over_budget
 from pipeline.plan import Plan
 from pipeline.staging import MANIFEST, Staging
 
 log = logging.getLogger("bulkinfer")
 
-#: Runs one unit: (unit, folder to write its files into) -> (per-operator stats of that
-#: execution, rows of each file written, by file name).
-WriteUnit = Callable[[WorkUnit, str], tuple[list[dict[str, Any]], dict[str, int]]]
+#: Runs one unit: (unit, the output's handle for it: a folder to write files into for a file
+#: sink) -> (per-operator stats of that execution, what was written: rows of each file by name
+#: for a file sink, the receipt for a table sink).
+WriteUnit = Callable[[WorkUnit, Any], tuple[list[dict[str, Any]], Any]]
+
+
+class UnitOutput(Protocol):
+    """What :func:`run_units` needs of an output (a file sink's or a table sink's)."""
+
+    #: The output as messages show it, and the config key naming it.
+    location: str
+    key: str
+    #: Where the job record is (messages tell the user to resume from, or delete, it).
+    where: str
+
+    def open(self, units: list[WorkUnit]) -> Opened: ...
+
+    def finish(self) -> dict[str, Any]: ...
+
+    def begin(self, unit: WorkUnit) -> Any: ...
+
+    def commit(
+        self,
+        handle: Any,
+        written: Any,
+        stages: dict[str, dict[str, int]],
+        first_stage: str | None,
+        dead_letters: bytes,
+    ) -> dict[str, Any]: ...
+
+    def publish(self, markers: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+    def drop(self, unit: WorkUnit, written: Any) -> None: ...
+
+    def remove(self) -> None: ...
+
+    def start_over(self) -> str: ...
+
+
+class FileUnits:
+    """A file sink's output: units as folders of files in the staging folder beside it."""
+
+    def __init__(self, plan: Plan, out: FileOutput) -> None:
+        self.plan, self.out = plan, out
+        self.location, self.key = out.location, "sink.params.path"
+        self.where = ""
+        self.staging: Staging | None = None
+
+    def open(self, units: list[WorkUnit]) -> Opened:
+        prepared = prepare(
+            self.out, self.plan.fingerprint, self.plan.dataflow, units, self.plan.run.resume
+        )
+        self.staging = prepared.staging
+        self.where = self.staging.root
+        publishing = self.staging.job.get("state") == "publishing"
+        return Opened(dict(prepared.committed), prepared.resumed, publishing)
+
+    def finish(self) -> dict[str, Any]:
+        finish_publishing(self.staging)
+        return self.staging._read_json(f"{self.out.path.rstrip('/')}/{MANIFEST}")
+
+    def begin(self, unit: WorkUnit) -> Any:
+        return self.staging.begin(unit)
+
+    def commit(self, handle, written, stages, first_stage, dead_letters) -> dict[str, Any]:
+        return self.staging.commit(handle, stages, first_stage, dead_letters, written)
+
+    def publish(self, markers: list[dict[str, Any]]) -> dict[str, Any]:
+        return publish(self.staging, markers)
+
+    def drop(self, unit: WorkUnit, written: Any) -> None:
+        """Nothing now: a resumed run discards the unit's work folder."""
+
+    def remove(self) -> None:
+        if self.staging is not None:
+            self.staging.remove()
+
+    def start_over(self) -> str:
+        return "delete that folder"
 
 
 @dataclass
@@ -82,7 +162,7 @@ def _where(plan: Plan) -> str:
     return path if path is not None else f"source '{plan.source.name}'"
 
 
-def _storing(out: FileOutput, step: Callable[[], Any]) -> Any:
+def _storing(out: UnitOutput, step: Callable[[], Any]) -> Any:
     """Run a commit or publish step; a storage failure becomes an :class:`OutputError`."""
     try:
         return step()
@@ -92,22 +172,31 @@ def _storing(out: FileOutput, step: Callable[[], Any]) -> Any:
         cause = " ".join(str(exc).split()) or type(exc).__name__
         raise OutputError(
             f"cannot store the output at {out.location}: {type(exc).__name__}: {cause}.",
-            key="sink.params.path",
+            key=out.key,
         ) from None
 
 
-def _with_hint(error: BulkInferError, staging: Staging, committed: int) -> BulkInferError:
+def _with_hint(error: BulkInferError, out: UnitOutput, committed: int) -> BulkInferError:
     hint = (
-        f" The finished work ({committed} committed work unit(s)) is kept in {staging.root}: "
-        "rerun with run.resume=true to finish the job without redoing it, or delete that "
-        "folder to start over."
+        f" The finished work ({committed} committed work unit(s)) is kept in {out.where}: "
+        f"rerun with run.resume=true to finish the job without redoing it, or "
+        f"{out.start_over()} to start over."
     )
     return type(error)(error.message + hint, key=error.key)
 
 
+def _cleanly(step: Callable[..., Any], *args: Any) -> None:
+    """A clean-up step after a failure: its own failure is logged, never raised over the
+    job's error (a resumed run, or the user, cleans up what it left)."""
+    try:
+        step(*args)
+    except Exception as exc:  # noqa: BLE001 - the job's own error is the one to report
+        log.warning("bulkinfer: could not clean up after the failure: %s", exc)
+
+
 def run_units(
     plan: Plan,
-    out: FileOutput,
+    out: UnitOutput,
     units: list[WorkUnit],
     ledger: Any,
     write_unit: WriteUnit,
@@ -115,15 +204,12 @@ def run_units(
     """Run the units not yet committed, then publish the output (see the module docstring)."""
     import ray
 
-    prepared = prepare(out, plan.fingerprint, plan.dataflow, units, plan.run.resume)
-    staging = prepared.staging
-    if staging.job.get("state") == "publishing":  # killed while publishing: finish that
-        finish_publishing(staging)
-        manifest = staging._read_json(f"{out.path.rstrip('/')}/{MANIFEST}")
-        return UnitsOutcome(manifest, len(units), len(units), 0)
-    markers = dict(prepared.committed)
+    opened = out.open(units)
+    if opened.publishing:  # killed while publishing: finish that
+        return UnitsOutcome(out.finish(), len(units), len(units), 0)
+    markers = dict(opened.committed)
     skipped = sum(1 for u in units if u.id in markers)
-    if prepared.resumed:
+    if opened.resumed:
         log.warning(
             "bulkinfer: resuming %s: %d of %d work units already done",
             out.location,
@@ -138,6 +224,7 @@ def run_units(
     rows_done = 0
     first_errors: dict[str, str] = {}
     written_any = False
+    pending: tuple[WorkUnit, Any] | None = None  # the unit in flight, and what it wrote
     try:
         for unit in units:
             if unit.id in markers:
@@ -145,8 +232,10 @@ def run_units(
             started = time.perf_counter()
             if ledger is not None:
                 ray.get(ledger.reset.remote(counts))
-            work = staging.begin(unit)
-            unit_stats, written = write_unit(unit, work.data)
+            pending = (unit, None)
+            work = out.begin(unit)
+            unit_stats, written = write_unit(unit, work)
+            pending = (unit, written)
             _merge_stats(stats, unit_stats)
             drained = (
                 ray.get(ledger.drain.remote())
@@ -160,15 +249,16 @@ def run_units(
             written_any = True
             marker = _storing(
                 out,
-                lambda work=work, drained=drained, written=written: staging.commit(
+                lambda work=work, drained=drained, written=written: out.commit(
                     work,
+                    written,
                     drained["stages"],
                     first_stage,
                     dead_letter_lines(drained["records"]),
-                    written,
                 ),
             )
             markers[unit.id] = marker
+            pending = None
             rows_done += marker["rows_out"]
             log.info(
                 "bulkinfer: work unit %s committed: %d rows in, %d out, %d set aside (%.1f s)",
@@ -181,11 +271,13 @@ def run_units(
         check_budgets(plan, counts, first_errors, min_rows=0)
         if not plan.run.allow_empty and not sum(markers[u.id]["rows_in"] for u in units):
             raise EmptyInputError.for_source(_where(plan))
-        manifest = _storing(out, lambda: publish(staging, [markers[u.id] for u in units]))
+        manifest = _storing(out, lambda: out.publish([markers[u.id] for u in units]))
     except BaseException as exc:
+        if pending is not None and isinstance(exc, Exception):
+            _cleanly(out.drop, *pending)  # the unit that failed, or was not committed
         if isinstance(exc, EmptyInputError) or not (markers or written_any):
-            staging.remove()  # nothing finished: leave no trace
+            _cleanly(out.remove)  # nothing finished: leave no trace
         elif isinstance(exc, BulkInferError):
-            raise _with_hint(exc, staging, len(markers)) from None
+            raise _with_hint(exc, out, len(markers)) from None
         raise
     return UnitsOutcome(manifest, len(units), skipped, rows_done, stats, counts)

@@ -67,7 +67,52 @@ def tiny_classifier(tmp_path_factory) -> Path:
     return build_encoder(tmp_path_factory.mktemp("models") / "tiny-classifier", "classifier")
 
 
-RAY_FIXTURES = {"ray_session", "cli", "tiny_gpt2", "tiny_classifier"}
+# -- a PostgreSQL server for the SQL sink's tests (Debian's postgresql package) ----------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the session, or a skip saying why not."""
+    pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed")
+    from postgres_server import Unavailable, postgres_server
+
+    server = postgres_server()
+    try:
+        running = server.__enter__()
+    except Unavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    yield running
+    server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_chat(tmp_path_factory) -> Path:
+    """A tiny GPT-2 with a chat template that answers every chat prompt with CHAT_REPLY."""
+    from tools.tiny_models import build_gpt2_chat
+
+    return build_gpt2_chat(tmp_path_factory.mktemp("models") / "tiny-gpt2-chat")
+
+
+@pytest.fixture(scope="session")
+def llm_server(tiny_gpt2_chat, tmp_path_factory):
+    """``transformers serve`` on the tiny chat model, on a free loopback port (see llm_server)."""
+    from llm_server import start_server
+
+    server = start_server(tiny_gpt2_chat, log_dir=tmp_path_factory.mktemp("llm-server"))
+    yield server
+    server.stop()
+
+
+# tiny_gpt2_chat and llm_server start no Ray, but building the model and starting the server
+# take tens of seconds: they belong with the slow tests.
+RAY_FIXTURES = {
+    "ray_session",
+    "cli",
+    "tiny_gpt2",
+    "tiny_classifier",
+    "tiny_gpt2_chat",
+    "llm_server",
+}
 
 
 def pytest_collection_modifyitems(items):

@@ -1,4 +1,5 @@
-"""Contract suites every predictor's tests subclass: the same promises, checked the same way.
+"""Contract suites every predictor's and every staged sink's tests subclass: the same promises,
+checked the same way (:class:`PredictorContract` here first, :class:`SinkContract` below).
 
 A subclass names the plugin, its params (a fixture, since they often point at a model the test
 built), the input rows and the documented type of each output column. The suite runs one real
@@ -10,10 +11,17 @@ with its config key before any model loads.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -110,3 +118,279 @@ def is_vector(kind: pa.DataType, size: int | None = None, element=pa.types.is_fl
         and element(kind.value_type)
         and (size is None or kind.list_size == size)
     )
+
+
+# -- sinks ----------------------------------------------------------------------------------------
+
+
+def hydra_value(value: Any) -> str:
+    """A value as a Hydra command-line override writes it (strings quoted)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(hydra_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def sink_overrides(sink: str, params: dict[str, Any]) -> list[str]:
+    """``sink=NAME`` and one ``sink.params.KEY=VALUE`` override per param."""
+    return [f"sink={sink}", *(f"sink.params.{k}={hydra_value(v)}" for k, v in params.items())]
+
+
+def write_parquet_units(folder: Path, files: int, rows_per_file: int) -> list[int]:
+    """``files`` Parquet files of ``rows_per_file`` rows (id, text) in ``folder``; the ids."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in range(files):
+        ids = list(range(f * rows_per_file, (f + 1) * rows_per_file))
+        pq.write_table(
+            pa.table({"id": ids, "text": [f"row {i}" for i in ids]}), folder / f"{f:02d}.parquet"
+        )
+    return list(range(files * rows_per_file))
+
+
+class SinkContract:
+    """What every staged sink promises, on the real engine (subclass per sink).
+
+    A subclass names the sink and implements :meth:`params` (a fresh target under a folder)
+    and :meth:`read` (the rows a reader sees, None when there is no target). The suite runs real
+    jobs on the module's Ray (and, for the kill test, the command line in its own process):
+    an XGBoost job's rows read back equal, the modes keep their promises, a job that fails on
+    its second work unit leaves the target as it was, and a driver killed with SIGKILL half way
+    resumes without duplicates, its counts in metrics.json.
+    """
+
+    #: The sink's entry-point name.
+    sink: ClassVar[str]
+    #: This sink's names for: refuse an existing output, add to it, replace it (None: no such
+    #: mode).
+    mode_error: ClassVar[str | None] = "error"
+    mode_append: ClassVar[str | None] = "append"
+    mode_replace: ClassVar[str | None] = "overwrite"
+    #: The config key an existing output is refused with.
+    error_key: ClassVar[str] = "sink.params.path"
+    #: Params a job whose predictions are declared ``null`` (XGBoost) needs.
+    typed_params: ClassVar[dict[str, Any]] = {"column_types": {"predictions": "float32"}}
+    #: A credential the params name through an environment variable: never in any output.
+    secret: ClassVar[str | None] = None
+
+    def params(self, where: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def read(self, params: dict[str, Any]) -> pa.Table | None:
+        raise NotImplementedError
+
+    def committed_units(self, params: dict[str, Any]) -> int:
+        """Work units committed in the job store of the target ``params`` names."""
+        from pipeline import registry
+        from pipeline.tables import job_store
+
+        plugin = registry.load("sink", self.sink)
+        target = plugin().target(plugin.Params(**params))
+        return len(job_store(target).committed())
+
+    # -- helpers --
+    def rows(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        table = self.read(params)
+        return [] if table is None else sorted(table.to_pylist(), key=lambda r: r["id"])
+
+    def job(self, params: dict[str, Any], source: dict[str, Any], **run: Any) -> Any:
+        from pipeline.runner import run_job
+
+        config = {
+            "source": source,
+            "sink": {"type": self.sink, "params": params},
+            "run": {"progress": False, **run},
+        }
+        return run_job(config)
+
+    def items(self, ids: range) -> dict[str, Any]:
+        return {"type": "items", "params": {"items": [{"id": i, "text": f"t{i}"} for i in ids]}}
+
+    # -- the promises --
+    def test_an_xgboost_job_writes_rows_that_read_back_equal(self, ray_session, tmp_path):
+        import xgboost
+
+        from pipeline.metrics import JobInfo, Recorder
+        from pipeline.runner import run_job
+        from plugins.predictors.xgboost_train import LABEL, breast_cancer_frames
+
+        train, valid = breast_cancer_frames()
+        features = [c for c in train.columns if c != LABEL]
+        booster = xgboost.train(
+            {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+            xgboost.DMatrix(train[features], label=train[LABEL]),
+            num_boost_round=5,
+        )
+        booster.save_model(tmp_path / "model.ubj")
+        data = valid[features].head(40).reset_index(drop=True)
+        data.insert(0, "id", range(len(data)))
+        inp = tmp_path / "in"
+        inp.mkdir()
+        for part, half in enumerate((data.iloc[:20], data.iloc[20:])):
+            table = pa.Table.from_pandas(half, preserve_index=False)
+            pq.write_table(table, inp / f"{part}.parquet")
+        params = {**self.params(tmp_path), **self.typed_params}
+        config = {
+            "source": {"type": "parquet", "params": {"path": str(inp)}},
+            "predictor": {"type": "xgboost", "params": {"model": str(tmp_path / "model.ubj")}},
+            "sink": {"type": self.sink, "params": params},
+            "run": {"progress": False, "unit_bytes": 1},
+        }
+        recorder = Recorder(JobInfo(output_dir=str(tmp_path / "run")))
+        result = run_job(config, recorder=recorder)
+        metrics = recorder.completed(result)
+
+        matrix = data[features].to_numpy(np.float32)
+        expected = booster.predict(xgboost.DMatrix(matrix, feature_names=features))
+        got = self.rows(params)
+        assert [r["id"] for r in got] == list(range(40)), "every row once"
+        for row, want, prediction in zip(got, data.to_dict("records"), expected, strict=True):
+            assert {c: row[c] for c in data.columns} == want
+            # float32 as stored (PostgreSQL's driver reads a real as its shortest decimal)
+            assert np.float32(row["predictions"]) == prediction
+        assert (metrics["rows_in"], metrics["rows_out"]) == (40, 40)
+        assert metrics["output"] == result.output and result.units == 2
+        saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+        assert (saved["rows_in"], saved["rows_out"]) == (40, 40)
+
+    def test_mode_error_refuses_an_existing_target_before_any_work(self, ray_session, tmp_path):
+        from pipeline.errors import DataError
+
+        if self.mode_error is None:
+            pytest.skip(f"sink {self.sink!r} has no mode that refuses an existing output")
+        params = {**self.params(tmp_path), "mode": self.mode_error}
+        self.job(params, self.items(range(5)))
+        with pytest.raises(DataError) as caught:
+            self.job(params, self.items(range(5, 9)))
+        assert caught.value.key == self.error_key
+        assert [r["id"] for r in self.rows(params)] == list(range(5))
+
+    def test_append_adds_the_rows_of_a_second_job(self, ray_session, tmp_path):
+        params = {**self.params(tmp_path), "mode": self.mode_append}
+        self.job(params, self.items(range(5)))
+        result = self.job(params, self.items(range(5, 9)))
+        assert result.rows_done == 4
+        assert [r["id"] for r in self.rows(params)] == list(range(9))
+
+    def test_replace_keeps_only_the_rows_of_the_second_job(self, ray_session, tmp_path):
+        params = {**self.params(tmp_path), "mode": self.mode_replace}
+        self.job(params, self.items(range(5)))
+        self.job(params, self.items(range(5, 9)))
+        assert [r["id"] for r in self.rows(params)] == list(range(5, 9))
+
+    @pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+    def test_a_job_failing_on_its_second_unit_leaves_the_target_as_it_was(
+        self, ray_session, tmp_path, existing
+    ):
+        from pipeline.errors import DataError
+
+        params = {**self.params(tmp_path), "mode": self.mode_append}
+        if existing:
+            self.job(params, self.items(range(100, 103)))
+        before = self.rows(params)
+        inp = tmp_path / "in"
+        write_parquet_units(inp, 1, 5)
+        (inp / "01.parquet").write_bytes(b"this is not a Parquet file")
+        source = {"type": "parquet", "params": {"path": str(inp)}}
+        with pytest.raises(DataError) as caught:
+            self.job(params, source, unit_bytes=1)
+        assert "01.parquet" in caught.value.message
+        assert "run.resume=true" in caught.value.message, "the committed unit is kept"
+        assert self.rows(params) == before
+        assert self.committed_units(params) == 1
+
+    def test_a_driver_killed_half_way_resumes_without_duplicates(self, tmp_path):
+        from conftest import ROOT, run_cli
+        from kit import kit_env
+
+        params = self.params(tmp_path)
+        files, per_file = 4, 5
+        ids = write_parquet_units(tmp_path / "in", files, per_file)
+
+        def args(run_dir: str, *extra: str) -> list[str]:
+            return [
+                "source=parquet",
+                f"source.params.path={tmp_path / 'in'}",
+                "run.unit_bytes=1",
+                "predictor.type=kit_step",
+                "+predictor.params.sleep_s=0.3",
+                *sink_overrides(self.sink, params),
+                "run.progress=false",
+                "ray.num_cpus=2",
+                f"hydra.run.dir={tmp_path / run_dir}",
+                *extra,
+            ]
+
+        env = {**os.environ, "HYDRA_FULL_ERROR": "0", **kit_env()}
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *args("first")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while self._committed_now(params) < 1:
+                assert driver.poll() is None, "the job ended before it could be killed"
+                assert time.monotonic() < deadline, "no work unit was committed in time"
+                time.sleep(0.1)
+            kill_session(driver.pid)
+            driver.wait(timeout=60)
+        finally:
+            kill_session(driver.pid)
+        assert driver.returncode == -signal.SIGKILL
+        assert self.read(params) is None, "a killed run publishes nothing"
+        committed = self.committed_units(params)
+        assert 1 <= committed < files
+
+        resumed = run_cli(*args("second", "run.resume=true"), env=kit_env(), timeout=600)
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"resumed: {committed} of {files} work units were already done" in resumed.stdout
+        got = self.rows(params)
+        assert [r["id"] for r in got] == ids, "every row exactly once"
+        assert [r["out"] for r in got] == [i * 10 for i in ids]
+        metrics = json.loads((tmp_path / "second" / "metrics.json").read_text())
+        assert (metrics["rows_in"], metrics["rows_out"]) == (len(ids), len(ids))
+        assert metrics["published"]["rows"] == len(ids)
+        assert self.committed_units(params) == 0, "the job record is gone"
+        if self.secret:
+            seen = [resumed.stdout, resumed.stderr]
+            seen += [p.read_text() for p in (tmp_path / "second").rglob("*") if p.is_file()]
+            assert not [text for text in seen if self.secret in text]
+
+    def _committed_now(self, params: dict[str, Any]) -> int:
+        try:
+            return self.committed_units(params)
+        except Exception:  # a database locked by the job's write, a file half-renamed
+            return 0
+
+
+def session_pids(sid: int) -> list[int]:
+    """Processes of a session (a CLI started with ``start_new_session`` and its local Ray)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # after ")": state, ppid, pgrp, session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (by id, one by one)."""
+    for pid in session_pids(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -162,6 +162,8 @@ def outcomes(tmp_path_factory):
         name, (overrides, _, _) = item
         out = d / "out" / name.replace(" ", "_")
         args = [*overrides, f"sink.params.path={out}", "run.progress=false", "ray.num_cpus=2"]
+        # A folder of its own: cases started in the same second would share Hydra's default.
+        args.append(f"hydra.run.dir={d / 'runs' / name.replace(' ', '_')}")
         return name, out, run_cli(*args, timeout=300)
 
     with ThreadPoolExecutor(max_workers=3) as pool:

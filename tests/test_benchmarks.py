@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from plugins.length_sort import length_order, map_length_sorted
+from pipeline.batching import length_order
 
 pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
 
@@ -28,20 +28,33 @@ def sentences(n: int) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=int(k))) for k in rng.integers(1, 40, size=n)]
 
 
-def test_length_sorted_batching_returns_one_result_per_item_in_input_order():
-    items = [f"item{i}" for i in range(23)]
+def test_the_stage_wrapper_sorts_a_window_by_length_and_restores_the_input_order():
+    """A stage that tells its rows' lengths gets model batches of similar lengths, longest
+    first, and the caller gets one row per input row, in input order."""
+    import pyarrow as pa
+
+    from pipeline.interfaces import PluginParams, Predictor
+    from pipeline.stage_call import StageCall
+
+    calls: list[list[int]] = []
+
+    class Lengthy(Predictor):
+        Params = PluginParams
+
+        def row_lengths(self, batch):
+            return batch.column("n").to_pylist()
+
+        def __call__(self, batch):
+            calls.append(batch.column("n").to_pylist())
+            return batch.append_column("twice", pa.array([2 * n for n in calls[-1]]))
+
     lengths = [(i * 7) % 11 for i in range(23)]
-    chunks: list[list[str]] = []
-
-    def fn(chunk):
-        chunks.append(chunk)
-        return [f"out({x})" for x in chunk]
-
-    result = map_length_sorted(items, lengths, fn, batch_size=4)
-    assert result.tolist() == [f"out({x})" for x in items]
-    assert [len(c) for c in chunks] == [4, 4, 4, 4, 4, 3]
-    seen = [lengths[items.index(x)] for chunk in chunks for x in chunk]
-    assert seen == sorted(lengths, reverse=True)  # each forward pass holds similar lengths
+    call = StageCall(Lengthy, PluginParams(), "predictor", None, batch_limit=4, sort_by_length=True)
+    out = call(pa.table({"id": list(range(23)), "n": lengths}))
+    assert out.column("id").to_pylist() == list(range(23))
+    assert out.column("twice").to_pylist() == [2 * n for n in lengths]
+    assert [len(c) for c in calls] == [4, 4, 4, 4, 4, 3]
+    assert [n for c in calls for n in c] == sorted(lengths, reverse=True)
 
 
 def test_equal_lengths_keep_their_input_order():
@@ -50,34 +63,35 @@ def test_equal_lengths_keep_their_input_order():
 
 @pytest.fixture(scope="module")
 def embedder():
+    from pipeline.stage_call import StageCall
     from plugins.predictors.sentence_embedding import SentenceEmbedding
 
-    def make(**params):
-        return SentenceEmbedding(SentenceEmbedding.Params(encode_batch_size=4, **params))
+    def make(sort: bool, batch: int = 4):
+        params = SentenceEmbedding.Params()
+        return StageCall(
+            SentenceEmbedding, params, "predictor", None, batch_limit=batch, sort_by_length=sort
+        )
 
     return make
 
 
 def test_length_sorted_embeddings_equal_unsorted_ones_row_for_row(embedder):
-    texts = sentences(26)
-    sorted_ = embedder(sort_by_length=True).embed(texts)
-    unsorted = embedder(sort_by_length=False).embed(texts)
-    alone = np.concatenate([embedder(sort_by_length=False).embed([t]) for t in texts[:5]])
-    assert sorted_.shape == unsorted.shape == (26, 384)
-    np.testing.assert_allclose(sorted_, unsorted, atol=1e-5)
-    np.testing.assert_allclose(sorted_[:5], alone, atol=1e-5)  # row i is text i's vector
-
-
-def test_the_predictor_keeps_every_row_in_place_when_it_sorts(embedder):
     import pyarrow as pa
 
-    texts = sentences(9)
-    table = pa.table({"id": list(range(9)), "text": texts})
-    out = embedder(sort_by_length=True)(table)
-    assert out.column("id").to_pylist() == list(range(9))
-    assert out.column("text").to_pylist() == texts
-    expected = embedder(sort_by_length=False).embed(texts)
-    np.testing.assert_allclose(np.array(out.column("embedding").to_pylist()), expected, atol=1e-5)
+    texts = sentences(26)
+    table = pa.table({"id": list(range(26)), "text": texts})
+
+    def vectors(out):
+        return np.array(out.column("embedding").to_pylist())
+
+    sorted_ = embedder(sort=True)(table)
+    unsorted = embedder(sort=False)(table)
+    alone = np.concatenate([vectors(embedder(sort=False)(table.slice(i, 1))) for i in range(5)])
+    assert sorted_.column("id").to_pylist() == list(range(26))
+    assert sorted_.column("text").to_pylist() == texts
+    assert vectors(sorted_).shape == (26, 384)
+    np.testing.assert_allclose(vectors(sorted_), vectors(unsorted), atol=1e-5)
+    np.testing.assert_allclose(vectors(sorted_)[:5], alone, atol=1e-5)  # row i is text i's
 
 
 def test_the_benchmark_suite_runs_end_to_end_on_a_tiny_input(tmp_path):

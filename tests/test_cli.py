@@ -57,7 +57,7 @@ def test_a_dry_run_prints_the_plan_and_starts_nothing(cli):
     done = cli("run.dry_run=true")
     assert done.returncode == 0, done.stderr
     assert "predictor: predictor 'sentence_embedding'" in done.stdout
-    assert "batch_size=1024" in done.stdout
+    assert "batch_size=64" in done.stdout
     assert "ray" not in done.stderr.lower() or "Started a local Ray" not in done.stderr
 
 

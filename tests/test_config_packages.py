@@ -62,7 +62,8 @@ def test_selecting_an_option_two_packages_provide_is_refused_naming_both(two_tea
 def test_a_package_shadowing_a_builtin_option_is_refused_when_selected(two_teams):
     result = run_cli("sink=show", "run.dry_run=true", env=two_teams)
     assert result.returncode == 2
-    assert "sink/show.yaml is provided by bulkinfer (conf/) and by team-c" in result.stderr
+    says = "sink/show.yaml is provided by bulkinfer (built-in configs) and by team-c"
+    assert says in result.stderr
 
 
 def test_clashes_warn_but_do_not_stop_jobs_that_do_not_use_them(two_teams):
@@ -71,7 +72,7 @@ def test_clashes_warn_but_do_not_stop_jobs_that_do_not_use_them(two_teams):
     warnings = [x for x in result.stderr.splitlines() if x.startswith("bulkinfer: warning:")]
     assert len(warnings) == 2  # each clash once
     assert any("sink/teams/out.yaml is provided by team-b" in w for w in warnings)
-    assert any("sink/show.yaml is provided by bulkinfer (conf/)" in w for w in warnings)
+    assert any("sink/show.yaml is provided by bulkinfer (built-in configs)" in w for w in warnings)
 
 
 def test_a_clashing_preprocessor_named_in_the_list_is_refused(tmp_path):
@@ -127,9 +128,9 @@ def test_the_search_path_plugin_leaves_other_hydra_apps_alone(tmp_path):
     script = textwrap.dedent(
         f"""
         from hydra._internal.utils import create_config_search_path
-        from pipeline.configs import CONF_DIR
-        for conf in ("{other_conf}", CONF_DIR):
-            path = create_config_search_path(f"file://{{conf}}").get_path()
+        from pipeline.configs import CONF_DIR, CONF_PATH
+        for conf in ("file://{other_conf}", f"file://{{CONF_DIR}}", CONF_PATH):
+            path = create_config_search_path(conf).get_path()
             print(",".join(element.provider for element in path))
         """
     )
@@ -141,7 +142,8 @@ def test_the_search_path_plugin_leaves_other_hydra_apps_alone(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    other, ours = result.stdout.splitlines()
+    other, ours_as_folder, ours = result.stdout.splitlines()
     assert other == "hydra,main,schema"
-    assert ours.startswith("hydra,main,") and ours.endswith(",schema")
-    assert "team-b [bulkinfer.configs:team_b_configs]" in ours
+    for found in (ours_as_folder, ours):  # pkg://pipeline.conf, or its folder given as a path
+        assert found.startswith("hydra,main,") and found.endswith(",schema")
+        assert "team-b [bulkinfer.configs:team_b_configs]" in found

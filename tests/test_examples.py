@@ -10,6 +10,7 @@ through ``python -m pipeline`` in a subprocess, as a user would run them.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -180,3 +181,20 @@ def test_team_config_job_runs_end_to_end_with_secrets_masked_everywhere(tmp_path
     assert "API_TOKEN" in log_text and "***" in log_text
     for text in [result.stdout, result.stderr, *(p.read_text() for p in written)]:
         assert secret not in text
+
+
+def test_the_kuberay_rayjob_entrypoint_composes_with_the_config_package(tmp_path):
+    """examples/kuberay/rayjob.yaml runs team A's job: its overrides validate and plan here (with
+    this machine's paths for the output and the run folder)."""
+    import yaml
+
+    manifest = yaml.safe_load((ROOT / "examples" / "kuberay" / "rayjob.yaml").read_text())
+    command, *args = shlex.split(manifest["spec"]["entrypoint"])
+    assert command == "bulkinfer"
+    local = {"sink.params.path": str(tmp_path / "out"), "hydra.run.dir": str(tmp_path / "run")}
+    args = [f"{a.split('=')[0]}={local[a.split('=')[0]]}" if a.split("=")[0] in local else a
+            for a in args]  # fmt: skip
+    plan = _dry_run(*args)
+    assert "plan 'team_a'" in plan
+    assert "predictor 'lexicon_sentiment'" in plan
+    assert "  ray: auto;" in plan  # joins the cluster it was submitted to

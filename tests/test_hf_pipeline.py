@@ -65,10 +65,8 @@ def test_several_return_sequences_give_a_list_of_strings(tiny_gpt2):
     assert len(out.column("output")[0]) == 2
 
 
-def test_the_map_batch_goes_to_the_pipeline_in_one_call(tiny_classifier):
-    predictor = HfPipeline(
-        HfPipelineParams(task="text-classification", model=str(tiny_classifier), batch_size=4)
-    )
+def test_a_model_batch_goes_to_the_pipeline_as_one_forward_pass(tiny_classifier):
+    predictor = HfPipeline(HfPipelineParams(task="text-classification", model=str(tiny_classifier)))
     calls = []
     pipe = predictor.pipe
 
@@ -78,7 +76,7 @@ def test_the_map_batch_goes_to_the_pipeline_in_one_call(tiny_classifier):
 
     predictor.pipe = spy
     predictor(pa.table({"text": [f"row {i}" for i in range(10)]}))
-    assert calls == [([f"row {i}" for i in range(10)], 4)]
+    assert calls == [([f"row {i}" for i in range(10)], 10)]
 
 
 def test_top_k_classification_gives_lists_of_labels_and_scores(tiny_classifier):
@@ -171,7 +169,7 @@ def test_an_unknown_task_names_the_task_key(tiny_gpt2):
 def test_params_refuse_remote_code_and_shadowed_keys():
     with pytest.raises(ValueError, match="trust_remote_code"):
         HfPipelineParams(model="m", model_kwargs={"trust_remote_code": True})
-    with pytest.raises(ValueError, match="predictor.params.batch_size"):
+    with pytest.raises(ValueError, match="predictor.stage.batch_size"):
         HfPipelineParams(model="m", call_kwargs={"batch_size": 4})
 
 

@@ -150,10 +150,29 @@ def test_the_seeds_memory_variant_fits_a_big_node():
     assert plan.io_cpus == 1.0
 
 
-def test_blocks_are_cut_to_a_batch_for_a_first_stage_of_actors():
-    plan = planned(config(batch_size=16), cluster(2))
-    assert plan.rows_per_block == 16  # every actor of the pool gets blocks to work on
+def test_blocks_are_cut_to_a_map_batch_for_a_first_stage_of_actors():
+    cfg = config(batch_size=16)
+    cfg["predictor"] = {"type": "xgboost", "params": {"model": "m.json"}}
+    cfg["predictor"]["stage"] = {"compute": "actors", "batch_size": 16}
+    plan = planned(cfg, cluster(2))
+    assert plan.rows_per_block == 16 == plan.map_batches["predictor"]  # one batch per block
     assert plan.read_tasks == 1
+
+
+@pytest.mark.parametrize("batch_size", [16, 64, 256, 5000])
+def test_the_batch_size_a_user_sets_is_the_model_batch_and_the_sort_window_the_planners(
+    batch_size,
+):
+    """A stage that sorts by length gets windows of whole model batches, at least
+    SORT_WINDOW_ROWS rows, whatever batch size the user sweeps: sorting never switches off."""
+    from pipeline.budget import SORT_WINDOW_ROWS
+
+    plan = planned(config(batch_size=batch_size), cluster(2))
+    window = plan.map_batches["predictor"]
+    assert plan.maps[0].stage.batch_size == batch_size  # the model's batch, as set
+    assert window >= SORT_WINDOW_ROWS and window % batch_size == 0
+    assert plan.rows_per_block == window
+    assert any(f"model batches of {batch_size} rows" in note for note in plan.notes)
 
 
 def test_a_first_stage_of_tasks_leaves_blocks_whole_so_it_fuses_with_the_read():

@@ -108,10 +108,9 @@ def test_describe_prints_params_and_stage_defaults_from_the_models():
     for name, field in SentenceEmbedding.Params.model_fields.items():
         assert field.description in params[name]
     assert "'float32'" in params["dtype"] and "Literal['float32', 'float16']" in params["dtype"]
-    assert "int | None (> 0)" in params["encode_batch_size"]
     stage = {line.split()[0]: line for line in section(out, "stage (")[1:]}
     assert list(stage) == list(StageSettings.model_fields)
-    assert "  1024  " in stage["batch_size"]  # the plugin's default_stage, not the base's None
+    assert "  64  " in stage["batch_size"]  # the plugin's default_stage, not the base's None
     assert "'actors'" in stage["compute"]
     assert "type: sentence_embedding" in out  # a config to start from
 

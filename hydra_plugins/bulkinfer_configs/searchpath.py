@@ -2,8 +2,9 @@
 
 Hydra imports every module under the ``hydra_plugins`` namespace package and calls each
 :class:`SearchPathPlugin` when it builds a search path. This plugin acts only when the search path
-holds bulkinfer's own ``conf/`` (so other Hydra apps in the same environment are left alone) and
-appends each registered config package after it, so a built-in option is never replaced silently.
+holds bulkinfer's own configs (``pkg://pipeline.conf``, or that package's folder given as a file
+path), so other Hydra apps in the same environment are left alone, and appends each registered
+config package after them, so a built-in option is never replaced silently.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 
-def _is_dir(path: str, directory: Path) -> bool:
+def is_bulkinfer_conf(path: str, package: str, directory: Path) -> bool:
+    """Whether search-path entry ``path`` is bulkinfer's config package.
+
+    ``path`` is a Hydra search-path entry: ``pkg://a.b`` (also written ``pkg://a/b``), or a
+    folder as ``file:///x`` or a plain path; ``package`` is the dotted package name and
+    ``directory`` its folder on disk.
+    """
+    if path.startswith("pkg://"):
+        return path[len("pkg://") :].replace("/", ".").strip(".") == package
     if path.startswith("file://"):
         path = path[len("file://") :]
     elif "://" in path:
@@ -26,12 +35,15 @@ def _is_dir(path: str, directory: Path) -> bool:
 
 
 class BulkinferConfigsSearchPathPlugin(SearchPathPlugin):
-    """``pkg://<package>`` for each config package, after bulkinfer's ``conf/``."""
+    """``pkg://<package>`` for each config package, after bulkinfer's own configs."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         from pipeline import configs  # light: no Hydra, no Ray; only when a search path is built
 
-        if not any(_is_dir(element.path, configs.CONF_DIR) for element in search_path.get_path()):
+        if not any(
+            is_bulkinfer_conf(element.path, configs.CONF_PACKAGE, configs.CONF_DIR)
+            for element in search_path.get_path()
+        ):
             return
         report = configs.search_path_report()
         for package in report.usable:

@@ -161,11 +161,6 @@ def convert(params: Any, results: list[Any]) -> dict[str, Any]:
     return {out: pa.array([json.dumps(_plain(r)) for r in results], pa.string())}
 
 
-def _chunks(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
 def features(pipe: Any, params: Any, ids: Any, mask: Any) -> dict[str, Any]:
     """feature-extraction from token ids: pooled over real tokens only (padding excluded)."""
     import numpy as np
@@ -175,19 +170,19 @@ def features(pipe: Any, params: Any, ids: Any, mask: Any) -> dict[str, Any]:
     model = pipe.model
     pooled: list[Any] = []
     with torch.inference_mode():
-        for part in _chunks(len(ids), params.batch_size):
-            t_ids = torch.as_tensor(ids[part], dtype=torch.long, device=model.device)
-            t_mask = torch.as_tensor(mask[part], dtype=torch.long, device=model.device)
-            hidden = model(input_ids=t_ids, attention_mask=t_mask)[0].float()
-            if params.pooling == "mean":
-                weights = t_mask.unsqueeze(-1).to(hidden.dtype)
-                vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-                pooled.extend(vectors.cpu().numpy())
-            elif params.pooling == "first":
-                pooled.extend(hidden[:, 0].cpu().numpy())
-            else:
-                for row, row_mask in zip(hidden.cpu().numpy(), mask[part], strict=True):
-                    pooled.append(row[np.asarray(row_mask) == 1].tolist())
+        part = slice(None)  # one forward pass: the core cut the model batch
+        t_ids = torch.as_tensor(ids[part], dtype=torch.long, device=model.device)
+        t_mask = torch.as_tensor(mask[part], dtype=torch.long, device=model.device)
+        hidden = model(input_ids=t_ids, attention_mask=t_mask)[0].float()
+        if params.pooling == "mean":
+            weights = t_mask.unsqueeze(-1).to(hidden.dtype)
+            vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+            pooled.extend(vectors.cpu().numpy())
+        elif params.pooling == "first":
+            pooled.extend(hidden[:, 0].cpu().numpy())
+        else:
+            for row, row_mask in zip(hidden.cpu().numpy(), mask[part], strict=True):
+                pooled.append(row[np.asarray(row_mask) == 1].tolist())
     if params.pooling == "none":
         return {params.output_column: pa.array(pooled, pa.list_(pa.list_(pa.float32())))}
     matrix = np.asarray(pooled, dtype=np.float32)
@@ -205,21 +200,21 @@ def _classify(pipe: Any, params: Any, ids: Any, mask: Any) -> dict[str, Any]:
     labels: list[Any] = []
     scores: list[Any] = []
     with torch.inference_mode():
-        for part in _chunks(len(ids), params.batch_size):
-            logits = model(
-                input_ids=torch.as_tensor(ids[part], dtype=torch.long, device=model.device),
-                attention_mask=torch.as_tensor(mask[part], dtype=torch.long, device=model.device),
-            ).logits.float()
-            if config.num_labels == 1 or config.problem_type == "multi_label_classification":
-                probs = logits.sigmoid()
-            else:
-                probs = logits.softmax(-1)
-            k = probs.shape[-1] if top_k is None else min(int(top_k), probs.shape[-1])
-            values, index = probs.topk(k if top_k is not None else 1, dim=-1)
-            for row_values, row_index in zip(values.tolist(), index.tolist(), strict=True):
-                names = [config.id2label[i] for i in row_index]
-                labels.append(names if top_k is not None else names[0])
-                scores.append(row_values if top_k is not None else row_values[0])
+        part = slice(None)  # one forward pass: the core cut the model batch
+        logits = model(
+            input_ids=torch.as_tensor(ids[part], dtype=torch.long, device=model.device),
+            attention_mask=torch.as_tensor(mask[part], dtype=torch.long, device=model.device),
+        ).logits.float()
+        if config.num_labels == 1 or config.problem_type == "multi_label_classification":
+            probs = logits.sigmoid()
+        else:
+            probs = logits.softmax(-1)
+        k = probs.shape[-1] if top_k is None else min(int(top_k), probs.shape[-1])
+        values, index = probs.topk(k if top_k is not None else 1, dim=-1)
+        for row_values, row_index in zip(values.tolist(), index.tolist(), strict=True):
+            names = [config.id2label[i] for i in row_index]
+            labels.append(names if top_k is not None else names[0])
+            scores.append(row_values if top_k is not None else row_values[0])
     out, score = params.output_column, params.scores
     if top_k is not None:
         return {
@@ -258,20 +253,20 @@ def _generate(pipe: Any, params: Any, ids: Any, mask: Any) -> dict[str, Any]:
     n = int(kwargs.get("num_return_sequences", 1) or 1)
     texts: list[Any] = []
     with torch.inference_mode():
-        for part in _chunks(len(ids), params.batch_size):
-            packed, packed_mask = _left_packed(ids[part], mask[part], tokenizer.pad_token_id)
-            generated = model.generate(
-                input_ids=torch.as_tensor(packed, device=model.device),
-                attention_mask=torch.as_tensor(packed_mask, device=model.device),
-                **kwargs,
-            )
-            if not full_text:
-                generated = generated[:, packed.shape[1] :]
-            decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
-            if n > 1:
-                texts.extend(decoded[i : i + n] for i in range(0, len(decoded), n))
-            else:
-                texts.extend(decoded)
+        part = slice(None)  # one forward pass: the core cut the model batch
+        packed, packed_mask = _left_packed(ids[part], mask[part], tokenizer.pad_token_id)
+        generated = model.generate(
+            input_ids=torch.as_tensor(packed, device=model.device),
+            attention_mask=torch.as_tensor(packed_mask, device=model.device),
+            **kwargs,
+        )
+        if not full_text:
+            generated = generated[:, packed.shape[1] :]
+        decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
+        if n > 1:
+            texts.extend(decoded[i : i + n] for i in range(0, len(decoded), n))
+        else:
+            texts.extend(decoded)
     kind = pa.list_(pa.string()) if n > 1 else pa.string()
     return {params.output_column: pa.array(texts, kind)}
 

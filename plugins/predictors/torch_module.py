@@ -286,7 +286,9 @@ class TorchModule(Predictor):
         columns = [a.reshape(len(a), -1) for a in arrays]
         if all(np.issubdtype(c.dtype, np.integer) for c in columns):
             return [self._tensor(np.concatenate(columns, axis=1))]
-        return [self._tensor(np.concatenate(columns, axis=1).astype(np.float64))]
+        # One copy, in the precision the model takes (float64 only when it computes in it).
+        wide = np.float64 if self.params.dtype == "float64" else np.float32
+        return [self._tensor(np.concatenate(columns, axis=1).astype(wide, copy=False))]
 
     def _outputs(self, result: Any, rows: int) -> dict[str, Any]:
         import torch

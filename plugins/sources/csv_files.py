@@ -197,6 +197,11 @@ class CsvSource(FileSource):
         self._types = ((params.model_dump_json(), first), types)
         return types
 
+    def head(self, params: CsvParams, file: str, size: int, schema: Any) -> tuple[Any, int]:
+        types = self.file_types(params, self.files(params)[0][0])
+        table = _first_block(file, params, types).select(schema.names)
+        return table, min(size, SAMPLE_BYTES)
+
     def read_files(self, params: CsvParams, files: list[str]):
         import ray.data
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import Field
 
 from pipeline.errors import DataError, EmptyInputError
-from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Source, WorkUnit
+from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Preview, Source, WorkUnit
 
 KEY = "source.params.path"
 #: Longest wait for a remote filesystem to answer a listing or a metadata read.
@@ -242,6 +242,28 @@ class FileSource(Source):
     def units(self, params: FileParams) -> list[WorkUnit]:
         return group_files(self.files(params), self.io.unit_bytes)
 
+    def head(self, params: FileParams, file: str, size: int, schema: Any) -> tuple[Any, int]:
+        """The whole rows in the first :data:`SAMPLE_BYTES` of ``file`` (``size`` bytes) as a
+        table with the columns and types of ``schema``, and the bytes they came from."""
+        raise NotImplementedError
+
+    def preview(self, params: FileParams, limit: int) -> Preview:
+        """The first rows of the first file; the row count is exact when that file is the whole
+        input and fits the sample, else estimated from the sample's bytes per row."""
+        files = self.files(params)
+        schema = self.schema(params)
+        file, size = next(((f, n) for f, n in files if n), files[0])
+        table, used = self.head(params, file, size, schema)
+        total_bytes = sum(n for _, n in files)
+        if used >= total_bytes:
+            return Preview(table.slice(0, limit), table.num_rows, "exact: the whole input read")
+        total = round(total_bytes * table.num_rows / used) if used and table.num_rows else None
+        how = (
+            f"estimated: {_mib(total_bytes)} in {len(files)} file(s) at the bytes per row of "
+            f"the first {table.num_rows:,} rows"
+        )
+        return Preview(table.slice(0, limit), total, how)
+
     def read(self, params: FileParams, unit: WorkUnit = WHOLE_SOURCE):
         if unit.spec is None:
             return self.read_files(params, [f for f, _ in self.files(params)])
@@ -268,6 +290,15 @@ class FileSource(Source):
         return None
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def whole_lines(data: bytes, size: int) -> bytes:
+    """``data``, the head of a file of ``size`` bytes, cut after its last whole line."""
+    return data if len(data) >= size else data[: data.rfind(b"\n") + 1]
+
+
 class ParquetParams(TypedFileParams):
     pass
 
@@ -292,6 +323,28 @@ class ParquetSource(FileSource):
         if len(files) <= EMPTY_CHECK_FILES and not any(self._rows(f) for f, _ in files):
             raise empty_input(params.path, "its Parquet files hold no rows")
         return select(schema, params.columns)
+
+    def preview(self, params: ParquetParams, limit: int) -> Preview:
+        """The first ``limit`` rows; the row count from every file's footer (exact)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        files = self.files(params)
+        schema = self.schema(params)
+        batches, rows = [], 0
+        for file, _ in files:
+            with open_input(file) as f:
+                for batch in pq.ParquetFile(f).iter_batches(limit, columns=params.columns):
+                    batches.append(pa.Table.from_batches([batch]).select(schema.names))
+                    rows += batch.num_rows
+                    if rows >= limit:
+                        break
+            if rows >= limit:
+                break
+        table = pa.concat_tables([t.cast(schema) for t in batches]) if batches else None
+        table = table.slice(0, limit) if table is not None else schema.empty_table()
+        total = sum(self._rows(f) for f, _ in files)
+        return Preview(table, total, f"exact: the footers of {len(files)} Parquet file(s)")
 
     @staticmethod
     def _rows(file: str) -> int:
@@ -376,6 +429,15 @@ class TextSource(FileSource):
         if all(size == 0 for _, size in files):
             raise empty_input(params.path, "its files are empty")
         return pa.schema([pa.field(params.column, pa.string())])
+
+    def head(self, params: TextParams, file: str, size: int, schema: Any) -> tuple[Any, int]:
+        import pyarrow as pa
+
+        data = whole_lines(read_head(file), size)
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        if params.drop_empty_lines:
+            lines = [line for line in lines if line.strip()]
+        return pa.table({params.column: pa.array(lines, pa.string())}), len(data)
 
     def read_files(self, params: TextParams, files: list[str]):
         import ray.data

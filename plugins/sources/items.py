@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from pipeline.errors import DataError
-from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Source, WorkUnit
+from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Preview, Source, WorkUnit
 
 
 class ItemsParams(PluginParams):
@@ -59,6 +59,9 @@ class ItemsSource(Source):
 
     def schema(self, params: ItemsParams):
         return self._schema(params)
+
+    def preview(self, params: ItemsParams, limit: int) -> Preview:
+        return Preview(self._table(params, 0, limit), len(params.items), "exact: inline items")
 
     def read(self, params: ItemsParams, unit: WorkUnit = WHOLE_SOURCE):
         if unit.spec is None:

@@ -25,6 +25,7 @@ from plugins.sources.files import (
     empty_input,
     read_head,
     select,
+    whole_lines,
 )
 
 _CHANGED = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+) in row (\d+)")
@@ -252,6 +253,12 @@ class JsonSource(FileSource):
             raise empty_input(params.path, "no JSON objects in it")
         self._schema = (params.model_dump_json(), schema)
         return schema
+
+    def head(self, params: JsonParams, file: str, size: int, schema: Any) -> tuple[Any, int]:
+        data = whole_lines(read_head(file), size)
+        full = self.read_schema(params, self.files(params))
+        table = read_json_lines(data, file, full, params.declared())
+        return table.select(schema.names).cast(schema), len(data)
 
     def read_files(self, params: JsonParams, files: list[str]):
         import ray.data

@@ -1,0 +1,1 @@
+"""bulkinfer's own Hydra config groups, as package data (the app reads ``pkg://pipeline.conf``)."""

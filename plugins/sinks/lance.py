@@ -1,0 +1,16 @@
+"""``sink=lance``: a Lance dataset (a LanceDB table), published in one commit."""
+
+from __future__ import annotations
+
+from pipeline.interfaces import TableSink
+from plugins.sinks.targets.lance_target import LanceParams, LanceTarget
+
+
+class LanceSink(TableSink):
+    """Write a Lance dataset (LanceDB opens it as a table): one new version per job."""
+
+    Params = LanceParams
+    libraries = ("pylance", "lancedb")
+
+    def target(self, params: LanceParams) -> LanceTarget:
+        return LanceTarget(params)

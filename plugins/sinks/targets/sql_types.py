@@ -1,0 +1,321 @@
+"""Arrow columns as SQL columns (through SQLAlchemy), per database, and their values.
+
+====================================  ===================  ==================  ==================
+Arrow                                 PostgreSQL           SQLite              other databases
+====================================  ===================  ==================  ==================
+bool                                  boolean              BOOLEAN (0/1)       BOOLEAN
+int8, int16, uint8                    smallint             SMALLINT            SMALLINT
+int32, uint16                         integer              INTEGER             INTEGER
+int64, uint32                         bigint               BIGINT              BIGINT
+uint64                                numeric(20)          refused             NUMERIC(20)
+float16, float32                      real                 REAL                REAL
+float64                               double precision     DOUBLE              DOUBLE
+decimal128(p, s)                      numeric(p, s)        refused (REAL       NUMERIC(p, s)
+                                                           would round it)
+string, large_string, string_view     text                 TEXT                TEXT
+binary, large_binary, fixed binary    bytea                BLOB                BLOB
+date32, date64                        date                 DATE (text)         DATE
+time                                  time                 TIME (text)         TIME
+timestamp                             timestamp            DATETIME (text)     DATETIME
+timestamp with a time zone            timestamptz (UTC)    DATETIME (UTC)      DATETIME (UTC)
+duration                              interval             refused             refused
+list / fixed-size list of scalars     ARRAY of the above   refused             refused
+struct, map                           jsonb                refused             refused
+null                                  refused              refused             refused
+====================================  ===================  ==================  ==================
+
+Timestamps keep microseconds (nanoseconds are truncated). A column listed in ``json_columns``
+is stored as JSON instead, whatever its type: ``jsonb`` on PostgreSQL, JSON text elsewhere
+(SQLite: a ``JSON``-declared column holding e.g. ``[0.1, 2, -1.5]``; SQLAlchemy's ``JSON`` type
+or ``json.loads`` reads it back). Lists become JSON arrays, structs and maps JSON objects. In
+lists of numbers each number takes its shortest form that reads back as the same float32 or
+float64 (float32 ``0.1`` is ``0.1``), and NaN and infinities become ``null``; other columns are
+written by Python's ``json.dumps`` (float32 ``0.1`` there is ``0.10000000149011612``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from pipeline.errors import DataError
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _scalar(t: pa.DataType, dialect: str) -> Any:
+    types = pa.types
+    if types.is_dictionary(t):
+        return _scalar(t.value_type, dialect)
+    if types.is_boolean(t):
+        return sa.Boolean()
+    if types.is_int8(t) or types.is_int16(t) or types.is_uint8(t):
+        return sa.SmallInteger()
+    if types.is_int32(t) or types.is_uint16(t):
+        return sa.Integer()
+    if types.is_int64(t) or types.is_uint32(t):
+        return sa.BigInteger()
+    if types.is_uint64(t):
+        if dialect == "sqlite":
+            raise _Unsupported("SQLite integers are signed 64-bit")
+        return sa.Numeric(20, 0)
+    if types.is_float16(t) or types.is_float32(t):
+        return sa.REAL()
+    if types.is_float64(t):
+        return sa.Double()
+    if types.is_decimal(t):
+        if dialect == "sqlite":
+            raise _Unsupported("SQLite keeps decimals as floating point (they would round)")
+        return sa.Numeric(t.precision, t.scale)
+    if types.is_string(t) or types.is_large_string(t) or types.is_string_view(t):
+        return sa.Text()
+    if (
+        types.is_binary(t)
+        or types.is_large_binary(t)
+        or types.is_fixed_size_binary(t)
+        or types.is_binary_view(t)
+    ):
+        return sa.LargeBinary()
+    if types.is_date(t):
+        return sa.Date()
+    if types.is_time(t):
+        return sa.Time()
+    if types.is_timestamp(t):
+        return sa.DateTime(timezone=t.tz is not None)
+    if types.is_duration(t):
+        if dialect != "postgresql":
+            raise _Unsupported(f"{dialect} has no interval type")
+        return sa.Interval()
+    return None
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def sql_type(field: pa.Field, dialect: str, as_json: bool = False) -> Any:
+    """The SQLAlchemy type of ``field`` in ``dialect`` (``"sqlite"``, ``"postgresql"``, ...).
+
+    Raises ``_Unsupported`` (use :func:`sql_columns`) when the database cannot hold it.
+    """
+    t = field.type
+    if pa.types.is_null(t):
+        raise _Unsupported("the null type (a column with no values typed yet)")
+    if as_json:
+        return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    scalar = _scalar(t, dialect)
+    if scalar is not None:
+        return scalar
+    if dialect == "postgresql":
+        if _is_list(t):
+            item = _scalar(t.value_type, dialect)
+            if item is None:
+                raise _Unsupported(
+                    f"PostgreSQL arrays hold scalars, not {t.value_type}; store it as JSON"
+                )
+            return postgresql.ARRAY(item)
+        if pa.types.is_struct(t) or pa.types.is_map(t):
+            return postgresql.JSONB()
+    kind = "array" if _is_list(t) else "nested" if pa.types.is_nested(t) else f"{t}"
+    raise _Unsupported(f"{dialect} has no {kind} type")
+
+
+def sql_columns(
+    schema: pa.Schema, dialect: str, json_columns: list[str], *, key: str = "sink"
+) -> list[sa.Column]:
+    """One nullable :class:`sqlalchemy.Column` per field of ``schema``.
+
+    Raises :class:`DataError` (``key``) naming the first column ``dialect`` cannot hold and
+    what to do about it.
+    """
+    columns = []
+    for field in schema:
+        try:
+            columns.append(
+                sa.Column(field.name, sql_type(field, dialect, field.name in json_columns))
+            )
+        except _Unsupported as exc:
+            hint = (
+                f" Store it as JSON with sink.params.json_columns=[{field.name}], or drop it."
+                if not pa.types.is_null(field.type)
+                else " Drop it or give it a type before the sink."
+            )
+            raise DataError(
+                f"column {field.name!r} ({field.type}) cannot be stored in a {dialect} table: "
+                f"{exc}.{hint}",
+                key=key,
+            ) from None
+    return columns
+
+
+def _json_converter(t: pa.DataType) -> Callable[[Any], Any] | None:
+    """A function that makes a ``to_pylist`` value of type ``t`` JSON-able, or None when it
+    already is (numbers, strings, booleans, and lists and structs of them)."""
+    types = pa.types
+    if types.is_dictionary(t):
+        return _json_converter(t.value_type)
+    if types.is_map(t):
+        item = _json_converter(t.item_type) or (lambda v: v)
+        return lambda value: None if value is None else {str(k): item(v) for k, v in value}
+    if types.is_struct(t):
+        fields = [(t.field(i).name, _json_converter(t.field(i).type)) for i in range(t.num_fields)]
+        if all(convert is None for _, convert in fields):
+            return None
+        return lambda value: (
+            None
+            if value is None
+            else {
+                name: (convert(value[name]) if convert else value[name]) for name, convert in fields
+            }
+        )
+    if _is_list(t):
+        item = _json_converter(t.value_type)
+        if item is None:
+            return None
+        return lambda value: None if value is None else [item(v) for v in value]
+    if types.is_boolean(t) or types.is_integer(t) or types.is_floating(t) or types.is_string(t):
+        return None
+    if types.is_large_string(t) or types.is_string_view(t) or types.is_null(t):
+        return None
+    if types.is_binary(t) or types.is_large_binary(t) or types.is_fixed_size_binary(t):
+        return lambda value: None if value is None else value.hex()
+    return lambda value: None if value is None else str(value)  # dates, times, decimals
+
+
+def _values(column: pa.ChunkedArray, as_json: bool) -> list[Any]:
+    t = column.type
+    if pa.types.is_dictionary(t):
+        column, t = column.cast(t.value_type), t.value_type
+    if pa.types.is_timestamp(t):  # microseconds, and UTC for instants
+        column = column.cast(pa.timestamp("us", tz="UTC" if t.tz else None), safe=False)
+    if pa.types.is_time64(t) and t.unit == "ns":
+        column = column.cast(pa.time64("us"), safe=False)
+    values = column.to_pylist()
+    if as_json or pa.types.is_struct(t) or pa.types.is_map(t):
+        convert = _json_converter(t)
+        if convert is not None:
+            return [convert(v) for v in values]
+    return values
+
+
+def _number_lists_as_text(column: pa.ChunkedArray, postgres: bool) -> list[str | None]:
+    """A column of lists of numbers (or booleans) as text, formatted by Arrow in C++: JSON
+    arrays, or PostgreSQL array literals (``postgres``) that the server parses on insert.
+
+    Numbers take their shortest form that reads back as the same value of the column's type
+    (float32 0.1 is ``0.1``). In JSON, NaN and infinities become ``null`` (JSON has no such
+    numbers); PostgreSQL keeps them.
+    """
+    import pyarrow.compute as pc
+
+    opening, closing, separator, null = (
+        ("{", "}", ",", "NULL") if postgres else ("[", "]", ", ", "null")
+    )
+    out: list[str | None] = []
+    for chunk in column.chunks:
+        if not pa.types.is_list(chunk.type):
+            chunk = chunk.cast(pa.list_(chunk.type.value_type))
+        values = chunk.values
+        text = pc.cast(values, pa.string())
+        if pa.types.is_floating(values.type) and not postgres:
+            text = pc.if_else(pc.is_finite(values), text, pa.scalar(None, pa.string()))
+        items = pa.ListArray.from_arrays(
+            chunk.offsets, pc.fill_null(text, null), mask=chunk.is_null()
+        )
+        joined = pc.binary_join(items, separator)
+        out.extend(pc.binary_join_element_wise(opening, joined, closing, "").to_pylist())
+    return out
+
+
+def _is_number_list(t: pa.DataType) -> bool:
+    if not _is_list(t):
+        return False
+    item = t.value_type
+    return pa.types.is_integer(item) or pa.types.is_floating(item) or pa.types.is_boolean(item)
+
+
+#: SQLAlchemy's storage formats for SQLite's DATETIME and DATE (its documented defaults).
+_SQLITE_TEXT = {"timestamp": "%Y-%m-%d %H:%M:%S", "date": "%Y-%m-%d"}
+
+
+def sql_values(
+    table: pa.Table, json_columns: list[str], dialect: str
+) -> tuple[dict[str, list[Any]], set[str]]:
+    """``table``'s columns as lists of Python values for the SQL types of :func:`sql_type`.
+
+    Returns ``(values by column, columns already in their stored form)``: JSON columns outside
+    PostgreSQL come as JSON text, lists of numbers in PostgreSQL as array literals, and
+    SQLite's timestamps and dates as SQLAlchemy's text form (Arrow formats them all without a
+    Python object per value: 3-10 times faster).
+    """
+    import pyarrow.compute as pc
+
+    values: dict[str, list[Any]] = {}
+    stored: set[str] = set()
+    for name in table.column_names:
+        column = table.column(name)
+        t = column.type
+        if name in json_columns and dialect != "postgresql":
+            if _is_number_list(t):
+                values[name] = _number_lists_as_text(column, postgres=False)
+            else:
+                convert = _json_converter(t) or (lambda v: v)
+                values[name] = [
+                    None if v is None else json.dumps(convert(v)) for v in column.to_pylist()
+                ]
+            stored.add(name)
+        elif dialect == "postgresql" and name not in json_columns and _is_number_list(t):
+            values[name] = _number_lists_as_text(column, postgres=True)
+            stored.add(name)
+        elif dialect == "sqlite" and (pa.types.is_timestamp(t) or pa.types.is_date(t)):
+            if pa.types.is_timestamp(t):  # microseconds, UTC for instants: as _values does
+                column = column.cast(pa.timestamp("us", tz="UTC" if t.tz else None), safe=False)
+                text = pc.strftime(column, _SQLITE_TEXT["timestamp"])
+            else:
+                text = pc.strftime(column.cast(pa.date32()), _SQLITE_TEXT["date"])
+            values[name] = text.to_pylist()
+            stored.add(name)
+        else:
+            values[name] = _values(column, name in json_columns)
+    return values, stored
+
+
+def insert_many(
+    connection: sa.Connection,
+    table: sa.Table,
+    columns: dict[str, list[Any]],
+    stored: set[str] = frozenset(),
+) -> None:
+    """Insert rows given column-wise (``stored``: columns already in their stored form) as one
+    ``executemany`` of the driver.
+
+    SQLAlchemy's bind processing (how each type is stored) is applied a column at a time
+    rather than row by row, which skips building a parameter dict per row.
+    """
+    dialect = connection.dialect
+    names = list(columns)
+    compiled = table.insert().compile(dialect=dialect, column_keys=names)
+    processed = {}
+    for name in names:
+        kind = table.c[name].type.dialect_impl(dialect)
+        process = None if name in stored else kind.bind_processor(dialect)
+        values = columns[name]
+        processed[name] = [process(v) for v in values] if process else values
+    if compiled.positional:
+        order = [compiled.binds[key].key for key in compiled.positiontup]
+        params: list[Any] = list(zip(*(processed[n] for n in order), strict=True))
+    else:
+        escaped = getattr(compiled, "escaped_bind_names", None) or {}
+        keys = {name: compiled.binds[name].key for name in names}
+        keys = {name: escaped.get(key, key) for name, key in keys.items()}
+        count = len(next(iter(processed.values()), []))
+        params = [{keys[n]: processed[n][i] for n in names} for i in range(count)]
+    if params:
+        connection.exec_driver_sql(compiled.string, params)

@@ -1,0 +1,236 @@
+"""The wheel, installed as a team installs it: configs are package data, nothing reads the clone.
+
+Once per session, ``pip wheel`` builds bulkinfer's wheel from a copy of the checkout and installs
+it (``--no-deps --no-index``) into a new virtual environment. That environment sees this one's
+third-party packages (Ray, torch, ...) through a folder of links that leaves out bulkinfer's own
+editable install, so every ``pipeline``, ``plugins`` and ``hydra_plugins`` import, every config
+and the sample texts come from the wheel. Commands run from a folder outside the checkout; the
+specifications of the config search path and of config packages (tests/test_config_packages.py,
+tests/test_conf_options.py, tests/test_experiments.py, tests/test_examples.py) run again there,
+from a copy of tests/ beside which no source tree lies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from configparser import ConfigParser
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+# Builds a wheel and runs the suites above in it: minutes, not for the quick `-m "not ray"` pass.
+pytestmark = pytest.mark.ray
+
+#: The wheel's only top-level import names (pyproject.toml: tool.setuptools.packages.find).
+TOP_LEVEL = {"pipeline", "plugins", "hydra_plugins"}
+#: What the copy of the checkout leaves out (environments, caches, outputs).
+NOT_COPIED = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "site", "outputs", "multirun", "models", "*.egg-info",
+    "__pycache__", ".pytest_cache", ".ruff_cache", ".whl", ".gl",
+)  # fmt: skip
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
+    """Run a command; the CompletedProcess (stdout and stderr as text)."""
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """``pip wheel`` of a copy of the checkout (the checkout itself gets no build/ folder)."""
+    source = tmp_path_factory.mktemp("source") / "bulkinfer"
+    shutil.copytree(ROOT, source, ignore=NOT_COPIED)
+    out = tmp_path_factory.mktemp("dist")
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "--no-index", "-w", str(out), str(source)],
+        cwd=out,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (found,) = out.glob("bulkinfer-*.whl")
+    return found
+
+
+def _site_packages_without_bulkinfer(folder: Path) -> Path:
+    """Links to this environment's site-packages entries, less bulkinfer's own install.
+
+    Left out: bulkinfer's distribution record and editable-install hooks, the names its wheel
+    provides, and any distribution that registers bulkinfer plugins or configs (the examples,
+    when another test left them installed).
+    """
+    from importlib.metadata import PathDistribution
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    skip = set(TOP_LEVEL)
+    for record in site.glob("*.dist-info"):
+        dist = PathDistribution(record)
+        groups = {ep.group for ep in dist.entry_points}
+        if dist.metadata["Name"] == "bulkinfer" or any(g.startswith("bulkinfer.") for g in groups):
+            skip.add(record.name)
+    folder.mkdir()
+    for entry in site.iterdir():
+        editable = entry.name.startswith("__editable__") or entry.suffix == ".egg-link"
+        mentions_checkout = entry.suffix == ".pth" and str(ROOT) in entry.read_text()
+        if entry.name in skip or editable or mentions_checkout:
+            continue
+        (folder / entry.name).symlink_to(entry)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def venv(wheel, tmp_path_factory) -> Path:
+    """A new virtual environment with the wheel installed; the rest from this environment."""
+    root = tmp_path_factory.mktemp("venv")
+    env_dir = root / "env"
+    made = _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], cwd=root)
+    assert made.returncode == 0, made.stderr
+    python = env_dir / "bin" / "python"
+    purelib = _run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=root
+    ).stdout.strip()
+    links = _site_packages_without_bulkinfer(root / "outer-site-packages")
+    # A .pth line that starts with "import" runs: the links become a site dir (their .pth too).
+    Path(purelib, "zz_outer_environment.pth").write_text(
+        f"import site; site.addsitedir({str(links)!r})\n"
+    )
+    installed = _run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        cwd=root,
+    )
+    assert installed.returncode == 0, installed.stderr
+    return env_dir
+
+
+@pytest.fixture(scope="session")
+def outside(tmp_path_factory) -> Path:
+    """An empty folder, nowhere near the checkout."""
+    return tmp_path_factory.mktemp("elsewhere")
+
+
+def _env() -> dict[str, str]:
+    """This process's environment, minus anything that could point imports at the checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return {**env, "HYDRA_FULL_ERROR": "0"}
+
+
+def test_the_wheel_holds_three_top_level_packages_every_config_and_the_samples(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == TOP_LEVEL
+    configs = {n.removeprefix("pipeline/conf/") for n in names if n.startswith("pipeline/conf/")}
+    on_disk = {
+        p.relative_to(ROOT / "pipeline" / "conf").as_posix()
+        for p in (ROOT / "pipeline" / "conf").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert configs == on_disk and "config.yaml" in configs
+    assert "pipeline/samples/sample_texts.jsonl" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+
+
+def test_the_wheel_declares_both_commands(wheel):
+    archive = zipfile.ZipFile(wheel)
+    (record,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    parser = ConfigParser()
+    parser.read_string(archive.read(record).decode())
+    assert dict(parser["console_scripts"]) == {
+        "bulkinfer": "pipeline.__main__:cli",
+        "bulkinfer-plugins": "pipeline.plugins:main",
+    }
+
+
+def test_every_import_comes_from_the_installed_wheel(venv, outside):
+    code = (
+        "import pipeline, pipeline.conf, plugins, hydra_plugins.bulkinfer_configs as hp\n"
+        "for module in (pipeline, pipeline.conf, plugins, hp): print(module.__file__)"
+    )
+    found = _run([str(venv / "bin" / "python"), "-c", code], cwd=outside, env=_env())
+    assert found.returncode == 0, found.stderr
+    files = found.stdout.split()
+    assert len(files) == 4 and all(Path(f).is_relative_to(venv) for f in files), files
+
+
+def test_a_dry_run_of_the_default_job_from_an_empty_folder(venv, outside):
+    done = _run([str(venv / "bin" / "bulkinfer"), "run.dry_run=true"], cwd=outside, env=_env())
+    assert done.returncode == 0, done.stderr
+    assert "predictor: predictor 'sentence_embedding'" in done.stdout
+    samples = venv.resolve().as_posix()
+    assert samples in done.stdout and "pipeline/samples/sample_texts.jsonl" in done.stdout
+    assert str(ROOT) not in done.stdout
+
+
+def test_the_module_runs_the_same_app(venv, outside):
+    args = [str(venv / "bin" / "python"), "-m", "pipeline", "run.dry_run=true", "sink=show"]
+    done = _run(args, cwd=outside, env=_env())
+    assert done.returncode == 0, done.stderr
+    assert "sink: sink 'show'" in done.stdout
+
+
+def test_help_names_the_commands_and_every_config_group(venv, outside):
+    done = _run([str(venv / "bin" / "bulkinfer"), "--help"], cwd=outside, env=_env())
+    assert done.returncode == 0, done.stderr
+    assert "bulkinfer-plugins list | describe NAME" in done.stdout
+    for line in ("experiment: ", "predictor: ", "sink: ", "source: ", "ray: cluster, local"):
+        assert any(x.startswith(line) for x in done.stdout.splitlines()), line
+
+
+def test_the_search_path_starts_with_the_packaged_configs(venv, outside):
+    done = _run([str(venv / "bin" / "bulkinfer"), "--info", "searchpath"], cwd=outside, env=_env())
+    assert done.returncode == 0, done.stderr
+    rows = [[c.strip() for c in r.split("|")[1:3]] for r in done.stdout.splitlines() if "|" in r]
+    assert ["main", "pkg://pipeline.conf"] in rows
+
+
+def test_the_plugin_commands_list_and_describe(venv, outside):
+    plugins = str(venv / "bin" / "bulkinfer-plugins")
+    listed = _run([plugins, "list"], cwd=outside, env=_env())
+    assert listed.returncode == 0, listed.stderr
+    assert "BROKEN" not in listed.stdout
+    line = next(x for x in listed.stdout.splitlines() if x.strip().startswith("sentence_embedding"))
+    assert "bulkinfer 0.1.0" in line
+    described = _run([plugins, "describe", "sink/parquet"], cwd=outside, env=_env())
+    assert described.returncode == 0, described.stderr
+    assert described.stdout.startswith("sink 'parquet' from bulkinfer")
+    bad = _run([plugins, "describe", "sentence_embeding"], cwd=outside, env=_env())
+    assert bad.returncode == 2 and "Did you mean 'sentence_embedding'?" in bad.stderr
+
+
+def _suites(outside: Path, name: str) -> Path:
+    """A copy of tests/ (and the examples and tools they use) with no source tree beside it."""
+    root = outside / name
+    for folder in ("tests", "examples", "tools"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=NOT_COPIED)
+    return root
+
+
+def _pytest(venv: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run pytest in the wheel's environment, on the copied suites, with the project's settings."""
+    config = str(ROOT / "pyproject.toml")
+    command = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    return _run([*command, "-c", config, "--rootdir", str(root), *args], cwd=root, env=_env())
+
+
+def test_config_search_path_and_option_specs_pass_against_the_wheel(venv, outside):
+    root = _suites(outside, "specs")
+    files = ["test_config_packages.py", "test_conf_options.py", "test_experiments.py"]
+    done = _pytest(venv, root, "-m", "not ray", *(f"tests/{f}" for f in files))
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout.splitlines()[-1]
+
+
+def test_config_packages_install_and_run_against_the_wheel(venv, outside):
+    """tests/test_examples.py in the wheel's environment: pip-installs the example packages
+    there, checks --info searchpath, presets, primary configs, and runs the plugin package's job
+    with Ray (the team job, which runs the same way, only in the checkout's run)."""
+    root = _suites(outside, "examples")
+    done = _pytest(venv, root, "tests/test_examples.py", "-k", "not secrets_masked_everywhere")
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout.splitlines()[-1]
