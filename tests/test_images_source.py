@@ -80,6 +80,15 @@ def test_files_are_grouped_into_work_units_by_size(clean):
     assert [len(u.spec["files"]) for u in units] == [1] * len(readable)
 
 
+def test_a_preview_counts_one_row_per_file_exactly(clean):
+    folder, readable = clean
+    preview = ImagesSource().preview(ImagesSource.Params(path=str(folder)), limit=2)
+    assert preview.total_rows == len(readable) and preview.how.startswith("exact")
+    first = sorted(p for p, _ in readable)[0]
+    assert preview.rows.to_pylist()[0] == {"bytes": first.read_bytes(), "path": str(first)}
+    assert preview.rows.num_rows == 2
+
+
 def test_an_empty_folder_is_refused_before_the_job(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     with pytest.raises(EmptyInputError, match="no input files"):

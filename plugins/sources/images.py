@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from pipeline.interfaces import PluginParams, Preprocessor
+from pipeline.interfaces import PluginParams, Preprocessor, Preview
 from pipeline.settings import StageSettings
 from plugins.batches import require_fields, to_arrow
-from plugins.sources.files import FileSource
+from plugins.sources.files import FileSource, open_input
 from plugins.sources.image_decode import (
     check_mode,
     check_size,
@@ -120,3 +120,17 @@ class ImagesSource(FileSource):
     def check_file(self, params: ImagesParams, f: Any) -> None:
         """A read fails only when a file cannot be read at all; decoding is the decoder's."""
         f.read()
+
+    def preview(self, params: ImagesParams, limit: int) -> Preview:
+        """The first ``limit`` files as the read yields them (``bytes``, ``path``; not decoded)
+        and the exact row count: one row per image file."""
+        import pyarrow as pa
+
+        files = [f for f, _ in self.files(params)]
+        rows: dict[str, list[Any]] = {"bytes": [], "path": []}
+        for file in files[:limit]:
+            with open_input(file) as f:
+                rows["bytes"].append(f.read())
+            rows["path"].append(file)
+        table = pa.table(rows, schema=self.schema(params))
+        return Preview(table, len(files), f"exact: {len(files):,} image file(s), one row each")
