@@ -1,4 +1,7 @@
-"""Image models offline: tiny transformers and torch models, whole batches as the pipeline does."""
+"""Image models offline: tiny transformers and torch models, whole batches as the pipeline does.
+
+Every test here builds or loads a model: marked ``ray`` (the slow tests), though none starts Ray.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +28,10 @@ from tools.tiny_models import (
     build_torch_resnet,
 )
 
+pytestmark = pytest.mark.ray
+
 #: Images of several sizes, one grey and one with alpha (as the images source decodes them).
-IMAGES = [picture(30 + 3 * i, 50 - 2 * i, seed=i) for i in range(10)] + [
+IMAGES = [picture(30 + 3 * i, 50 - 2 * i, seed=i) for i in range(4)] + [
     picture(41, 29, seed=20)[:, :, :1],
     np.concatenate([picture(25, 35, seed=21), np.full((25, 35, 1), 128, np.uint8)], axis=2),
 ]

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from contracts import PredictorContract, is_string, is_vector, run_job
+from contracts import PredictorContract, is_string, is_vector
 from PIL import Image
 
 from pipeline.errors import ColumnNotFoundError, ConfigError, DataError
@@ -95,29 +95,7 @@ class TestImageEmbeddingContract(PredictorContract):
             np.testing.assert_allclose(got[i], alone, rtol=1e-4, atol=1e-6)
 
 
-def test_images_pass_through_image_transform_tasks_to_a_classifier_job(
-    ray_session, classifier_folder, tmp_path
-):
-    """The transform stage feeds tensors only to torch models; the HF classifier reads images
-    and keeps running beside a transform stage that keeps them (drop_input: false)."""
-    table = run_job(
-        {"type": "image_classification", "params": {"model": str(classifier_folder), "top_k": 2}},
-        ROWS[:5],  # colour only: a grey and a colour image do not make one tensor batch
-        tmp_path / "out",
-        preprocessors=[
-            {
-                "type": "image_transform",
-                "params": {"drop_input": False, "resize": 8, "center_crop": 8},
-            }
-        ],
-    )
-    assert table.schema.field("label").type == pa.list_(pa.string())
-    assert table.schema.field("score").type == pa.list_(pa.float32())
-    assert table.schema.field("pixel_values").type.shape == (None, None, None)
-    assert all(len(labels) == 2 for labels in table.column("label").to_pylist())
-
-
-# -- without Ray --------------------------------------------------------------------------------
+# -- without Ray (those that load a model are marked ray: they belong with the slow tests) --------
 
 
 def _table(images) -> pa.Table:
@@ -128,6 +106,7 @@ def _params(plugin, **params):
     return validate_model(plugin.Params, params, "predictor.params")
 
 
+@pytest.mark.ray
 def test_top_k_gives_lists_as_the_pipeline_orders_them(classifier_folder):
     from transformers import pipeline
 
@@ -142,6 +121,7 @@ def test_top_k_gives_lists_as_the_pipeline_orders_them(classifier_folder):
         )
 
 
+@pytest.mark.ray
 def test_output_schemas_follow_the_params(classifier_folder, encoder_folder):
     schema = pa.schema([("image", image_column([], "RGB", None).type)])
     one = ImageClassification.output_schema(_params(ImageClassification, model="m"), schema)
@@ -166,6 +146,7 @@ def test_a_column_that_holds_no_images_is_refused_before_the_model_loads():
         )
 
 
+@pytest.mark.ray
 def test_normalize_gives_unit_vectors(encoder_folder):
     stage = ImageEmbedding(_params(ImageEmbedding, model=str(encoder_folder), normalize=True))
     vectors = np.asarray(stage(_table(PICTURES[:3])).column("embedding").to_pylist())
@@ -219,6 +200,7 @@ def _logits(resnet, table) -> np.ndarray:
         return model(torch.from_numpy(pixels)).numpy()
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("top_k", [1, 3])
 def test_torch_module_writes_labels_and_softmax_scores(resnet, top_k):
     table = _pixels(PICTURES[:5])  # colour pictures (the images source's default mode: RGB)
@@ -247,6 +229,7 @@ def test_torch_module_writes_labels_and_softmax_scores(resnet, top_k):
     assert "predictions" not in out.column_names
 
 
+@pytest.mark.ray
 def test_torch_module_labels_file_must_name_every_class(resnet, tmp_path):
     short = tmp_path / "labels.json"
     short.write_text(json.dumps(["cat", "dog"]))
@@ -268,7 +251,7 @@ def test_torch_module_labels_file_must_name_every_class(resnet, tmp_path):
     assert error.value.key == "params.labels"
 
 
-def test_torch_module_label_params_need_a_labels_file(resnet):
+def test_torch_module_label_params_need_a_labels_file():
     with pytest.raises(ValueError, match="top_k goes with labels"):
         TorchModuleParams(model_file="m.pt", input_columns=["x"], top_k=3)
     with pytest.raises(ValueError, match="leave output_columns out"):
