@@ -143,31 +143,3 @@ def test_the_plain_embedding_loop_writes_every_sentence(tmp_path):
     assert "BENCH " in done.stdout
     table = pq.read_table(tmp_path / "out")
     assert table.column("id").to_pylist() == list(range(12)) and table.num_rows == 12
-
-
-def test_the_image_benchmark_scripts_label_every_image_alike(tmp_path):
-    """The hand-written Ray Data job and the plain loop give every image the same label."""
-    from tools.sample_images import write_benchmark_images
-    from tools.tiny_models import build_torch_resnet
-
-    source = tmp_path / "images"
-    write_benchmark_images(source, 12, per_folder=5)
-    model = build_torch_resnet(tmp_path / "model", num_classes=10)["model_file"]
-    labels = {}
-    for script, extra in (("plain_images.py", "--batch-size=5"), ("handwritten_images.py", "5")):
-        out = tmp_path / script
-        ran = subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / "scripts" / script)]
-            + [str(source), str(out), str(model), extra],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "RAY_ADDRESS": "local"},
-        )
-        assert ran.returncode == 0, ran.stderr[-3000:]
-        assert "BENCH " in ran.stdout
-        table = pq.read_table(out)
-        paths, predicted = table.column("path").to_pylist(), table.column("predicted_label")
-        labels[script] = dict(zip(paths, predicted.to_pylist(), strict=True))
-    assert len(labels["plain_images.py"]) == 12
-    assert labels["handwritten_images.py"] == labels["plain_images.py"]

@@ -63,9 +63,10 @@ class ResnetModel:
         }
 
 
-def main() -> None:
-    source, output, model_path, batch_size = sys.argv[1:5]
-    ray.init()
+def main(argv: list[str] | None = None) -> None:
+    source, output, model_path, batch_size = (sys.argv[1:] if argv is None else argv)[:4]
+    if not ray.is_initialized():  # the tests run it on their own local Ray
+        ray.init()
     job_start = time.time()
     ds = ray.data.read_images(source, mode="RGB", include_paths=True)
     transformed_ds = ds.map(preprocess_image)

@@ -19,14 +19,14 @@ from pathlib import Path
 T0 = time.time()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("input")
     parser.add_argument("output")
     parser.add_argument("model")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import numpy as np
     import pyarrow as pa
