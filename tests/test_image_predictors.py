@@ -153,6 +153,7 @@ def test_normalize_gives_unit_vectors(encoder_folder):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.ray  # imports transformers' pipeline: seconds
 def test_a_model_folder_that_is_not_there_is_named(tmp_path):
     with pytest.raises(DataError, match="cannot load model") as error:
         ImageClassification(_params(ImageClassification, model=str(tmp_path / "missing")))
