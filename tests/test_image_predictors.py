@@ -1,6 +1,7 @@
-"""image_classification and image_embedding: tiny transformers models built from configs, loaded
-as a hub model is; each row equals the transformers pipeline on that image alone. torch_module
-with a labels file: label and score columns from a ResNet's logits."""
+"""image_classification and image_embedding without Ray: tiny transformers models built from
+configs, loaded as a hub model is; top_k as the pipeline orders it, output schemas, refusals.
+torch_module with a labels file: label and score columns from a ResNet's logits. The
+PredictorContract jobs are in tests/test_image_jobs.py."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from contracts import PredictorContract, is_string, is_vector
-from PIL import Image
+from image_samples import PICTURES, pipeline_alone
 
 from pipeline.errors import ColumnNotFoundError, ConfigError, DataError
 from pipeline.validation import validate_model
@@ -20,23 +20,12 @@ from plugins.predictors.image_embedding import ImageEmbedding
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams
 from plugins.preprocessors.image_transform import ImageTransformStage
 from plugins.sources.image_decode import image_column
-from tools.sample_images import picture
 from tools.tiny_models import (
     IMAGE_LABELS,
     build_image_classifier,
     build_image_encoder,
     build_torch_resnet,
 )
-
-#: Small pictures of several sizes, one grey ([h, w, 1]); as inline rows they are nested lists.
-PICTURES = [picture(12 + 2 * i, 16 - i, seed=i) for i in range(5)] + [picture(14, 10, 9)[:, :, :1]]
-ROWS = [{"id": i, "image": p.tolist()} for i, p in enumerate(PICTURES)]
-
-
-def _alone(pipe, image: np.ndarray, **kwargs):
-    """What the transformers pipeline gives for one image, handed over as a Pillow image."""
-    pil = Image.fromarray(image[:, :, 0], "L") if image.shape[2] == 1 else Image.fromarray(image)
-    return pipe(pil, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -49,53 +38,7 @@ def encoder_folder(tmp_path_factory):
     return build_image_encoder(tmp_path_factory.mktemp("models") / "encoder")
 
 
-class TestImageClassificationContract(PredictorContract):
-    predictor = "image_classification"
-    rows = ROWS
-    input_column = "image"
-    output_types = {"label": is_string, "score": pa.types.is_float32}
-    stage = {"concurrency": 1, "batch_size": 4}
-
-    @pytest.fixture(scope="class")
-    def params(self, classifier_folder):
-        return {"model": str(classifier_folder)}
-
-    def test_each_label_is_the_pipelines_for_that_image_alone(self, output, classifier_folder):
-        from transformers import pipeline
-
-        pipe = pipeline("image-classification", model=str(classifier_folder), device="cpu")
-        got = {r["id"]: (r["label"], r["score"]) for r in output.to_pylist()}
-        for i, image in enumerate(PICTURES):
-            (best,) = _alone(pipe, image, top_k=1)
-            assert got[i][0] == best["label"]
-            assert got[i][1] == pytest.approx(best["score"], rel=1e-5, abs=1e-6)
-        assert len({label for label, _ in got.values()}) > 1  # else equality proves little
-
-
-class TestImageEmbeddingContract(PredictorContract):
-    predictor = "image_embedding"
-    rows = ROWS
-    input_column = "image"
-    output_types = {"embedding": lambda kind: is_vector(kind, 32)}
-    stage = {"concurrency": 1, "batch_size": 4}
-
-    @pytest.fixture(scope="class")
-    def params(self, encoder_folder):
-        return {"model": str(encoder_folder)}
-
-    def test_each_vector_is_the_pipelines_pooled_output_for_that_image(
-        self, output, encoder_folder
-    ):
-        from transformers import pipeline
-
-        pipe = pipeline("image-feature-extraction", model=str(encoder_folder), device="cpu")
-        got = {r["id"]: r["embedding"] for r in output.to_pylist()}
-        for i, image in enumerate(PICTURES):
-            alone = np.asarray(_alone(pipe, image, pool=True), dtype=np.float32)[0]
-            np.testing.assert_allclose(got[i], alone, rtol=1e-4, atol=1e-6)
-
-
-# -- without Ray (those that load a model are marked ray: they belong with the slow tests) --------
+# Those that load a model are marked ray: they belong with the slow tests.
 
 
 def _table(images) -> pa.Table:
@@ -114,7 +57,7 @@ def test_top_k_gives_lists_as_the_pipeline_orders_them(classifier_folder):
     out = stage(_table(PICTURES[:3]))
     pipe = pipeline("image-classification", model=str(classifier_folder), device="cpu")
     for i, image in enumerate(PICTURES[:3]):
-        alone = _alone(pipe, image, top_k=3)
+        alone = pipeline_alone(pipe, image, top_k=3)
         assert out.column("label")[i].as_py() == [r["label"] for r in alone]
         np.testing.assert_allclose(
             out.column("score")[i].as_py(), [r["score"] for r in alone], rtol=1e-5, atol=1e-6
