@@ -539,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-rows", type=int, default=4_000_000, help="rows of the memory benchmark's input"
     )
-    parser.add_argument("--images", type=int, default=3_000, help="files of the image benchmark")
+    parser.add_argument("--images", type=int, default=1_000, help="files of the image benchmark")
     parser.add_argument("--tiny", action="store_true", help="smoke run: tiny inputs, one round")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the file --write updates")
