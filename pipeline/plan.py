@@ -283,9 +283,13 @@ def typed(plan: Plan, source_schema: Any) -> Plan:
             )
     try:
         if issubclass(plan.sink.plugin, TableSink):
+            from pipeline.reach import reach
             from pipeline.tables import target_of
 
-            target_of(plan).check(schema, plan.resumes)
+            target = target_of(plan)
+            reach(
+                lambda: target.check(schema, plan.resumes), key=target.key, location=target.location
+            )
         else:
             plan.sink.plugin(plan.io()).check_schema(plan.sink.params, schema)
     except BulkInferError as exc:

@@ -26,6 +26,7 @@ from pipeline.jobstore import (
     start_over,
 )
 from pipeline.ledger import add_counts
+from pipeline.reach import reach
 
 if TYPE_CHECKING:
     from pipeline.plan import Plan
@@ -53,8 +54,13 @@ def check_table(plan: Plan) -> bool:
 
     Returns whether a record of this job is there to resume. Reads, creates nothing.
     """
-    store = job_store(target_of(plan))
-    job = store.load()
+    target = target_of(plan)
+
+    def load() -> tuple[JobStore, dict[str, Any] | None]:
+        store = job_store(target)
+        return store, store.load()
+
+    store, job = reach(load, key=target.key, location=target.location)
     if job is None:
         return False
     check_record(store, job, plan.fingerprint, plan.dataflow, plan.run.resume)

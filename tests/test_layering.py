@@ -19,6 +19,7 @@ PLUGIN_MAY_IMPORT = {
     "pipeline.schema",
     "pipeline.batching",
     "pipeline.ray_internals",
+    "pipeline.reach",
 }
 
 

@@ -135,3 +135,27 @@ def test_planning_a_table_sink_imports_no_ray(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+UNREACHABLE = {
+    "lance": {
+        "path": "s3://bucket/items.lance",
+        "storage_options": {
+            "aws_endpoint": "http://127.0.0.1:9",
+            "aws_access_key_id": "k",
+            "aws_secret_access_key": "s",
+            "aws_region": "us-east-1",
+            "allow_http": "true",
+        },
+    },
+    "iceberg": {"catalog": {"type": "rest", "uri": "http://127.0.0.1:9"}, "table": "ns.items"},
+    "sql": {"url": "postgresql+psycopg://someone@127.0.0.1:9/db", "table": "items"},
+}
+
+
+@pytest.mark.parametrize("sink", ["lance", "iceberg", "sql"])
+def test_a_target_nothing_answers_for_is_one_error_naming_the_key_and_the_cause(sink):
+    with pytest.raises(DataError) as caught:
+        plan_job(config(sink, UNREACHABLE[sink], dry_run=True))
+    assert caught.value.key == {"lance": "sink.params.path"}.get(sink, "sink.params.table")
+    assert "127.0.0.1" in caught.value.message

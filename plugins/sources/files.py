@@ -11,7 +11,6 @@ to the last. An input that cannot be reached (no route, no credentials, no bucke
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from pydantic import Field
 
 from pipeline.errors import DataError, EmptyInputError
 from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Preview, Source, WorkUnit
+from pipeline.reach import reach
 
 KEY = "source.params.path"
 #: Longest wait for a remote filesystem to answer a listing or a metadata read.
@@ -75,22 +75,7 @@ def remote(call: Callable[[], T], uri: str, key: str = KEY) -> T:
     :data:`REMOTE_TIMEOUT_S`, becomes one DataError naming ``key``, the URI and the cause."""
     if not is_uri(uri):
         return call()
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bulkinfer-remote")
-    try:
-        return pool.submit(call).result(timeout=REMOTE_TIMEOUT_S)
-    except concurrent.futures.TimeoutError:
-        raise DataError(
-            f"cannot reach {uri}: no answer within {REMOTE_TIMEOUT_S:g} s (no route to the "
-            "storage service, or it is not answering)",
-            key=key,
-        ) from None
-    except DataError:
-        raise
-    except Exception as exc:
-        cause = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"cannot read {uri}: {cause}", key=key) from None
-    finally:
-        pool.shutdown(wait=False)
+    return reach(call, key=key, location=uri, verb="read", timeout_s=REMOTE_TIMEOUT_S)
 
 
 def check_paths_exist(path: str | list[str], key: str = KEY) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from pipeline.errors import ConfigError
 
@@ -50,3 +51,32 @@ class Secrets:
 
     def __repr__(self) -> str:
         return "Secrets(***)"
+
+
+#: Lance's (object_store's) S3 storage options -> pyarrow.fs.S3FileSystem arguments, so the job
+#: store beside the dataset reaches the same endpoint with the same credentials.
+S3_OPTIONS = {
+    "aws_endpoint": "endpoint_override",
+    "endpoint": "endpoint_override",
+    "aws_endpoint_url": "endpoint_override",
+    "aws_access_key_id": "access_key",
+    "access_key_id": "access_key",
+    "aws_secret_access_key": "secret_key",
+    "secret_access_key": "secret_key",
+    "aws_session_token": "session_token",
+    "session_token": "session_token",
+    "aws_region": "region",
+    "region": "region",
+}
+
+
+def s3_options(options: dict[str, str]) -> dict[str, Any]:
+    """``pyarrow.fs.S3FileSystem`` keyword arguments for Lance's S3 ``storage_options``
+    (``allow_http: "true"`` becomes ``scheme="http"``); other options are Lance's alone."""
+    mapped: dict[str, Any] = {S3_OPTIONS[k]: v for k, v in options.items() if k in S3_OPTIONS}
+    endpoint = mapped.get("endpoint_override", "")
+    if str(options.get("allow_http", "")).lower() == "true" or endpoint.startswith("http://"):
+        mapped["scheme"] = "http"
+    if "://" in endpoint:
+        mapped["endpoint_override"] = endpoint.split("://", 1)[1]
+    return mapped

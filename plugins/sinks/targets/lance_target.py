@@ -30,7 +30,7 @@ from pydantic import Field
 
 from pipeline.errors import DataError
 from pipeline.interfaces import PluginParams, StoreFolder
-from plugins.sinks.targets.env import Secrets, read_env_map
+from plugins.sinks.targets.env import Secrets, read_env_map, s3_options
 from plugins.sinks.targets.protocol import (
     UnitWriter,
     WriterTarget,
@@ -185,7 +185,10 @@ class LanceTarget(WriterTarget):
         import pyarrow.fs
 
         root = self.uri.rstrip("/") + STAGING_SUFFIX
-        if "://" in root:
+        if root.startswith("s3://"):
+            fs = pyarrow.fs.S3FileSystem(**s3_options(self._options()))
+            path = root.removeprefix("s3://")
+        elif "://" in root:
             fs, path = pyarrow.fs.FileSystem.from_uri(root)
         else:
             fs, path = pyarrow.fs.LocalFileSystem(), root

@@ -71,6 +71,8 @@ class SqlJobStore:
         try:
             with engine.begin() as connection:
                 return step(connection)
+        except sa.exc.SQLAlchemyError as exc:
+            raise self.target._failure("reaching the job record in", exc) from None
         finally:
             engine.dispose()
 

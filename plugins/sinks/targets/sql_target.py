@@ -106,6 +106,9 @@ def _name(base: str, suffix: str) -> str:
     return f"{base[: MAX_NAME - len(suffix) - 11]}_{digest}{suffix}"
 
 
+CONNECT_TIMEOUT = {"connect_timeout": 10}  # seconds (libpq's connect_timeout)
+
+
 def missing_sqlite_file(url: str) -> bool:
     """A SQLite database file that does not exist yet (connecting would create it)."""
     parsed = sa.engine.make_url(url)
@@ -130,6 +133,8 @@ def _engine(params: SqlParams, secret: Secrets | None = None) -> sa.Engine:
     given = (secret or password(params)).values()
     if given:
         url = url.set(password=given["password"])
+    if url.get_dialect().name == "postgresql":  # an unreachable host fails in seconds, not minutes
+        return sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=CONNECT_TIMEOUT)
     if url.get_dialect().name != "sqlite":
         return sa.create_engine(url, poolclass=sa.pool.NullPool)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"timeout": 60})
