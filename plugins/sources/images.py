@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 from pipeline.interfaces import PluginParams, Preprocessor, Preview
 from pipeline.settings import StageSettings
 from plugins.batches import require_fields, to_arrow
-from plugins.sources.files import FileSource, open_input
+from plugins.sources.files import FileSource, open_input, remote
 from plugins.sources.image_decode import (
     check_mode,
     check_size,
@@ -129,8 +129,12 @@ class ImagesSource(FileSource):
         files = [f for f, _ in self.files(params)]
         rows: dict[str, list[Any]] = {"bytes": [], "path": []}
         for file in files[:limit]:
-            with open_input(file) as f:
-                rows["bytes"].append(f.read())
+            rows["bytes"].append(remote(lambda file=file: _whole(file), file))
             rows["path"].append(file)
         table = pa.table(rows, schema=self.schema(params))
         return Preview(table, len(files), f"exact: {len(files):,} image file(s), one row each")
+
+
+def _whole(file: str) -> bytes:
+    with open_input(file) as f:
+        return f.read()
