@@ -143,3 +143,56 @@ def test_the_plain_embedding_loop_writes_every_sentence(tmp_path):
     assert "BENCH " in done.stdout
     table = pq.read_table(tmp_path / "out")
     assert table.column("id").to_pylist() == list(range(12)) and table.num_rows == 12
+
+
+def _script(name: str):
+    """A benchmark script as a module (benchmarks/scripts/ is a folder of scripts)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "scripts" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_image_benchmark_scripts_label_every_image_alike(tmp_path):
+    """The plain loop and the hand-written Ray Data job's own row transform and model class give
+    every generated JPEG the same label. The hand-written job's parts are called here without
+    Ray (its Ray plumbing, read_images -> map -> map_batches -> write_parquet, runs in the
+    benchmark, which checks the rows it writes): a Ray of its own cost this test 30 s."""
+    import torch
+    from PIL import Image
+
+    from tools.sample_images import write_benchmark_images
+
+    class ChannelMeans(torch.nn.Module):
+        """Logits that follow the pictures (a random ResNet gives every picture one label):
+        each normalised channel's mean, so the label is the most prominent channel."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3))
+
+    source = tmp_path / "images"
+    write_benchmark_images(source, 12, per_folder=5)
+    (tmp_path / "model").mkdir()
+    model = str(tmp_path / "model" / "channels.pt")
+    torch.jit.save(torch.jit.trace(ChannelMeans(), torch.zeros(1, 3, 8, 8)), model)
+    (tmp_path / "model" / "labels.txt").write_text("red\ngreen\nblue\n")
+    _script("plain_images.py").main([str(source), str(tmp_path / "plain"), model, "--batch-size=5"])
+    plain = pq.read_table(tmp_path / "plain")
+    paths = plain.column("path").to_pylist()
+    assert len(paths) == 12
+
+    handwritten = _script("handwritten_images.py")
+    rows = [  # what read_images(mode="RGB") hands to ds.map: the file through Pillow's RGB
+        handwritten.preprocess_image({"path": p, "image": np.asarray(Image.open(p).convert("RGB"))})
+        for p in paths
+    ]
+    batch = {
+        "path": np.array(paths),
+        "transformed_image": np.stack([r["transformed_image"] for r in rows]),
+    }
+    predicted = handwritten.ResnetModel(model)(batch)
+    labels = plain.column("predicted_label").to_pylist()
+    assert len(set(labels)) > 1  # else the comparison proves little
+    assert list(predicted["predicted_label"]) == labels

@@ -214,7 +214,7 @@ class TestImageEmbeddingContract(PredictorContract):
             np.testing.assert_allclose(got[i], alone, rtol=1e-4, atol=1e-6)
 
 
-# -- the experiment and the benchmark scripts ------------------------------------------------------
+# -- the experiment -------------------------------------------------------------------------------
 
 
 def test_the_image_classification_experiment_labels_every_image_as_the_model_alone_does(
@@ -257,34 +257,3 @@ def test_the_image_classification_experiment_labels_every_image_as_the_model_alo
         label, score = got[str(path)]
         assert label == IMAGE_LABELS[int(scores.argmax())]
         assert score == pytest.approx(float(scores.max()), rel=1e-4)
-
-
-def _script(name: str):
-    """A benchmark script as a module (benchmarks/scripts/ is a folder of scripts)."""
-    import importlib.util
-
-    root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location(name, root / "benchmarks" / "scripts" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_image_benchmark_scripts_label_every_image_alike(ray_session, tmp_path):
-    """The benchmark's hand-written Ray Data job (Ray's ResNet example style) and its plain loop
-    give every generated JPEG the same label."""
-    from tools.sample_images import write_benchmark_images
-    from tools.tiny_models import build_torch_resnet
-
-    source = tmp_path / "images"
-    write_benchmark_images(source, 12, per_folder=5)
-    model = build_torch_resnet(tmp_path / "model", num_classes=10)["model_file"]
-    labels = {}
-    for script, extra in (("plain_images.py", "--batch-size=5"), ("handwritten_images.py", "5")):
-        out = tmp_path / script
-        _script(script).main([str(source), str(out), str(model), extra])
-        table = pq.read_table(out)
-        paths, predicted = table.column("path").to_pylist(), table.column("predicted_label")
-        labels[script] = dict(zip(paths, predicted.to_pylist(), strict=True))
-    assert len(labels["plain_images.py"]) == 12
-    assert labels["handwritten_images.py"] == labels["plain_images.py"]
