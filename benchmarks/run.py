@@ -81,6 +81,12 @@ def embeddings(sentences: int, batch_size: int = 64) -> Workload:
                 f"source.params.path={source}",
                 f"predictor.stage.batch_size={batch_size}",
             ),
+            "bulkinfer, 2 actors": _pipeline(
+                "+experiment=bench_embeddings",
+                f"source.params.path={source}",
+                f"predictor.stage.batch_size={batch_size}",
+                "predictor.stage.concurrency=2",
+            ),
             "Ray Data, seed style": lambda out: [
                 PY,
                 str(SCRIPTS / "handwritten_embeddings.py"),
@@ -372,7 +378,7 @@ def run_workload(w: Workload, runs: int, only: set[str] | None, args: argparse.N
                 m = run_measured(name, w.variants[name](out), out, ENV, w.timeout_s, ROOT)
                 if m.ok:
                     m.bench["output_rows"] = output_rows(out / "predictions")
-                    if name == "bulkinfer":
+                    if name.startswith("bulkinfer"):
                         m.bench.update(_bulkinfer_figures(out))
             w.results.setdefault(name, []).append(m)
             status = "ok" if m.ok and m.bench.get("output_rows") == w.rows else "FAILED"
