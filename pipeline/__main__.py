@@ -25,7 +25,7 @@ from pipeline import configs
 from pipeline.cli import report, sample_path
 from pipeline.errors import BulkInferError, ConfigError
 from pipeline.metrics import JobInfo, Recorder, sentence
-from pipeline.overrides import relaxed
+from pipeline.overrides import one_line, relaxed
 from pipeline.secrets import install_log_masking, mask_override, mask_secrets, mask_text
 
 #: bulkinfer's own config folder on disk (tests read the files); Hydra reads ``configs.CONF_PATH``.
@@ -240,11 +240,11 @@ def main(cfg: DictConfig) -> Any:
 
 
 def _run_hydra_app() -> None:
-    """Run :func:`main`; Hydra's own config errors exit 2, like bulkinfer's.
+    """Run :func:`main`; Hydra's own config errors are one line and exit 2, like bulkinfer's.
 
-    Hydra reports an unknown option or a malformed override itself and exits 1; a CI check of a
-    config should see the same status 2 as for any other invalid config, so this records whether
-    the failure was one of those before Hydra reports it.
+    Hydra reports an unknown option or a malformed override itself, in a block with its search
+    path, and exits 1; here they become one ``bulkinfer: error:`` line
+    (:func:`pipeline.overrides.one_line`) and status 2, as for any other invalid config.
     """
     from hydra._internal import utils as hydra_utils  # hydra-core 1.3: where errors are reported
 
@@ -252,22 +252,16 @@ def _run_hydra_app() -> None:
     if hydra_report is None:
         main()
         return
-    config_errors: list[Exception] = []
 
     def run_and_report(func: Any) -> Any:
         def recording() -> Any:
             try:
                 return func()
             except (ConfigCompositionException, OverrideParseException) as exc:
-                config_errors.append(exc)
-                raise
-
-        try:
-            return hydra_report(recording)
-        except SystemExit as exc:
-            if config_errors and exc.code == 1:
+                print(f"bulkinfer: error: {one_line(exc)}", file=sys.stderr)
                 raise SystemExit(ConfigError.exit_code) from None
-            raise
+
+        return hydra_report(recording)
 
     hydra_utils.run_and_report = run_and_report
     try:

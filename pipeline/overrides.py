@@ -43,3 +43,32 @@ def as_written(override: str) -> str:
     if override.startswith("++") and _STAGE_KEY.match(key):
         return f"{key}={value}"
     return override
+
+
+def one_line(exc: Exception) -> str:
+    """A Hydra composition or override-parsing error as one line: the override or the config
+    group it concerns, the cause, and what is allowed (no search path, no hint about
+    HYDRA_FULL_ERROR)."""
+    import difflib
+    import re
+
+    text = str(exc).split("Config search path:")[0]
+    override = getattr(exc, "override", None)
+    if override is not None:
+        cause = text.split("\nSee https://")[0].strip()
+        override = getattr(override, "input_line", override)
+        return (
+            f"cannot parse the override {override!r}: {cause} (put a value with "
+            "spaces, braces, commas or '=' in quotes: 'key=\"a value: {x}\"')"
+        )
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    available = re.findall(r"^\t(\S+)$", text, flags=re.M)
+    if missing and available:
+        group, name = missing.groups()
+        close = difflib.get_close_matches(name, available, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return (
+            f"{group}: Could not find '{group}/{name}' in the config group '{group}'.{hint} "
+            f"Available: {', '.join(available)}."
+        )
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())

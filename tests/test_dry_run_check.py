@@ -89,6 +89,11 @@ def test_a_cluster_config_is_checked_without_connecting(tmp_path):
             ["preprocessors=[{type: filter, params: {condition: 'len(id) > 2'}}]"],
             "preprocessors[0].params.condition: condition 'len(id) > 2' does not fit the data",
         ),
+        (
+            ["source=parquet", f"source.params.path={ROOT / 'README.md'}"],
+            f"source.params.path: cannot read input file {ROOT / 'README.md'} (ArrowInvalid: "
+            "Parquet magic bytes not found",
+        ),
     ],
     ids=[
         "bad-value",
@@ -99,6 +104,7 @@ def test_a_cluster_config_is_checked_without_connecting(tmp_path):
         "gpus-this-machine-lacks",
         "a-column-the-sink-cannot-hold",
         "a-condition-of-the-wrong-type",
+        "a-file-that-is-not-parquet",
     ],
 )
 def test_an_invalid_config_exits_2_with_the_message_and_imports_no_ray(
@@ -115,11 +121,21 @@ def test_an_invalid_config_exits_2_with_the_message_and_imports_no_ray(
     [
         ("predictor=no_such_option", "Could not find 'predictor/no_such_option'"),
         ("predictor.params.colour=red", "predictor.params.colour: unknown key; allowed keys:"),
+        ("sink=lanse", "Did you mean 'lance'? Available: csv, iceberg, json, lance,"),
         ("predictor.stage.batch_size=[", "no viable alternative"),
+        ("predictor.params.model=a: {b}", "mismatched input '{'"),
     ],
-    ids=["unknown-option", "override-of-missing-key", "malformed-override"],
+    ids=[
+        "unknown-option",
+        "override-of-missing-key",
+        "option-typo",
+        "malformed-override",
+        "value-to-quote",
+    ],
 )
-def test_hydra_config_errors_exit_2_too(tmp_path, override, message):
+def test_hydra_config_errors_are_one_line_and_exit_2_too(tmp_path, override, message):
     result = check(tmp_path, override)
     assert result.returncode == 2
-    assert message in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bulkinfer: error: "), result.stderr
+    assert message in lines[0]

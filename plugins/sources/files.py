@@ -288,6 +288,24 @@ class ParquetParams(TypedFileParams):
     pass
 
 
+def parquet_file(f: Any, path: str) -> Any:
+    """``pyarrow.parquet.ParquetFile`` over the open file ``f`` (read from ``path``).
+
+    Raises:
+        DataError: naming ``source.params.path`` and the file, when it is not Parquet.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(f)
+    except (pa.ArrowInvalid, OSError) as exc:
+        cause = " ".join(str(exc).split())
+        raise DataError(
+            f"cannot read input file {path} ({type(exc).__name__}: {cause})", key=KEY
+        ) from None
+
+
 class ParquetSource(FileSource):
     """Read Parquet files (column pruning pushed down to the reader; types as stored)."""
 
@@ -296,13 +314,12 @@ class ParquetSource(FileSource):
     file_extensions = ("parquet",)
 
     def file_schema(self, params: ParquetParams, files: list[tuple[str, int]]) -> Any:
-        import pyarrow.parquet as pq
 
         first = files[0][0]
 
         def footer() -> Any:
             with open_input(first) as f:
-                return pq.ParquetFile(f).schema_arrow
+                return parquet_file(f, first).schema_arrow
 
         schema = _declared_over(remote(footer, first), params)
         if len(files) <= EMPTY_CHECK_FILES and not any(self._rows(f) for f, _ in files):
@@ -333,11 +350,10 @@ class ParquetSource(FileSource):
 
     @staticmethod
     def _rows(file: str) -> int:
-        import pyarrow.parquet as pq
 
         def count() -> int:
             with open_input(file) as f:
-                return pq.ParquetFile(f).metadata.num_rows
+                return parquet_file(f, file).metadata.num_rows
 
         return remote(count, file)
 
