@@ -268,11 +268,14 @@ class FileSource(Source):
             except DataError as exc:
                 return DataError(f"cannot read input file {file}: {exc.message}", key=KEY)
             except Exception as exc:  # any parse error: this is the file at fault
-                cause = " ".join(str(exc).split())[:300]
-                return DataError(
-                    f"cannot read input file {file} ({type(exc).__name__}: {cause})", key=KEY
-                )
+                return unreadable(file, exc)
         return None
+
+
+def unreadable(file: str, exc: Exception) -> DataError:
+    """The DataError naming ``source.params.path``, the file and the parser's cause (300 chars)."""
+    cause = " ".join(str(exc).split())[:300]
+    return DataError(f"cannot read input file {file} ({type(exc).__name__}: {cause})", key=KEY)
 
 
 def _mib(n: int) -> str:
@@ -300,10 +303,7 @@ def parquet_file(f: Any, path: str) -> Any:
     try:
         return pq.ParquetFile(f)
     except (pa.ArrowInvalid, OSError) as exc:
-        cause = " ".join(str(exc).split())
-        raise DataError(
-            f"cannot read input file {path} ({type(exc).__name__}: {cause})", key=KEY
-        ) from None
+        raise unreadable(path, exc) from None
 
 
 class ParquetSource(FileSource):
