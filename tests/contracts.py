@@ -11,6 +11,7 @@ with its config key before any model loads.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -47,6 +48,17 @@ def run_job(
     }
     run_job(config)
     return pq.read_table(out)
+
+
+def shown_rows(printed: str) -> list[dict[str, Any]]:
+    """The rows the ``show`` sink printed (one Python dict literal a line), parsed back: a test
+    compares values, not the quoting repr chose (a text holding ``'`` prints in double quotes)."""
+    return [ast.literal_eval(line) for line in printed.splitlines() if line.startswith("{")]
+
+
+def continues_its_prompt(row: dict[str, Any]) -> bool:
+    """The quickstart prompts' one shown row: generated text continues its own prompt."""
+    return row["data"] in ("Complete this", "for me") and row["output"].startswith(row["data"])
 
 
 class PredictorContract:
