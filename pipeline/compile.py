@@ -15,6 +15,7 @@ import ray
 import ray.data
 
 from pipeline import ray_internals
+from pipeline.budget import fit_windows
 from pipeline.guard import GuardedActor, GuardedTask, StageGuard, named_like
 from pipeline.settings import StageSettings
 from pipeline.stage_call import StageCall
@@ -30,9 +31,18 @@ def compile_stages(
     ds: ray.data.Dataset,
     ledger: Any,
     services: dict[str, dict[str, Any]] | None = None,
+    rows: int | None = None,
 ) -> ray.data.Dataset:
     """``ds`` (one work unit's rows) through every map stage of ``plan``; ``services``: stage
-    key -> the job services its workers get (see ``MapStage.job_services``)."""
+    key -> the job services its workers get (see ``MapStage.job_services``); ``rows``: the
+    unit's row count where the source knows it, to cut equal windows for every actor of a
+    stage that sorts by length (:func:`pipeline.budget.fit_windows`)."""
+    if rows:
+        fitted = fit_windows(plan, rows)
+        for key, size in fitted.map_batches.items():
+            if size != plan.map_batches.get(key):
+                log.info("bulkinfer: %s: %d rows in windows of %d rows", key, rows, size)
+        plan = fitted
     if plan.rows_per_block:
         ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
     for step in plan.maps:
@@ -50,16 +60,22 @@ def _split_blocks(ds: ray.data.Dataset, rows: int, num_cpus: float) -> ray.data.
         return ds
 
 
-def _compute(s: StageSettings) -> Any:
+def _compute(s: StageSettings, windows: bool = False) -> Any:
     if s.compute == "tasks":
         return ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
     # One UDF call at a time per actor either way (max_concurrent_calls_per_actor=1); "true
     # multi-threading" only makes Ray Data call the UDF on the task's own thread, where the
     # guard can see which task a batch belongs to (see pipeline.guard.batch_key).
+    queue = {"max_tasks_in_flight_per_actor": 1} if windows else {}
     if isinstance(s.concurrency, int) or s.concurrency is None:
-        return ray.data.ActorPoolStrategy(size=s.concurrency or 1, enable_true_multi_threading=True)
+        return ray.data.ActorPoolStrategy(
+            size=s.concurrency or 1, enable_true_multi_threading=True, **queue
+        )
     return ray.data.ActorPoolStrategy(
-        min_size=s.concurrency.min, max_size=s.concurrency.max, enable_true_multi_threading=True
+        min_size=s.concurrency.min,
+        max_size=s.concurrency.max,
+        enable_true_multi_threading=True,
+        **queue,
     )
 
 
@@ -107,7 +123,7 @@ def _map(
         # unless a stage's ray_remote_args say otherwise (tests/test_failures.py kills one).
         return ds.map_batches(
             named_like(GuardedActor, step.plugin),
-            compute=_compute(s),
+            compute=_compute(s, windows=step.plugin.sorts_by_length()),
             fn_constructor_kwargs={"plugin": build, "params": step.params, "guard": guard},
             **kwargs,
         )

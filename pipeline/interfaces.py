@@ -157,6 +157,13 @@ class Source(_IOPlugin, ABC):
         """
         return None
 
+    def unit_rows(self, params: Any, unit: WorkUnit) -> int | None:
+        """How many rows ``unit`` holds, where the source knows without reading them (Parquet
+        footers, inline items); None: unknown. The runner then cuts the unit into equal
+        windows for the actors of a stage that sorts by length, so that each actor gets work
+        (:func:`pipeline.budget.fit_windows`)."""
+        return None
+
     def units(self, params: Any) -> list[WorkUnit]:
         """Split the input into work units (sized by ``self.io.unit_rows``/``unit_bytes``).
 

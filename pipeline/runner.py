@@ -275,6 +275,10 @@ class _Reads:
         ds = self.ahead.pop(unit.id, None)
         return ds if ds is not None else self.source.read(self.plan.source.params, unit)
 
+    def rows(self, unit: WorkUnit) -> int | None:
+        """The unit's row count, where the source knows it without reading the rows."""
+        return self.source.unit_rows(self.plan.source.params, unit)
+
 
 def start_services(plan: Plan) -> dict[str, dict[str, Any]]:
     """Stage key -> the objects its workers share for this job
@@ -340,7 +344,7 @@ def _run_units(
 
     def write_unit(unit: WorkUnit, work: Any) -> tuple[list[dict[str, Any]], Any]:
         with user_errors(plan, read.source, unit, ledger):
-            ds = compile_stages(plan, read(unit), ledger, services)
+            ds = compile_stages(plan, read(unit), ledger, services, read.rows(unit))
             probe.arm()
             written = write(ds, unit, work)
         return operator_stages(ds), written
@@ -374,7 +378,7 @@ def _run_whole(
     if plan.empty:  # run.allow_empty and a source without rows
         return RunResult(output=None, rows_in=0, rows_out=0)
     with user_errors(plan, read.source, None, ledger):
-        ds = compile_stages(plan, read(WHOLE_SOURCE), ledger, services)
+        ds = compile_stages(plan, read(WHOLE_SOURCE), ledger, services, read.rows(WHOLE_SOURCE))
         probe.arm()
         written = sink.write(ds, plan.sink.params)
     rows_in = rows_out = None

@@ -175,6 +175,44 @@ def test_the_batch_size_a_user_sets_is_the_model_batch_and_the_sort_window_the_p
     assert any(f"model batches of {batch_size} rows" in note for note in plan.notes)
 
 
+@pytest.mark.parametrize(
+    ("rows", "concurrency", "batch_size", "windows"),
+    [
+        (4000, 1, 64, [4000]),  # one window: the whole input, sorted at once
+        (4000, 2, 64, [2048, 1952]),  # one window each, not one window for one actor
+        (20000, 1, 64, [4032] * 4 + [3872]),
+        (20000, 2, 64, [3392] * 5 + [3040]),  # three each, not three and two
+        (100, 2, 64, [64, 36]),  # never below one model batch
+        (4000, 2, 5000, [4000]),  # a model batch larger than the input: one call
+    ],
+)
+def test_a_unit_of_known_size_is_cut_into_equal_windows_for_every_actor(
+    rows, concurrency, batch_size, windows
+):
+    from pipeline.budget import fit_windows
+
+    plan = planned(config(concurrency=concurrency, batch_size=batch_size), cluster(4))
+    fitted = fit_windows(plan, rows)
+    window = fitted.map_batches["predictor"]
+    cut = [min(window, rows - start) for start in range(0, rows, window)]
+    assert cut == windows
+    assert len(cut) % concurrency == 0 or len(cut) == 1
+    assert window % batch_size == 0 and window <= plan.map_batches["predictor"]
+    assert fitted.rows_per_block == window  # the read's blocks are the windows
+    assert fitted.maps == plan.maps and fitted.notes == plan.notes
+
+
+def test_windows_are_kept_where_the_rows_are_unknown_or_the_stage_does_not_sort():
+    from pipeline.budget import fit_windows
+
+    assert fit_windows(planned(config(batch_size=64)), 0).map_batches["predictor"] == 4096
+    cfg = config(batch_size=16)
+    cfg["predictor"] = {"type": "xgboost", "params": {"model": "m.json"}}
+    cfg["predictor"]["stage"] = {"compute": "actors", "batch_size": 16, "concurrency": 2}
+    plan = planned(cfg, cluster(4))
+    assert fit_windows(plan, 4000).map_batches == plan.map_batches == {"predictor": 16}
+
+
 def test_a_first_stage_of_tasks_leaves_blocks_whole_so_it_fuses_with_the_read():
     plan = planned(config(compute="tasks", batch_size=16), cluster(2))
     assert plan.rows_per_block is None  # the tasks cut their blocks into batches themselves

@@ -77,3 +77,17 @@ def test_tokenize_stage_then_embedding_equals_embedding_the_text(ray_session, tm
     np.testing.assert_allclose(
         _vectors(via_ids)[order], _vectors(via_text)[expected], rtol=1e-4, atol=1e-5
     )
+
+
+def test_an_input_of_known_size_gets_a_sorted_window_for_each_actor(ray_session, tmp_path):
+    """200 inline rows, two actors, model batches of 16: two windows of 112 and 88 rows (whole
+    model batches), one for each actor, not one 4,096-row window that one actor embeds alone.
+    Each window is a block, written as a file of its own."""
+    import pyarrow.parquet as pq
+
+    rows = [{"id": i, "text": "word " * (1 + i % 23)} for i in range(200)]
+    stage = {"concurrency": 2, "batch_size": 16}
+    out = tmp_path / "out"
+    table = run_job({"type": "sentence_embedding", "params": {}, "stage": stage}, rows, out)
+    assert sorted(pq.read_metadata(f).num_rows for f in out.glob("*.parquet")) == [88, 112]
+    assert sorted(table.column("id").to_pylist()) == list(range(200))

@@ -348,6 +348,14 @@ class ParquetSource(FileSource):
         total = sum(self._rows(f) for f, _ in files)
         return Preview(table, total, f"exact: the footers of {len(files)} Parquet file(s)")
 
+    def unit_rows(self, params: ParquetParams, unit: WorkUnit) -> int | None:
+        """The rows in the unit's files' footers; None past :data:`EMPTY_CHECK_FILES` files
+        (a footer read each: a request each on object storage)."""
+        files = self.files(params) if unit.spec is None else unit.spec["files"]
+        if len(files) > EMPTY_CHECK_FILES:
+            return None
+        return sum(self._rows(f) for f, _ in files)
+
     @staticmethod
     def _rows(file: str) -> int:
 

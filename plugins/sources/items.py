@@ -77,6 +77,12 @@ class ItemsSource(Source):
         parts = [table.slice(i, step) for i in range(0, table.num_rows, step)] or [table]
         return ray.data.from_arrow(parts)
 
+    def unit_rows(self, params: ItemsParams, unit: WorkUnit) -> int:
+        if unit.spec is None:
+            return len(params.items)
+        start, stop = unit.spec["rows"]
+        return stop - start
+
     def units(self, params: ItemsParams) -> list[WorkUnit]:
         """Consecutive row ranges of ``run.unit_rows`` rows."""
         n = len(params.items)
