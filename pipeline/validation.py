@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -53,8 +54,11 @@ def _relevant(errors: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]
 def _describe(error: dict[str, Any], model: type[BaseModel], key: str) -> str:
     msg = error["msg"]
     if error["type"] == "extra_forbidden":
-        allowed = ", ".join(model.model_fields) if len(error["loc"]) == 1 else ""
-        msg = "unknown key" + (f"; allowed keys: {allowed}" if allowed else "")
+        msg = "unknown key"
+        if len(error["loc"]) == 1:
+            close = difflib.get_close_matches(str(error["loc"][0]), list(model.model_fields), n=1)
+            msg += f" (did you mean {close[0]!r}?)" if close else ""
+            msg += f"; allowed keys: {', '.join(model.model_fields)}"
     elif "input" in error and error["type"] != "missing" and not is_secret_key(key):
         # never echo a value under a secret-looking key, nor one nested in what is echoed
         msg += f" (got {mask_secrets(error['input'])!r})"

@@ -75,7 +75,10 @@ def test_a_dry_run_prints_the_plan_and_starts_nothing(cli):
             "predictor.stage: Value error, batch_size is required",
         ),
         (["predictor.stage.num_gpus=1"], "predictor.stage.num_gpus: asks for 1 GPU per worker"),
-        (["+predictor.params.modle=x"], "predictor.params.modle: unknown key; allowed keys: model"),
+        (
+            ["+predictor.params.modle=x"],
+            "predictor.params.modle: unknown key (did you mean 'model'?); allowed keys: model",
+        ),
     ],
 )
 def test_a_bad_config_exits_2_with_the_key_and_no_traceback(cli, args, says):
