@@ -158,10 +158,7 @@ class Source(_IOPlugin, ABC):
         return None
 
     def unit_rows(self, params: Any, unit: WorkUnit) -> int | None:
-        """How many rows ``unit`` holds, where the source knows without reading them (Parquet
-        footers, inline items); None: unknown. The runner then cuts the unit into equal
-        windows for the actors of a stage that sorts by length, so that each actor gets work
-        (:func:`pipeline.budget.fit_windows`)."""
+        """Rows in ``unit`` if known unread (:func:`pipeline.budget.fit_windows`); else None."""
         return None
 
     def units(self, params: Any) -> list[WorkUnit]:

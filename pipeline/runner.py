@@ -27,6 +27,7 @@ from pipeline.interfaces import WHOLE_SOURCE, FileSink, Source, TableSink, WorkU
 from pipeline.ledger import Ledger, counters_of
 from pipeline.plan import Plan, describe, plan_job, typed, validate_ray
 from pipeline.ray_stats import FirstOutputProbe, operator_stages
+from pipeline.services import close_services, start_services
 from pipeline.units import FileUnits, budgets, check_budgets, run_units
 
 log = logging.getLogger("bulkinfer")
@@ -278,33 +279,6 @@ class _Reads:
     def rows(self, unit: WorkUnit) -> int | None:
         """The unit's row count, where the source knows it without reading the rows."""
         return self.source.unit_rows(self.plan.source.params, unit)
-
-
-def start_services(plan: Plan) -> dict[str, dict[str, Any]]:
-    """Stage key -> the objects its workers share for this job
-    (:meth:`~pipeline.interfaces.MapStage.job_services`), made once, on the driver."""
-    services: dict[str, dict[str, Any]] = {}
-    try:
-        for step in plan.maps:
-            made = step.plugin.job_services(step.params)
-            if made:
-                services[step.key] = dict(made)
-    except BaseException:
-        close_services(services)
-        raise
-    return services
-
-
-def close_services(services: dict[str, dict[str, Any]]) -> None:
-    """``close()`` every job service that has one (the job is over: done or failed)."""
-    for made in services.values():
-        for name, value in made.items():
-            close = getattr(value, "close", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception as exc:  # never hide the job's own outcome behind this
-                    log.warning("bulkinfer: could not close job service %r: %s", name, exc)
 
 
 def _start_ledger(plan: Plan) -> Any:

@@ -19,7 +19,7 @@ from llm_server import free_port
 from pipeline.errors import ConfigError
 from pipeline.interfaces import Predictor
 from pipeline.plan import estimates, plan_job
-from pipeline.runner import close_services, start_services
+from pipeline.services import close_services, start_services
 from pipeline.stage_call import StageCall
 from plugins.llm.params import ApiKey
 from plugins.predictors.openai_chat import OpenAIChat
