@@ -297,7 +297,7 @@ def _blocks(plan: Budget, read_tasks: int) -> Budget:
         return replace(plan, read_tasks=read_tasks, notes=(*plan.notes, note))
     rows = plan.map_batches[first.key]
     note = (
-        f"blocks: read in up to {read_tasks} task(s), cut into blocks of {rows} rows "
+        f"blocks: read in up to {read_tasks} task(s), cut into blocks of up to {rows} rows "
         f"(one map batch of {first.key})"
     )
     return replace(plan, rows_per_block=rows, read_tasks=read_tasks, notes=(*plan.notes, note))
