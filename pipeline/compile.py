@@ -37,16 +37,20 @@ def compile_stages(
     key -> the job services its workers get (see ``MapStage.job_services``); ``rows``: the
     unit's row count where the source knows it, to cut equal windows for every actor of a
     stage that sorts by length (:func:`pipeline.budget.fit_windows`)."""
+    few: set[str] = set()
     if rows:
         fitted = fit_windows(plan, rows)
-        for key, size in fitted.map_batches.items():
-            if size != plan.map_batches.get(key):
-                log.info("bulkinfer: %s: %d rows in windows of %d rows", key, rows, size)
+        for step in plan.maps:
+            size = fitted.map_batches.get(step.key)
+            if size != plan.map_batches.get(step.key):
+                log.info("bulkinfer: %s: %d rows in windows of %d rows", step.key, rows, size)
+            if size and -(-rows // size) <= 2 * step.stage.min_workers:
+                few.add(step.key)
         plan = fitted
     if plan.rows_per_block:
         ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
     for step in plan.maps:
-        ds = _map(plan, ds, step, ledger, (services or {}).get(step.key))
+        ds = _map(plan, ds, step, ledger, (services or {}).get(step.key), step.key in few)
     return ds
 
 
@@ -60,13 +64,15 @@ def _split_blocks(ds: ray.data.Dataset, rows: int, num_cpus: float) -> ray.data.
         return ds
 
 
-def _compute(s: StageSettings, windows: bool = False) -> Any:
+def _compute(s: StageSettings, one_at_a_time: bool = False) -> Any:
     if s.compute == "tasks":
         return ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
     # One UDF call at a time per actor either way (max_concurrent_calls_per_actor=1); "true
     # multi-threading" only makes Ray Data call the UDF on the task's own thread, where the
     # guard can see which task a batch belongs to (see pipeline.guard.batch_key).
-    queue = {"max_tasks_in_flight_per_actor": 1} if windows else {}
+    # Ray Data queues two batches per actor by default: the first actor ready would take both
+    # of two windows meant for two actors (one_at_a_time: the unit has few windows per actor).
+    queue = {"max_tasks_in_flight_per_actor": 1} if one_at_a_time else {}
     if isinstance(s.concurrency, int) or s.concurrency is None:
         return ray.data.ActorPoolStrategy(
             size=s.concurrency or 1, enable_true_multi_threading=True, **queue
@@ -80,10 +86,16 @@ def _compute(s: StageSettings, windows: bool = False) -> Any:
 
 
 def _map(
-    plan: Plan, ds: ray.data.Dataset, step: Step, ledger: Any, services: dict[str, Any] | None
+    plan: Plan,
+    ds: ray.data.Dataset,
+    step: Step,
+    ledger: Any,
+    services: dict[str, Any] | None,
+    one_at_a_time: bool = False,
 ) -> ray.data.Dataset:
     """Add one map stage: the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
-    inside its error guard (``stage.on_error``, rows reported to the ledger)."""
+    inside its error guard (``stage.on_error``, rows reported to the ledger); an actor pool
+    with ``one_at_a_time`` holds one map batch per actor (see :func:`_compute`)."""
     s = step.stage
     auto = s.batch_size == "auto"
     actors = s.compute == "actors"
@@ -123,7 +135,7 @@ def _map(
         # unless a stage's ray_remote_args say otherwise (tests/test_failures.py kills one).
         return ds.map_batches(
             named_like(GuardedActor, step.plugin),
-            compute=_compute(s, windows=step.plugin.sorts_by_length()),
+            compute=_compute(s, one_at_a_time),
             fn_constructor_kwargs={"plugin": build, "params": step.params, "guard": guard},
             **kwargs,
         )
