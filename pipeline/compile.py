@@ -42,9 +42,12 @@ def compile_stages(
         fitted = fit_windows(plan, rows)
         for step in plan.maps:
             size = fitted.map_batches.get(step.key)
+            count = -(-rows // size) if size else 0
             if size != plan.map_batches.get(step.key):
-                log.info("bulkinfer: %s: %d rows in windows of %d rows", step.key, rows, size)
-            if size and -(-rows // size) <= 2 * step.stage.min_workers:
+                log.info(
+                    "bulkinfer: %s: %d rows, %d window(s) of up to %d", step.key, rows, count, size
+                )
+            if size and count <= 2 * step.stage.min_workers:
                 few.add(step.key)
         plan = fitted
     if plan.rows_per_block:

@@ -87,9 +87,12 @@ def test_two_processes_share_one_requests_per_minute_limit(ray_session, llm_serv
     assert [ok for ok, _ in done] == [per_worker, per_worker]
     assert stats["reserved"] == 2 * per_worker  # both processes asked the one actor
     assert sum(c["throttled_s"] for _, c in done) > 0
-    # At most the burst plus 10 a second in any window (+1 for the network's jitter)...
+    # At most the burst plus 10 a second in any half-second window, allowing 0.3 s between a
+    # permit and its arrival (a loaded machine delays some sends: 22 arrivals within one second
+    # were seen under CI): 10 + 10 * (0.5 + 0.3) = 18. Two private limiters let all 24 through
+    # within 0.2 s...
     for i, start in enumerate(arrivals):
-        in_window = sum(1 for t in arrivals[i:] if t - start < 1.0)
-        assert in_window <= 10 + 10 + 1
+        in_window = sum(1 for t in arrivals[i:] if t - start < 0.5)
+        assert in_window <= 10 + 10 * (0.5 + 0.3)
     # ...so 24 requests take at least (24 - 10) / 10 s; two private limiters would allow 0.2 s.
     assert arrivals[-1] - arrivals[0] >= 1.4 - 0.2
