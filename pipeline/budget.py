@@ -231,8 +231,9 @@ def fit_windows(plan: PlanT, rows: int) -> PlanT:
     """``plan`` (a :class:`Budget` or a :class:`~pipeline.plan.Plan`) for one work unit of
     ``rows`` rows: each actor stage that sorts by length gets equal windows, as many for each
     of its actors (``stage.concurrency``, the lower bound of an autoscaling pool), each at
-    most the planned window and a whole number of model batches. The read's blocks follow the
-    first stage's window.
+    most the planned window and a whole number of model batches (or less than one batch, where
+    the unit holds less than a batch for each actor). The read's blocks follow the first
+    stage's window.
 
     Without it, 4,000 rows made one 4,096-row window that one actor of two embedded alone
     (74.6 s against 56.2 s for one actor, benchmarks/RESULTS.md); 20,000 rows made five
@@ -250,8 +251,10 @@ def fit_windows(plan: PlanT, rows: int) -> PlanT:
             continue
         workers = s.min_workers
         count = workers * math.ceil(rows / (workers * window))
-        size = math.ceil(math.ceil(rows / count) / s.batch_size) * s.batch_size
-        batches[step.key] = max(s.batch_size, min(window, size))
+        size = math.ceil(rows / count)
+        if size > s.batch_size:  # whole model batches; a smaller input still feeds every actor
+            size = math.ceil(size / s.batch_size) * s.batch_size
+        batches[step.key] = min(window, size)
     first = plan.maps[0].key if plan.maps else None
     blocks = plan.rows_per_block
     if blocks and first is not None and blocks == plan.map_batches.get(first):

@@ -171,3 +171,15 @@ def bootstrap_address(address: str) -> str | None:
     from ray._private.services import canonicalize_bootstrap_address
 
     return canonicalize_bootstrap_address(address)
+
+
+def mute_no_free_cpu_warning() -> None:
+    """Keep Ray Data from warning, once per process, that "the Dataset job will hang unless
+    more CPUs are freed up" when it starts executing while no CPU is free (``dataset.py``,
+    ``log_once("cpu_warning")``). With bulkinfer's plans that is the normal state a moment
+    after the actor pools start (they hold every CPU but the one kept for reads and writes), so
+    every first job printed it. A job that really cannot get CPUs fails after
+    ``run.stall_timeout_s`` with an error that says so. Marks the warning as already shown."""
+    from ray.util.debug import log_once
+
+    log_once("cpu_warning")

@@ -18,7 +18,7 @@ from typing import Any
 import ray
 import ray.data
 
-from pipeline import ray_session
+from pipeline import ray_internals, ray_session
 from pipeline.budget import check_placement
 from pipeline.compile import compile_stages
 from pipeline.errors import BulkInferError, EmptyInputError
@@ -193,6 +193,7 @@ def _configure_ray_data(plan: Plan) -> None:
     ray_session.configure_progress(plan.run.progress)
     context = ray.data.DataContext.get_current()
     context.execution_no_progress_timeout_s = plan.run.stall_timeout_s
+    ray_internals.mute_no_free_cpu_warning()  # the stall timeout reports a real wait
     hide_tracebacks()
 
 

@@ -182,8 +182,9 @@ def test_the_batch_size_a_user_sets_is_the_model_batch_and_the_sort_window_the_p
         (4000, 2, 64, [2048, 1952]),  # one window each, not one window for one actor
         (20000, 1, 64, [4032] * 4 + [3872]),
         (20000, 2, 64, [3392] * 5 + [3040]),  # three each, not three and two
-        (100, 2, 64, [64, 36]),  # never below one model batch
-        (4000, 2, 5000, [4000]),  # a model batch larger than the input: one call
+        (100, 2, 64, [50, 50]),  # less than a model batch each: still one window each
+        (2, 2, 8, [1, 1]),  # the seed's quickstart: two prompts, two actors
+        (4000, 2, 5000, [2000, 2000]),  # a model batch larger than the input
     ],
 )
 def test_a_unit_of_known_size_is_cut_into_equal_windows_for_every_actor(
@@ -196,8 +197,10 @@ def test_a_unit_of_known_size_is_cut_into_equal_windows_for_every_actor(
     window = fitted.map_batches["predictor"]
     cut = [min(window, rows - start) for start in range(0, rows, window)]
     assert cut == windows
-    assert len(cut) % concurrency == 0 or len(cut) == 1
-    assert window % batch_size == 0 and window <= plan.map_batches["predictor"]
+    assert len(cut) % concurrency == 0
+    assert (window % batch_size == 0 or window < batch_size) and window <= plan.map_batches[
+        "predictor"
+    ]
     assert fitted.rows_per_block == window  # the read's blocks are the windows
     assert fitted.maps == plan.maps and fitted.notes == plan.notes
 

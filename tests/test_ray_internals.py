@@ -146,3 +146,16 @@ def test_file_sources_read_the_extensions_rays_readers_read(source, reader):
     plugin = registry.load("source", source)
     default = inspect.signature(getattr(ray.data, reader)).parameters["file_extensions"].default
     assert plugin.file_extensions == (tuple(default) if default is not None else None)
+
+
+def test_the_no_free_cpu_warning_is_shown_once_and_can_be_marked_shown():
+    """Ray Data's "will hang unless more CPUs are freed up" warning is keyed "cpu_warning" in
+    ray.util.debug.log_once: once marked, it is not printed again in this process."""
+    import inspect
+
+    import ray.data.dataset
+    from ray.util.debug import log_once
+
+    assert 'log_once("cpu_warning")' in inspect.getsource(ray.data.dataset)
+    ray_internals.mute_no_free_cpu_warning()
+    assert not log_once("cpu_warning")
