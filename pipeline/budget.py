@@ -12,7 +12,7 @@ import glob
 import math
 import os
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from pipeline.batching import AUTO_MAX_ROWS
 from pipeline.errors import PlanError
@@ -20,8 +20,6 @@ from pipeline.settings import RaySettings, StageSettings
 
 if TYPE_CHECKING:
     from pipeline.plan import Plan, Step
-
-PlanT = TypeVar("PlanT", "Budget", "Plan")
 
 #: Smallest CPU share the planner gives a worker before it refuses the plan instead.
 MIN_CPU_SHARE = 0.1
@@ -227,13 +225,12 @@ def map_batch_rows(step: Step) -> int | None:
     return max(base, math.ceil(SORT_WINDOW_ROWS / base) * base)
 
 
-def fit_windows(plan: PlanT, rows: int) -> PlanT:
-    """``plan`` (a :class:`Budget` or a :class:`~pipeline.plan.Plan`) for one work unit of
-    ``rows`` rows: each actor stage that sorts by length gets equal windows, as many for each
-    of its actors (``stage.concurrency``, the lower bound of an autoscaling pool), each at
-    most the planned window and a whole number of model batches (or less than one batch, where
-    the unit holds less than a batch for each actor). The read's blocks follow the first
-    stage's window.
+def fit_windows(plan: Plan, rows: int) -> Plan:
+    """``plan`` for one work unit of ``rows`` rows: each actor stage that sorts by length gets
+    equal windows, as many for each of its actors (``stage.concurrency``, the lower bound of an
+    autoscaling pool), each at most the planned window and a whole number of model batches (or
+    less than one batch, where the unit holds less than a batch for each actor). The read's
+    blocks follow the first stage's window.
 
     Without it, 4,000 rows made one 4,096-row window that one actor of two embedded alone
     (74.6 s against 56.2 s for one actor, benchmarks/RESULTS.md); 20,000 rows made five

@@ -250,9 +250,11 @@ class FileSource(Source):
         return Preview(table.slice(0, limit), total, how)
 
     def read(self, params: FileParams, unit: WorkUnit = WHOLE_SOURCE):
-        if unit.spec is None:
-            return self.read_files(params, [f for f, _ in self.files(params)])
-        return self.read_files(params, [f for f, _ in unit.spec["files"]])
+        return self.read_files(params, [f for f, _ in self.unit_files(params, unit)])
+
+    def unit_files(self, params: FileParams, unit: WorkUnit) -> list[tuple[str, int]]:
+        """(path, bytes) of the unit's files: every listed file for the whole source."""
+        return self.files(params) if unit.spec is None else unit.spec["files"]
 
     def explain_read_error(self, params: FileParams, unit: WorkUnit) -> DataError | None:
         files = None if unit.spec is None else [f for f, _ in unit.spec["files"]]
@@ -351,7 +353,7 @@ class ParquetSource(FileSource):
     def unit_rows(self, params: ParquetParams, unit: WorkUnit) -> int | None:
         """The rows in the unit's files' footers; None past :data:`EMPTY_CHECK_FILES` files
         (a footer read each: a request each on object storage)."""
-        files = self.files(params) if unit.spec is None else unit.spec["files"]
+        files = self.unit_files(params, unit)
         if len(files) > EMPTY_CHECK_FILES:
             return None
         return sum(self._rows(f) for f, _ in files)

@@ -64,10 +64,15 @@ class ItemsSource(Source):
         return Preview(self._table(params, 0, limit), len(params.items), "exact: inline items")
 
     def read(self, params: ItemsParams, unit: WorkUnit = WHOLE_SOURCE):
+        return self._dataset(self._table(params, *self._span(params, unit)))
+
+    @staticmethod
+    def _span(params: ItemsParams, unit: WorkUnit) -> tuple[int, int]:
+        """The unit's row range [start, stop) of the items (all of them for the whole source)."""
         if unit.spec is None:
-            return self._dataset(self._table(params))
+            return 0, len(params.items)
         start, stop = unit.spec["rows"]
-        return self._dataset(self._table(params, start, stop))
+        return start, stop
 
     def _dataset(self, table: Any):
         import ray.data
@@ -78,9 +83,7 @@ class ItemsSource(Source):
         return ray.data.from_arrow(parts)
 
     def unit_rows(self, params: ItemsParams, unit: WorkUnit) -> int:
-        if unit.spec is None:
-            return len(params.items)
-        start, stop = unit.spec["rows"]
+        start, stop = self._span(params, unit)
         return stop - start
 
     def units(self, params: ItemsParams) -> list[WorkUnit]:
