@@ -3,7 +3,7 @@
 Jobs run one after another in one process (a Hydra multirun with the basic launcher) share the
 Ray instance the first one started; a job whose ``ray`` settings differ restarts it. A cluster
 that does not answer at ``ray.address`` is a clear error within seconds, not Ray's minute of
-retries.
+retries; only a Ray Client connection whose server died starting (a Ray race) is tried again.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ _START_KEYS = ("address", "num_cpus", "num_gpus", "object_store_memory", "runtim
 _started_with: dict[str, Any] | None = None
 #: How long a cluster address may take to accept a connection.
 CONNECT_TIMEOUT_S = 5.0
+#: Connections tried at a ``ray://`` address whose per-client server died while starting.
+CLIENT_START_ATTEMPTS = 3
+#: What Ray Client answers when that server died: a race between fork and gRPC's threads in
+#: Ray's client proxy (ray-project/ray#63202, about 7% of connections), not a fault of the job.
+_CLIENT_SERVER_DIED = "Starting Ray client server failed"
 #: How long a finished job lets Ray Data release its actors before killing them.
 RELEASE_GRACE_S = 3.0
 #: How long a finished job waits for Ray to confirm its actors are gone.
@@ -105,14 +110,38 @@ def connect(settings: RaySettings) -> bool:
         for name in ("num_cpus", "num_gpus", "object_store_memory"):
             if getattr(settings, name) is not None:
                 kwargs[name] = getattr(settings, name)
-    try:
-        ray.init(**kwargs)
-    except ConnectionError as exc:
-        raise PlanError(
-            f"cannot connect to Ray at {settings.address!r}: {exc}", key="ray.address"
-        ) from None
+    _init(kwargs, settings.address)
     _started_with = _start_settings(settings)
     return True
+
+
+def _init(kwargs: dict[str, Any], address: str | None) -> None:
+    """``ray.init(**kwargs)``; a Ray Client server that died starting is tried again.
+
+    Nothing of the job has run when that happens, so a new connection (and a new server) is
+    safe. Raises PlanError naming ``ray.address`` for any other connection failure, or when
+    all :data:`CLIENT_START_ATTEMPTS` connections met a dead server.
+    """
+    for attempt in range(1, CLIENT_START_ATTEMPTS + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except ConnectionError as exc:
+            retry = (
+                attempt < CLIENT_START_ATTEMPTS
+                and (address or "").startswith("ray://")
+                and _CLIENT_SERVER_DIED in str(exc)
+            )
+            if not retry:
+                raise PlanError(
+                    f"cannot connect to Ray at {address!r}: {exc}", key="ray.address"
+                ) from None
+            log.warning(
+                "the Ray Client server for this job died while starting (a known Ray race, "
+                "ray-project/ray#63202); connecting again (attempt %d of %d)",
+                attempt + 1,
+                CLIENT_START_ATTEMPTS,
+            )
 
 
 def cluster(address: str | None) -> Cluster:

@@ -198,9 +198,8 @@ def test_a_unit_of_known_size_is_cut_into_equal_windows_for_every_actor(
     cut = [min(window, rows - start) for start in range(0, rows, window)]
     assert cut == windows
     assert len(cut) % concurrency == 0
-    assert (window % batch_size == 0 or window < batch_size) and window <= plan.map_batches[
-        "predictor"
-    ]
+    assert window % batch_size == 0 or window < batch_size  # whole batches, or less than one
+    assert window <= plan.map_batches["predictor"]
     assert fitted.rows_per_block == window  # the read's blocks are the windows
     assert fitted.maps == plan.maps and fitted.notes == plan.notes
 

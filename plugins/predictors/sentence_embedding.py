@@ -101,7 +101,7 @@ class SentenceEmbedding(Predictor):
     #: ``stage.batch_size`` is the forward pass (sentences per model call); the planner hands
     #: the actor windows of rows that the core sorts by token length (:meth:`row_lengths`).
     #: Measured on 2 CPUs (benchmarks/RESULTS.md, 2026-11-30): two one-thread actors
-    #: (``concurrency=2``) were 7-10% faster than this one two-thread actor, for 700 MiB more;
+    #: (``concurrency=2``) were 4-10% faster than this one two-thread actor, for 560-700 MiB more;
     #: one model per worker would not scale to a machine with many cores, so one actor it is.
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=64, batch_format="pyarrow"
