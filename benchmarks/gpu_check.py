@@ -25,11 +25,12 @@ What it measures
 Each workload runs, in float32 and float16, two ways on the same rows:
 
 * **bulkinfer**: the plugin inside the wrapper the runner puts around every map stage on Ray
-  (:class:`pipeline.guard.GuardedActor` around :class:`pipeline.stage_call.StageCall`: the
-  stage's batches, out-of-memory halving, ``batch_size: auto``, threads), fed the map batches
-  the planner gives the stage, in its ``batch_format``, as Ray Data would hand them: windows
-  the wrapper sorts by length and cuts into model batches of ``stage.batch_size`` (sentence
-  embeddings, the transformers pipelines), one model batch per map batch (``torch_module``).
+  (:class:`pipeline.execute.guard.GuardedActor` around
+  :class:`pipeline.execute.stage_call.StageCall`: the stage's batches, out-of-memory halving,
+  ``batch_size: auto``, threads), fed the map batches the planner gives the stage, in its
+  ``batch_format``, as Ray Data would hand them: windows the wrapper sorts by length and cuts into
+  model batches of ``stage.batch_size`` (sentence embeddings, the transformers pipelines), one model
+  batch per map batch (``torch_module``).
 * **raw**: the same model in a plain loop, the same rows per forward pass and the same dtype:
   ``SentenceTransformer.encode`` over all sentences at once (it sorts them by length itself),
   tokenizer + ``model(...)`` / ``model.generate(...)``, a TorchScript module on tensors.
@@ -153,11 +154,11 @@ def stage_runner(
     ``auto``, the largest probed size), converted to ``batch_format``; the wrapper cuts them into
     model batches of ``batch_size`` rows (sorted by length where the plugin tells lengths).
     """
-    from pipeline.budget import map_batch_rows
-    from pipeline.guard import GuardedActor, StageGuard
-    from pipeline.plan import Step
-    from pipeline.settings import StageSettings
-    from pipeline.stage_call import StageCall
+    from pipeline.contract.settings import StageSettings
+    from pipeline.execute.guard import GuardedActor, StageGuard
+    from pipeline.execute.stage_call import StageCall
+    from pipeline.plan.model import Step
+    from pipeline.plan.shares import map_batch_rows
 
     settings = StageSettings(compute="actors", batch_size="auto" if auto else batch_size)
     step = map_batch_rows(Step("predictor", "predictor", "x", plugin, params, settings))

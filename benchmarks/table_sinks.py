@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from pipeline.runner import run_job
+    from pipeline.execute.runner import run_job
 
     ray.init(
         address="local",

@@ -1,95 +1,17 @@
-"""One exception family for everything a user can get wrong.
+"""Deprecated in bulkinfer 0.2: the error family moved to :mod:`pipeline.contract.errors`.
 
-The command line turns any :class:`BulkInferError` into a one-paragraph message on stderr and exit
-status 2, without a traceback. Plugins raise these too (for example a missing input column), and
-the runner unwraps them from Ray's task errors so the user sees the same message.
+Kept so that plugins written against the earlier module layout keep working; new code imports
+from :mod:`pipeline.contract` (see docs/plugins.md, "Changes to the plugin contract").
 """
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
 
+from pipeline.contract.errors import *  # noqa: F403
 
-class BulkInferError(Exception):
-    """Base class: an error the user can fix; its message says what and where."""
-
-    exit_code = 2
-
-    def __init__(self, message: str, *, key: str | None = None) -> None:
-        self.message = message
-        self.key = key
-        super().__init__(f"{key}: {message}" if key else message)
-
-    def __reduce__(self):  # keep the error picklable across Ray processes
-        return (_rebuild, (type(self), self.message, self.key))
-
-    def within(self, block: str) -> BulkInferError:
-        """This error with its key made absolute under a stage's config block.
-
-        Plugins do not know where they sit in the job, so they name keys relative to their own
-        block (``params.condition``, ``stage.batch_size``, or none); ``within("preprocessors[0]")``
-        gives ``preprocessors[0].params.condition``. Absolute keys pass unchanged.
-        """
-        key = self.key
-        if not key:
-            key = f"{block}.params" if block != "sink" else block
-        elif key == "params" or key.startswith(("params.", "stage.")):
-            key = f"{block}.{key}"
-        return type(self)(self.message, key=key)
-
-
-def _rebuild(cls: type[BulkInferError], message: str, key: str | None) -> BulkInferError:
-    return cls(message, key=key)
-
-
-class ConfigError(BulkInferError):
-    """The composed configuration is invalid; ``key`` is the dotted path of the bad value."""
-
-
-class PluginNotFoundError(ConfigError):
-    """A config names a plugin that no installed package registers."""
-
-
-class PluginLoadError(ConfigError):
-    """A registered plugin could not be imported or does not implement its interface."""
-
-
-class PlanError(BulkInferError):
-    """The job is valid but cannot run on this cluster (resources, deadlock)."""
-
-
-class DataError(BulkInferError):
-    """The data does not fit the config: a missing file, column, or wrong type."""
-
-
-class OutputError(BulkInferError):
-    """Committing or publishing an output failed (storage full, gone, refused); the finished
-    work is kept in the staging folder for ``run.resume=true``."""
-
-    exit_code = 1
-
-
-class EmptyInputError(DataError):
-    """The source has no rows (``run.allow_empty: true`` publishes an empty output instead)."""
-
-    @classmethod
-    def for_source(
-        cls, where: Any, why: str = "", key: str = "source.params.path"
-    ) -> EmptyInputError:
-        where = ", ".join(where) if isinstance(where, list) else where
-        return cls(
-            f"the source produced no rows from {where}{f' ({why})' if why else ''}. Set "
-            "run.allow_empty=true to publish an empty output instead.",
-            key=key,
-        )
-
-
-class ColumnNotFoundError(DataError):
-    """A stage reads a column that the data does not have."""
-
-    @classmethod
-    def for_column(
-        cls, column: str, available: list[str], *, key: str | None = None
-    ) -> ColumnNotFoundError:
-        listed = ", ".join(available) if available else "(none)"
-        return cls(f"column {column!r} is not in the data; available columns: {listed}", key=key)
+warnings.warn(
+    "pipeline.errors is deprecated: import from pipeline.contract.errors",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -1,51 +1,18 @@
-"""Calls that reach a remote service (object storage, a catalog, a database) during planning.
+"""Deprecated in bulkinfer 0.2: bounded calls to remote services moved to
+:mod:`pipeline.contract.reach`.
 
-A service with no route, no credentials or no answer must end the job in one line naming the key,
-the location and the cause, within a bounded time, not in a traceback or a hang.
+Kept so that plugins written against the earlier module layout keep working; new code imports
+from :mod:`pipeline.contract` (see docs/plugins.md, "Changes to the plugin contract").
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-from collections.abc import Callable
-from typing import TypeVar
+import warnings
 
-from pipeline.errors import BulkInferError, DataError
+from pipeline.contract.reach import *  # noqa: F403
 
-T = TypeVar("T")
-
-#: Seconds a planning-time call to a remote service may take before the job is refused.
-REACH_TIMEOUT_S = 30.0
-
-
-def reach(
-    call: Callable[[], T],
-    *,
-    key: str,
-    location: str,
-    verb: str = "reach",
-    timeout_s: float = REACH_TIMEOUT_S,
-) -> T:
-    """``call()``, which reaches ``location``.
-
-    Raises:
-        DataError: naming ``key``, ``location`` and the cause, when ``call`` raises anything but
-            a BulkInferError (which passes as it is) or gives no answer within ``timeout_s``
-            seconds (the call's thread is left to finish on its own).
-    """
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bulkinfer-reach")
-    try:
-        return pool.submit(call).result(timeout=timeout_s)
-    except concurrent.futures.TimeoutError:
-        raise DataError(
-            f"cannot {verb} {location}: no answer within {timeout_s:g} s (no route to the "
-            "service, or it is not answering)",
-            key=key,
-        ) from None
-    except BulkInferError:
-        raise
-    except Exception as exc:
-        cause = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"cannot {verb} {location}: {cause}", key=key) from None
-    finally:
-        pool.shutdown(wait=False)
+warnings.warn(
+    "pipeline.reach is deprecated: import from pipeline.contract.reach",
+    DeprecationWarning,
+    stacklevel=2,
+)

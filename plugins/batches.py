@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.batching import to_arrow
+from pipeline.contract.batches import to_arrow
 
 __all__ = ["to_arrow"]  # the core's conversion, for plugins
 
 
 def require_columns(columns: list[str], available: list[str], key: str) -> None:
     """Raise :class:`ColumnNotFoundError` (naming ``key``) for the first missing column."""
-    from pipeline.errors import ColumnNotFoundError
+    from pipeline.contract.errors import ColumnNotFoundError
 
     for column in columns:
         if column not in available:
@@ -30,8 +30,8 @@ def require_text(schema: Any, column: str, key: str, what: str, tokens_ok: bool 
     """
     import pyarrow as pa
 
-    from pipeline.errors import DataError
-    from pipeline.schema import type_name
+    from pipeline.contract.errors import DataError
+    from pipeline.contract.schema import type_name
 
     require_fields(schema, [column], key)
     kind = schema.field(column).type
@@ -55,7 +55,7 @@ def is_token_type(kind: Any) -> bool:
 
 def added(schema: Any, **columns: Any):
     """Plan time: ``schema`` with ``columns`` (name -> Arrow type) added or replaced at the end."""
-    from pipeline.schema import with_field
+    from pipeline.contract.schema import with_field
 
     for name, kind in columns.items():
         schema = with_field(schema, name, kind)
@@ -79,7 +79,7 @@ def token_ids(table: Any, column: str, mask_column: str | None, key: str):
     """
     import numpy as np
 
-    from pipeline.errors import DataError
+    from pipeline.contract.errors import DataError
 
     rows = table.column(column).to_pylist()
     if any(r is None for r in rows):
@@ -129,7 +129,7 @@ def tensor_column(table: Any, column: str, key: str):
     """
     import numpy as np
 
-    from pipeline.errors import DataError
+    from pipeline.contract.errors import DataError
 
     chunked = table.column(column)
     if chunked.null_count:
@@ -179,8 +179,8 @@ def require_images(schema: Any, column: str, key: str, what: str) -> None:
     message ("... {what} need images")."""
     import pyarrow as pa
 
-    from pipeline.errors import DataError
-    from pipeline.schema import type_name
+    from pipeline.contract.errors import DataError
+    from pipeline.contract.schema import type_name
 
     require_fields(schema, [column], key)
     kind = schema.field(column).type
@@ -206,7 +206,7 @@ def image_rows(table: Any, column: str, key: str) -> list[Any]:
     """
     import numpy as np
 
-    from pipeline.errors import DataError
+    from pipeline.contract.errors import DataError
 
     chunked = table.column(column)
     if chunked.null_count:

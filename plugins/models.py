@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.contract.errors import ConfigError, DataError
 
 #: Hub ids that a pip package carries locally, so no network is needed to load them.
 PACKAGED_MODELS = {

@@ -38,7 +38,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.errors import ConfigError
+from pipeline.contract.errors import ConfigError
 
 log = logging.getLogger("bulkinfer")
 

@@ -22,7 +22,7 @@ def ray_session():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
-    from pipeline.ray_session import shutdown_ray
+    from pipeline.execute.ray_session import shutdown_ray
 
     shutdown_ray()
 

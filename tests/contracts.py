@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import ColumnNotFoundError
+from pipeline.contract.errors import ColumnNotFoundError
 
 
 def run_job(
@@ -37,7 +37,7 @@ def run_job(
     preprocessors: list[dict[str, Any]] | None = None,
 ):
     """Run ``items -> [preprocessors] -> predictor -> parquet`` on the connected Ray."""
-    from pipeline.runner import run_job
+    from pipeline.execute.runner import run_job
 
     config = {
         "source": {"type": "items", "params": {"items": rows}},
@@ -200,8 +200,8 @@ class SinkContract:
 
     def committed_units(self, params: dict[str, Any]) -> int:
         """Work units committed in the job store of the target ``params`` names."""
-        from pipeline import registry
-        from pipeline.tables import job_store
+        from pipeline.output.tables import job_store
+        from pipeline.plan import registry
 
         plugin = registry.load("sink", self.sink)
         target = plugin().target(plugin.Params(**params))
@@ -213,7 +213,7 @@ class SinkContract:
         return [] if table is None else sorted(table.to_pylist(), key=lambda r: r["id"])
 
     def job(self, params: dict[str, Any], source: dict[str, Any], **run: Any) -> Any:
-        from pipeline.runner import run_job
+        from pipeline.execute.runner import run_job
 
         config = {
             "source": source,
@@ -229,8 +229,8 @@ class SinkContract:
     def test_an_xgboost_job_writes_rows_that_read_back_equal(self, ray_session, tmp_path):
         import xgboost
 
-        from pipeline.metrics import JobInfo, Recorder
-        from pipeline.runner import run_job
+        from pipeline.app.metrics import JobInfo, Recorder
+        from pipeline.execute.runner import run_job
         from plugins.predictors.xgboost_train import LABEL, breast_cancer_frames
 
         train, valid = breast_cancer_frames()
@@ -273,7 +273,7 @@ class SinkContract:
         assert (saved["rows_in"], saved["rows_out"]) == (40, 40)
 
     def test_mode_error_refuses_an_existing_target_before_any_work(self, ray_session, tmp_path):
-        from pipeline.errors import DataError
+        from pipeline.contract.errors import DataError
 
         if self.mode_error is None:
             pytest.skip(f"sink {self.sink!r} has no mode that refuses an existing output")
@@ -301,7 +301,7 @@ class SinkContract:
     def test_a_job_failing_on_its_second_unit_leaves_the_target_as_it_was(
         self, ray_session, tmp_path, existing
     ):
-        from pipeline.errors import DataError
+        from pipeline.contract.errors import DataError
 
         params = {**self.params(tmp_path), "mode": self.mode_append}
         if existing:

@@ -17,7 +17,7 @@ def kit_env() -> dict[str, str]:
 
 def install_kit() -> None:
     """This process and the Ray workers it starts afterwards see the kit's entry points."""
-    from pipeline import registry
+    from pipeline.plan import registry
 
     os.environ.update(kit_env())
     if KIT_DIR not in sys.path:

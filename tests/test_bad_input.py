@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 
-from pipeline.staging import STAGING_SUFFIX
+from pipeline.output.staging import STAGING_SUFFIX
 
 pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
 

@@ -13,15 +13,11 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipeline.batching import (
-    AUTO_MAX_ROWS,
-    AdaptiveBatches,
-    batch_rows,
-    concat_batches,
-    is_out_of_memory,
-    slice_batch,
-)
-from pipeline.interfaces import PluginParams, Predictor
+from pipeline.contract.batches import batch_rows, concat_batches, slice_batch
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.settings import AUTO_MAX_ROWS
+from pipeline.contract.stage import Predictor
+from pipeline.execute.batching import AdaptiveBatches, is_out_of_memory
 
 
 def cuda_oom() -> BaseException:
@@ -233,9 +229,9 @@ def run_stage(ray, plugin, rows: int, batch_size, **call):
     """``rows`` ids through one actor running ``plugin`` in a StageCall; its rows and notes."""
     import sys
 
-    from pipeline.guard import named_like
-    from pipeline.ledger import Ledger
-    from pipeline.stage_call import StageCall
+    from pipeline.execute.guard import named_like
+    from pipeline.execute.ledger import Ledger
+    from pipeline.execute.stage_call import StageCall
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
     ledger = ray.remote(num_cpus=0)(Ledger).remote({})

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.batching import length_order
+from pipeline.contract.batches import length_order
 
 pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
 
@@ -33,8 +33,9 @@ def test_the_stage_wrapper_sorts_a_window_by_length_and_restores_the_input_order
     first, and the caller gets one row per input row, in input order."""
     import pyarrow as pa
 
-    from pipeline.interfaces import PluginParams, Predictor
-    from pipeline.stage_call import StageCall
+    from pipeline.contract.plugin import PluginParams
+    from pipeline.contract.stage import Predictor
+    from pipeline.execute.stage_call import StageCall
 
     calls: list[list[int]] = []
 
@@ -63,7 +64,7 @@ def test_equal_lengths_keep_their_input_order():
 
 @pytest.fixture(scope="module")
 def embedder():
-    from pipeline.stage_call import StageCall
+    from pipeline.execute.stage_call import StageCall
     from plugins.predictors.sentence_embedding import SentenceEmbedding
 
     def make(sort: bool, batch: int = 4):

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from pipeline.metrics import METRICS_FILE
+from pipeline.app.metrics import METRICS_FILE
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does

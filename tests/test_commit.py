@@ -8,12 +8,13 @@ from pathlib import Path
 import pyarrow.fs
 import pytest
 
-from pipeline.commit import _assemble, finish_publishing, prepare, publish
-from pipeline.errors import ConfigError, DataError
-from pipeline.fingerprints import config_changes
-from pipeline.interfaces import FileOutput, WorkUnit
-from pipeline.plan import plan_job
-from pipeline.staging import MANIFEST, STAGING_SUFFIX, Staging
+from pipeline.contract.errors import ConfigError, DataError
+from pipeline.contract.sink import FileOutput
+from pipeline.contract.source import WorkUnit
+from pipeline.output.publish import _assemble, finish_publishing, prepare, publish
+from pipeline.output.records import config_changes
+from pipeline.output.staging import MANIFEST, STAGING_SUFFIX, Staging
+from pipeline.plan.planner import plan_job
 
 UNITS = [WorkUnit("00000", {"rows": [0, 2]}), WorkUnit("00001", {"rows": [2, 4]})]
 STAGES = {"predictor": {"rows_in": 2, "rows_out": 2, "skipped": 0, "dead_letter": 0}}
@@ -68,7 +69,7 @@ def test_a_unit_written_but_not_committed_is_committed_when_resumed(tmp_path):
 
 
 def test_a_commit_refuses_files_the_write_tasks_did_not_report(tmp_path):
-    from pipeline.errors import OutputError
+    from pipeline.contract.errors import OutputError
 
     staging = prepare(output(tmp_path), "fp1", DATAFLOW, UNITS, resume=False).staging
     work = staging.begin(UNITS[0])

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline import registry
-from pipeline.__main__ import CONF_DIR
-from pipeline.__main__ import compose as compose_config
-from pipeline.interfaces import MapStage
-from pipeline.settings import RaySettings, RunSettings, StageSettings
+from pipeline.app.main import CONF_DIR
+from pipeline.app.main import compose as compose_config
+from pipeline.contract.settings import RaySettings, RunSettings, StageSettings
+from pipeline.contract.stage import MapStage
+from pipeline.plan import registry
 
 GROUPS = ("source", "preprocessor", "predictor", "sink")
 OPTIONS = sorted(
@@ -104,8 +104,8 @@ def test_every_documented_key_is_overridden_without_a_plus(override, path, value
 
 
 def test_a_misspelt_key_is_still_refused_with_the_keys_allowed():
-    from pipeline.errors import ConfigError
-    from pipeline.plan import plan_job
+    from pipeline.contract.errors import ConfigError
+    from pipeline.plan.planner import plan_job
 
     with pytest.raises(ConfigError) as caught:
         plan_job(compose("sink.params.path=/tmp/out", "predictor.stage.on_eror=skip"))

@@ -89,8 +89,8 @@ def test_a_clashing_preprocessor_named_in_the_list_is_refused(tmp_path):
 def test_in_process_runs_refuse_clashes_too(two_teams):
     script = textwrap.dedent(
         """
-        from pipeline.__main__ import run_with_overrides
-        from pipeline.errors import ConfigError
+        from pipeline.app.main import run_with_overrides
+        from pipeline.contract.errors import ConfigError
         try:
             run_with_overrides(["sink=teams/out", "run.dry_run=true"])
         except ConfigError as exc:
@@ -128,7 +128,7 @@ def test_the_search_path_plugin_leaves_other_hydra_apps_alone(tmp_path):
     script = textwrap.dedent(
         f"""
         from hydra._internal.utils import create_config_search_path
-        from pipeline.configs import CONF_DIR, CONF_PATH
+        from pipeline.app.configs import CONF_DIR, CONF_PATH
         for conf in ("file://{other_conf}", f"file://{{CONF_DIR}}", CONF_PATH):
             path = create_config_search_path(conf).get_path()
             print(",".join(element.provider for element in path))

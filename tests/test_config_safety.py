@@ -9,9 +9,8 @@ import pytest
 from conftest import run_cli
 from pydantic import BaseModel, Field
 
-from pipeline.errors import ConfigError
-from pipeline.plan import describe, plan_job
-from pipeline.secrets import (
+from pipeline.contract.errors import ConfigError
+from pipeline.contract.secrets import (
     MASK,
     MaskingFilter,
     install_log_masking,
@@ -20,7 +19,9 @@ from pipeline.secrets import (
     mask_secrets,
     mask_text,
 )
-from pipeline.validation import FORBIDDEN_KEYS, reject_code_references, validate_model
+from pipeline.plan.planner import plan_job
+from pipeline.plan.report import describe
+from pipeline.plan.validation import FORBIDDEN_KEYS, reject_code_references, validate_model
 
 
 def job(**predictor_stage) -> dict:

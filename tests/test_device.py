@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from contracts import run_job
 
-from pipeline.errors import ConfigError
+from pipeline.contract.errors import ConfigError
 from plugins.models import choose_device
 
 

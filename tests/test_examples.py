@@ -128,7 +128,7 @@ def test_a_team_primary_config_layers_its_defaults_over_bulkinfers():
 
 def test_plugins_list_names_the_example_packages():
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.plugins", "list"],
+        [sys.executable, "-m", "pipeline.app.plugin_cli", "list"],
         cwd=ROOT,
         capture_output=True,
         text=True,

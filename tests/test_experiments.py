@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from contracts import continues_its_prompt, shown_rows
 
-from pipeline.__main__ import compose
-from pipeline.errors import ConfigError, PlanError
-from pipeline.plan import plan_job
+from pipeline.app.main import compose
+from pipeline.contract.errors import ConfigError, PlanError
+from pipeline.plan.planner import plan_job
 
 EXPERIMENTS = [
     "quickstart",

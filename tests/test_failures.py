@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from kit import install_kit
 
-from pipeline.__main__ import run_with_overrides
-from pipeline.errors import BulkInferError, DataError
-from pipeline.staging import STAGING_SUFFIX
+from pipeline.app.main import run_with_overrides
+from pipeline.contract.errors import BulkInferError, DataError
+from pipeline.output.staging import STAGING_SUFFIX
 
 N = 40
 
@@ -327,7 +327,7 @@ def test_a_sources_decoder_runs_under_the_source_stages_error_policy(ray_session
 
 
 def test_a_source_without_a_decoder_takes_no_stage_block(tmp_path):
-    from pipeline.errors import PlanError
+    from pipeline.contract.errors import PlanError
 
     with pytest.raises(PlanError, match="runs no map stage and takes no 'stage' block"):
         run_with_overrides(

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from kit import install_kit
 
-from pipeline.errors import DataError
+from pipeline.contract.errors import DataError
 
 UTC = dt.timezone.utc
 HARD = pa.table(
@@ -109,7 +109,7 @@ def read_output(folder, fmt: str, schema: pa.Schema) -> pa.Table:
 
 
 def run_job(source: dict, sink: dict, preprocessors: list | None = None):
-    from pipeline.runner import run_job
+    from pipeline.execute.runner import run_job
 
     config = {
         "source": source,
@@ -282,7 +282,7 @@ def _empty_inputs(d):
     "name", ["zero-row parquet", "header-only csv", "blank json lines", "empty folder"]
 )
 def test_a_source_without_rows_is_an_error_naming_the_path(name, tmp_path):
-    from pipeline.errors import EmptyInputError
+    from pipeline.contract.errors import EmptyInputError
 
     fmt, path = _empty_inputs(tmp_path)[name]
     with pytest.raises(EmptyInputError) as caught:
@@ -298,7 +298,7 @@ def test_a_source_without_rows_is_an_error_naming_the_path(name, tmp_path):
 
 
 def test_allow_empty_publishes_an_empty_output_with_its_manifest(tmp_path):
-    from pipeline.runner import run_job
+    from pipeline.execute.runner import run_job
 
     _, path = _empty_inputs(tmp_path)["zero-row parquet"]
     config = {
@@ -420,7 +420,7 @@ def test_a_failure_while_publishing_keeps_the_work_and_resume_publishes_without_
     finished units stay staged, and the resumed run publishes them without running a batch."""
     import threading
 
-    from pipeline.staging import STAGING_SUFFIX
+    from pipeline.output.staging import STAGING_SUFFIX
 
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": list(range(8)), "text": [f"t{i}" for i in range(8)]}), path)
@@ -441,7 +441,7 @@ def test_a_failure_while_publishing_keeps_the_work_and_resume_publishes_without_
     (out / "other.txt").unlink()
     out.rmdir()
 
-    from pipeline.runner import run_job as run_config
+    from pipeline.execute.runner import run_job as run_config
 
     config = {
         "source": job[0],

@@ -14,8 +14,8 @@ from contracts import (
     shown_rows,
 )
 
-from pipeline.__main__ import run_with_overrides
-from pipeline.errors import ColumnNotFoundError, ConfigError, DataError
+from pipeline.app.main import run_with_overrides
+from pipeline.contract.errors import ColumnNotFoundError, ConfigError, DataError
 from plugins.predictors.hf_pipeline import HfPipeline, HfPipelineParams
 
 PROMPTS = [{"id": i, "text": t} for i, t in enumerate(["Complete this", "for me", "a b c", "x"])]

@@ -11,7 +11,7 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.contract.errors import ConfigError, DataError
 from plugins.sinks.targets.iceberg_target import RUN_PROPERTY, IcebergParams, IcebergTarget
 from plugins.sinks.targets.iceberg_types import iceberg_arrow_schema
 from plugins.sinks.targets.protocol import receipt

@@ -24,8 +24,8 @@ from image_samples import (
     write_tree,
 )
 
-from pipeline.__main__ import run_with_overrides
-from pipeline.errors import BulkInferError
+from pipeline.app.main import run_with_overrides
+from pipeline.contract.errors import BulkInferError
 from plugins.sources.image_decode import decode_image, image_column_type
 from tools.sample_images import write_image
 from tools.tiny_models import build_image_classifier, build_image_encoder

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.errors import DataError
+from pipeline.contract.errors import DataError
 from plugins.predictors._hf_vision import as_rgb, classify, embed, score_function, vector_array
 from plugins.predictors._labels import label_arrays, top_labels
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams

@@ -13,8 +13,8 @@ import pytest
 import torch
 from image_samples import PICTURES, pipeline_alone
 
-from pipeline.errors import ColumnNotFoundError, ConfigError, DataError
-from pipeline.validation import validate_model
+from pipeline.contract.errors import ColumnNotFoundError, ConfigError, DataError
+from pipeline.plan.validation import validate_model
 from plugins.predictors.image_classification import ImageClassification
 from plugins.predictors.image_embedding import ImageEmbedding
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams

@@ -10,11 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from image_samples import clean_copy, write_tree
 
-from pipeline.__main__ import compose
-from pipeline.errors import ConfigError, DataError, EmptyInputError
-from pipeline.interfaces import IOContext
-from pipeline.plan import describe, plan_job
-from pipeline.schema import type_name
+from pipeline.app.main import compose
+from pipeline.contract.errors import ConfigError, DataError, EmptyInputError
+from pipeline.contract.plugin import IOContext
+from pipeline.contract.schema import type_name
+from pipeline.plan.planner import plan_job
+from pipeline.plan.report import describe
 from plugins.sources.images import ImageDecoder, ImagesSource
 
 BASE = ["source=images", "~predictor", "sink=parquet", "run.progress=false"]

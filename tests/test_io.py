@@ -10,8 +10,8 @@ import pyarrow.fs
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.__main__ import run_with_overrides
-from pipeline.errors import ColumnNotFoundError, DataError
+from pipeline.app.main import run_with_overrides
+from pipeline.contract.errors import ColumnNotFoundError, DataError
 
 ROWS = [{"id": i, "text": f"sentence number {i}"} for i in range(12)]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.contract.errors import ConfigError, DataError
 from plugins.sinks.targets.lance_target import LanceParams, LanceTarget
 from plugins.sinks.targets.protocol import receipt
 

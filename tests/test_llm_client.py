@@ -16,7 +16,7 @@ from email.utils import format_datetime
 import pytest
 from fault_proxy import Fault, FaultProxy
 
-from pipeline.errors import ColumnNotFoundError, ConfigError, DataError
+from pipeline.contract.errors import ColumnNotFoundError, ConfigError, DataError
 from plugins.llm.client import BlockingClient, ClientSettings, RowFailedError
 from plugins.llm.params import OpenAIChatParams
 from plugins.llm.protocol import RequestBuilder

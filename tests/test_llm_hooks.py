@@ -16,11 +16,11 @@ import pytest
 from conftest import run_cli
 from llm_server import free_port
 
-from pipeline.errors import ConfigError
-from pipeline.interfaces import Predictor
-from pipeline.plan import estimates, plan_job
-from pipeline.services import close_services, start_services
-from pipeline.stage_call import StageCall
+from pipeline.contract.errors import ConfigError
+from pipeline.contract.stage import Predictor
+from pipeline.execute.services import close_services, start_services
+from pipeline.execute.stage_call import StageCall
+from pipeline.plan.planner import estimates, plan_job
 from plugins.llm.params import ApiKey
 from plugins.predictors.openai_chat import OpenAIChat
 from plugins.sources.csv_files import CsvSource

@@ -7,7 +7,7 @@ import pytest
 from fault_proxy import Fault, FaultProxy
 from llm_server import free_port
 
-from pipeline.errors import ConfigError
+from pipeline.contract.errors import ConfigError
 from plugins.llm.client import BlockingClient, ClientSettings
 from plugins.llm.estimate import TokenCounter, approx_tokens, estimate
 from plugins.llm.params import OpenAIChatParams, Price

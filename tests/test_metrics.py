@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from pipeline.__main__ import run_with_overrides
-from pipeline.metrics import METRICS_FILE, mask_overrides
-from pipeline.plan import plan_job
+from pipeline.app.main import run_with_overrides
+from pipeline.app.metrics import METRICS_FILE, mask_overrides
+from pipeline.plan.planner import plan_job
 
 TEXTS = [f"sentence number {i} about nothing much" for i in range(12)]
 ITEMS = "source.params.items=[" + ",".join(f"'{t}'" for t in TEXTS) + "]"
@@ -19,7 +19,7 @@ JOB = ["source=items", "source.params.column=text", ITEMS, "predictor.stage.batc
 
 
 def _plan(overrides: list[str]):
-    from pipeline.__main__ import compose
+    from pipeline.app.main import compose
 
     return plan_job(compose(["sink=show", *overrides]), inspect=False)
 

@@ -19,8 +19,8 @@ from contracts import PredictorContract, is_string
 from fault_proxy import Fault, FaultProxy
 from omegaconf import OmegaConf
 
-from pipeline.errors import BulkInferError
-from pipeline.metrics import JobInfo
+from pipeline.app.metrics import JobInfo
+from pipeline.contract.errors import BulkInferError
 from tools.tiny_models import CHAT_REPLY
 
 pytestmark = pytest.mark.ray
@@ -62,14 +62,14 @@ def job(
 
 
 def run_job(config: dict[str, Any]):
-    from pipeline.runner import run_job
+    from pipeline.execute.runner import run_job
 
     return run_job(config)
 
 
 def run_with_metrics(config: dict[str, Any], folder: Path):
     """The job as the command line runs it: metrics.json in ``folder``, remarks printed."""
-    from pipeline.__main__ import run
+    from pipeline.app.main import run
 
     return run(OmegaConf.create(config), JobInfo(output_dir=str(folder)))
 

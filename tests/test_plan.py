@@ -6,9 +6,10 @@ import copy
 
 import pytest
 
-from pipeline.budget import Cluster
-from pipeline.errors import ConfigError, PlanError
-from pipeline.plan import describe, plan_job
+from pipeline.contract.errors import ConfigError, PlanError
+from pipeline.plan.planner import plan_job
+from pipeline.plan.report import describe
+from pipeline.plan.shares import Cluster
 
 BASE = {
     "source": {"type": "items", "params": {"items": ["a", "b"]}},
@@ -165,7 +166,7 @@ def test_the_batch_size_a_user_sets_is_the_model_batch_and_the_sort_window_the_p
 ):
     """A stage that sorts by length gets windows of whole model batches, at least
     SORT_WINDOW_ROWS rows, whatever batch size the user sweeps: sorting never switches off."""
-    from pipeline.budget import SORT_WINDOW_ROWS
+    from pipeline.plan.shares import SORT_WINDOW_ROWS
 
     plan = planned(config(batch_size=batch_size), cluster(2))
     window = plan.map_batches["predictor"]
@@ -190,7 +191,7 @@ def test_the_batch_size_a_user_sets_is_the_model_batch_and_the_sort_window_the_p
 def test_a_unit_of_known_size_is_cut_into_equal_windows_for_every_actor(
     rows, concurrency, batch_size, windows
 ):
-    from pipeline.budget import fit_windows
+    from pipeline.plan.shares import fit_windows
 
     plan = planned(config(concurrency=concurrency, batch_size=batch_size), cluster(4))
     fitted = fit_windows(plan, rows)
@@ -205,7 +206,7 @@ def test_a_unit_of_known_size_is_cut_into_equal_windows_for_every_actor(
 
 
 def test_windows_are_kept_where_the_rows_are_unknown_or_the_stage_does_not_sort():
-    from pipeline.budget import fit_windows
+    from pipeline.plan.shares import fit_windows
 
     assert fit_windows(planned(config(batch_size=64)), 0).map_batches["predictor"] == 4096
     cfg = config(batch_size=16)

@@ -1,4 +1,4 @@
-"""``python -m pipeline.plugins list`` and ``describe``: what is installed, from the models.
+"""``python -m pipeline.app.plugin_cli list`` and ``describe``: what is installed, from the models.
 
 Broken and clashing plugins are real distribution records (``*.dist-info``) in a temporary folder
 on PYTHONPATH, as pip would leave them.
@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, run_cli
 from dists import env_with, write_dist
 
-from pipeline.settings import StageSettings
+from pipeline.contract.settings import StageSettings
 from plugins.predictors.sentence_embedding import SentenceEmbedding
 
 BULKINFER = f"bulkinfer {version('bulkinfer')}"
@@ -24,7 +24,7 @@ BULKINFER = f"bulkinfer {version('bulkinfer')}"
 
 def plugins_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.plugins", *args],
+        [sys.executable, "-m", "pipeline.app.plugin_cli", *args],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -84,7 +84,7 @@ def test_a_broken_plugin_is_listed_with_the_reason_and_the_others_still_are(brok
     assert "No module named 'no_such_module_xyz'" in predictors["ghost"]
     assert "BROKEN" not in predictors["sentence_embedding"]
     sinks = {line.split()[0]: line for line in section(result.stdout, "sink plugins")}
-    assert "is not a subclass of pipeline.interfaces.Sink" in sinks["not_a_sink"]
+    assert "is not a subclass of pipeline.contract.Sink" in sinks["not_a_sink"]
     assert "BROKEN" not in sinks["parquet"]
 
 
@@ -128,7 +128,7 @@ def test_describe_imports_only_the_plugin_it_describes():
     script = textwrap.dedent(
         """
         import sys
-        from pipeline.plugins import main
+        from pipeline.app.plugin_cli import main
         code = main(["describe", "sentence_embedding"])
         print(code, sorted(m for m in sys.modules if m.startswith(("plugins.", "ray", "torch"))))
         """
@@ -175,8 +175,8 @@ def test_a_plugin_name_two_packages_register_is_reported_not_shadowed(tmp_path):
 
 
 def test_the_config_describe_prints_is_a_valid_stage_for_the_plugin():
-    from pipeline.plan import plan_job
-    from pipeline.plugins import example_config
+    from pipeline.app.plugin_cli import example_config
+    from pipeline.plan.planner import plan_job
 
     config = {
         "source": {"type": "items", "params": {"items": ["a"], "column": "text"}},

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.__main__ import run_with_overrides
-from pipeline.errors import ColumnNotFoundError, ConfigError
+from pipeline.app.main import run_with_overrides
+from pipeline.contract.errors import ColumnNotFoundError, ConfigError
 
 ITEMS = "source.params.items=['Complete this','for me','x','a longer sentence here']"
 

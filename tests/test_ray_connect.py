@@ -13,8 +13,8 @@ import logging
 import pytest
 import ray
 
-from pipeline import ray_session
-from pipeline.errors import PlanError
+from pipeline.contract.errors import PlanError
+from pipeline.execute import ray_session
 
 #: What ray.util.client.worker raises when the proxy could not start the job's server.
 SERVER_DIED = ConnectionAbortedError(

@@ -1,5 +1,5 @@
-"""One test per private Ray API hook (pipeline/ray_internals.py): each fails loudly when a Ray
-release moves or changes what bulkinfer relies on, instead of a job silently degrading."""
+"""One test per private Ray API hook (pipeline/execute/ray_internals.py): each fails loudly when a
+Ray release moves or changes what bulkinfer relies on, instead of a job silently degrading."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pyarrow as pa
 import pytest
 
-from pipeline import ray_internals
+from pipeline.execute import ray_internals
 
 pytestmark = pytest.mark.ray
 
@@ -115,7 +115,7 @@ def test_stopping_the_autoscaler_monitor_of_an_embedded_node(tmp_path):
     code = (
         "import ray\n"
         "ray.init(address='local', num_cpus=1, include_dashboard=False)\n"
-        "from pipeline import ray_internals\n"
+        "from pipeline.execute import ray_internals\n"
         "print('FOUND', ray_internals.stop_autoscaler_monitor())\n"
         "ray.shutdown()\n"
     )
@@ -141,7 +141,7 @@ def test_file_sources_read_the_extensions_rays_readers_read(source, reader):
 
     import ray.data
 
-    from pipeline import registry
+    from pipeline.plan import registry
 
     plugin = registry.load("source", source)
     default = inspect.signature(getattr(ray.data, reader)).parameters["file_extensions"].default

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
 STOP_SCRIPT = """
 import json, ray
 from ray._private import worker
-from pipeline.ray_session import shutdown_ray
+from pipeline.execute.ray_session import shutdown_ray
 
 ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
 node = worker._global_node

@@ -7,9 +7,11 @@ import sys
 
 import pytest
 
-from pipeline import registry
-from pipeline.errors import PluginNotFoundError
-from pipeline.interfaces import Predictor, Sink, Source
+from pipeline.contract.errors import PluginNotFoundError
+from pipeline.contract.sink import Sink
+from pipeline.contract.source import Source
+from pipeline.contract.stage import Predictor
+from pipeline.plan import registry
 
 BUILT_INS = {
     "source": {"parquet", "csv", "json", "text", "items"},
@@ -29,7 +31,7 @@ def test_built_ins_are_registered_through_entry_points(kind):
 
 def test_listing_plugins_imports_no_plugin_module():
     code = (
-        "import sys; from pipeline import registry\n"
+        "import sys; from pipeline.plan import registry\n"
         "for kind in registry.KINDS: registry.available(kind)\n"
         "loaded = [m for m in sys.modules if m.startswith('plugins') or m in ('torch', 'ray')]\n"
         "print(loaded)"
@@ -46,7 +48,7 @@ def test_loading_returns_the_class_of_the_right_kind():
 
 def test_selecting_the_embedding_model_does_not_import_torch_until_a_worker_loads_it():
     code = (
-        "import sys; from pipeline import registry\n"
+        "import sys; from pipeline.plan import registry\n"
         "registry.load('predictor', 'sentence_embedding')\n"
         "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
     )

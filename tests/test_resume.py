@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, run_cli
 from kit import kit_env
 
-from pipeline.staging import STAGING_SUFFIX
+from pipeline.output.staging import STAGING_SUFFIX
 
 pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
 

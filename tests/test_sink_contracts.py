@@ -42,7 +42,7 @@ class TestLanceSink(SinkContract):
         import lance
         import lancedb
 
-        from pipeline.runner import run_job
+        from pipeline.execute.runner import run_job
 
         topics = ["cats", "stock markets", "rain", "football", "bread", "volcanoes", "jazz"]
         rows = [{"id": i, "text": f"A note about {topics[i % 7]}, number {i}."} for i in range(40)]
@@ -203,8 +203,8 @@ class TestParquetSink(SinkContract):
     def committed_units(self, params: dict[str, Any]) -> int:
         import pyarrow.fs
 
-        from pipeline.interfaces import FileOutput
-        from pipeline.staging import Staging
+        from pipeline.contract.sink import FileOutput
+        from pipeline.output.staging import Staging
 
         out = FileOutput(pyarrow.fs.LocalFileSystem(), params["path"], params["path"])
         return len(Staging(out).committed())

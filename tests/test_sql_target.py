@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.contract.errors import ConfigError, DataError
 from plugins.sinks.targets.protocol import receipt
 from plugins.sinks.targets.sql_target import SqlParams, SqlTarget
 

@@ -120,7 +120,7 @@ sys.meta_path.insert(0, Block())
 
 LOAD = """
 import json, sys
-from pipeline.errors import ConfigError
+from pipeline.contract.errors import ConfigError
 from plugins.predictors.sentence_embedding import SentenceEmbedding, SentenceEmbeddingParams
 
 try:

@@ -1,9 +1,9 @@
 """The stage wrapper runs a plugin in a process where Ray cannot be imported.
 
-``benchmarks/gpu_check.py`` calls the predictors through :class:`pipeline.stage_call.StageCall`
-(and the error guard around it) on machines that have torch but no Ray, so neither module may
-import Ray unless a ledger actor is given. The check runs in a fresh interpreter whose import
-system refuses ``ray``, as a machine without it would.
+``benchmarks/gpu_check.py`` calls the predictors through
+:class:`pipeline.execute.stage_call.StageCall` (and the error guard around it) on machines that have
+torch but no Ray, so neither module may import Ray unless a ledger actor is given. The check runs in
+a fresh interpreter whose import system refuses ``ray``, as a machine without it would.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ except ModuleNotFoundError:
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.guard import GuardedActor, StageGuard
-from pipeline.interfaces import PluginParams, Predictor
-from pipeline.stage_call import StageCall
+from pipeline.execute.guard import GuardedActor, StageGuard
+from pipeline.contract import PluginParams, Predictor
+from pipeline.execute.stage_call import StageCall
 
 
 class Double(Predictor):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.metrics import METRICS_FILE
-from pipeline.sweep import SUMMARY_CSV, SUMMARY_MD, THROUGHPUT_PNG, summarize
+from pipeline.app.metrics import METRICS_FILE
+from pipeline.app.sweep import SUMMARY_CSV, SUMMARY_MD, THROUGHPUT_PNG, summarize
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
@@ -188,8 +188,8 @@ def test_a_job_with_other_ray_settings_restarts_the_shared_ray(tmp_path):
 
 
 def test_stage_configs_still_reject_target_while_the_callback_uses_it():
-    from pipeline.__main__ import run_with_overrides
-    from pipeline.errors import ConfigError
+    from pipeline.app.main import run_with_overrides
+    from pipeline.contract.errors import ConfigError
 
     with pytest.raises(ConfigError, match="_target_ is not allowed") as caught:
         run_with_overrides(["sink=show", "+predictor.params._target_=os.system"])
@@ -202,7 +202,7 @@ def test_metrics_and_sweep_modules_import_neither_hydra_nor_ray():
     import sys
 
     code = (
-        "import sys, pipeline.sweep, pipeline.metrics; "
+        "import sys, pipeline.app.sweep, pipeline.app.metrics; "
         "print(sorted(m for m in ('hydra', 'omegaconf', 'ray', 'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

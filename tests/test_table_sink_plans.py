@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.errors import ConfigError, DataError
-from pipeline.interfaces import WorkUnit
-from pipeline.jobstore import new_record
-from pipeline.plan import describe, plan_job
-from pipeline.tables import job_store, target_of
+from pipeline.contract.errors import ConfigError, DataError
+from pipeline.contract.source import WorkUnit
+from pipeline.output.records import new_record
+from pipeline.output.tables import job_store
+from pipeline.plan.planner import plan_job, table_target
+from pipeline.plan.report import describe
 
 ROWS = [{"id": i, "text": f"t{i}"} for i in range(4)]
 
@@ -66,7 +67,7 @@ def test_a_column_declared_null_is_refused_unless_column_types_types_it(sink, tm
 def test_an_unfinished_job_is_refused_without_resume_and_with_another_config(sink, tmp_path):
     params = sinks(tmp_path)[sink]
     plan = plan_job(config(sink, params))
-    store = job_store(target_of(plan))
+    store = job_store(table_target(plan))
     store.start(new_record(plan.fingerprint, plan.dataflow, [WorkUnit("a")], "error", "x"))
     store.add_marker({"unit": "a", "rows_in": 4})
     with pytest.raises(DataError, match=r"unfinished run .*\(1 of 1 work units committed\)") as c:
@@ -86,7 +87,7 @@ def test_the_sql_job_record_lives_in_the_database_beside_the_table(tmp_path):
     import sqlalchemy as sa
 
     params = sinks(tmp_path)["sql"]
-    store = job_store(target_of(plan_job(config("sql", params))))
+    store = job_store(table_target(plan_job(config("sql", params))))
     store.start({"fingerprint": "f", "units": []})
     engine = sa.create_engine(params["url"])
     assert sorted(sa.inspect(engine).get_table_names()) == [
@@ -126,7 +127,7 @@ def test_planning_a_table_sink_imports_no_ray(tmp_path):
 
     code = (
         "import json, sys\n"
-        "from pipeline.plan import plan_job\n"
+        "from pipeline.plan.planner import plan_job\n"
         f"for sink, params in json.loads({json.dumps(json.dumps(sinks(tmp_path)))}).items():\n"
         "    plan_job({'source': {'type': 'items', 'params': {'items': ['a']}},\n"
         "              'sink': {'type': sink, 'params': params}})\n"

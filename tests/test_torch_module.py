@@ -8,7 +8,7 @@ import pytest
 import torch
 from contracts import PredictorContract, run_job
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.contract.errors import ConfigError, DataError
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams
 from plugins.predictors.torch_modules import MLP
 

@@ -142,8 +142,8 @@ def test_the_wheel_declares_both_commands(wheel):
     parser = ConfigParser()
     parser.read_string(archive.read(record).decode())
     assert dict(parser["console_scripts"]) == {
-        "bulkinfer": "pipeline.__main__:cli",
-        "bulkinfer-plugins": "pipeline.plugins:main",
+        "bulkinfer": "pipeline.app.main:cli",
+        "bulkinfer-plugins": "pipeline.app.plugin_cli:main",
     }
 
 

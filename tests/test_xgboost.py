@@ -9,8 +9,8 @@ import pytest
 import xgboost
 from contracts import PredictorContract, run_job
 
-from pipeline.__main__ import run_with_overrides
-from pipeline.errors import ColumnNotFoundError, DataError
+from pipeline.app.main import run_with_overrides
+from pipeline.contract.errors import ColumnNotFoundError, DataError
 from plugins.predictors.xgboost_model import XGBoostParams, XGBoostPredictor
 from plugins.predictors.xgboost_train import LABEL, breast_cancer_frames
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import mkdocs_gen_files
 
-from pipeline import registry
-from pipeline.plugins import describe_lines
+from pipeline.app.plugin_cli import describe_lines
+from pipeline.plan import registry
 
 #: kind -> page title
 TITLES = {

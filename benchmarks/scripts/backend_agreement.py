@@ -31,7 +31,7 @@ def main() -> None:
     import numpy as np
     import pyarrow as pa
 
-    from pipeline.errors import ConfigError
+    from pipeline.contract.errors import ConfigError
     from plugins.predictors.sentence_embedding import SentenceEmbedding
 
     samples = ROOT / "pipeline" / "samples" / "sample_texts.jsonl"

@@ -38,7 +38,9 @@ class BulkinferConfigsSearchPathPlugin(SearchPathPlugin):
     """``pkg://<package>`` for each config package, after bulkinfer's own configs."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from pipeline import configs  # light: no Hydra, no Ray; only when a search path is built
+        from pipeline.app import (
+            configs,  # light: no Hydra, no Ray; only when a search path is built
+        )
 
         if not any(
             is_bulkinfer_conf(element.path, configs.CONF_PACKAGE, configs.CONF_DIR)

@@ -16,7 +16,7 @@ A row ends in one of three ways:
   schema): kept in the row's :class:`RowResult`, for the caller to raise so that the stage's
   ``on_error`` decides;
 - a job error, raised by :meth:`OpenAIClient.complete` after every row has finished:
-  :class:`~pipeline.errors.ConfigError` for 401/403 (the key, ``api_key_env``) and 404 (the
+  :class:`~pipeline.contract.errors.ConfigError` for 401/403 (the key, ``api_key_env``) and 404 (the
   address or the model), which every other row would hit too.
 
 The API key goes into the ``Authorization`` header only; it is masked in every message.
@@ -31,7 +31,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pipeline.errors import ConfigError
+from pipeline.contract.errors import ConfigError
 from plugins.llm.estimate import approx_tokens
 from plugins.llm.limits import Limiter
 from plugins.llm.params import OpenAIChatParams

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.interfaces import PluginParams
+from pipeline.contract.plugin import PluginParams
 from plugins.llm.template import template_fields
 
 #: Request fields the params set themselves; ``extra_body`` may not set them.

@@ -1,11 +1,10 @@
 """Is the server there? Checked on the driver before any row is spent (needs the network).
 
-``GET {base_url}/models`` first; if the model is not listed (servers that load models on demand
-list only some), or the server has no such route, one request for one token
-(``max_tokens: 1``) proves the endpoint and the model answer. Every failure is a
-:class:`pipeline.errors.ConfigError` (exit 2) naming the key to fix: ``base_url`` when nothing
-answers or the path is wrong, ``api_key_env`` when the key is refused, ``model`` when the server
-does not know the model.
+``GET {base_url}/models`` first; if the model is not listed (servers that load models on demand list
+only some), or the server has no such route, one request for one token (``max_tokens: 1``) proves
+the endpoint and the model answer. Every failure is a :class:`pipeline.contract.errors.ConfigError`
+(exit 2) naming the key to fix: ``base_url`` when nothing answers or the path is wrong,
+``api_key_env`` when the key is refused, ``model`` when the server does not know the model.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.contract.errors import ConfigError
 from plugins.llm.protocol import PATHS
 
 #: Seconds for each of the (at most two) requests.

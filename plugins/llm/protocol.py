@@ -64,7 +64,7 @@ class RequestBuilder:
         return body
 
     def require(self, columns: list[str]) -> None:
-        """Raise :class:`pipeline.errors.ColumnNotFoundError` for a template column not in
+        """Raise :class:`pipeline.contract.errors.ColumnNotFoundError` for a template column not in
         ``columns`` (checked on the driver before the job starts)."""
         if self.system is not None:
             self.system.require(columns)

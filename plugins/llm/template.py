@@ -12,7 +12,7 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.errors import ColumnNotFoundError, DataError
+from pipeline.contract.errors import ColumnNotFoundError, DataError
 
 _FORMATTER = string.Formatter()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pipeline.errors import DataError
+from pipeline.contract.errors import DataError
 
 Pooling = Literal["mean", "first", "none"]
 

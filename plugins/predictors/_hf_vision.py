@@ -140,11 +140,11 @@ def vector_array(vectors: Any):
 def load_pipeline(task: str, model: str, device: str | None, model_kwargs: dict[str, Any]):
     """``transformers.pipeline(task, model=...)`` on ``device`` (None: the GPU Ray assigned,
     else the CPU), with the model's image processor. ``model``: a local folder
-    (``save_pretrained``) or a hub id. Raises :class:`~pipeline.errors.DataError` naming
+    (``save_pretrained``) or a hub id. Raises :class:`~pipeline.contract.errors.DataError` naming
     ``params.model`` when it cannot be loaded, or lacks an image processor."""
     import transformers
 
-    from pipeline.errors import DataError
+    from pipeline.contract.errors import DataError
     from plugins.models import model_load_error, pick_device, resolve_model
 
     transformers.utils.logging.disable_progress_bar()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pipeline.errors import DataError
+from pipeline.contract.errors import DataError
 
 #: How logits become scores: ``softmax`` over the classes, ``sigmoid`` per class, or ``none``.
 ScoreFunction = Literal["softmax", "sigmoid", "none"]

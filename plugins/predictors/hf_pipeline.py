@@ -11,9 +11,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.errors import ColumnNotFoundError, ConfigError, DataError
-from pipeline.interfaces import PluginParams, Predictor
-from pipeline.settings import StageSettings
+from pipeline.contract.errors import ColumnNotFoundError, ConfigError, DataError
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.stage import Predictor
 from plugins.batches import added, is_token_column, require_text, to_arrow, with_column
 from plugins.models import model_load_error, pick_device, resolve_model
 from plugins.predictors import _hf_outputs as outputs

@@ -11,8 +11,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from pipeline.interfaces import PluginParams, Predictor
-from pipeline.settings import StageSettings
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.stage import Predictor
 from plugins.batches import added, image_rows, require_images, to_arrow, with_column
 from plugins.predictors import _hf_vision as vision
 from plugins.predictors._labels import label_arrays, label_types

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from pipeline.interfaces import Predictor
-from pipeline.settings import StageSettings
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.stage import Predictor
 from plugins.batches import added, image_rows, require_images, to_arrow, with_column
 from plugins.predictors import _hf_vision as vision
 from plugins.predictors.image_classification import VisionModelParams

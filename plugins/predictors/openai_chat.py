@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pipeline.errors import ColumnNotFoundError, DataError
-from pipeline.interfaces import Predictor
-from pipeline.settings import StageSettings
+from pipeline.contract.errors import ColumnNotFoundError, DataError
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.stage import Predictor
 from plugins.batches import added, to_arrow, with_column
 from plugins.llm.params import ApiKey, OpenAIChatParams
 

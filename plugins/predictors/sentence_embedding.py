@@ -6,9 +6,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.errors import DataError
-from pipeline.interfaces import PluginParams, Predictor
-from pipeline.settings import StageSettings
+from pipeline.contract.errors import DataError
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.stage import Predictor
 from plugins import st_backends
 from plugins.batches import (
     added,

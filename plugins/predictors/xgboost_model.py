@@ -7,9 +7,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from pipeline.errors import ColumnNotFoundError, DataError
-from pipeline.interfaces import PluginParams, Predictor
-from pipeline.settings import StageSettings
+from pipeline.contract.errors import ColumnNotFoundError, DataError
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.stage import Predictor
 from plugins.batches import added, require_columns, require_fields, to_arrow, with_column
 from plugins.models import choose_device, ray_gpu_ids
 

@@ -6,8 +6,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from pipeline.interfaces import PluginParams, Preprocessor
-from pipeline.settings import StageSettings
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.stage import Preprocessor
 from plugins.batches import require_columns, require_fields, to_arrow
 
 _ARROW = StageSettings(batch_format="pyarrow")
@@ -75,7 +76,7 @@ def _renamed(params: RenameParams, columns: list[str]) -> list[str]:
     renamed = [params.mapping.get(c, c) for c in columns]
     clash = sorted({c for c in renamed if renamed.count(c) > 1})
     if clash:
-        from pipeline.errors import ConfigError
+        from pipeline.contract.errors import ConfigError
 
         raise ConfigError(f"renaming gives two columns named {clash[0]!r}", key="params.mapping")
     return renamed

@@ -6,9 +6,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from pipeline.errors import DataError
-from pipeline.interfaces import PluginParams, Preprocessor
-from pipeline.settings import StageSettings
+from pipeline.contract.errors import DataError
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.stage import Preprocessor
 from plugins.batches import require_columns, require_fields, to_arrow
 from plugins.preprocessors.expressions import Condition, ExpressionError
 

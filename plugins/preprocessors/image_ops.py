@@ -252,10 +252,10 @@ def transform_table(
     """Apply ``transform`` to ``table[input_column]``; return the table with ``output_column``.
 
     ``table``: a pyarrow Table whose ``input_column`` is an image tensor column (see
-    ``plugins.sources.image_decode``) or nested lists of pixel values. The new column has
-    exactly :func:`output_type` (so every block agrees); it replaces ``input_column`` in place
-    when ``drop_input``, else it is appended (replacing an existing ``output_column``). A null
-    image or values that are not uint8 pixels raise :class:`~pipeline.errors.DataError` naming
+    ``plugins.sources.image_decode``) or nested lists of pixel values. The new column has exactly
+    :func:`output_type` (so every block agrees); it replaces ``input_column`` in place when
+    ``drop_input``, else it is appended (replacing an existing ``output_column``). A null image or
+    values that are not uint8 pixels raise :class:`~pipeline.contract.errors.DataError` naming
     ``key``.
     """
     import numpy as np

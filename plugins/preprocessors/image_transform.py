@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.interfaces import PluginParams, Preprocessor
-from pipeline.settings import StageSettings
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.stage import Preprocessor
 from plugins.batches import added, require_images, to_arrow
 from plugins.preprocessors.image_ops import (
     IMAGENET_MEAN,

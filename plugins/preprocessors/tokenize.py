@@ -11,9 +11,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from pipeline.errors import DataError
-from pipeline.interfaces import PluginParams, Preprocessor
-from pipeline.settings import StageSettings
+from pipeline.contract.errors import DataError
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.stage import Preprocessor
 from plugins.batches import added, require_columns, require_text, to_arrow, with_column
 from plugins.models import model_load_error, resolve_model
 

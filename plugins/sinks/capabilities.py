@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.errors import DataError
-from pipeline.schema import type_name
+from pipeline.contract.errors import DataError
+from pipeline.contract.schema import type_name
 
 Refusal = Callable[[Any], "str | None"]
 
@@ -20,7 +20,7 @@ def csv_refusal(kind: Any) -> str | None:
     """Why a CSV field cannot hold values of ``kind`` (None: it can)."""
     import pyarrow as pa
 
-    from pipeline.schema import is_nested
+    from pipeline.contract.schema import is_nested
 
     if is_nested(kind):
         return "a CSV field holds one scalar, not a list, a struct or a tensor"

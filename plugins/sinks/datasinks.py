@@ -194,7 +194,7 @@ def _cast(table: Any, schema: Any, path: str) -> Any:
     """``table`` in the file's ``schema``: same columns, exact casts only."""
     import pyarrow as pa
 
-    from pipeline.errors import DataError
+    from pipeline.contract.errors import DataError
 
     if set(table.schema.names) != set(schema.names):
         raise DataError(

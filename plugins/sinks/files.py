@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.interfaces import FileOutput, FileSink, PluginParams
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.sink import FileOutput, FileSink
 
 
 class FileSinkParams(PluginParams):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.interfaces import TableSink
+from pipeline.contract.sink import TableSink
 from plugins.sinks.targets.iceberg_target import IcebergParams, IcebergTarget
 
 

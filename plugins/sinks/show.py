@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.interfaces import DatasetSink, PluginParams, SinkResult
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.sink import DatasetSink, SinkResult
 
 
 class ShowParams(PluginParams):

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from pipeline.errors import DataError
+from pipeline.contract.errors import DataError
 from plugins.sources.files import (
     SAMPLE_BYTES,
     FileSource,
@@ -188,7 +188,7 @@ class CsvSource(FileSource):
         types = {**infer_types(sample, text), **declared}
         missing = sorted(set(declared) - set(sample.schema.names))
         if missing:
-            from pipeline.errors import ColumnNotFoundError
+            from pipeline.contract.errors import ColumnNotFoundError
 
             raise ColumnNotFoundError.for_column(
                 missing[0], list(sample.schema.names), key=f"source.params.schema.{missing[0]}"

@@ -1,12 +1,12 @@
 """File sources: Parquet and plain text here; CSV and JSON lines in their own modules.
 
-The input files are listed once, sorted, and grouped into work units of about ``run.unit_bytes``
-(a file is never split), so a resumed job reads only the files of its unfinished units. Every
-source reports its Arrow schema on the driver (:meth:`~pipeline.interfaces.Source.schema`) and
-then reads every file with exactly those types, so a value keeps its type from the first file
-to the last. An input that cannot be reached (no route, no credentials, no bucket) is one
-:class:`~pipeline.errors.DataError` naming ``source.params.path``, the URI and the cause, within
-:data:`REMOTE_TIMEOUT_S` seconds.
+The input files are listed once, sorted, and grouped into work units of about ``run.unit_bytes`` (a
+file is never split), so a resumed job reads only the files of its unfinished units. Every source
+reports its Arrow schema on the driver (:meth:`~pipeline.contract.source.Source.schema`) and then
+reads every file with exactly those types, so a value keeps its type from the first file to the
+last. An input that cannot be reached (no route, no credentials, no bucket) is one
+:class:`~pipeline.contract.errors.DataError` naming ``source.params.path``, the URI and the cause,
+within :data:`REMOTE_TIMEOUT_S` seconds.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 from pydantic import Field
 
-from pipeline.errors import DataError, EmptyInputError
-from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Preview, Source, WorkUnit
-from pipeline.reach import reach
+from pipeline.contract.errors import DataError, EmptyInputError
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.reach import reach
+from pipeline.contract.source import WHOLE_SOURCE, Preview, Source, WorkUnit
 
 KEY = "source.params.path"
 #: Longest wait for a remote filesystem to answer a listing or a metadata read.
@@ -57,7 +58,7 @@ class TypedFileParams(FileParams):
 
     def declared(self, key: str = "source.params.schema") -> Any:
         """The declared columns as a ``pyarrow.Schema`` (empty when none)."""
-        from pipeline.schema import parse_schema
+        from pipeline.contract.schema import parse_schema
 
         return parse_schema(self.schema_ or {}, key)
 
@@ -368,7 +369,9 @@ class ParquetSource(FileSource):
         return remote(count, file)
 
     def read_files(self, params: ParquetParams, files: list[str]):
-        """Read with Ray Data's first Parquet reader, which streams a file in batches.
+        """Read with Ray Data's Parquet reader. The core builds every source's read with Ray
+        Data's first Parquet reader, which streams a file in batches
+        (:func:`pipeline.execute.ray_internals.first_parquet_reader`).
 
         Measured with Ray Data 2.60 on 2 CPUs (benchmarks/RESULTS.md): its default (second)
         reader lists files in a task of its own, which asks for a whole CPU and waits forever
@@ -382,10 +385,7 @@ class ParquetSource(FileSource):
             kwargs["columns"] = params.columns
         if params.schema_:
             kwargs["schema"] = _declared_over(self._stored(files[0]), params)
-        from pipeline.ray_internals import first_parquet_reader
-
-        with first_parquet_reader():
-            return ray.data.read_parquet(files, file_extensions=None, **kwargs)
+        return ray.data.read_parquet(files, file_extensions=None, **kwargs)
 
     @staticmethod
     def _stored(file: str) -> Any:
@@ -411,7 +411,7 @@ def _declared_over(schema: Any, params: TypedFileParams) -> Any:
     declared = params.declared()
     for field in declared:
         if field.name not in schema.names:
-            from pipeline.errors import ColumnNotFoundError
+            from pipeline.contract.errors import ColumnNotFoundError
 
             raise ColumnNotFoundError.for_column(
                 field.name, list(schema.names), key=f"source.params.schema.{field.name}"

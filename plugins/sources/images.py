@@ -20,8 +20,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from pipeline.interfaces import PluginParams, Preprocessor, Preview
-from pipeline.settings import StageSettings
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.source import Preview
+from pipeline.contract.stage import Preprocessor
 from plugins.batches import require_fields, to_arrow
 from plugins.sources.files import FileSource, open_input, remote
 from plugins.sources.image_decode import (

@@ -6,8 +6,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from pipeline.errors import DataError
-from pipeline.interfaces import WHOLE_SOURCE, PluginParams, Preview, Source, WorkUnit
+from pipeline.contract.errors import DataError
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.source import WHOLE_SOURCE, Preview, Source, WorkUnit
 
 
 class ItemsParams(PluginParams):

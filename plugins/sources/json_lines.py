@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any
 
-from pipeline.errors import DataError
+from pipeline.contract.errors import DataError
 from plugins.sources.files import (
     SAMPLE_BYTES,
     FileSource,
@@ -192,7 +192,7 @@ def infer_schema(sample: bytes, path: str, declared: Any) -> Any:
             fields.append(pa.field(field.name, kind))
     missing = sorted(set(names_declared) - set(table.schema.names))
     if missing and table.num_rows:
-        from pipeline.errors import ColumnNotFoundError
+        from pipeline.contract.errors import ColumnNotFoundError
 
         raise ColumnNotFoundError.for_column(
             missing[0], list(table.schema.names), key=f"source.params.schema.{missing[0]}"

@@ -14,9 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from pipeline.errors import ColumnNotFoundError
-from pipeline.interfaces import PluginParams, Predictor
-from pipeline.settings import StageSettings
+from pipeline.contract import ColumnNotFoundError, PluginParams, Predictor, StageSettings
 
 POSITIVE = (
     "good great excellent love loved lovely nice happy wonderful fantastic best amazing enjoy "

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.contract.errors import ConfigError
 
 
 def read_env(name: str, *, key: str) -> str:

@@ -35,8 +35,9 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from pipeline.errors import DataError
-from pipeline.interfaces import PluginParams, StoreFolder
+from pipeline.contract.errors import DataError
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.sink import StoreFolder
 from plugins.sinks.targets.env import Secrets, read_env_map
 from plugins.sinks.targets.iceberg_types import iceberg_arrow_schema
 from plugins.sinks.targets.protocol import (

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.errors import DataError
+from pipeline.contract.errors import DataError
 
 
 class _Unsupported(Exception):

@@ -28,8 +28,9 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field
 
-from pipeline.errors import DataError
-from pipeline.interfaces import PluginParams, StoreFolder
+from pipeline.contract.errors import DataError
+from pipeline.contract.plugin import PluginParams
+from pipeline.contract.sink import StoreFolder
 from plugins.sinks.targets.env import Secrets, read_env_map, s3_options
 from plugins.sinks.targets.protocol import (
     UnitWriter,

@@ -5,7 +5,7 @@ when a job runs, so that planning imports no Ray): one Ray Data execution whose 
 call the target's :class:`UnitWriter` on their blocks and return *parts* (JSON-able dicts, each
 with ``rows``); the driver collects them into the unit's receipt. Only parts that reach the
 driver count: a write task that Ray retried (a killed worker) leaves staged data that no receipt
-names, and :meth:`~pipeline.interfaces.StagedTarget.publish` never makes it visible.
+names, and :meth:`~pipeline.contract.sink.StagedTarget.publish` never makes it visible.
 
 A column the plan declares ``null`` (its type is known only once the model runs, e.g. XGBoost's
 predictions: a number, or a vector for several classes) cannot become a table column: the
@@ -20,9 +20,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError, DataError
-from pipeline.interfaces import StagedTarget
-from pipeline.schema import parse_schema
+from pipeline.contract.errors import ConfigError, DataError
+from pipeline.contract.schema import parse_schema
+from pipeline.contract.sink import StagedTarget
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -81,8 +81,8 @@ def schema_from_text(text: str) -> pa.Schema:
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with exactly ``schema``'s columns, in its order, cast to its types.
 
-    Raises :class:`pipeline.errors.DataError` naming the column that is missing or whose values
-    do not fit (e.g. a list of another length than a fixed-size list column holds).
+    Raises :class:`pipeline.contract.errors.DataError` naming the column that is missing or whose
+    values do not fit (e.g. a list of another length than a fixed-size list column holds).
     """
     import pyarrow as pa
 

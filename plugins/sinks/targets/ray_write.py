@@ -2,7 +2,7 @@
 
 Each write task hands its blocks to the target's :class:`~.protocol.UnitWriter` and returns the
 parts it staged; the driver collects them into the unit's receipt (:func:`write_unit`). An
-engine's error in a write task becomes an :class:`~pipeline.errors.OutputError` naming the
+engine's error in a write task becomes an :class:`~pipeline.contract.errors.OutputError` naming the
 target, in one line without row values.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from pipeline.errors import BulkInferError, OutputError
+from pipeline.contract.errors import BulkInferError, OutputError
 from plugins.sinks.targets.protocol import UnitWriter, receipt
 
 if TYPE_CHECKING:

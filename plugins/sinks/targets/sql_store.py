@@ -52,7 +52,7 @@ def _dumps(value: dict[str, Any]) -> str:
 
 class SqlJobStore:
     """The job record and markers of ``target`` (see the module docstring); a
-    ``pipeline.jobstore.JobStore``."""
+    ``pipeline.contract.sink.JobStore``."""
 
     def __init__(self, target: SqlTarget) -> None:
         self.target = target

@@ -32,8 +32,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field, field_validator
 
-from pipeline.errors import ConfigError, DataError
-from pipeline.interfaces import PluginParams
+from pipeline.contract.errors import ConfigError, DataError
+from pipeline.contract.plugin import PluginParams
 from plugins.sinks.targets.env import Secrets, read_env
 from plugins.sinks.targets.protocol import (
     UnitWriter,

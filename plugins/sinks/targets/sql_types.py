@@ -43,7 +43,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from pipeline.errors import DataError
+from pipeline.contract.errors import DataError
 
 
 class _Unsupported(Exception):

@@ -1,0 +1,78 @@
+"""The plugin contract: what a plugin package may import from bulkinfer, all of it here.
+
+A plugin class carries ``Params``, a pydantic model (``extra="forbid"``, each field with a
+description) that validates its ``params`` block. Sources and sinks run on the driver and hand Ray
+Data a dataset (or take one); preprocessors and predictors are ``map_batches`` callables whose
+``__init__`` does the heavy set-up once per worker. Errors a plugin raises name keys relative to
+its own block (``params.input_column``); the core makes them absolute
+(``predictor.params.input_column``), on the driver and inside workers alike.
+
+One module per plugin kind, each opening with its required and optional hooks:
+:mod:`~pipeline.contract.source`, :mod:`~pipeline.contract.stage` (preprocessors and
+predictors), :mod:`~pipeline.contract.sink`; beside them what every plugin shares
+(:mod:`~pipeline.contract.plugin`), stage settings (:mod:`~pipeline.contract.settings`), errors
+(:mod:`~pipeline.contract.errors`), Arrow type names (:mod:`~pipeline.contract.schema`), batch
+formats (:mod:`~pipeline.contract.batches`), secrets masking and bounded calls to remote
+services (:mod:`~pipeline.contract.reach`). Nothing here imports Ray, Hydra or a model library.
+"""
+
+from __future__ import annotations
+
+from pipeline.contract.errors import (
+    BulkInferError,
+    ColumnNotFoundError,
+    ConfigError,
+    DataError,
+    EmptyInputError,
+    OutputError,
+    PlanError,
+    PluginLoadError,
+    PluginNotFoundError,
+)
+from pipeline.contract.plugin import IOContext, Plugin, PluginParams
+from pipeline.contract.settings import StageSettings
+from pipeline.contract.sink import (
+    DatasetSink,
+    FileOutput,
+    FileSink,
+    JobStore,
+    Sink,
+    SinkResult,
+    StagedTarget,
+    StoreFolder,
+    TableSink,
+)
+from pipeline.contract.source import WHOLE_SOURCE, Preview, Source, WorkUnit
+from pipeline.contract.stage import MapStage, Predictor, Preprocessor
+
+__all__ = [
+    "WHOLE_SOURCE",
+    "BulkInferError",
+    "ColumnNotFoundError",
+    "ConfigError",
+    "DataError",
+    "DatasetSink",
+    "EmptyInputError",
+    "FileOutput",
+    "FileSink",
+    "IOContext",
+    "JobStore",
+    "MapStage",
+    "OutputError",
+    "PlanError",
+    "Plugin",
+    "PluginLoadError",
+    "PluginNotFoundError",
+    "PluginParams",
+    "Predictor",
+    "Preprocessor",
+    "Preview",
+    "Sink",
+    "SinkResult",
+    "Source",
+    "StageSettings",
+    "StagedTarget",
+    "StoreFolder",
+    "TableSink",
+    "WorkUnit",
+]

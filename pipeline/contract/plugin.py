@@ -1,0 +1,52 @@
+"""What every plugin kind shares: its ``Params`` base, the class attributes every plugin
+has, and the I/O settings sources and sinks are built with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class PluginParams(BaseModel):
+    """Base for plugin ``Params``: unknown keys are errors, defaults are validated."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_default=True,
+        protected_namespaces=(),
+        # A field may take a name BaseModel reserves (``schema``) through an alias; dumps
+        # (the dry-run plan, the fingerprint) use the name users write.
+        serialize_by_alias=True,
+    )
+
+
+class Plugin:
+    """Common to every plugin: the params model and a one-line summary (the docstring)."""
+
+    Params: ClassVar[type[PluginParams]] = PluginParams
+    #: Distributions (pip names) whose versions decide the plugin's results, e.g. the model
+    #: library; a run records their versions in its metrics.
+    libraries: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclass(frozen=True)
+class IOContext:
+    """What the planner decided for read and write tasks; pass it on to Ray's I/O calls."""
+
+    #: Ray remote args for read/write tasks (the planner's CPU share), e.g. ``{"num_cpus": 0.5}``.
+    ray_remote_args: dict[str, Any] = field(default_factory=dict)
+    #: Blocks the source should produce so every worker of every stage gets work (None: Ray's).
+    num_blocks: int | None = None
+    #: The job's config fingerprint (what determines the output), for sinks that record it.
+    fingerprint: str | None = None
+    #: Target size of a work unit, for sources that split their input (``run.unit_rows``).
+    unit_rows: int | None = None
+    #: Target bytes of input files per work unit (``run.unit_bytes``).
+    unit_bytes: int | None = None
+
+
+class _IOPlugin(Plugin):
+    def __init__(self, io: IOContext | None = None) -> None:
+        self.io = io or IOContext()

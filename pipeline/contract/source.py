@@ -1,0 +1,100 @@
+"""Sources: read the input into Ray Datasets, one per work unit, on the driver.
+
+Required: :meth:`Source.read`. Optional: ``schema`` (the types, known before the job),
+``unit_rows``, ``units`` (work units for resume), ``explain_read_error``, ``preview`` (a dry
+run's first rows) and ``decoder`` (a map stage run right after the read).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pipeline.contract.plugin import _IOPlugin
+
+if TYPE_CHECKING:  # Ray and pyarrow are imported by the plugins that use them.
+    import pyarrow as pa
+    import ray.data
+
+    from pipeline.contract.stage import MapStage
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A deterministic slice of a source's input: what the runner commits and resumes by.
+
+    ``id`` must be stable across runs of the same config on the same input (it names the
+    committed work); ``spec`` is the source's own JSON-able description (files, a row range).
+    """
+
+    id: str
+    spec: Any = None
+
+
+#: The unit of a source that does not split its input: the whole source, run in one piece.
+WHOLE_SOURCE = WorkUnit(id="all")
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The first rows of a source, read on the driver without Ray (:meth:`Source.preview`)."""
+
+    #: At most the ``limit`` asked for, with the types :meth:`Source.schema` gives.
+    rows: pa.Table
+    #: Rows of the whole input: exact, estimated, or None when unknown.
+    total_rows: int | None
+    #: How ``total_rows`` was found, for the dry run's report, e.g. "exact: Parquet footers" or
+    #: "estimated: 2.1 MiB of files at the first 1,000 rows' bytes per row".
+    how: str = ""
+
+
+class Source(_IOPlugin, ABC):
+    """Reads the input into Ray Datasets, one per work unit. Runs on the driver."""
+
+    #: A map stage run on the rows right after the read (decoding files, parsing records), with
+    #: the source's params, inside the guard with key ``source`` and the ``source.stage``
+    #: settings: a row that does not decode is named, skipped or set aside
+    #: (``source.stage.on_error``). :meth:`schema` then gives what the read yields and the
+    #: decoder's ``output_schema`` what it makes of it. None: the read yields the rows.
+    decoder: ClassVar[type[MapStage] | None] = None
+
+    def schema(self, params: Any) -> pa.Schema | None:
+        """The columns and Arrow types the source yields, found on the driver without Ray.
+
+        Exactly what :meth:`read` will produce (a file source reads metadata or a sample of its
+        first file, then reads every file with those types). The planner checks every stage and the
+        sink against it before any model loads. Raise a :class:`~pipeline.contract.errors.DataError`
+        naming the key for an input that cannot be reached or read, and
+        :class:`~pipeline.contract.errors.EmptyInputError` for one without rows. None: unknown until
+        read (the runner then asks the first unit's dataset).
+        """
+        return None
+
+    def unit_rows(self, params: Any, unit: WorkUnit) -> int | None:
+        """Rows in ``unit`` if known unread (:func:`pipeline.plan.shares.fit_windows`); else
+        None."""
+        return None
+
+    def units(self, params: Any) -> list[WorkUnit]:
+        """Split the input into work units (sized by ``self.io.unit_rows``/``unit_bytes``).
+
+        The runner runs and commits the job unit by unit, so a resumed job skips finished
+        units. The default is one unit: the whole source.
+        """
+        return [WHOLE_SOURCE]
+
+    @abstractmethod
+    def read(self, params: Any, unit: WorkUnit = WHOLE_SOURCE) -> ray.data.Dataset:
+        """A lazy Dataset of ``unit``'s rows (one returned by :meth:`units`, or the whole
+        source); pass ``self.io`` settings to Ray's read call."""
+
+    def explain_read_error(self, params: Any, unit: WorkUnit) -> Exception | None:
+        """After reading ``unit`` failed: a BulkInferError naming the input at fault, if found."""
+        return None
+
+    def preview(self, params: Any, limit: int) -> Preview | None:
+        """At most ``limit`` rows from the start of the input and the input's row count, read
+        on the driver without Ray (a dry run hands them to the stages' :meth:`MapStage.estimate`).
+        None: the source cannot preview (the default)."""
+        return None

@@ -1,0 +1,114 @@
+"""Map stages (preprocessors and predictors): ``map_batches`` callables built once per worker.
+
+Required: ``__call__(batch)``. Optional: ``output_schema`` (the columns a stage adds, with their
+Arrow types), ``row_lengths`` (rows sorted by length into model batches), ``counters`` and
+``summary``, ``preflight``, ``estimate`` and ``job_services``. Params reach a stage as
+``cls(params)`` (``cls(params, services=...)`` with job services) and every classmethod hook
+takes the validated ``params`` first.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pipeline.contract.plugin import Plugin
+from pipeline.contract.settings import StageSettings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class MapStage(Plugin, ABC):
+    """A ``map_batches`` callable. ``__init__`` runs once per worker with the validated params.
+
+    A stage whose :meth:`job_services` returns objects is built as ``cls(params, services=...)``
+    with them; every other stage as ``cls(params)``.
+    """
+
+    default_stage: ClassVar[StageSettings] = StageSettings()
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+    @abstractmethod
+    def __call__(self, batch: Any) -> Any:
+        """One batch in the stage's ``batch_format`` -> the batch with the stage's columns."""
+
+    @classmethod
+    def output_schema(cls, params: Any, schema: pa.Schema) -> pa.Schema:
+        """The columns and Arrow types after this stage, given those before it (no model load).
+
+        Every column the stage adds or replaces must be declared with its type (an embedding
+        ``fixed_size_list<float32>[n]``, or ``list<float32>`` when its length is only known once the
+        model loads; generated text ``string``; a score ``float32``; ``null`` for a type only the
+        model can tell): the planner checks the sink against the result before any model loads, and
+        the core checks each output batch against it. Raise
+        :class:`pipeline.contract.errors.ColumnNotFoundError` for a column the stage needs but the
+        input lacks, and :class:`pipeline.contract.errors.DataError` for one of the wrong type, with
+        keys relative to the stage (``params.input_column``). The default: columns pass unchanged.
+        """
+        return schema
+
+    def row_lengths(self, batch: Any) -> Any:
+        """How long each row is for the model (tokens of a text), one integer per row, for a
+        stage that returns one row per input row and whose cost grows with the longest row of
+        a model batch. A stage that defines it gets windows of rows sorted by length, cut into
+        model batches of ``stage.batch_size``, its outputs restored to input order: less
+        padding, the same results. The default (None) leaves rows in input order."""
+        return None
+
+    @classmethod
+    def sorts_by_length(cls) -> bool:
+        """Whether the stage defines :meth:`row_lengths` (the planner then sizes a window)."""
+        return cls.row_lengths is not MapStage.row_lengths
+
+    def counters(self) -> dict[str, float]:
+        """Amounts since the last call (e.g. requests, retries, tokens), reported with each
+        batch: the core adds them up per stage (a retried batch replaces its report) into
+        ``metrics.json`` and :meth:`summary`. The default reports nothing."""
+        return {}
+
+    @classmethod
+    def summary(cls, params: Any, counters: dict[str, float], seconds: float) -> str | None:
+        """One line on the job's totals of :meth:`counters` over the job's ``seconds``, printed
+        before the summary line."""
+        return None
+
+    @classmethod
+    def preflight(cls, params: Any) -> None:
+        """Check, on the driver, what the stage needs from outside the job (a server, a
+        service's credentials) before a real run spends any rows; dry runs skip it. Raise a
+        :class:`~pipeline.contract.errors.BulkInferError` naming the key to fix (relative to the
+        stage, ``params.base_url``); keep it to seconds. The default checks nothing."""
+
+    @classmethod
+    def estimate(cls, params: Any, rows: pa.Table, total_rows: int | None) -> str | None:
+        """A dry run's forecast for this stage, one line (e.g. requests, tokens, cost).
+
+        ``rows``: the first rows of the source (:meth:`Source.preview`; the source's columns,
+        not those earlier stages add); ``total_rows``: the input's rows, exact or estimated
+        (None: unknown). Runs on the driver without Ray. None: nothing to say (the default).
+        """
+        return None
+
+    @classmethod
+    def job_services(cls, params: Any) -> dict[str, Any]:
+        """Objects every worker of this stage shares for one job, made on the driver once Ray
+        is up and before any work unit runs (e.g. a Ray actor holding a job-wide rate limit).
+
+        Each worker gets them as ``cls(params, services=<this dict>)``; they must pickle. At
+        the end of the job (done or failed) the core calls ``close()`` on each value that has
+        one. The default: none, and the stage is built as ``cls(params)``.
+        """
+        return {}
+
+
+class Preprocessor(MapStage):
+    """A CPU transform of batches; runs as tasks unless its ``default_stage`` says otherwise."""
+
+
+class Predictor(MapStage):
+    """Runs a model on batches; an actor pool by default so the model loads once per actor."""
+
+    default_stage: ClassVar[StageSettings] = StageSettings(compute="actors", concurrency=1)

@@ -1,0 +1,147 @@
+"""A plan's map stages as Ray Data operators: one ``map_batches`` per stage, guarded.
+
+Each stage's plugin runs inside :class:`~pipeline.execute.stage_call.StageCall` (batch sizes,
+threads, out-of-memory halving) inside its :class:`~pipeline.execute.guard.StageGuard`
+(``on_error``, the ledger, the declared output columns), as an actor pool or as tasks, with the
+resources the plan gave it.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import ray
+import ray.data
+
+from pipeline.contract.settings import StageSettings
+from pipeline.execute import ray_internals
+from pipeline.execute.guard import GuardedActor, GuardedTask, StageGuard, named_like
+from pipeline.execute.stage_call import StageCall
+from pipeline.plan.shares import fit_windows
+
+if TYPE_CHECKING:
+    from pipeline.plan.model import Plan, Step
+
+log = logging.getLogger("bulkinfer")
+
+
+def compile_stages(
+    plan: Plan,
+    ds: ray.data.Dataset,
+    ledger: Any,
+    services: dict[str, dict[str, Any]] | None = None,
+    rows: int | None = None,
+) -> ray.data.Dataset:
+    """``ds`` (one work unit's rows) through every map stage of ``plan``; ``services``: stage
+    key -> the job services its workers get (see ``MapStage.job_services``); ``rows``: the
+    unit's row count where the source knows it, to cut equal windows for every actor of a
+    stage that sorts by length (:func:`pipeline.plan.shares.fit_windows`)."""
+    few: set[str] = set()
+    if rows:
+        fitted = fit_windows(plan, rows)
+        for step in plan.maps:
+            size = fitted.map_batches.get(step.key)
+            count = -(-rows // size) if size else 0
+            if size != plan.map_batches.get(step.key):
+                log.info(
+                    "bulkinfer: %s: %d rows, %d window(s) of up to %d", step.key, rows, count, size
+                )
+            if size and count <= 2 * step.stage.min_workers:
+                few.add(step.key)
+        plan = fitted
+    if plan.rows_per_block:
+        ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
+    for step in plan.maps:
+        ds = _map(plan, ds, step, ledger, (services or {}).get(step.key), step.key in few)
+    return ds
+
+
+def _split_blocks(ds: ray.data.Dataset, rows: int, num_cpus: float) -> ray.data.Dataset:
+    """Blocks of at most ``rows`` rows cut inside the read tasks (see the planner's
+    :func:`pipeline.plan.shares._blocks`); left as read if the Ray internals moved."""
+    try:
+        return ray_internals.streaming_repartition(ds, rows, num_cpus)
+    except (ImportError, AttributeError, TypeError) as exc:  # pragma: no cover - Ray API drift
+        log.warning("blocks left as read (cannot split them on this Ray version: %s)", exc)
+        return ds
+
+
+def _compute(s: StageSettings, one_at_a_time: bool = False) -> Any:
+    if s.compute == "tasks":
+        return ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
+    # One UDF call at a time per actor either way (max_concurrent_calls_per_actor=1); "true
+    # multi-threading" only makes Ray Data call the UDF on the task's own thread, where the
+    # guard can see which task a batch belongs to (see pipeline.execute.guard.batch_key).
+    # Ray Data queues two batches per actor by default: the first actor ready would take both
+    # of two windows meant for two actors (one_at_a_time: the unit has few windows per actor).
+    queue = {"max_tasks_in_flight_per_actor": 1} if one_at_a_time else {}
+    if isinstance(s.concurrency, int) or s.concurrency is None:
+        return ray.data.ActorPoolStrategy(
+            size=s.concurrency or 1, enable_true_multi_threading=True, **queue
+        )
+    return ray.data.ActorPoolStrategy(
+        min_size=s.concurrency.min,
+        max_size=s.concurrency.max,
+        enable_true_multi_threading=True,
+        **queue,
+    )
+
+
+def _map(
+    plan: Plan,
+    ds: ray.data.Dataset,
+    step: Step,
+    ledger: Any,
+    services: dict[str, Any] | None,
+    one_at_a_time: bool = False,
+) -> ray.data.Dataset:
+    """Add one map stage: the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
+    inside its error guard (``stage.on_error``, rows reported to the ledger); an actor pool
+    with ``one_at_a_time`` holds one map batch per actor (see :func:`_compute`)."""
+    s = step.stage
+    auto = s.batch_size == "auto"
+    actors = s.compute == "actors"
+    schema = plan.schemas.get(step.key)
+    guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger, schema)
+    # Actors get map batches of the planner's size (a model batch, or a window of them that
+    # StageCall sorts by length; auto: the largest probed size). Tasks get whole blocks and
+    # StageCall cuts them into batches: Ray Data does not fuse a map that has a batch size into
+    # the read before it, and one fused read -> predict -> write task skips the object store
+    # (benchmarks/RESULTS.md, the XGBoost workload).
+    ray_batch_size = plan.map_batches.get(step.key)
+    kwargs: dict[str, Any] = dict(
+        batch_size=ray_batch_size,
+        batch_format=s.batch_format,
+        num_cpus=s.num_cpus,
+        num_gpus=s.num_gpus or None,
+        **s.ray_remote_args,
+    )
+    if s.memory:
+        kwargs["memory"] = s.memory
+    build = partial(
+        StageCall,
+        step.plugin,
+        key=step.key,
+        ledger=ledger,
+        auto_batch=auto,
+        memory_limit=s.memory,
+        num_threads=s.num_threads,
+        eager=actors,
+        batch_limit=None if auto else s.batch_size,
+        sort_by_length=step.plugin.sorts_by_length(),
+        services=services,
+    )
+    if actors:
+        # A killed actor is restarted and its in-flight batches are retried: Ray Data 2.60 sets
+        # max_restarts=-1 and max_task_retries=-1 on pool actors (and max_retries=-1 on tasks)
+        # unless a stage's ray_remote_args say otherwise (tests/test_failures.py kills one).
+        return ds.map_batches(
+            named_like(GuardedActor, step.plugin),
+            compute=_compute(s, one_at_a_time),
+            fn_constructor_kwargs={"plugin": build, "params": step.params, "guard": guard},
+            **kwargs,
+        )
+    task = named_like(GuardedTask, step.plugin)(build, step.params, guard)
+    return ds.map_batches(task, compute=_compute(s), **kwargs)

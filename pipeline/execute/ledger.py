@@ -1,0 +1,164 @@
+"""The job's ledger: rows, set-aside rows and counters per stage, and run-time notes.
+
+Every batch of every map stage is reported to one :class:`Ledger` actor by the stage's guard
+(:mod:`pipeline.execute.guard`): rows in, rows out, the rows set aside and the stage's counters.
+Reports are keyed by the Ray Data task and the batch's position in it, so a task that Ray retries (a
+worker died) replaces its earlier report instead of counting twice. The driver reads the ledger
+after each work unit; the ledger also stops the job early once a stage is over its error budget.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.contract.errors import BulkInferError
+from pipeline.output.records import add_counts
+
+#: A stage is stopped early (before the end of a work unit) only after it has seen this many rows,
+#: so a few bad rows at the start do not fail a job whose overall error rate is within budget.
+EARLY_STOP_MIN_ROWS = 1000
+
+
+def budget_message(guard_key: str, name: str, rate: float, bad: int, rows: int, first: str) -> str:
+    """The message for a stage over its error budget."""
+    return (
+        f"stage '{name}' set aside {bad} of {rows} rows ({bad / max(rows, 1):.1%}), more than "
+        f"max_error_rate={rate:g} allows. First error: {first or 'unknown'}. Fix the data or the "
+        f"stage, or raise {guard_key}.stage.max_error_rate."
+    )
+
+
+#: Stage counters (:meth:`pipeline.contract.stage.MapStage.counters`) are kept beside the row counts
+#: under this prefix: ``counters.requests``.
+COUNTER = "counters."
+
+
+def _empty_counts() -> dict[str, int]:
+    return {"rows_in": 0, "rows_out": 0, "skipped": 0, "dead_letter": 0}
+
+
+def counters_of(counts: dict[str, float]) -> dict[str, float]:
+    """A stage's counters (names without the prefix) from its counts."""
+    return {k[len(COUNTER) :]: v for k, v in counts.items() if k.startswith(COUNTER)}
+
+
+class Ledger:
+    """Rows in/out and set-aside rows per stage for the work unit being run (a Ray actor), and
+    the decisions stages made at run time (notes), for the whole job.
+
+    Reports are keyed by batch (see :func:`pipeline.execute.guard.batch_key`): a retried task
+    replaces its reports. ``budgets`` maps stage key -> (plugin name, max_error_rate) for stages
+    that set rows aside.
+    """
+
+    def __init__(self, budgets: dict[str, tuple[str, float]]) -> None:
+        self.budgets = budgets
+        self.job_notes: list[str] = []
+        self.reset({})
+
+    def note(self, message: str) -> None:
+        """A decision a worker made at run time (``batch_size: auto``, out-of-memory halving)."""
+        if message not in self.job_notes:
+            self.job_notes.append(message)
+
+    def notes(self) -> list[str]:
+        """The job's notes, in the order they first arrived."""
+        return self.job_notes
+
+    def reset(self, base: dict[str, dict[str, int]]) -> None:
+        """Start a new unit; ``base`` holds the counts of the units already committed."""
+        self.error: BulkInferError | None = None
+        self.base = base
+        self.batches: dict[str, tuple[Any, ...]] = {}
+        self.totals: dict[str, dict[str, int]] = {}
+        self.first_error: dict[str, str] = {}
+
+    def _apply(
+        self,
+        stage: str,
+        rows_in: int,
+        rows_out: int,
+        records: list,
+        counters: dict[str, float],
+        sign: int,
+    ) -> None:
+        counts = self.totals.setdefault(stage, _empty_counts())
+        counts["rows_in"] += sign * rows_in
+        counts["rows_out"] += sign * rows_out
+        for record in records:
+            kind = "dead_letter" if "row" in record else "skipped"
+            counts[kind] += sign
+        for name, value in counters.items():
+            counts[COUNTER + name] = counts.get(COUNTER + name, 0) + sign * value
+
+    def record(
+        self,
+        key: str,
+        stage: str,
+        rows_in: int,
+        rows_out: int,
+        records: list[dict[str, Any]],
+        counters: dict[str, float] | None = None,
+    ) -> str | None:
+        """Store one batch's report; return a message if the stage is now over its budget."""
+        old = self.batches.get(key)
+        if old is not None:
+            self._apply(*old, sign=-1)
+        self.batches[key] = (stage, rows_in, rows_out, records, dict(counters or {}))
+        self._apply(*self.batches[key], sign=+1)
+        if records and stage not in self.first_error:
+            self.first_error[stage] = records[0]["error"]
+        if stage not in self.budgets:
+            return None
+        return self.over_budget(stage, min_rows=EARLY_STOP_MIN_ROWS)
+
+    def over_budget(self, stage: str, min_rows: int = 0) -> str | None:
+        """A message if ``stage`` (committed units plus this one) is over its error budget."""
+        counts: dict[str, dict[str, int]] = {}
+        add_counts(counts, {stage: self.base.get(stage, _empty_counts())})
+        add_counts(counts, {stage: self.totals.get(stage, _empty_counts())})
+        return over_budget(self.budgets, counts, self.first_error, stage, min_rows)
+
+    def fail(self, error: BulkInferError) -> None:
+        """Keep the first error that stopped a stage, for the driver to report."""
+        if self.error is None:
+            self.error = error
+
+    def failure(self) -> BulkInferError | None:
+        """The error a stage stopped the job with, if any."""
+        return self.error
+
+    def drain(self) -> dict[str, Any]:
+        """This unit's per-stage counts and dead-letter records (skipped rows are counted only)."""
+        records = [r for batch in self.batches.values() for r in batch[3] if "row" in r]
+        return {"stages": self.totals, "records": records, "first_error": self.first_error}
+
+
+def over_budget(
+    budgets: dict[str, tuple[str, float]],
+    counts: dict[str, dict[str, int]],
+    first_errors: dict[str, str],
+    stage: str,
+    min_rows: int = 0,
+) -> str | None:
+    """A message if ``stage`` set aside more than its budget of the rows it received.
+
+    ``budgets``: stage -> (plugin name, max_error_rate); no budget, no limit. Below ``min_rows``
+    rows received, the stage is not judged yet.
+    """
+    if stage not in budgets:
+        return None
+    name, rate = budgets[stage]
+    c = counts.get(stage, {})
+    bad, rows = c.get("skipped", 0) + c.get("dead_letter", 0), c.get("rows_in", 0)
+    if bad == 0 or rows < min_rows or bad <= rate * rows:
+        return None
+    return budget_message(stage, name, rate, bad, rows, first_errors.get(stage, ""))
+
+
+def dead_letter_lines(records: list[dict[str, Any]]) -> bytes:
+    """Dead-letter records as JSON lines (values JSON cannot hold are written as text)."""
+    return b"".join(
+        json.dumps(r, default=str, ensure_ascii=False).encode() + b"\n" for r in records
+    )

@@ -1,0 +1,391 @@
+"""Run a job: plan it for the Ray it runs on, then execute that plan unchanged.
+
+``source -> map_batches per preprocessor -> map_batches for the predictor -> sink``, compiled by
+:mod:`pipeline.execute.compile`. Ray Data streams blocks through every stage, so the first
+predictions are written while the source is still being read. A file sink's output is written work
+unit by work unit into a staging folder and published when the job succeeded
+(:mod:`pipeline.execute.units`), so a crashed job can resume; a dataset sink consumes the whole job
+in one piece.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+import ray.data
+
+from pipeline.contract.errors import BulkInferError, EmptyInputError
+from pipeline.contract.sink import FileSink, TableSink
+from pipeline.contract.source import WHOLE_SOURCE, Source, WorkUnit
+from pipeline.execute import ray_internals, ray_session
+from pipeline.execute.compile import compile_stages
+from pipeline.execute.failures import find_user_error, hide_tracebacks, user_errors
+from pipeline.execute.ledger import Ledger, counters_of
+from pipeline.execute.ray_stats import FirstOutputProbe, operator_stages
+from pipeline.execute.services import close_services, start_services
+from pipeline.execute.units import FileUnits, budgets, check_budgets, run_units
+from pipeline.plan.model import Plan
+from pipeline.plan.planner import plan_job, typed, validate_ray
+from pipeline.plan.report import describe
+from pipeline.plan.shares import check_placement
+
+log = logging.getLogger("bulkinfer")
+
+
+@dataclass
+class RunResult:
+    """What a finished job reports."""
+
+    output: str | None
+    rows_in: int | None
+    rows_out: int | None
+    wall_s: float = 0.0
+    job_s: float = 0.0
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    #: Rows that map stages set aside (``on_error: skip | dead_letter``).
+    rows_set_aside: int = 0
+    #: Work units of the job, and how many a resumed run found already done.
+    units: int = 1
+    units_skipped: int = 0
+    #: Rows written by this run (less than ``rows_out`` when it resumed another).
+    rows_done: int | None = None
+    #: A file output's ``_SUCCESS`` manifest; a table output's
+    #: :func:`pipeline.output.tables.summary`.
+    manifest: dict[str, Any] | None = None
+    #: A table sink's publish: rows, and the engine's facts (version, snapshot id).
+    published: dict[str, Any] | None = None
+    #: Seconds from the start of the job until its last stage first handed rows on, and how
+    #: many rows it had handed on at that moment.
+    first_output_s: float | None = None
+    first_output_rows: int = 0
+    #: The Ray cluster's total resources during the job ("CPU", "GPU").
+    cluster: dict[str, float] = field(default_factory=dict)
+    #: Run-time decisions the stages reported (``batch_size: auto`` choices, OOM halving).
+    notes: list[str] = field(default_factory=list)
+    #: Per stage key: the job's totals of the stage's counters (requests, tokens, ...).
+    counters: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Lines the stages phrase from their counters (``MapStage.summary``).
+    summaries: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float | None:
+        done = self.rows_done if self.rows_done is not None else self.rows_out
+        return done / self.job_s if done and self.job_s > 0 else None
+
+    @property
+    def steady_rows_per_s(self) -> float | None:
+        """Rows per second after the first output: the rows handed on from then to the end
+        over that time (start-up, model loading and the first batch left out)."""
+        done = self.rows_done if self.rows_done is not None else self.rows_out
+        if not done or self.first_output_s is None:
+            return None
+        seconds = self.job_s - self.first_output_s
+        rows = done - self.first_output_rows
+        return rows / seconds if rows > 0 and seconds > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as plain data (the core of ``metrics.json``)."""
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "wall_s": round(self.wall_s, 3),
+            "job_s": round(self.job_s, 3),
+            "first_output_s": (
+                round(self.first_output_s, 3) if self.first_output_s is not None else None
+            ),
+            "rows_per_s": round(self.rows_per_s, 3) if self.rows_per_s else None,
+            "steady_rows_per_s": (
+                round(self.steady_rows_per_s, 3) if self.steady_rows_per_s else None
+            ),
+            "output": self.output,
+            **({"published": self.published} if self.published is not None else {}),
+            "stages": self.stages,
+            "counters": self.counters,
+            "summaries": self.summaries,
+            "cluster": self.cluster,
+            "notes": self.notes,
+        }
+
+    def remarks(self) -> list[str]:
+        """What the run decided, set aside or skipped: lines printed before its summary."""
+        lines = list(self.notes) + list(self.summaries)
+        if self.rows_set_aside:
+            lines.append(f"{self.rows_set_aside} rows set aside")
+        if self.units_skipped:
+            lines.append(
+                f"resumed: {self.units_skipped} of {self.units} work units were already done"
+            )
+        return lines
+
+
+def run_job(config: dict[str, Any], *, started: float | None = None, recorder: Any = None):
+    """Plan a resolved config for the Ray it runs on and run it; returns the RunResult.
+
+    The embedded Ray is planned for before it starts (so a refused plan costs no start-up)
+    and checked against what Ray then reports; a cluster (``ray.address``), or a Ray this
+    process already has, is connected to first and planned for as it is. ``recorder`` (a
+    :class:`pipeline.app.metrics.Recorder`) gets the plan as soon as there is one.
+    """
+    started = time.perf_counter() if started is None else started
+    settings = validate_ray(config)
+    if settings.address or ray.is_initialized():
+        started_ray = ray_session.connect(settings)
+        plan = plan_job(config, ray_session.cluster(settings.address))
+    else:
+        plan = plan_job(config)
+        if recorder is not None:
+            recorder.plan = plan
+        started_ray = ray_session.connect(settings)
+        check_placement(plan.maps, ray_session.cluster(None))
+    if recorder is not None:
+        recorder.plan, recorder.ray_started = plan, started_ray
+    return execute(plan, started=started)
+
+
+def _client_mode() -> bool:
+    from ray.util.client import ray as client
+
+    return client.is_connected()
+
+
+def execute(plan: Plan, *, started: float | None = None) -> RunResult:
+    """Run the plan on the Ray cluster this process is connected to (see :func:`run_job`).
+
+    ``started`` is the ``time.perf_counter()`` value the wall time counts from (default: now).
+    Returns once the job's actors are released. Through Ray Client (``ray://``) the job runs as
+    a task inside the cluster: Ray Data's streaming executor needs a driver that is part of the
+    cluster, and the output is checked and staged where the workers write.
+    """
+    started = time.perf_counter() if started is None else started
+    if _client_mode():
+        in_cluster = ray.remote(num_cpus=0, max_retries=0)(_execute_inspected)
+        try:
+            return ray.get(in_cluster.remote(plan))
+        except Exception as exc:
+            error = find_user_error(exc)
+            if error is None:
+                raise
+            fresh = type(error)(error.message, key=error.key)
+        raise fresh
+    # Release the actor pools of earlier failed jobs in this process: Ray Data drops them when
+    # their Dataset is garbage, which a cycle through a kept exception can delay.
+    gc.collect()
+    try:
+        return _execute(plan, started)
+    except BulkInferError as error:
+        # A fresh error, raised outside this handler: the original's traceback holds the failed
+        # Dataset, whose actor pool (and its CPUs) lives as long as anything references it.
+        fresh = type(error)(error.message, key=error.key)
+    finally:
+        ray_session.wait_for_actors_released()
+    gc.collect()
+    raise fresh
+
+
+def _execute_inspected(plan: Plan) -> RunResult:
+    """Inside the cluster (Ray Client): check and type the plan where its paths are, then run."""
+    from pipeline.plan.planner import inspected
+
+    return execute(inspected(plan))
+
+
+def _configure_ray_data(plan: Plan) -> None:
+    ray_session.configure_progress(plan.run.progress)
+    context = ray.data.DataContext.get_current()
+    context.execution_no_progress_timeout_s = plan.run.stall_timeout_s
+    ray_internals.mute_no_free_cpu_warning()  # the stall timeout reports a real wait
+    hide_tracebacks()
+
+
+def _execute(plan: Plan, started: float) -> RunResult:
+    resources = ray.cluster_resources()
+    _configure_ray_data(plan)
+    io = plan.io()
+    source, sink = plan.source.plugin(io), plan.sink.plugin(io)
+    job_start = time.perf_counter()
+    probe = FirstOutputProbe()  # installed before the first dataset exists (see its docstring)
+    with probe.installed():
+        plan, units, read = _reads(plan, source, staged := isinstance(sink, FileSink | TableSink))
+        log.info("\n%s", describe(plan))
+        ledger = _start_ledger(plan)
+        services: dict[str, dict[str, Any]] = {}
+        try:
+            services = start_services(plan)
+            if staged:
+                result = _run_units(plan, read, sink, units, ledger, probe, services)
+            else:
+                result = _run_whole(plan, read, sink, ledger, probe, services)
+            if ledger is not None:
+                result.notes = ray.get(ledger.notes.remote())
+        finally:
+            close_services(services)
+            if ledger is not None:
+                ray.kill(ledger)
+    result.wall_s = time.perf_counter() - started
+    result.job_s = time.perf_counter() - job_start
+    _summarize(plan, result)
+    result.first_output_s = probe.seconds_since(job_start)
+    result.first_output_rows = probe.rows
+    result.cluster = {k: resources[k] for k in ("CPU", "GPU") if k in resources}
+    return result
+
+
+def _summarize(plan: Plan, result: RunResult) -> None:
+    """The lines the stages' plugins phrase from their counters."""
+    for step in plan.maps:
+        totals = result.counters.get(step.key)
+        if totals:
+            line = step.plugin.summary(step.params, totals, result.job_s)
+            if line:
+                result.summaries.append(f"{step.key}: {line}")
+
+
+def _reads(plan: Plan, source: Source, staged: bool) -> tuple[Plan, list[WorkUnit], _Reads]:
+    """The work units and their datasets; a plan whose source could not tell its schema on the
+    driver is typed from the first unit's dataset, which then runs as it is."""
+    if plan.empty:
+        return plan, [], _Reads(plan, source, {})
+    params = plan.source.params
+    with user_errors(plan, source, None):
+        units = source.units(params) if staged else [WHOLE_SOURCE]
+        if plan.schemas or not units:
+            return plan, units, _Reads(plan, source, {})
+        first = _read(source, params, units[0])
+        schema = first.schema()
+        if schema is None:
+            raise EmptyInputError.for_source(_where(plan), key=_source_key(plan))
+        plan = typed(plan, getattr(schema, "base_schema", schema))
+    return plan, units, _Reads(plan, source, {units[0].id: first})
+
+
+def _read(source: Source, params: Any, unit: WorkUnit) -> ray.data.Dataset:
+    """``source.read(params, unit)`` with Ray Data's first (streaming) Parquet reader (see
+    :func:`~pipeline.execute.ray_internals.first_parquet_reader`), for every source alike."""
+    with ray_internals.first_parquet_reader():
+        return source.read(params, unit)
+
+
+def _where(plan: Plan) -> Any:
+    path = getattr(plan.source.params, "path", None)
+    return path if path is not None else f"source '{plan.source.name}'"
+
+
+def _source_key(plan: Plan) -> str:
+    return "source.params.path" if hasattr(plan.source.params, "path") else "source.params"
+
+
+class _Reads:
+    """The source's dataset for each work unit, handing out the one read ahead first."""
+
+    def __init__(self, plan: Plan, source: Source, ahead: dict[str, ray.data.Dataset]) -> None:
+        self.plan, self.source, self.ahead = plan, source, ahead
+
+    def __call__(self, unit: WorkUnit) -> ray.data.Dataset:
+        ds = self.ahead.pop(unit.id, None)
+        return ds if ds is not None else _read(self.source, self.plan.source.params, unit)
+
+    def rows(self, unit: WorkUnit) -> int | None:
+        """The unit's row count, where the source knows it without reading the rows."""
+        return self.source.unit_rows(self.plan.source.params, unit)
+
+
+def _start_ledger(plan: Plan) -> Any:
+    if not plan.maps:
+        return None
+    actor = ray.remote(num_cpus=0, max_restarts=0)(Ledger)
+    return actor.remote(budgets(plan))
+
+
+def _run_units(
+    plan: Plan,
+    read: _Reads,
+    sink: FileSink | TableSink,
+    units: list[WorkUnit],
+    ledger: Any,
+    probe: FirstOutputProbe,
+    services: dict[str, dict[str, Any]],
+) -> RunResult:
+    """A staged (file or table) output: work unit by work unit, published when all are done."""
+    if isinstance(sink, TableSink):
+        from pipeline.output.tables import TableUnits
+
+        target = sink.target(plan.sink.params)
+        if plan.empty:  # run.allow_empty and a source without rows (or columns) to write
+            log.warning("bulkinfer: no rows: %s is left as it was", target.location)
+            return RunResult(output=target.location, rows_in=0, rows_out=0)
+        out: Any = TableUnits(target, plan.staged_job(), plan.output_schema)
+
+        def write(ds: ray.data.Dataset, unit: WorkUnit, work: Any) -> Any:
+            args = dict(sink.io.ray_remote_args)
+            return target.write_unit(ds, out.state, unit.id, args)  # the unit's receipt
+    else:
+        out = FileUnits(plan, sink.output(plan.sink.params))
+
+        def write(ds: ray.data.Dataset, unit: WorkUnit, work: Any) -> Any:
+            return sink.write_files(ds, work.data, plan.sink.params)  # rows per file
+
+    def write_unit(unit: WorkUnit, work: Any) -> tuple[list[dict[str, Any]], Any]:
+        with user_errors(plan, read.source, unit, ledger):
+            ds = compile_stages(plan, read(unit), ledger, services, read.rows(unit))
+            probe.arm()
+            written = write(ds, unit, work)
+        return operator_stages(ds), written
+
+    outcome = run_units(plan, out, units, ledger, write_unit)
+    manifest = outcome.manifest
+    return RunResult(
+        output=out.location,
+        rows_in=manifest["rows_in"],
+        rows_out=manifest["rows_out"],
+        stages=outcome.stages,
+        rows_set_aside=manifest["rows_set_aside"],
+        units=outcome.units,
+        units_skipped=outcome.units_skipped,
+        rows_done=outcome.rows_done,
+        manifest=manifest,
+        published=manifest.get("published"),
+        counters={k: counters_of(c) for k, c in outcome.counts.items() if counters_of(c)},
+    )
+
+
+def _run_whole(
+    plan: Plan,
+    read: _Reads,
+    sink: Any,
+    ledger: Any,
+    probe: FirstOutputProbe,
+    services: dict[str, dict[str, Any]],
+) -> RunResult:
+    """A dataset sink (e.g. ``show``): one execution, nothing to stage."""
+    if plan.empty:  # run.allow_empty and a source without rows
+        return RunResult(output=None, rows_in=0, rows_out=0)
+    with user_errors(plan, read.source, None, ledger):
+        ds = compile_stages(plan, read(WHOLE_SOURCE), ledger, services, read.rows(WHOLE_SOURCE))
+        probe.arm()
+        written = sink.write(ds, plan.sink.params)
+    rows_in = rows_out = None
+    set_aside = 0
+    stages: dict[str, dict[str, Any]] = {}
+    if ledger is not None:  # the job has map stages
+        drained = ray.get(ledger.drain.remote())
+        stages = drained["stages"]
+        check_budgets(plan, stages, drained["first_error"], min_rows=0)
+        first, last = stages.get(plan.maps[0].key), stages.get(plan.maps[-1].key)
+        rows_in = first["rows_in"] if first else None
+        rows_out = last["rows_out"] if last else None
+        set_aside = sum(c["skipped"] + c["dead_letter"] for c in stages.values())
+    if not (rows_in or written.rows) and not plan.run.allow_empty:
+        raise EmptyInputError.for_source(_where(plan), key=_source_key(plan))
+    return RunResult(
+        output=written.location,
+        rows_in=rows_in if rows_in is not None else written.rows,
+        rows_out=written.rows if written.rows is not None else rows_out,
+        stages=operator_stages(ds),
+        rows_set_aside=set_aside,
+        counters={k: counters_of(c) for k, c in stages.items() if counters_of(c)},
+    )

@@ -1,0 +1,110 @@
+"""The records of a staged job, and the digests and counts they hold.
+
+A job record (run id, config fingerprint, data flow, work units, state) is written when a job
+starts; :func:`unit_digest` identifies a work unit's input, :func:`config_changes` says what
+changed between two data flows, :func:`add_counts` adds a unit's row counts into a total.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.contract.secrets import mask_secrets
+from pipeline.contract.source import WorkUnit
+
+FORMAT = "bulkinfer-manifest/1"
+
+
+@dataclass(frozen=True)
+class StagedJob:
+    """What a staged output records of the job that writes it: the config ``fingerprint`` and
+    ``dataflow`` (:mod:`pipeline.plan.fingerprints`), whether ``run.resume`` asks to finish an
+    unfinished run, and the sink's ``mode`` (``error``, ``overwrite``, ``append``; "" if none)."""
+
+    fingerprint: str
+    dataflow: dict[str, Any]
+    resume: bool
+    mode: str = ""
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    """``20261126T041139-4c3881``: the start time (UTC) and a random suffix."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def new_record(
+    fingerprint: str,
+    dataflow: dict[str, Any],
+    units: list[WorkUnit],
+    mode: str,
+    location: str,
+) -> dict[str, Any]:
+    """The job record of a new run (secrets in the data flow masked)."""
+    return {
+        "format": FORMAT,
+        "run_id": new_run_id(),
+        "fingerprint": fingerprint,
+        "dataflow": mask_secrets(dataflow),
+        "units": [unit_digest(u) for u in units],
+        "mode": mode,
+        "location": location,
+        "state": "running",
+        "started_at": now(),
+    }
+
+
+def short_hash(text: str) -> str:
+    """The first 16 hex digits of the SHA-256 of ``text``."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def unit_digest(unit: WorkUnit) -> str:
+    """What identifies a unit's input: its id and spec."""
+    blob = json.dumps({"id": unit.id, "spec": unit.spec}, sort_keys=True, default=str)
+    return f"{unit.id}:{short_hash(blob)}"
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    if isinstance(value, list):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_leaves(v, f"{prefix}[{i}]"))
+        return out or {prefix: []}
+    return {prefix: value}
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 5) -> list[str]:
+    """``key: old -> new`` for each leaf that differs between two data-flow configs."""
+    a, b = _leaves(old), _leaves(new)
+    changes = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            changes.append(
+                f"{key}: {json.dumps(a.get(key, '<unset>'))} -> {json.dumps(b.get(key, '<unset>'))}"
+            )
+    if len(changes) > limit:
+        changes = changes[:limit] + [f"... and {len(changes) - limit} more"]
+    return changes
+
+
+def add_counts(into: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> None:
+    """Add per-stage counts ``more`` into ``into``."""
+    for stage, counts in more.items():
+        total = into.setdefault(stage, {})
+        for name, value in counts.items():
+            total[name] = total.get(name, 0) + value

@@ -1,0 +1,114 @@
+"""The plan: one frozen value the planner builds, the dry run prints and the runner executes."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.contract.plugin import IOContext, Plugin
+from pipeline.contract.settings import RaySettings, RunSettings, StageSettings
+from pipeline.output.records import StagedJob
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The resources a job plans for: totals, and each node's (a worker fits on one node)."""
+
+    cpus: float
+    gpus: float
+    memory: float = math.inf
+    nodes: tuple[dict[str, float], ...] = ()
+    #: How the plan names it: "local machine", "Ray cluster at auto", ...
+    name: str = "Ray cluster"
+
+    @classmethod
+    def local(cls, ray: RaySettings) -> Cluster:
+        """The machine this process runs on, as the embedded Ray would see it.
+
+        CPUs: ``ray.num_cpus`` or every core; GPUs: ``ray.num_gpus`` or those visible here
+        (``CUDA_VISIBLE_DEVICES``, else the ``/dev/nvidia<N>`` devices), as Ray counts them.
+        """
+        cpus = float(ray.num_cpus or os.cpu_count() or 1)
+        gpus = float(ray.num_gpus if ray.num_gpus is not None else local_gpus())
+        node = {"CPU": cpus, "GPU": gpus}
+        return cls(cpus=cpus, gpus=gpus, nodes=(node,), name="local machine")
+
+
+def local_gpus() -> int:
+    """NVIDIA GPUs this process may use, counted without importing a GPU library."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One plugin in the job: where it came from in the config, its class and validated params."""
+
+    key: str  # config path: "source", "preprocessors[0]", "predictor", "sink"
+    kind: str
+    name: str
+    plugin: type[Plugin]
+    params: Any
+    stage: StageSettings | None = None  # map stages only: budgeted in a Plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the runner needs, decided and checked once (see the module docstring)."""
+
+    source: Step
+    maps: tuple[Step, ...]
+    sink: Step
+    ray: RaySettings
+    run: RunSettings
+    fingerprint: str
+    #: The part of the config the fingerprint covers (see
+    #: :func:`pipeline.plan.fingerprints.dataflow`).
+    dataflow: dict[str, Any]
+    cluster: Cluster
+    #: CPUs of each read and write task.
+    io_cpus: float
+    #: Read tasks the source is asked for (None: Ray's choice).
+    read_tasks: int | None = None
+    #: Rows per block after the read (None: as the source produces them).
+    rows_per_block: int | None = None
+    notes: tuple[str, ...] = field(default=())
+    #: Rows per Ray map batch, by stage key (see :func:`pipeline.plan.shares.map_batch_rows`).
+    map_batches: dict[str, int | None] = field(default_factory=dict)
+    #: The Arrow schema after each step, by step key ("source", "preprocessors[0]", ...); empty
+    #: when the source can tell it only by reading (the runner then types the plan first).
+    schemas: dict[str, Any] = field(default_factory=dict)
+    #: The source has no rows and ``run.allow_empty`` is set: an empty output is published.
+    empty: bool = False
+    #: A table sink's job record of this very job is there to resume (``run.resume=true``).
+    resumes: bool = False
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return (self.source, *self.maps, self.sink)
+
+    @property
+    def output_schema(self) -> Any:
+        """The Arrow schema the sink gets (None until the plan is typed)."""
+        return list(self.schemas.values())[-1] if self.schemas else None
+
+    def staged_job(self) -> StagedJob:
+        """What a staged output records of this job
+        (:class:`~pipeline.output.records.StagedJob`)."""
+        mode = getattr(self.sink.params, "mode", "")
+        return StagedJob(self.fingerprint, self.dataflow, self.run.resume, mode)
+
+    def io(self) -> IOContext:
+        """What read and write tasks get (see :class:`~pipeline.contract.plugin.IOContext`)."""
+        return IOContext(
+            ray_remote_args={"num_cpus": self.io_cpus},
+            num_blocks=self.read_tasks,
+            fingerprint=self.fingerprint,
+            unit_rows=self.run.unit_rows,
+            unit_bytes=self.run.unit_bytes,
+        )
