@@ -6,4 +6,4 @@ entry points exactly like third-party ones.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -103,22 +103,27 @@ def llm_server(tiny_gpt2_chat, tmp_path_factory):
     server.stop()
 
 
-# tiny_gpt2_chat and llm_server start no Ray, but building the model and starting the server
-# take tens of seconds: they belong with the slow tests.
-RAY_FIXTURES = {
-    "ray_session",
-    "cli",
-    "tiny_gpt2",
-    "tiny_classifier",
-    "tiny_gpt2_chat",
-    "llm_server",
+#: Markers by cost, from the fixtures a test uses; a test that has the cost without one of these
+#: fixtures carries the marker itself (or its module's ``pytestmark``).
+COSTS = {
+    "ray_session": "ray",
+    "cli": "subprocess",
+    "tiny_gpt2": "model",
+    "tiny_classifier": "model",
+    "tiny_gpt2_chat": "model",
+    "llm_server": "server",
+    "postgres": "server",
 }
+#: Every marker of a cost; a test with any of them is also ``slow``.
+COSTLY = ("ray", "subprocess", "model", "server", "packaging")
 
 
 def pytest_collection_modifyitems(items):
-    """Mark every test that starts Ray (or a job that does) as ``ray``: the others run alone in
-    well under a minute with ``python -m pytest -m "not ray"``. A test that starts Ray without
-    one of these fixtures carries ``@pytest.mark.ray`` (or its module ``pytestmark``)."""
+    """Mark every test by what it costs (``ray``, ``subprocess``, ``model``, ``server``,
+    ``packaging``) and every such test ``slow``: ``python -m pytest -m "not slow"`` runs the
+    others alone in about a minute."""
     for item in items:
-        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.ray)
+        for fixture in set(getattr(item, "fixturenames", ())) & COSTS.keys():
+            item.add_marker(COSTS[fixture])
+        if any(item.get_closest_marker(name) for name in COSTLY):
+            item.add_marker(pytest.mark.slow)

@@ -43,14 +43,11 @@ class SinkResult:
 
 
 class Sink(_IOPlugin):
-    """What every sink can do before the job: refuse an output or columns it cannot take."""
-
-    def check(self, params: Any) -> None:
-        """Refuse before the job starts (e.g. a target that cannot be written); raise a
-        BulkInferError naming the key."""
+    """The base of every sink kind."""
 
     def check_schema(self, params: Any, schema: pa.Schema) -> None:
-        """Refuse, before any model loads, a column this sink cannot hold.
+        """Refuse, before any model loads, a column this sink cannot hold (file and dataset
+        sinks; a table sink's target checks columns in :meth:`StagedTarget.check`).
 
         ``schema`` is what the last stage yields. Raise a
         :class:`~pipeline.contract.errors.DataError` naming the column, the sink and what to do
@@ -64,6 +61,10 @@ class DatasetSink(Sink, ABC):
 
     The job runs in one piece: no staging, no work units, no resume.
     """
+
+    def check(self, params: Any) -> None:
+        """Refuse before the job starts (e.g. a destination that cannot be written); raise a
+        BulkInferError naming the key."""
 
     @abstractmethod
     def write(self, dataset: ray.data.Dataset, params: Any) -> SinkResult:

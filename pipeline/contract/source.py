@@ -1,7 +1,7 @@
 """Sources: read the input into Ray Datasets, one per work unit, on the driver.
 
 Required: :meth:`Source.read`. Optional: ``schema`` (the types, known before the job),
-``unit_rows``, ``units`` (work units for resume), ``explain_read_error``, ``preview`` (a dry
+``count_rows``, ``units`` (work units for resume), ``explain_read_error``, ``preview`` (a dry
 run's first rows) and ``decoder`` (a map stage run right after the read).
 """
 
@@ -71,7 +71,7 @@ class Source(_IOPlugin, ABC):
         """
         return None
 
-    def unit_rows(self, params: Any, unit: WorkUnit) -> int | None:
+    def count_rows(self, params: Any, unit: WorkUnit) -> int | None:
         """Rows in ``unit`` if known unread (:func:`pipeline.plan.shares.fit_windows`); else
         None."""
         return None

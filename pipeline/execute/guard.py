@@ -7,7 +7,7 @@ for ``<output>/_errors/``).
 
 Every batch is reported to the job's :class:`~pipeline.execute.ledger.Ledger` actor (rows in, rows
 out, the rows set aside, the stage's counters), keyed so that a retried task replaces its report.
-Each output batch is checked against the columns the stage declared (:func:`check_output`), and
+Each output batch is checked against the columns the stage declared (:func:`check_batch_types`), and
 errors the stage raises get its config key in full (``preprocessors[0].params.condition``).
 """
 
@@ -38,7 +38,7 @@ class StageFailedError(DataError):
     """A map stage raised on a batch and its ``on_error`` is ``fail``."""
 
 
-class ErrorBudgetError(DataError):
+class ErrorLimitError(DataError):
     """A stage set aside more rows than its ``max_error_rate`` allows."""
 
 
@@ -104,7 +104,7 @@ def row_values(batch: Any, i: int) -> dict[str, Any]:
     return {str(k): _plain(v) for k, v in batch.iloc[i].items()}
 
 
-def check_output(table: Any, guard: StageGuard) -> None:
+def check_batch_types(table: Any, guard: StageGuard) -> None:
     """Raise :class:`StageOutputError` unless ``table`` holds exactly the declared columns,
     each of a type that keeps the declared promise (:func:`pipeline.contract.schema.conforms`)."""
     from pipeline.contract.schema import conforms, describe_schema, is_python_object, type_name
@@ -226,7 +226,7 @@ class Guarded:
         if g.schema is not None:
             outputs = [to_table(o) for o in outputs]
             for table in outputs:
-                check_output(table, g)
+                check_batch_types(table, g)
         if g.ledger is not None:
             import ray
 
@@ -235,7 +235,7 @@ class Guarded:
             report = g.ledger.record.remote(key, g.key, rows, rows_out, records, counters)
             over = ray.get(report)
             if over:
-                raise ErrorBudgetError(over, key=f"{g.key}.stage.max_error_rate")
+                raise ErrorLimitError(over, key=f"{g.key}.stage.max_error_rate")
         if len(outputs) == 1:
             return outputs[0]
         return (o for o in outputs if num_rows(o))

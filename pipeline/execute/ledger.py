@@ -4,7 +4,7 @@ Every batch of every map stage is reported to one :class:`Ledger` actor by the s
 (:mod:`pipeline.execute.guard`): rows in, rows out, the rows set aside and the stage's counters.
 Reports are keyed by the Ray Data task and the batch's position in it, so a task that Ray retries (a
 worker died) replaces its earlier report instead of counting twice. The driver reads the ledger
-after each work unit; the ledger also stops the job early once a stage is over its error budget.
+after each work unit; the ledger also stops the job early once a stage is over its error limit.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from pipeline.contract.errors import BulkInferError
 from pipeline.output.records import add_counts
 
 #: A stage is stopped early (before the end of a work unit) only after it has seen this many rows,
-#: so a few bad rows at the start do not fail a job whose overall error rate is within budget.
+#: so a few bad rows at the start do not fail a job whose overall error rate is within its limit.
 EARLY_STOP_MIN_ROWS = 1000
 
 
-def budget_message(guard_key: str, name: str, rate: float, bad: int, rows: int, first: str) -> str:
-    """The message for a stage over its error budget."""
+def error_limit_message(
+    guard_key: str, name: str, rate: float, bad: int, rows: int, first: str
+) -> str:
+    """The message for a stage over its error limit."""
     return (
         f"stage '{name}' set aside {bad} of {rows} rows ({bad / max(rows, 1):.1%}), more than "
         f"max_error_rate={rate:g} allows. First error: {first or 'unknown'}. Fix the data or the "
@@ -48,12 +50,12 @@ class Ledger:
     the decisions stages made at run time (notes), for the whole job.
 
     Reports are keyed by batch (see :func:`pipeline.execute.guard.batch_key`): a retried task
-    replaces its reports. ``budgets`` maps stage key -> (plugin name, max_error_rate) for stages
+    replaces its reports. ``limits`` maps stage key -> (plugin name, max_error_rate) for stages
     that set rows aside.
     """
 
-    def __init__(self, budgets: dict[str, tuple[str, float]]) -> None:
-        self.budgets = budgets
+    def __init__(self, limits: dict[str, tuple[str, float]]) -> None:
+        self.limits = limits
         self.job_notes: list[str] = []
         self.reset({})
 
@@ -101,7 +103,7 @@ class Ledger:
         records: list[dict[str, Any]],
         counters: dict[str, float] | None = None,
     ) -> str | None:
-        """Store one batch's report; return a message if the stage is now over its budget."""
+        """Store one batch's report; return a message if the stage is now over its error limit."""
         old = self.batches.get(key)
         if old is not None:
             self._apply(*old, sign=-1)
@@ -109,16 +111,16 @@ class Ledger:
         self._apply(*self.batches[key], sign=+1)
         if records and stage not in self.first_error:
             self.first_error[stage] = records[0]["error"]
-        if stage not in self.budgets:
+        if stage not in self.limits:
             return None
-        return self.over_budget(stage, min_rows=EARLY_STOP_MIN_ROWS)
+        return self.over_error_limit(stage, min_rows=EARLY_STOP_MIN_ROWS)
 
-    def over_budget(self, stage: str, min_rows: int = 0) -> str | None:
-        """A message if ``stage`` (committed units plus this one) is over its error budget."""
+    def over_error_limit(self, stage: str, min_rows: int = 0) -> str | None:
+        """A message if ``stage`` (committed units plus this one) is over its error limit."""
         counts: dict[str, dict[str, int]] = {}
         add_counts(counts, {stage: self.base.get(stage, _empty_counts())})
         add_counts(counts, {stage: self.totals.get(stage, _empty_counts())})
-        return over_budget(self.budgets, counts, self.first_error, stage, min_rows)
+        return over_error_limit(self.limits, counts, self.first_error, stage, min_rows)
 
     def fail(self, error: BulkInferError) -> None:
         """Keep the first error that stopped a stage, for the driver to report."""
@@ -135,26 +137,26 @@ class Ledger:
         return {"stages": self.totals, "records": records, "first_error": self.first_error}
 
 
-def over_budget(
-    budgets: dict[str, tuple[str, float]],
+def over_error_limit(
+    limits: dict[str, tuple[str, float]],
     counts: dict[str, dict[str, int]],
     first_errors: dict[str, str],
     stage: str,
     min_rows: int = 0,
 ) -> str | None:
-    """A message if ``stage`` set aside more than its budget of the rows it received.
+    """A message if ``stage`` set aside more than its limit of the rows it received.
 
-    ``budgets``: stage -> (plugin name, max_error_rate); no budget, no limit. Below ``min_rows``
+    ``limits``: stage -> (plugin name, max_error_rate); no entry, no limit. Below ``min_rows``
     rows received, the stage is not judged yet.
     """
-    if stage not in budgets:
+    if stage not in limits:
         return None
-    name, rate = budgets[stage]
+    name, rate = limits[stage]
     c = counts.get(stage, {})
     bad, rows = c.get("skipped", 0) + c.get("dead_letter", 0), c.get("rows_in", 0)
     if bad == 0 or rows < min_rows or bad <= rate * rows:
         return None
-    return budget_message(stage, name, rate, bad, rows, first_errors.get(stage, ""))
+    return error_limit_message(stage, name, rate, bad, rows, first_errors.get(stage, ""))
 
 
 def dead_letter_lines(records: list[dict[str, Any]]) -> bytes:

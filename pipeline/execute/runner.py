@@ -28,7 +28,7 @@ from pipeline.execute.failures import find_user_error, hide_tracebacks, user_err
 from pipeline.execute.ledger import Ledger, counters_of
 from pipeline.execute.ray_stats import FirstOutputProbe, operator_stages
 from pipeline.execute.services import close_services, start_services
-from pipeline.execute.units import FileUnits, budgets, check_budgets, run_units
+from pipeline.execute.units import FileUnits, check_error_limits, error_limits, run_units
 from pipeline.plan.model import Plan
 from pipeline.plan.planner import plan_job, typed, validate_ray
 from pipeline.plan.report import describe
@@ -291,14 +291,14 @@ class _Reads:
 
     def rows(self, unit: WorkUnit) -> int | None:
         """The unit's row count, where the source knows it without reading the rows."""
-        return self.source.unit_rows(self.plan.source.params, unit)
+        return self.source.count_rows(self.plan.source.params, unit)
 
 
 def _start_ledger(plan: Plan) -> Any:
     if not plan.maps:
         return None
     actor = ray.remote(num_cpus=0, max_restarts=0)(Ledger)
-    return actor.remote(budgets(plan))
+    return actor.remote(error_limits(plan))
 
 
 def _run_units(
@@ -374,7 +374,7 @@ def _run_whole(
     if ledger is not None:  # the job has map stages
         drained = ray.get(ledger.drain.remote())
         stages = drained["stages"]
-        check_budgets(plan, stages, drained["first_error"], min_rows=0)
+        check_error_limits(plan, stages, drained["first_error"], min_rows=0)
         first, last = stages.get(plan.maps[0].key), stages.get(plan.maps[-1].key)
         rows_in = first["rows_in"] if first else None
         rows_out = last["rows_out"] if last else None

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from pipeline.contract.errors import BulkInferError, EmptyInputError, OutputError
 from pipeline.contract.sink import FileOutput
 from pipeline.contract.source import WorkUnit
-from pipeline.execute.guard import ErrorBudgetError
-from pipeline.execute.ledger import EARLY_STOP_MIN_ROWS, dead_letter_lines, over_budget
+from pipeline.execute.guard import ErrorLimitError
+from pipeline.execute.ledger import EARLY_STOP_MIN_ROWS, dead_letter_lines, over_error_limit
 from pipeline.output.publish import finish_publishing, prepare, publish
 from pipeline.output.records import add_counts
 from pipeline.output.staging import MANIFEST, Staging
@@ -126,7 +126,7 @@ class UnitsOutcome:
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def budgets(plan: Plan) -> dict[str, tuple[str, float]]:
+def error_limits(plan: Plan) -> dict[str, tuple[str, float]]:
     """stage key -> (plugin name, max_error_rate) for stages that set bad rows aside."""
     return {
         step.key: (step.name, step.stage.max_error_rate)
@@ -135,15 +135,15 @@ def budgets(plan: Plan) -> dict[str, tuple[str, float]]:
     }
 
 
-def check_budgets(
+def check_error_limits(
     plan: Plan, counts: dict[str, dict[str, int]], first_errors: dict[str, str], min_rows: int
 ) -> None:
-    """Raise :class:`ErrorBudgetError` for the first stage over its error budget."""
-    limits = budgets(plan)
+    """Raise :class:`ErrorLimitError` for the first stage over its error limit."""
+    limits = error_limits(plan)
     for step in plan.maps:
-        message = over_budget(limits, counts, first_errors, step.key, min_rows)
+        message = over_error_limit(limits, counts, first_errors, step.key, min_rows)
         if message:
-            raise ErrorBudgetError(message, key=f"{step.key}.stage.max_error_rate")
+            raise ErrorLimitError(message, key=f"{step.key}.stage.max_error_rate")
 
 
 def _merge_stats(into: list[dict[str, Any]], more: list[dict[str, Any]]) -> None:
@@ -247,7 +247,7 @@ def run_units(
             add_counts(counts, drained["stages"])
             for stage, error in drained["first_error"].items():
                 first_errors.setdefault(stage, error)
-            check_budgets(plan, counts, first_errors, EARLY_STOP_MIN_ROWS)
+            check_error_limits(plan, counts, first_errors, EARLY_STOP_MIN_ROWS)
             written_any = True
             marker = _storing(
                 out,
@@ -270,7 +270,7 @@ def run_units(
                 marker["rows_set_aside"],
                 time.perf_counter() - started,
             )
-        check_budgets(plan, counts, first_errors, min_rows=0)
+        check_error_limits(plan, counts, first_errors, min_rows=0)
         if not plan.run.allow_empty and not sum(markers[u.id]["rows_in"] for u in units):
             raise EmptyInputError.for_source(_where(plan))
         manifest = _storing(out, lambda: out.publish([markers[u.id] for u in units]))

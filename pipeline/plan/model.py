@@ -54,7 +54,7 @@ class Step:
     name: str
     plugin: type[Plugin]
     params: Any
-    stage: StageSettings | None = None  # map stages only: budgeted in a Plan
+    stage: StageSettings | None = None  # map stages only: given its share in a Plan
 
 
 @dataclass(frozen=True)

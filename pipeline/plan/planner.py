@@ -1,6 +1,6 @@
 """A resolved config -> one frozen :class:`Plan`: the only planning pass a job goes through.
 
-:func:`plan_job` validates the config, loads the plugins it names, budgets the cluster's
+:func:`plan_job` validates the config, loads the plugins it names, shares the cluster's
 resources (:mod:`pipeline.plan.shares`), types every column from the source's schema to the sink
 (:func:`typed`), and runs every check that needs no data: error policies against the sink, the
 output against its mode and an unfinished run, resources against the cluster's nodes. The dry
@@ -23,13 +23,13 @@ from pipeline.contract.errors import (
 from pipeline.contract.reach import reach
 from pipeline.contract.schema import is_python_object
 from pipeline.contract.settings import JobConfig, RaySettings, StageSettings
-from pipeline.contract.sink import FileSink, Sink, StagedTarget, TableSink
+from pipeline.contract.sink import DatasetSink, FileSink, Sink, StagedTarget, TableSink
 from pipeline.contract.source import Source
 from pipeline.contract.stage import MapStage
 from pipeline.plan import registry
 from pipeline.plan.fingerprints import dataflow, fingerprint
 from pipeline.plan.model import Cluster, Plan, Step
-from pipeline.plan.shares import Budget, budget
+from pipeline.plan.shares import Shares, share_cluster
 from pipeline.plan.validation import reject_code_references, validate_model
 
 
@@ -99,7 +99,7 @@ def plan_job(
     job, source, maps, sink = _validated(config)
     _check_error_policies(maps, sink)
     cluster = cluster or Cluster.local(job.ray)
-    shared: Budget = budget(maps, job.ray, cluster)
+    shared: Shares = share_cluster(maps, job.ray, cluster)
     flow = dataflow([source, *maps, sink])
     plan = Plan(
         source=source,
@@ -127,11 +127,11 @@ def validate_ray(config: dict[str, Any]) -> RaySettings:
 
 
 def inspected(plan: Plan) -> Plan:
-    """The plan checked against what is on disk (:func:`check_output`), typed from the
+    """The plan checked against what is on disk (:func:`check_destination`), typed from the
     source's schema (:func:`typed`) and, for a real run, with each map stage's outside
     services checked (:func:`preflight`). Where the paths are (a Ray Client job does this
     inside the cluster)."""
-    plan = replace(plan, resumes=check_output(plan))
+    plan = replace(plan, resumes=check_destination(plan))
     try:
         schema = plan.source.plugin(plan.io()).schema(plan.source.params)
     except EmptyInputError:
@@ -182,7 +182,7 @@ def estimates(plan: Plan, limit: int = PREVIEW_ROWS) -> list[str]:
     return ["estimates (dry run, nothing sent):", *lines]
 
 
-def check_output(plan: Plan) -> bool:
+def check_destination(plan: Plan) -> bool:
     """Refuse an existing output (``mode: error``), an unfinished run without
     ``run.resume=true``, or a resume whose config changed: what is on disk, before any work.
 
@@ -193,13 +193,13 @@ def check_output(plan: Plan) -> bool:
         from pipeline.output.tables import check_table
 
         return check_table(table_target(plan), plan.staged_job())
-    if not issubclass(plan.sink.plugin, FileSink):
-        plan.sink.plugin(plan.io()).check(plan.sink.params)
-        return False
-    from pipeline.output.publish import check
+    sink = plan.sink.plugin(plan.io())
+    if isinstance(sink, FileSink):
+        from pipeline.output.publish import check
 
-    out = plan.sink.plugin(plan.io()).output(plan.sink.params)
-    check(out, plan.fingerprint, plan.dataflow, plan.run.resume)
+        check(sink.output(plan.sink.params), plan.fingerprint, plan.dataflow, plan.run.resume)
+    elif isinstance(sink, DatasetSink):
+        sink.check(plan.sink.params)
     return False
 
 

@@ -38,7 +38,7 @@ class PluginInfo:
 
     @property
     def package(self) -> str:
-        """The distribution that registers it, with its version: ``bulkinfer 0.1.0``."""
+        """The distribution that registers it, with its version: ``bulkinfer 0.2.0``."""
         if self.distribution is None:
             return "(unknown distribution)"
         return f"{self.distribution} {self.version}" if self.version else self.distribution

@@ -1,6 +1,6 @@
 """Sharing a Ray cluster between a job's actor pools, task stages and I/O, decided once.
 
-The planner calls :func:`budget` with the resources of the cluster the job will run on (the
+The planner calls :func:`share_cluster` with the resources of the cluster the job will run on (the
 local machine's for the embedded Ray and for every dry run, the connected cluster's otherwise)
 and gets back every map stage with its CPU share and threads, the read's tasks and blocks, and
 the notes the plan prints. Nothing here imports Ray.
@@ -23,8 +23,8 @@ SORT_WINDOW_ROWS = 4096
 
 
 @dataclass(frozen=True)
-class Budget:
-    """What :func:`budget` decided."""
+class Shares:
+    """What :func:`share_cluster` decided."""
 
     maps: tuple[Step, ...]
     io_cpus: float
@@ -87,7 +87,7 @@ def _would_fold(tasks: StageSettings, actor_cpus: float, actor_gpus: float) -> b
     )
 
 
-def budget(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) -> Budget:
+def share_cluster(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) -> Shares:
     """Share ``cluster`` between actor pools, task stages and I/O so the job can always progress.
 
     Actor pools hold their CPUs for the whole job. If they took every CPU, Ray Data could never
@@ -170,7 +170,7 @@ def budget(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) -> Budget
     notes.append(f"read/write tasks: {_fmt(io_cpus)} CPU each")
     read_tasks = max(1, math.floor(free / io_cpus + 1e-9))
     check_placement(tuple(planned), cluster)
-    return _blocks(Budget(tuple(planned), io_cpus, notes=tuple(notes)), read_tasks)
+    return _blocks(Shares(tuple(planned), io_cpus, notes=tuple(notes)), read_tasks)
 
 
 def map_batch_rows(step: Step) -> int | None:
@@ -221,7 +221,7 @@ def fit_windows(plan: Plan, rows: int) -> Plan:
     return replace(plan, map_batches=batches, rows_per_block=blocks)
 
 
-def _windows(plan: Budget) -> Budget:
+def _windows(plan: Shares) -> Shares:
     batches: dict[str, int | None] = {}
     notes = list(plan.notes)
     for step in plan.maps:
@@ -235,7 +235,7 @@ def _windows(plan: Budget) -> Budget:
     return replace(plan, map_batches=batches, notes=tuple(notes))
 
 
-def _blocks(plan: Budget, read_tasks: int) -> Budget:
+def _blocks(plan: Shares, read_tasks: int) -> Shares:
     """Read with as many tasks as can run at once; cut blocks for a first stage of actors.
 
     Ray Data reads a small file as one block and an actor pool hands a block to one actor, so an
@@ -266,7 +266,7 @@ def _blocks(plan: Budget, read_tasks: int) -> Budget:
 
 
 def worker_resources(stage: StageSettings) -> dict[str, float]:
-    """Ray resources one worker of a (budgeted) stage asks for, by resource name."""
+    """Ray resources one worker of a stage (after its share is given) asks for, by resource name."""
     need: dict[str, float] = {"CPU": stage.num_cpus or 0.0, "GPU": stage.num_gpus}
     if stage.memory:
         need["memory"] = float(stage.memory)

@@ -351,7 +351,7 @@ class ParquetSource(FileSource):
         total = sum(self._rows(f) for f, _ in files)
         return Preview(table, total, f"exact: the footers of {len(files)} Parquet file(s)")
 
-    def unit_rows(self, params: ParquetParams, unit: WorkUnit) -> int | None:
+    def count_rows(self, params: ParquetParams, unit: WorkUnit) -> int | None:
         """The rows in the unit's files' footers; None past :data:`EMPTY_CHECK_FILES` files
         (a footer read each: a request each on object storage)."""
         files = self.unit_files(params, unit)

@@ -83,7 +83,7 @@ class ItemsSource(Source):
         parts = [table.slice(i, step) for i in range(0, table.num_rows, step)] or [table]
         return ray.data.from_arrow(parts)
 
-    def unit_rows(self, params: ItemsParams, unit: WorkUnit) -> int:
+    def count_rows(self, params: ItemsParams, unit: WorkUnit) -> int:
         start, stop = self._span(params, unit)
         return stop - start
 

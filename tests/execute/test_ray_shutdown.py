@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+pytestmark = pytest.mark.ray  # every test here starts Ray
 
 STOP_SCRIPT = """
 import json, ray

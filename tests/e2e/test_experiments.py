@@ -20,7 +20,7 @@ EXPERIMENTS = [
 
 
 def plan_of(*overrides: str):
-    """Compose as the command line would, validate and budget; no Ray."""
+    """Compose as the command line would, validate and share the resources; no Ray."""
     return plan_job(compose(list(overrides)), inspect=False)
 
 

@@ -18,7 +18,7 @@ from pipeline.app.metrics import METRICS_FILE
 from pipeline.app.sweep import SUMMARY_CSV, SUMMARY_MD, THROUGHPUT_PNG, summarize
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+pytestmark = pytest.mark.subprocess  # every test here runs the command line
 
 TEXTS = [f"sentence number {i} about nothing much" for i in range(20)]
 ITEMS = "source.params.items=[" + ",".join(f"'{t}'" for t in TEXTS) + "]"

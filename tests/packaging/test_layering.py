@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "pipeline"
 #: The layers, from the top (the application) to the bottom (the plugin contract).
 LAYERS = ("app", "execute", "plan", "output", "contract")
@@ -162,3 +162,41 @@ def test_plugins_use_only_the_contract(path):
     core = {name for name in imports(path) if name.split(".")[0] == "pipeline"}
     outside = {n for n in core if n != "pipeline" and layer(n) != "contract"}
     assert not outside, f"{path} imports {sorted(outside)}"
+
+
+def mapped(markdown: Path, after: str = "") -> set[str]:
+    """The paths a page's first code block (after the line ``after``) maps: ``name/`` folders
+    and ``name.py`` modules, nested by two spaces of indentation per level."""
+    text = markdown.read_text()
+    block = text[text.index(after) :].split("```\n", 2)[1]
+    found: set[str] = set()
+    folders: list[str] = []
+    for line in block.splitlines():
+        indent = (len(line) - len(line.lstrip(" "))) // 2
+        names = [w for w in line.split() if w.endswith(("/", ".py")) and "/" not in w[:-1]]
+        if not names or line.startswith(" " * 26):  # a description's continuation line
+            continue
+        del folders[indent:]
+        for name in names:
+            found.add("/".join([*folders, name]).rstrip("/"))
+        if names[0].endswith("/"):
+            folders.append(names[0].rstrip("/"))
+    return found
+
+
+def test_the_architecture_page_maps_every_module_of_the_core_and_nothing_else():
+    on_disk = {
+        str(p.relative_to(ROOT))
+        for p in CORE.rglob("*")
+        if "__pycache__" not in p.parts
+        and p.name != "__init__.py"
+        and (p.suffix == ".py" or (p.is_dir() and p.parent == CORE))
+    } | {"pipeline"}
+    listed = {p for p in mapped(ROOT / "docs" / "architecture.md") if p.startswith("pipeline")}
+    assert listed == on_disk
+
+
+def test_the_readme_maps_every_layer():
+    listed = mapped(ROOT / "README.md", after="## Architecture")
+    assert {f"pipeline/{name}" for name in LAYERS} <= listed
+    assert {"conf", "plugins", "tests"} <= listed

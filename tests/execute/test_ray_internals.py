@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.execute import ray_internals
 
-pytestmark = pytest.mark.ray
+pytestmark = pytest.mark.ray  # each hook on a real Ray
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -23,7 +23,7 @@ from kit import kit_env
 
 from pipeline.output.staging import STAGING_SUFFIX
 
-pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+pytestmark = pytest.mark.subprocess  # the command line, killed and run again
 
 FILES, ROWS_PER_FILE = 6, 5
 N = FILES * ROWS_PER_FILE

@@ -19,7 +19,7 @@ import pytest
 from conftest import run_cli
 from kit import KIT_DIR, kit_env
 
-pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+pytestmark = [pytest.mark.subprocess, pytest.mark.server]  # `ray start`, then the command line
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+pytestmark = pytest.mark.subprocess  # every test here runs the command line
 
 
 @pytest.fixture(scope="module")

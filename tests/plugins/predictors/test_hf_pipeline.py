@@ -139,7 +139,7 @@ def test_feature_extraction_pools_real_tokens_only(tiny_classifier):
     assert together == pytest.approx(alone, abs=1e-5)
 
 
-@pytest.mark.ray  # loads a model: seconds
+@pytest.mark.model  # loads a model: seconds
 def test_token_classification_and_fill_mask_give_plain_values(tmp_path):
     from tools.tiny_models import build_encoder
 

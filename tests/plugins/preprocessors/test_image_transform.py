@@ -21,7 +21,7 @@ from plugins.sources.image_decode import image_column
 from tools.sample_images import picture
 from tools.torchvision_reference import CASES, images
 
-REFERENCE = Path(__file__).parent / "data" / "image_transform_reference.npz"
+REFERENCE = Path(__file__).resolve().parents[2] / "data" / "image_transform_reference.npz"
 
 
 def _spec(case: dict, channels: int) -> TransformSpec:

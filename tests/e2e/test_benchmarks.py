@@ -17,9 +17,9 @@ import pytest
 
 from pipeline.contract.batches import length_order
 
-pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+pytestmark = [pytest.mark.ray, pytest.mark.model]  # the benchmark scripts on tiny inputs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORDS = "the council measured a quiet river before the long festival of summer trains".split()
 
 

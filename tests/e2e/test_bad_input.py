@@ -18,7 +18,7 @@ from conftest import run_cli
 
 from pipeline.output.staging import STAGING_SUFFIX
 
-pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+pytestmark = pytest.mark.subprocess  # every test here runs the command line
 
 EMBED = ["predictor.stage.batch_size=8"]
 

@@ -110,7 +110,7 @@ def test_skip_in_a_task_stage_drops_only_the_bad_rows_and_keeps_no_dead_letters(
     assert m["set_aside"] == {"preprocessors[0]": {"dead_letter": 0, "skipped": 2}}
 
 
-def test_a_stage_over_its_error_budget_stops_the_job_naming_the_stage(ray_session, rows, tmp_path):
+def test_a_stage_over_its_error_limit_stops_the_job_naming_the_stage(ray_session, rows, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(DataError) as caught:
         job(

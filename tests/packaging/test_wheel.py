@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-# Builds a wheel and runs the suites above in it: minutes, not for the quick `-m "not ray"` pass.
-pytestmark = pytest.mark.ray
+# Builds a wheel and runs the suites above in it: minutes, not for the quick `-m "not slow"` pass.
+pytestmark = pytest.mark.packaging  # builds the wheel and installs it in a fresh environment
 
 #: The wheel's only top-level import names (pyproject.toml: tool.setuptools.packages.find).
 TOP_LEVEL = {"pipeline", "plugins", "hydra_plugins"}
@@ -195,7 +195,7 @@ def test_the_plugin_commands_list_and_describe(venv, outside):
     assert listed.returncode == 0, listed.stderr
     assert "BROKEN" not in listed.stdout
     line = next(x for x in listed.stdout.splitlines() if x.strip().startswith("sentence_embedding"))
-    assert "bulkinfer 0.1.0" in line
+    assert "bulkinfer 0.2.0" in line
     described = _run([plugins, "describe", "sink/parquet"], cwd=outside, env=_env())
     assert described.returncode == 0, described.stderr
     assert described.stdout.startswith("sink 'parquet' from bulkinfer")
@@ -220,17 +220,23 @@ def _pytest(venv: Path, root: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_config_search_path_and_option_specs_pass_against_the_wheel(venv, outside):
     root = _suites(outside, "specs")
-    files = ["test_config_packages.py", "test_conf_options.py", "test_experiments.py"]
-    done = _pytest(venv, root, "-m", "not ray", *(f"tests/{f}" for f in files))
+    files = [
+        "packaging/test_config_packages.py",
+        "plan/test_conf_options.py",
+        "e2e/test_experiments.py",
+    ]
+    done = _pytest(venv, root, "-m", "not slow", *(f"tests/{f}" for f in files))
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert " passed" in done.stdout.splitlines()[-1]
 
 
 def test_config_packages_install_and_run_against_the_wheel(venv, outside):
-    """tests/test_examples.py in the wheel's environment: pip-installs the example packages
-    there, checks --info searchpath, presets, primary configs, and runs the plugin package's job
-    with Ray (the team job, which runs the same way, only in the checkout's run)."""
+    """tests/packaging/test_examples.py in the wheel's environment: pip-installs the example
+    packages there, checks --info searchpath, presets, primary configs, and runs the plugin
+    package's job with Ray (the team job, which runs the same way, only in the checkout's run)."""
     root = _suites(outside, "examples")
-    done = _pytest(venv, root, "tests/test_examples.py", "-k", "not secrets_masked_everywhere")
+    done = _pytest(
+        venv, root, "tests/packaging/test_examples.py", "-k", "not secrets_masked_everywhere"
+    )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert " passed" in done.stdout.splitlines()[-1]

@@ -49,7 +49,7 @@ def _params(plugin, **params):
     return validate_model(plugin.Params, params, "predictor.params")
 
 
-@pytest.mark.ray
+@pytest.mark.model
 def test_top_k_gives_lists_as_the_pipeline_orders_them(classifier_folder):
     from transformers import pipeline
 
@@ -64,7 +64,7 @@ def test_top_k_gives_lists_as_the_pipeline_orders_them(classifier_folder):
         )
 
 
-@pytest.mark.ray
+@pytest.mark.model
 def test_output_schemas_follow_the_params(classifier_folder, encoder_folder):
     schema = pa.schema([("image", image_column([], "RGB", None).type)])
     one = ImageClassification.output_schema(_params(ImageClassification, model="m"), schema)
@@ -89,14 +89,14 @@ def test_a_column_that_holds_no_images_is_refused_before_the_model_loads():
         )
 
 
-@pytest.mark.ray
+@pytest.mark.model
 def test_normalize_gives_unit_vectors(encoder_folder):
     stage = ImageEmbedding(_params(ImageEmbedding, model=str(encoder_folder), normalize=True))
     vectors = np.asarray(stage(_table(PICTURES[:3])).column("embedding").to_pylist())
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.ray  # imports transformers' pipeline: seconds
+@pytest.mark.model  # imports transformers' pipeline: seconds
 def test_a_model_folder_that_is_not_there_is_named(tmp_path):
     with pytest.raises(DataError, match="cannot load model") as error:
         ImageClassification(_params(ImageClassification, model=str(tmp_path / "missing")))
@@ -144,7 +144,7 @@ def _logits(resnet, table) -> np.ndarray:
         return model(torch.from_numpy(pixels)).numpy()
 
 
-@pytest.mark.ray
+@pytest.mark.model
 @pytest.mark.parametrize("top_k", [1, 3])
 def test_torch_module_writes_labels_and_softmax_scores(resnet, top_k):
     table = _pixels(PICTURES[:5])  # colour pictures (the images source's default mode: RGB)
@@ -173,7 +173,7 @@ def test_torch_module_writes_labels_and_softmax_scores(resnet, top_k):
     assert "predictions" not in out.column_names
 
 
-@pytest.mark.ray
+@pytest.mark.model
 def test_torch_module_labels_file_must_name_every_class(resnet, tmp_path):
     short = tmp_path / "labels.json"
     short.write_text(json.dumps(["cat", "dog"]))

@@ -1,4 +1,4 @@
-"""Validation and planning without Ray: every error names its key; the budget always progresses."""
+"""Validation and planning without Ray: every error names its key; the shares always add up."""
 
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ def test_an_explicit_task_cpu_request_that_cannot_fit_beside_the_actors_is_refus
     assert err.value.key == "preprocessors[0].stage.num_cpus"
 
 
-def test_the_plan_is_budgeted_once_and_keeps_the_users_own_settings():
+def test_the_plan_shares_the_cluster_once_and_keeps_the_users_own_settings():
     """A stage's own num_cpus and num_threads are the user's; the planner's shares say so."""
     plan = planned(config(concurrency=1, num_cpus=0.5, num_threads=3))
     assert (plan.maps[0].stage.num_cpus, plan.maps[0].stage.num_threads) == (0.5, 3)

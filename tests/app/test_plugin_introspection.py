@@ -184,7 +184,7 @@ def test_the_config_describe_prints_is_a_valid_stage_for_the_plugin():
         "sink": {"type": "show"},
     }
     plan = plan_job(config, inspect=False)
-    budgeted = {"num_cpus", "num_threads"}  # the planner's shares of this machine
-    assert plan.maps[0].stage.model_dump(exclude=budgeted) == (
-        SentenceEmbedding.default_stage.model_dump(exclude=budgeted)
+    shared = {"num_cpus", "num_threads"}  # the planner's shares of this machine
+    assert plan.maps[0].stage.model_dump(exclude=shared) == (
+        SentenceEmbedding.default_stage.model_dump(exclude=shared)
     )

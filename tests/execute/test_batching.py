@@ -51,7 +51,7 @@ def test_torch_cuda_out_of_memory_is_recognised_but_other_errors_are_not():
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
 
 
-@pytest.mark.ray  # frees memory after each out-of-memory error: seconds
+@pytest.mark.model  # frees memory after each out-of-memory error: seconds
 def test_a_batch_that_runs_out_of_memory_is_split_in_halves_and_every_row_comes_back_in_order():
     model, said = OomAbove(fits=10), []
     out = AdaptiveBatches("predictor", report=said.append)(model, ids(100))
@@ -70,7 +70,7 @@ def test_a_batch_that_runs_out_of_memory_is_split_in_halves_and_every_row_comes_
     ]
 
 
-@pytest.mark.ray  # frees memory after each out-of-memory error: seconds
+@pytest.mark.model  # frees memory after each out-of-memory error: seconds
 def test_after_halving_later_batches_are_cut_to_the_size_that_fitted_without_failing_again():
     model = OomAbove(fits=10)
     batches = AdaptiveBatches("predictor")

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, run_cli
 
-pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+pytestmark = pytest.mark.packaging  # pip-installs the example packages; runs their jobs
 
 EXAMPLES = ("bulkinfer-lexicon", "team-a-configs")
 

@@ -23,7 +23,7 @@ from pipeline.app.metrics import JobInfo
 from pipeline.contract.errors import BulkInferError
 from tools.tiny_models import CHAT_REPLY
 
-pytestmark = pytest.mark.ray
+pytestmark = pytest.mark.ray  # jobs on local Ray against a real server
 
 KEY_ENV = "BULKINFER_TEST_OPENAI_KEY"
 FAKE_KEY = "sk-fake-JOB-SECRET-4242"

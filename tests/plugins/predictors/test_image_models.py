@@ -28,7 +28,7 @@ from tools.tiny_models import (
     build_torch_resnet,
 )
 
-pytestmark = pytest.mark.ray
+pytestmark = pytest.mark.model  # builds and runs tiny models
 
 #: Images of several sizes, one grey and one with alpha (as the images source decodes them).
 IMAGES = [picture(30 + 3 * i, 50 - 2 * i, seed=i) for i in range(4)] + [

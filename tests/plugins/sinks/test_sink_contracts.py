@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from contracts import SinkContract
 
-pytestmark = pytest.mark.ray  # the kill tests start the command line, which starts Ray
+pytestmark = pytest.mark.subprocess  # the kill tests run the command line
 
 PG_PASSWORD_ENV = "BULKINFER_TEST_PG_PASSWORD"
 ICEBERG_SECRET_ENV = "BULKINFER_TEST_ICEBERG_CREDENTIAL"

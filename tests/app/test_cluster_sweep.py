@@ -14,7 +14,7 @@ import pytest
 from pipeline.app.metrics import METRICS_FILE
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.ray  # every test here starts Ray or a job that does
+pytestmark = [pytest.mark.subprocess, pytest.mark.server]  # `ray start`, then the command line
 
 CLUSTER_CPUS = 3
 TEXTS = [f"sentence number {i}" for i in range(8)]

@@ -130,7 +130,7 @@ except ConfigError as exc:
 """
 
 
-@pytest.mark.ray  # a Python that imports sentence-transformers per case: seconds
+@pytest.mark.subprocess  # a Python that imports sentence-transformers per case: seconds
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_a_missing_backend_library_is_a_config_error_naming_the_key(backend, tmp_path):
     done = subprocess.run(
