@@ -2,7 +2,8 @@
 
 Required: ``__call__(batch)``. Optional: ``output_schema`` (the columns a stage adds, with their
 Arrow types), ``row_lengths`` (rows sorted by length into model batches), ``counters`` and
-``summary``, ``preflight``, ``estimate`` and ``job_services``. Params reach a stage as
+``summary``, ``preflight``, ``estimate``, ``job_services`` and ``worker_memory`` (what one worker
+holds, for the planner's choice of actors). Params reach a stage as
 ``cls(params)`` (``cls(params, services=...)`` with job services) and every classmethod hook
 takes the validated ``params`` first.
 """
@@ -89,6 +90,19 @@ class MapStage(Plugin, ABC):
         ``rows``: the first rows of the source (:meth:`Source.preview`; the source's columns,
         not those earlier stages add); ``total_rows``: the input's rows, exact or estimated
         (None: unknown). Runs on the driver without Ray. None: nothing to say (the default).
+        """
+        return None
+
+    @classmethod
+    def worker_memory(cls, params: Any) -> int | None:
+        """Bytes of memory one worker of this stage holds at its peak (its libraries, the
+        model, a batch), estimated from ``params`` without loading anything; None (the
+        default): unknown.
+
+        The planner uses it for an actor stage on CPUs whose ``concurrency`` is unset: it runs
+        one single-thread actor per core where the node's memory holds that many workers of
+        this size, fewer (with more threads each) where it does not, and one actor with a
+        thread per core when the size is unknown (:func:`pipeline.plan.shares.share_cluster`).
         """
         return None
 
