@@ -2,6 +2,8 @@
 
 * ``sentences(n)``: ``n`` English-like sentences of 8 to 60 words (uniform), built from the words
   of the sentences shipped with bulkinfer, columns ``id`` and ``text``.
+* ``sentence_files(n, files)``: the same ``n`` sentences in a folder of ``files`` Parquet files of
+  equal size (the peer benchmark's input).
 * ``features(n, d)``: ``n`` rows of ``d`` float32 features ``f0..f{d-1}`` plus an ``id`` column.
 * ``xgb_model(d)``: an XGBoost regressor of 20 trees trained on 20,000 rows of that data.
 * ``images(n)``: a folder of ``n`` RGB JPEG files, 160-320 pixels a side, in subfolders of 500.
@@ -66,6 +68,26 @@ def sentences(n: int, min_words: int = 8, max_words: int = 60) -> Path:
         texts.append(" ".join(chunk).capitalize() + ".")
     _atomic_write(pa.table({"id": np.arange(n, dtype=np.int64), "text": texts}), path)
     return path
+
+
+def sentence_files(n: int, files: int = 8) -> Path:
+    """A folder of ``files`` Parquet files holding :func:`sentences` ``(n)``, written once."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    folder = cache_dir() / f"sentences-v{VERSION}-{n}-in-{files}-files"
+    if folder.exists():
+        return folder
+    table = pq.read_table(sentences(n))
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    step = -(-n // files)
+    for i, start in enumerate(range(0, n, step)):
+        pq.write_table(table.slice(start, step), tmp / f"part-{i:03d}.parquet")
+    os.replace(tmp, folder)
+    return folder
 
 
 def features(n: int, d: int = 30, row_group_rows: int | None = None) -> Path:

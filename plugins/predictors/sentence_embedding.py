@@ -64,8 +64,9 @@ class SentenceEmbeddingParams(PluginParams):
     )
     model_dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
         default=None,
-        description="Weights and compute type of the model (backend torch; float16 or bfloat16 "
-        "for GPUs); null: as saved. dtype is the type the vectors are stored in.",
+        description="Weights and compute type of the model (backend torch: float16 or bfloat16 "
+        "for GPUs; backend openvino: bfloat16 computes in bfloat16 on CPUs that have it); null: "
+        "as saved (openvino: float32). dtype is the type the vectors are stored in.",
     )
     backend: st_backends.Backend = Field(
         default="auto",
@@ -94,8 +95,13 @@ class SentenceEmbeddingParams(PluginParams):
                 f"quantize={self.quantize} needs backend=onnx or auto (dynamic quantisation; "
                 "OpenVINO's int8 needs a calibration data set)"
             )
+        bf16 = self.model_dtype == "bfloat16" and self.backend == "openvino"
         if self.model_dtype not in (None, "float32") and self.backend not in ("torch", "auto"):
-            raise ValueError(f"model_dtype={self.model_dtype} needs backend=torch (or auto)")
+            if not bf16:
+                raise ValueError(
+                    f"model_dtype={self.model_dtype} needs backend=torch or auto (openvino "
+                    "takes bfloat16)"
+                )
         return self
 
 
@@ -119,7 +125,9 @@ class SentenceEmbedding(Predictor):
         self.resolved_model = resolve_model(params.model)
         device = _device(params.device)
         #: What runs: ``torch``, ``onnx`` or ``openvino`` (``auto`` resolved), and why.
-        self.backend, self.quantize, self.backend_reason = self._pick(params, device)
+        self.backend, self.quantize, self.model_dtype, self.backend_reason = self._pick(
+            params, device
+        )
         try:
             if self.backend == "torch":
                 self.model = self._torch_model(device)
@@ -137,6 +145,7 @@ class SentenceEmbedding(Predictor):
                     cache=params.backend_cache,
                     max_seq_length=params.max_seq_length,
                     key=KEY,
+                    bf16=self.model_dtype == "bfloat16",
                 )
                 self.model_folder = str(self.model.export.folder)
                 self.dim = self.model.dimension
@@ -144,19 +153,29 @@ class SentenceEmbedding(Predictor):
             raise model_load_error(params.model, exc, f"{KEY}.model") from None
         self._rows = 0
 
-    def _pick(self, params: SentenceEmbeddingParams, device: str) -> tuple[str, str | None, str]:
-        """``(backend, quantize, why)``: the backend asked for, or ``auto`` resolved."""
+    def _pick(
+        self, params: SentenceEmbeddingParams, device: str
+    ) -> tuple[str, str | None, str | None, str]:
+        """``(backend, quantize, model_dtype, why)``: the backend asked for, or ``auto``
+        resolved (``model_dtype`` ``bfloat16`` with OpenVINO: it computes in bfloat16)."""
         if params.backend != "auto":
-            return params.backend, params.quantize, "set by predictor.params.backend"
+            dtype = params.model_dtype if params.model_dtype != "float32" else None
+            return params.backend, params.quantize, dtype, "set by predictor.params.backend"
         if device != "cpu":
             dropped = " (quantize int8 is for the CPU only)" if params.quantize else ""
-            return "torch", None, f"device {device}: auto runs torch on GPUs{dropped}"
+            why = f"device {device}: auto runs torch on GPUs{dropped}"
+            return "torch", None, params.model_dtype, why
         if params.model_dtype not in (None, "float32"):
-            return "torch", None, f"model_dtype {params.model_dtype} runs on torch"
+            return (
+                "torch",
+                None,
+                params.model_dtype,
+                f"model_dtype {params.model_dtype} runs on torch",
+            )
         choice = st_backends.choose(
             self.resolved_model, params.quantize, cache=params.backend_cache
         )
-        return choice.backend, choice.quantize, choice.reason
+        return choice.backend, choice.quantize, choice.model_dtype, choice.reason
 
     def _torch_model(self, device: str) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -274,7 +293,8 @@ class SentenceEmbedding(Predictor):
         rows, self._rows = self._rows, 0
         if not rows:
             return {}
-        name = self.backend + (f"_{self.quantize}" if self.quantize else "")
+        name = st_backends.candidate_name(self.backend, self.quantize, self.model_dtype)
+        name = name.replace(" ", "_")
         return {f"rows_{name}": float(rows)}
 
     @classmethod
@@ -317,13 +337,15 @@ class SentenceEmbedding(Predictor):
 
 
 #: Memory of one embedding actor, as :meth:`SentenceEmbedding.worker_memory` estimates it:
-#: a base for the process and its libraries plus a multiple of the weight files. Measured on
-#: MiniLM (87 MiB of weights), one actor's peak PSS embedding 4,096-row windows
+#: a base for the process and its libraries (Ray Data and pyarrow alone: 170 MiB) plus a
+#: multiple of the weight files. Measured on MiniLM (87 MiB of weights), one thread, peak RSS
+#: of a process holding Ray Data, the stage and its model while it embeds 4,000 sentences in
+#: windows of 2,000: torch 852-930 MiB, OpenVINO 597 MiB, ONNX Runtime 499 MiB
 #: (benchmarks/RESULTS.md, "Memory of one embedding actor").
-TORCH_BASE = 400 * 2**20
-TORCH_PER_WEIGHT = 4.0
-EXPORTED_BASE = 200 * 2**20
-EXPORTED_PER_WEIGHT = 3.0
+TORCH_BASE = 500 * 2**20
+TORCH_PER_WEIGHT = 5.0
+EXPORTED_BASE = 300 * 2**20
+EXPORTED_PER_WEIGHT = 3.5
 
 
 def _device(requested: str | None) -> str:
@@ -350,7 +372,9 @@ def describe_backend(params: SentenceEmbeddingParams) -> str:
     model = resolve_model(params.model)
     cache = params.backend_cache
     if params.backend != "auto":
-        line = f"backend {params.backend}" + (f" {params.quantize}" if params.quantize else "")
+        line = "backend " + st_backends.candidate_name(
+            params.backend, params.quantize, params.model_dtype
+        )
         if params.backend == "torch":
             return line + " (set)"
         if not st_backends.installed(params.backend):
@@ -368,7 +392,7 @@ def describe_backend(params: SentenceEmbeddingParams) -> str:
     if params.model_dtype not in (None, "float32"):
         return f"backend auto -> torch (model_dtype {params.model_dtype})"
     options = st_backends.candidates(params.quantize)
-    if len(options) == 1:
+    if options == ["torch"]:
         return "backend auto -> torch: only torch is installed (no onnxruntime, no openvino)"
     stored = st_backends.stored_choices(model, params.quantize, cache)
     if stored:
@@ -378,7 +402,7 @@ def describe_backend(params: SentenceEmbeddingParams) -> str:
             )
             + gpu
         )
-    names = ", ".join(b + (f" {q}" if q else "") for b, q in options)
+    names = ", ".join(options)
     return (
         f"backend auto: not checked yet for this model, its libraries and this CPU; the first "
         f"worker compares {names} on {len(embedding_export.check_texts())} check texts (once, "
