@@ -353,6 +353,7 @@ def embedding_backends(device: str, sizes: Sizes, model: str, cache: Path) -> li
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
+    from plugins import st_backends
     from plugins.embedding_export import cosine
     from plugins.predictors.sentence_embedding import SentenceEmbedding
 
@@ -396,7 +397,7 @@ def embedding_backends(device: str, sizes: Sizes, model: str, cache: Path) -> li
             out = stage(table)
             vectors = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
             low = float(cosine(vectors, reference).min())
-            ran = stage.backend + (f" {stage.quantize}" if stage.quantize else "")
+            ran = st_backends.candidate_name(stage.backend, stage.quantize, stage.model_dtype)
             case.note = f"ran {ran}; lowest cosine to torch {low:.6f}"
             if backend == "auto":
                 case.note += f"; auto: {stage.backend_reason}"
