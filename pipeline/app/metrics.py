@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.app.overrides import as_written, split
-from pipeline.contract.errors import BulkInferError
+from pipeline.contract.errors import BulkInferError, Interrupted
 from pipeline.contract.secrets import MASK, mask_override, mask_secrets
 from pipeline.execute.batching import peak_rss_bytes
 from pipeline.plan import registry
@@ -180,7 +180,7 @@ class Recorder:
 
     def failed(self, error: BaseException) -> dict[str, Any]:
         """Metrics of a failed job, with the message the user saw."""
-        metrics = self._base("failed")
+        metrics = self._base("interrupted" if isinstance(error, Interrupted) else "failed")
         metrics["error"] = _mask_text(describe_error(error), list(self.job.overrides))
         return self._write(metrics)
 

@@ -19,7 +19,7 @@ from typing import Any
 import ray
 import ray.data
 
-from pipeline.contract.errors import BulkInferError, EmptyInputError
+from pipeline.contract.errors import BulkInferError, EmptyInputError, Interrupted
 from pipeline.contract.sink import FileSink, TableSink
 from pipeline.contract.source import WHOLE_SOURCE, Source, WorkUnit
 from pipeline.execute import ray_internals, ray_session
@@ -170,7 +170,7 @@ def execute(plan: Plan, *, started: float | None = None) -> RunResult:
             error = find_user_error(exc)
             if error is None:
                 raise
-            fresh = type(error)(error.message, key=error.key)
+            fresh = error.rebuilt()
         raise fresh
     # Release the actor pools of earlier failed jobs in this process: Ray Data drops them when
     # their Dataset is garbage, which a cycle through a kept exception can delay.
@@ -180,7 +180,7 @@ def execute(plan: Plan, *, started: float | None = None) -> RunResult:
     except BulkInferError as error:
         # A fresh error, raised outside this handler: the original's traceback holds the failed
         # Dataset, whose actor pool (and its CPUs) lives as long as anything references it.
-        fresh = type(error)(error.message, key=error.key)
+        fresh = error.rebuilt()
     finally:
         ray_session.wait_for_actors_released()
     gc.collect()
@@ -336,7 +336,9 @@ def _run_units(
             written = write(ds, unit, work)
         return operator_stages(ds), written
 
-    outcome = run_units(plan, out, units, ledger, write_unit)
+    counted = [read.rows(unit) for unit in units]
+    rows_total = sum(counted) if None not in counted else None  # type: ignore[arg-type]
+    outcome = run_units(plan, out, units, ledger, write_unit, rows_total)
     manifest = outcome.manifest
     return RunResult(
         output=out.location,
@@ -367,7 +369,12 @@ def _run_whole(
     with user_errors(plan, read.source, None, ledger):
         ds = compile_stages(plan, read(WHOLE_SOURCE), ledger, services, read.rows(WHOLE_SOURCE))
         probe.arm()
-        written = sink.write(ds, plan.sink.params)
+        try:
+            written = sink.write(ds, plan.sink.params)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted: sink '{plan.sink.name}' keeps no output to resume; run the job again"
+            ) from None
     rows_in = rows_out = None
     set_aside = 0
     stages: dict[str, dict[str, Any]] = {}

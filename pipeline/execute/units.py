@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipeline.contract.errors import BulkInferError, EmptyInputError, OutputError
+from pipeline.contract.errors import BulkInferError, EmptyInputError, Interrupted, OutputError
 from pipeline.contract.sink import FileOutput
 from pipeline.contract.source import WorkUnit
 from pipeline.execute.guard import ErrorLimitError
@@ -184,7 +184,15 @@ def _with_hint(error: BulkInferError, out: UnitOutput, committed: int) -> BulkIn
         f"rerun with run.resume=true to finish the job without redoing it, or "
         f"{out.start_over()} to start over."
     )
-    return type(error)(error.message + hint, key=error.key)
+    return error.rebuilt(error.message + hint)
+
+
+def interrupted(rows_written: int, rows_total: int | None) -> Interrupted:
+    """The one line a stopped job ends with: what is written, and how to finish."""
+    of = f" of {rows_total:,}" if rows_total is not None else ""
+    return Interrupted(
+        f"interrupted: {rows_written:,}{of} rows written; run again with run.resume=true to finish"
+    )
 
 
 def _cleanly(step: Callable[..., Any], *args: Any) -> None:
@@ -202,8 +210,14 @@ def run_units(
     units: list[WorkUnit],
     ledger: Any,
     write_unit: WriteUnit,
+    rows_total: int | None = None,
 ) -> UnitsOutcome:
-    """Run the units not yet committed, then publish the output (see the module docstring)."""
+    """Run the units not yet committed, then publish the output (see the module docstring).
+
+    ``rows_total``: the input's rows, where the source knows them (for the line a stopped job
+    ends with). Ctrl-C (KeyboardInterrupt) keeps every committed unit and the staging area for
+    ``run.resume=true`` and raises :class:`~pipeline.contract.errors.Interrupted`.
+    """
     import ray
 
     opened = out.open(units)
@@ -274,6 +288,11 @@ def run_units(
         if not plan.run.allow_empty and not sum(markers[u.id]["rows_in"] for u in units):
             raise EmptyInputError.for_source(_where(plan))
         manifest = _storing(out, lambda: out.publish([markers[u.id] for u in units]))
+    except KeyboardInterrupt:
+        if pending is not None:
+            _cleanly(out.drop, *pending)
+        done = sum(m["rows_out"] for m in markers.values())
+        raise interrupted(done, rows_total) from None
     except BaseException as exc:
         if pending is not None and isinstance(exc, Exception):
             _cleanly(out.drop, *pending)  # the unit that failed, or was not committed

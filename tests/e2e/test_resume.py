@@ -138,3 +138,64 @@ def test_a_driver_killed_half_way_resumes_with_exactly_the_rows_of_a_clean_run(t
         log = log_dir / f"ids-{init.name.split('-')[1]}.txt"
         redone |= {int(i) for i in log.read_text().split()} if log.exists() else set()
     assert redone and not redone & done_ids
+
+
+def _wait_for_units(driver: subprocess.Popen, staging: Path, n: int) -> None:
+    deadline = time.monotonic() + 240
+    while len(list(staging.glob("units/*.json"))) < n:
+        assert driver.poll() is None, "the job ended before it could be stopped"
+        assert time.monotonic() < deadline, "no work unit was committed in time"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
+def test_ctrl_c_stops_the_job_with_one_line_and_a_resumable_staging_area(tmp_path, presses):
+    """Ctrl-C in a terminal sends SIGINT to the job's whole process group: the job ends with
+    status 130 and one line saying what is written; metrics.json says ``interrupted``; a
+    second Ctrl-C ends the process at once. Either way ``run.resume=true`` finishes the job
+    with every row exactly once."""
+    inp, out, log_dir = tmp_path / "in", tmp_path / "out", tmp_path / "log"
+    inp.mkdir()
+    for f in range(FILES):
+        ids = list(range(f * ROWS_PER_FILE, (f + 1) * ROWS_PER_FILE))
+        pq.write_table(
+            pa.table({"id": ids, "text": [f"row {i}" for i in ids]}), inp / f"{f}.parquet"
+        )
+    staging = Path(str(out) + STAGING_SUFFIX)
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **kit_env()}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *_args(inp, out, log_dir)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job
+    )
+    try:
+        _wait_for_units(driver, staging, 1)
+        for _ in range(presses):
+            os.killpg(driver.pid, signal.SIGINT)
+            time.sleep(0.2)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        _kill_session(driver.pid)
+    assert driver.returncode == 130, stderr
+    if presses == 1:
+        lines = [line for line in stderr.splitlines() if line.startswith("bulkinfer:")]
+        assert len(lines) == 1, stderr
+        assert lines[0].startswith("bulkinfer: interrupted: ")
+        assert lines[0].endswith(
+            f"of {N} rows written; run again with run.resume=true to finish"
+        ), lines[0]
+        assert "Traceback" not in stderr
+        metrics = json.loads((out.parent / "runs" / "metrics.json").read_text())
+        assert metrics["status"] == "interrupted"
+        assert metrics["error"] == lines[0].removeprefix("bulkinfer: ")
+    assert not out.exists(), "a stopped run publishes nothing"
+    assert (staging / "job.json").exists(), "the staging area is kept"
+
+    resumed = run_cli(*_args(inp, out, log_dir, "run.resume=true"), env=kit_env(), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    ids = pq.read_table(out, columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == list(range(N)), "every row exactly once"
