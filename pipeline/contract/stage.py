@@ -27,6 +27,11 @@ class MapStage(Plugin, ABC):
     """
 
     default_stage: ClassVar[StageSettings] = StageSettings()
+    #: True for a stage that may return fewer (or more) rows than it got, e.g. a filter: it
+    #: returns each kept row with every column of its input that it does not replace,
+    #: bulkinfer's row id column among them. Other stages return one row per input row, in
+    #: order, and never see that column.
+    passes_columns: ClassVar[bool] = False
 
     def __init__(self, params: Any) -> None:
         self.params = params

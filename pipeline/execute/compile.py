@@ -104,7 +104,15 @@ def _map(
     auto = s.batch_size == "auto"
     actors = s.compute == "actors"
     schema = plan.schemas.get(step.key)
-    guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger, schema)
+    guard = StageGuard(
+        step.key,
+        step.name,
+        s.on_error,
+        s.max_error_rate,
+        ledger,
+        schema,
+        step.plugin.passes_columns,
+    )
     # Actors get map batches of the planner's size (a model batch, or a window of them that
     # StageCall sorts by length; auto: the largest probed size). Tasks get whole blocks and
     # StageCall cuts them into batches: Ray Data does not fuse a map that has a batch size into

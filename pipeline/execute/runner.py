@@ -27,8 +27,12 @@ from pipeline.execute.compile import compile_stages
 from pipeline.execute.failures import find_user_error, hide_tracebacks, user_errors
 from pipeline.execute.ledger import Ledger, counters_of
 from pipeline.execute.ray_stats import FirstOutputProbe, operator_stages
+from pipeline.execute.reading import read_pending
 from pipeline.execute.services import close_services, start_services
-from pipeline.execute.units import FileUnits, check_error_limits, error_limits, run_units
+from pipeline.execute.staged import FileJob, check_error_limits, error_limits, run_staged
+from pipeline.execute.writing import JournaledDatasink
+from pipeline.output.progress import ROW_ID, Progress
+from pipeline.output.records import Written
 from pipeline.plan.model import Plan
 from pipeline.plan.planner import plan_job, typed, validate_ray
 from pipeline.plan.report import describe
@@ -49,10 +53,8 @@ class RunResult:
     stages: list[dict[str, Any]] = field(default_factory=list)
     #: Rows that map stages set aside (``on_error: skip | dead_letter``).
     rows_set_aside: int = 0
-    #: Work units of the job, and how many a resumed run found already done.
-    units: int = 1
-    units_skipped: int = 0
-    #: Rows written by this run (less than ``rows_out`` when it resumed another).
+    #: Rows earlier runs of the job wrote (a resumed job), and rows this run wrote.
+    rows_resumed: int = 0
     rows_done: int | None = None
     #: A file output's ``_SUCCESS`` manifest; a table output's
     #: :func:`pipeline.output.tables.summary`.
@@ -116,10 +118,8 @@ class RunResult:
         lines = list(self.notes) + list(self.summaries)
         if self.rows_set_aside:
             lines.append(f"{self.rows_set_aside} rows set aside")
-        if self.units_skipped:
-            lines.append(
-                f"resumed: {self.units_skipped} of {self.units} work units were already done"
-            )
+        if self.rows_resumed:
+            lines.append(f"resumed: {self.rows_resumed:,} rows were already written")
         return lines
 
 
@@ -217,7 +217,7 @@ def _execute(plan: Plan, started: float) -> RunResult:
         try:
             services = start_services(plan)
             if staged:
-                result = _run_units(plan, read, sink, units, ledger, probe, services)
+                result = _run_staged(plan, read, sink, units, ledger, probe, services)
             else:
                 result = _run_whole(plan, read, sink, ledger, probe, services)
             if ledger is not None:
@@ -293,6 +293,30 @@ class _Reads:
         """The unit's row count, where the source knows it without reading the rows."""
         return self.source.count_rows(self.plan.source.params, unit)
 
+    @property
+    def streams(self) -> bool:
+        """Whether the source's rows are read here, each with its id (``read_unit``)."""
+        return self.source.reads_units()
+
+    def pending(self, units: list[WorkUnit], done: Progress) -> ray.data.Dataset:
+        """One dataset of every row of ``units`` not in ``done``: read here with ids where the
+        source reads units itself, else the source's own datasets, one after another."""
+        if self.streams:
+            self.ahead.clear()
+            plan = self.plan
+            return read_pending(
+                self.source, plan.source.params, units, done, plan.read_tasks, plan.rows_per_block
+            )
+        datasets = [self(unit) for unit in units]
+        return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+
+    def total(self, units: list[WorkUnit], done: Progress) -> int | None:
+        """Rows still to run, where the source knows its units' rows (for the windows)."""
+        counted = [self.rows(unit) for unit in units]
+        if None in counted:
+            return None
+        return max(0, sum(counted) - done.rows)  # type: ignore[arg-type]
+
 
 def _start_ledger(plan: Plan) -> Any:
     if not plan.maps:
@@ -301,7 +325,7 @@ def _start_ledger(plan: Plan) -> Any:
     return actor.remote(error_limits(plan))
 
 
-def _run_units(
+def _run_staged(
     plan: Plan,
     read: _Reads,
     sink: FileSink | TableSink,
@@ -310,35 +334,69 @@ def _run_units(
     probe: FirstOutputProbe,
     services: dict[str, dict[str, Any]],
 ) -> RunResult:
-    """A staged (file or table) output: work unit by work unit, published when all are done."""
+    """A staged (file or table) output: one execution of the rows not yet written, each write
+    task's output recorded as it is written, published when the job is done."""
     if isinstance(sink, TableSink):
-        from pipeline.output.tables import TableUnits
+        from pipeline.output.tables import TableJob
 
         target = sink.target(plan.sink.params)
         if plan.empty:  # run.allow_empty and a source without rows (or columns) to write
             log.warning("bulkinfer: no rows: %s is left as it was", target.location)
             return RunResult(output=target.location, rows_in=0, rows_out=0)
-        out: Any = TableUnits(target, plan.staged_job(), plan.output_schema)
+        out: Any = TableJob(target, plan.staged_job(), plan.output_schema)
 
-        def write(ds: ray.data.Dataset, unit: WorkUnit, work: Any) -> Any:
-            args = dict(sink.io.ray_remote_args)
-            return target.write_unit(ds, out.state, unit.id, args)  # the unit's receipt
+        def writer(part: str) -> Any:
+            return target.writer(out.state, part)
+
+        def legacy(ds: ray.data.Dataset) -> list[dict[str, Any]]:
+            receipt = target.write_unit(ds, out.state, "all", dict(sink.io.ray_remote_args))
+            return list(receipt["parts"])
     else:
-        out = FileUnits(plan, sink.output(plan.sink.params))
+        out = FileJob(plan.staged_job(), sink.output(plan.sink.params))
 
-        def write(ds: ray.data.Dataset, unit: WorkUnit, work: Any) -> Any:
-            return sink.write_files(ds, work.data, plan.sink.params)  # rows per file
+        def writer(part: str) -> Any:
+            return sink.writer(out.parts, plan.sink.params, part)
 
-    def write_unit(unit: WorkUnit, work: Any) -> tuple[list[dict[str, Any]], Any]:
-        with user_errors(plan, read.source, unit, ledger):
-            ds = compile_stages(plan, read(unit), ledger, services, read.rows(unit))
+        def legacy(ds: ray.data.Dataset) -> list[dict[str, Any]]:
+            files = sink.write_files(ds, out.parts, plan.sink.params)
+            return [{"name": name, "rows": rows} for name, rows in files.items()]
+
+    def execute(done: Progress, run_id: str) -> list[dict[str, Any]]:
+        with user_errors(plan, read.source, None, ledger):
+            ds = compile_stages(
+                plan,
+                read.pending(units, done),
+                ledger,
+                services,
+                read.total(units, done),
+            )
             probe.arm()
-            written = write(ds, unit, work)
-        return operator_stages(ds), written
+            sample = writer("probe")
+            if sample is None:  # a sink without a BlockWriter: written at the end, unrecorded
+                if read.streams:
+                    ds = ds.drop_columns([ROW_ID])
+                written = legacy(ds)
+                rows = sum(int(w["rows"]) for w in written)
+                if rows:
+                    record = Written("all", rows, None, written, run_id)
+                    out.store.add_marker(record.to_json())
+            else:
+                ds.write_datasink(
+                    JournaledDatasink(
+                        writer,
+                        out.store,
+                        run_id,
+                        out.location,
+                        out.key,
+                        sample.min_rows_per_write,
+                    ),
+                    ray_remote_args=dict(sink.io.ray_remote_args),
+                )
+        return operator_stages(ds)
 
     counted = [read.rows(unit) for unit in units]
     rows_total = sum(counted) if None not in counted else None  # type: ignore[arg-type]
-    outcome = run_units(plan, out, units, ledger, write_unit, rows_total)
+    outcome = run_staged(plan, out, units, ledger, execute, rows_total)
     manifest = outcome.manifest
     return RunResult(
         output=out.location,
@@ -346,8 +404,7 @@ def _run_units(
         rows_out=manifest["rows_out"],
         stages=outcome.stages,
         rows_set_aside=manifest["rows_set_aside"],
-        units=outcome.units,
-        units_skipped=outcome.units_skipped,
+        rows_resumed=outcome.rows_resumed,
         rows_done=outcome.rows_done,
         manifest=manifest,
         published=manifest.get("published"),

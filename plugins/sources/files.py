@@ -12,7 +12,7 @@ within :data:`REMOTE_TIMEOUT_S` seconds.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from pydantic import Field
@@ -172,6 +172,10 @@ def select(schema: Any, columns: list[str] | None, key: str = "source.params.col
     return pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
 
 
+#: Lines of a text file per table its read yields.
+LINES_PER_TABLE = 65536
+
+
 class FileSource(Source):
     """Base of the file sources: listing, work units, schema on the driver, read errors.
 
@@ -211,6 +215,22 @@ class FileSource(Source):
 
     def read_files(self, params: FileParams, files: list[str]):
         raise NotImplementedError
+
+    def read_file(self, params: FileParams, file: str) -> Iterator[Any]:
+        """One file's rows as Arrow tables with exactly the types of :meth:`schema`, in file
+        order, without Ray."""
+        raise NotImplementedError
+
+    def read_unit(self, params: FileParams, unit: WorkUnit) -> Iterator[Any]:
+        """The unit's files, in order, each read by :meth:`read_file`; a file that does not
+        parse is a DataError naming it."""
+        for file, _ in self.unit_files(params, unit):
+            try:
+                yield from self.read_file(params, file)
+            except DataError:
+                raise
+            except Exception as exc:  # any parse error: this is the file at fault
+                raise unreadable(file, exc) from None
 
     def check_file(self, params: FileParams, f: Any) -> None:
         """Parse a whole open file as the read does, raising if it is not valid input."""
@@ -351,6 +371,16 @@ class ParquetSource(FileSource):
         total = sum(self._rows(f) for f, _ in files)
         return Preview(table, total, f"exact: the footers of {len(files)} Parquet file(s)")
 
+    def read_file(self, params: ParquetParams, file: str) -> Iterator[Any]:
+        """The file's row groups in batches, pruned to ``columns``, cast to the job's types."""
+        import pyarrow as pa
+
+        schema = self.schema(params)
+        with open_input(file) as f:
+            for batch in parquet_file(f, file).iter_batches(columns=params.columns):
+                table = pa.Table.from_batches([batch]).select(schema.names)
+                yield table if table.schema.equals(schema) else table.cast(schema)
+
     def count_rows(self, params: ParquetParams, unit: WorkUnit) -> int | None:
         """The rows in the unit's files' footers; None past :data:`EMPTY_CHECK_FILES` files
         (a footer read each: a request each on object storage)."""
@@ -449,6 +479,19 @@ class TextSource(FileSource):
         if params.drop_empty_lines:
             lines = [line for line in lines if line.strip()]
         return pa.table({params.column: pa.array(lines, pa.string())}), len(data)
+
+    def read_file(self, params: TextParams, file: str) -> Iterator[Any]:
+        """The file's lines as Ray Data's ``read_text`` splits them (``str.splitlines``),
+        empty ones dropped when ``drop_empty_lines``."""
+        import pyarrow as pa
+
+        with open_input(file) as f:
+            lines = f.read().decode("utf-8").splitlines()
+        if params.drop_empty_lines:
+            lines = [line for line in lines if line.strip() != ""]
+        for start in range(0, len(lines), LINES_PER_TABLE):
+            chunk = lines[start : start + LINES_PER_TABLE]
+            yield pa.table({params.column: pa.array(chunk, pa.string())})
 
     def read_files(self, params: TextParams, files: list[str]):
         import ray.data

@@ -16,6 +16,7 @@ resume are those of every file source: files in sorted order, grouped into units
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
@@ -118,6 +119,15 @@ class ImagesSource(FileSource):
         return ray.data.read_binary_files(
             files, include_paths=True, file_extensions=None, **self.read_options(files)
         )
+
+    def read_file(self, params: ImagesParams, file: str) -> Iterator[Any]:
+        """One row: the file's bytes and its path, as Ray Data's ``read_binary_files`` with
+        ``include_paths`` gives them."""
+        import pyarrow as pa
+
+        with open_input(file) as f:
+            data = f.read()
+        yield pa.table({"bytes": [data], "path": [file]}, schema=self.schema(params))
 
     def check_file(self, params: ImagesParams, f: Any) -> None:
         """A read fails only when a file cannot be read at all; decoding is the decoder's."""

@@ -16,13 +16,13 @@ fails the job naming the column.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.schema import parse_schema
-from pipeline.contract.sink import StagedTarget
+from pipeline.contract.sink import BlockWriter, StagedTarget
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -108,8 +108,8 @@ def receipt(unit_id: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {"unit": unit_id, "rows": sum(int(p["rows"]) for p in parts), "parts": parts}
 
 
-class UnitWriter(ABC):
-    """Stages one write task's rows of one unit; picklable, runs inside a Ray write task."""
+class UnitWriter(BlockWriter):
+    """Stages one write task's rows; picklable, runs inside a Ray write task."""
 
     @abstractmethod
     def write(self, tables: Iterable[pa.Table]) -> list[dict[str, Any]]:
@@ -125,7 +125,8 @@ class WriterTarget(StagedTarget):
 
     @abstractmethod
     def writer(self, state: dict[str, Any], unit_id: str) -> UnitWriter:
-        """The writer that stages ``unit_id``'s rows (sent to every write task of the unit)."""
+        """The writer that stages rows as ``unit_id`` (a work unit's, or one write task's
+        part, when the core records each task's writes)."""
 
     def write_unit(
         self,

@@ -1,0 +1,90 @@
+"""Writing a job's rows and recording each write task's output as soon as it is durable.
+
+:class:`JournaledDatasink` is the Ray Data datasink of every staged job. Each write task takes
+the row ids off its blocks (:data:`~pipeline.output.progress.ROW_ID`), hands the rows to the
+sink's :class:`~pipeline.contract.sink.BlockWriter` (files in the staging folder, a table
+target's staged rows), and when the writer has returned, adds a
+:class:`~pipeline.output.records.Written` record to the job's store. A record is the only
+thing that makes a task's output count: a task killed before it is written left output that no
+record names, which the job never publishes, and its rows are read again when it resumes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ray.data import Datasink
+from ray.data.block import BlockAccessor
+
+from pipeline.contract.errors import BulkInferError, OutputError
+from pipeline.contract.sink import BlockWriter, JobStore
+from pipeline.output.progress import ROW_ID, ranges_of
+from pipeline.output.records import Written
+
+#: Makes the writer of one write task from the part name the task gives its output.
+WriterFactory = Callable[[str], BlockWriter]
+
+
+class JournaledDatasink(Datasink[list[str]]):
+    """Writes through ``writers`` (see the module docstring) and records each task's output in
+    ``store`` under the job ``run_id``; ``location``/``key`` name the output in errors."""
+
+    def __init__(
+        self,
+        writers: WriterFactory,
+        store: JobStore,
+        run_id: str,
+        location: str,
+        key: str,
+        min_rows_per_write: int | None = None,
+    ) -> None:
+        self.writers, self.store, self.run_id = writers, store, run_id
+        self.location, self.key = location, key
+        self._min_rows = min_rows_per_write
+
+    @property
+    def min_rows_per_write(self) -> int | None:
+        return self._min_rows
+
+    def get_name(self) -> str:
+        return "Write"
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> list[str]:
+        part = f"{ctx.task_idx:06d}-{uuid.uuid4().hex[:8]}"
+        ids: list[Any] = []
+        tagged = [True]
+
+        def tables() -> Iterable[Any]:
+            for block in blocks:
+                table = BlockAccessor.for_block(block).to_arrow()
+                if ROW_ID in table.column_names:
+                    ids.append(table.column(ROW_ID).to_numpy())
+                    table = table.drop_columns([ROW_ID])
+                elif table.num_rows:
+                    tagged[0] = False
+                yield table
+
+        try:
+            written = self.writers(part).write(tables())
+        except BulkInferError:
+            raise
+        except Exception as exc:  # an engine's or a filesystem's error, as one line
+            text = str(getattr(exc, "orig", None) or exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise OutputError(
+                f"writing into {self.location} failed: {type(exc).__name__}: {first}",
+                key=self.key,
+            ) from None
+        rows = sum(int(w["rows"]) for w in written)
+        if not rows:
+            return []
+        ranges = None
+        if tagged[0] and ids:
+            import numpy as np
+
+            ranges = ranges_of(np.concatenate(ids))
+        record = Written(part=part, rows=rows, ranges=ranges, written=written, run_id=self.run_id)
+        self.store.add_marker(record.to_json())
+        return [record.id]
