@@ -11,6 +11,7 @@ plan's rows per block. Other sources are read with their own ``read`` (their row
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import ray.data
@@ -53,30 +54,40 @@ class UnitsDatasource(Datasource):
         tasks = []
         for g in range(groups):
             mine = self.units[g::groups]
-            if not mine:
-                continue
+            # Each task carries only its own units and the written rows among them.
+            indexes = {index for index, _ in mine}
+            done = Progress(r for r in self.done.ranges if r[0] >> UNIT_SHIFT in indexes)
+            read = partial(_read, self.source, self.params, mine, done, self.block_rows)
             metadata = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None)
-            tasks.append(ReadTask(lambda mine=mine: self._read(mine), metadata))
+            tasks.append(ReadTask(read, metadata))
         return tasks
 
-    def _read(self, units: list[tuple[int, WorkUnit]]) -> Iterator[Any]:
-        import numpy as np
-        import pyarrow as pa
 
-        for index, unit in units:
-            offset = 0
-            for table in self.source.read_unit(self.params, unit):
-                rows = table.num_rows
-                if not rows:
-                    continue
-                ids = np.arange(offset, offset + rows, dtype=np.int64) | (index << UNIT_SHIFT)
-                offset += rows
-                table = table.append_column(ROW_ID, pa.array(ids, pa.int64()))
-                pending = self.done.pending(ids)
-                if pending is not None:
-                    table = table.filter(pa.array(pending))
-                for start in range(0, table.num_rows, self.block_rows):
-                    yield table.slice(start, self.block_rows)
+def _read(
+    source: Source,
+    params: Any,
+    units: list[tuple[int, WorkUnit]],
+    done: Progress,
+    block_rows: int,
+) -> Iterator[Any]:
+    """One read task: its units' rows in order, each with its id, the written ones dropped."""
+    import numpy as np
+    import pyarrow as pa
+
+    for index, unit in units:
+        offset = 0
+        for table in source.read_unit(params, unit):
+            rows = table.num_rows
+            if not rows:
+                continue
+            ids = np.arange(offset, offset + rows, dtype=np.int64) | (index << UNIT_SHIFT)
+            offset += rows
+            table = table.append_column(ROW_ID, pa.array(ids, pa.int64()))
+            pending = done.pending(ids)
+            if pending is not None:
+                table = table.filter(pa.array(pending))
+            for start in range(0, table.num_rows, block_rows):
+                yield table.slice(start, block_rows)
 
 
 def read_pending(

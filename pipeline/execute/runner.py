@@ -361,7 +361,7 @@ def _run_staged(
             files = sink.write_files(ds, out.parts, plan.sink.params)
             return [{"name": name, "rows": rows} for name, rows in files.items()]
 
-    def execute(done: Progress, run_id: str) -> list[dict[str, Any]]:
+    def execute(done: Progress, job_id: str, run_id: str) -> list[dict[str, Any]]:
         with user_errors(plan, read.source, None, ledger):
             ds = compile_stages(
                 plan,
@@ -385,6 +385,7 @@ def _run_staged(
                     JournaledDatasink(
                         writer,
                         out.store,
+                        job_id,
                         run_id,
                         out.location,
                         out.key,

@@ -28,16 +28,16 @@ from pipeline.execute.guard import ErrorLimitError
 from pipeline.execute.ledger import dead_letter_lines, over_error_limit
 from pipeline.output.progress import Progress
 from pipeline.output.publish import finish_publishing, prepare, publish
-from pipeline.output.records import StagedJob, Written, add_counts
+from pipeline.output.records import StagedJob, Written, add_counts, new_run_id
 from pipeline.output.staging import MANIFEST, Staging
 from pipeline.output.store import Opened
 from pipeline.plan.model import Plan
 
 log = logging.getLogger("bulkinfer")
 
-#: Runs the job's pending rows into the output: (the rows already written, the run id) ->
-#: per-operator stats of the execution.
-Execution = Callable[[Progress, str], list[dict[str, Any]]]
+#: Runs the job's pending rows into the output: (the rows already written, the job's id, this
+#: run's id) -> per-operator stats of the execution.
+Execution = Callable[[Progress, str, str], list[dict[str, Any]]]
 
 
 class StagedOutput(Protocol):
@@ -146,14 +146,18 @@ def check_error_limits(
             raise ErrorLimitError(message, key=f"{step.key}.stage.max_error_rate")
 
 
-def consistent(records: list[Written]) -> list[Written]:
-    """The records a job counts: those whose rows have ids, each holding rows no record
-    before it (by id) holds. A record without ids (a source or sink that gives none) counts
-    only in the run that wrote it; one whose rows another holds is from a task Ray ran twice."""
+def consistent(records: list[Written], run_id: str | None = None) -> list[Written]:
+    """The records a job counts: each holding rows no record before it (by id) holds (one
+    whose rows another holds is from a task Ray ran twice). A record without row ids (a
+    source or sink that gives none) counts only in the run that wrote it, ``run_id``."""
     kept: list[Written] = []
     seen = Progress()
     for record in sorted(records, key=lambda r: r.id):
-        if record.ranges is None or seen.overlaps(record.ranges):
+        if record.ranges is None:
+            if record.run_id == run_id:
+                kept.append(record)
+            continue
+        if seen.overlaps(record.ranges):
             continue
         kept.append(record)
         seen.add(record.ranges)
@@ -234,11 +238,11 @@ def run_staged(
         step.key: {"rows_in": done.rows, "rows_out": done.rows, "skipped": 0, "dead_letter": 0}
         for step in plan.maps
     }
-    run_id = out.job["run_id"]
+    run_id = new_run_id()  # this run's: a resumed job's record keeps its first run's id
     try:
         if ledger is not None:
             ray.get(ledger.reset.remote(base))
-        stats = execute(done, run_id)
+        stats = execute(done, out.job["run_id"], run_id)
         drained = (
             ray.get(ledger.drain.remote())
             if ledger is not None
@@ -249,8 +253,8 @@ def run_staged(
         add_counts(counts, drained["stages"])
         check_error_limits(plan, counts, drained["first_error"], min_rows=0)
         mine = [r for r in out.written() if r.run_id == run_id]
-        written = [*earlier, *consistent(mine)]
-        if len(consistent(written)) != len(written):
+        written = [*earlier, *consistent(mine, run_id)]
+        if len(consistent(written, run_id)) != len(written):
             raise OutputError(
                 "two write tasks recorded some of the same input rows; nothing was published",
                 key=out.key,
@@ -261,10 +265,10 @@ def run_staged(
         dead = dead_letter_lines(drained["records"])
         manifest = _storing(out, lambda: out.publish(written, totals, dead))
     except KeyboardInterrupt:
-        rows = sum(r.rows for r in consistent(_safely(out.written)))
+        rows = sum(r.rows for r in consistent(_safely(out.written), run_id))
         raise interrupted(rows, rows_total) from None
     except BaseException as exc:
-        rows = sum(r.rows for r in consistent(_safely(out.written)))
+        rows = sum(r.rows for r in consistent(_safely(out.written), run_id))
         if isinstance(exc, EmptyInputError) or not rows:
             _cleanly(out.remove)  # nothing written: leave no trace
         elif isinstance(exc, BulkInferError):

@@ -29,18 +29,21 @@ WriterFactory = Callable[[str], BlockWriter]
 
 class JournaledDatasink(Datasink[list[str]]):
     """Writes through ``writers`` (see the module docstring) and records each task's output in
-    ``store`` under the job ``run_id``; ``location``/``key`` name the output in errors."""
+    ``store``, for the job whose record has ``job_id`` as its run id, as written by its run
+    ``run_id`` (each resume is a new run); ``location``/``key`` name the output in errors."""
 
     def __init__(
         self,
         writers: WriterFactory,
         store: JobStore,
+        job_id: str,
         run_id: str,
         location: str,
         key: str,
         min_rows_per_write: int | None = None,
     ) -> None:
-        self.writers, self.store, self.run_id = writers, store, run_id
+        self.writers, self.store = writers, store
+        self.job_id, self.run_id = job_id, run_id
         self.location, self.key = location, key
         self._min_rows = min_rows_per_write
 
@@ -57,7 +60,7 @@ class JournaledDatasink(Datasink[list[str]]):
         tagged = [True]
 
         def tables() -> Iterable[Any]:
-            for block in blocks:
+            for block in _upstream(blocks):
                 table = BlockAccessor.for_block(block).to_arrow()
                 if ROW_ID in table.column_names:
                     ids.append(table.column(ROW_ID).to_numpy())
@@ -68,6 +71,8 @@ class JournaledDatasink(Datasink[list[str]]):
 
         try:
             written = self.writers(part).write(tables())
+        except _Upstream as upstream:  # a stage fused into this task failed: its own error
+            raise upstream.error from None
         except BulkInferError:
             raise
         except Exception as exc:  # an engine's or a filesystem's error, as one line
@@ -85,6 +90,33 @@ class JournaledDatasink(Datasink[list[str]]):
             import numpy as np
 
             ranges = ranges_of(np.concatenate(ids))
+        job = self.store.load()
+        if job is None or job.get("run_id") != self.job_id:
+            # The job ended (failed with nothing recorded, and its staging was removed) while
+            # this task still ran: leave nothing of it behind.
+            if job is None:
+                self.store.remove()
+            return []
         record = Written(part=part, rows=rows, ranges=ranges, written=written, run_id=self.run_id)
         self.store.add_marker(record.to_json())
         return [record.id]
+
+
+class _Upstream(Exception):
+    """What a stage fused into the write task raised while the writer pulled its blocks."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _upstream(blocks: Iterable[Any]) -> Iterable[Any]:
+    iterator = iter(blocks)
+    while True:
+        try:
+            block = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise _Upstream(exc) from None
+        yield block

@@ -119,7 +119,8 @@ class Written:
     staged rows carry it); ``rows``: rows written; ``ranges``: the ids of the input rows they
     hold (:mod:`pipeline.output.progress`), None where the source gives rows no ids (the record
     then counts only for a job that finishes in this run); ``written``: what the sink reports,
-    JSON-able (a file sink: ``[{"name", "rows"}]``, a table target: its parts).
+    JSON-able (a file sink: ``[{"name", "rows"}]``, a table target: its parts); ``run_id``:
+    the run of the job that wrote it (each resume is a new run).
     """
 
     part: str

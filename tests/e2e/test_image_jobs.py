@@ -144,8 +144,9 @@ def test_dead_letter_sets_unreadable_files_aside_and_the_manifest_counts_them(
     assert truncated["row"]["bytes"] == f"<{size:,} bytes, not kept>"
 
 
-def test_a_resumed_job_reads_only_the_files_of_unfinished_units(ray_session, tmp_path):
-    """One file per unit; the last file is unreadable until it is re-uploaded (same size)."""
+def test_a_job_that_failed_on_one_file_resumes_once_the_file_is_fixed(ray_session, tmp_path):
+    """One file per unit; the last file is unreadable until it is re-uploaded (same size):
+    the resumed run writes what the failed one did not, every image once."""
     folder = tmp_path / "images"
     for i in range(3):
         write_image(folder / f"{i}.png", 10 + i, 12, seed=i)
@@ -158,7 +159,7 @@ def test_a_resumed_job_reads_only_the_files_of_unfinished_units(ray_session, tmp
         run_with_overrides(overrides)
     (folder / "z_late.png").write_bytes(late)
     result = run_with_overrides([*overrides, "run.resume=true"])
-    assert (result.units, result.units_skipped) == (4, 3)
+    assert result.rows_resumed + result.rows_done == 4
     assert {p: i.shape for p, i in images_of(out).items()} == {
         **{str(folder / f"{i}.png"): (10 + i, 12, 3) for i in range(3)},
         str(folder / "z_late.png"): (9, 9, 3),

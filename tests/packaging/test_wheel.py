@@ -122,13 +122,14 @@ def _env() -> dict[str, str]:
 
 
 def test_the_wheel_holds_three_top_level_packages_every_config_and_the_samples(wheel):
+    """The top-level conf/ folder of the repository is the package pipeline.conf."""
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == TOP_LEVEL
     configs = {n.removeprefix("pipeline/conf/") for n in names if n.startswith("pipeline/conf/")}
     on_disk = {
-        p.relative_to(ROOT / "pipeline" / "conf").as_posix()
-        for p in (ROOT / "pipeline" / "conf").rglob("*")
+        p.relative_to(ROOT / "conf").as_posix()
+        for p in (ROOT / "conf").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     }
     assert configs == on_disk and "config.yaml" in configs

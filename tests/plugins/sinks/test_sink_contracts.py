@@ -200,11 +200,11 @@ class TestParquetSink(SinkContract):
         path = Path(params["path"])
         return pq.read_table(path) if path.exists() else None
 
-    def committed_units(self, params: dict[str, Any]) -> int:
+    def written(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         import pyarrow.fs
 
         from pipeline.contract.sink import FileOutput
         from pipeline.output.staging import Staging
 
         out = FileOutput(pyarrow.fs.LocalFileSystem(), params["path"], params["path"])
-        return len(Staging(out).committed())
+        return list(Staging(out).committed().values())
