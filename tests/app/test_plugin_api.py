@@ -119,3 +119,12 @@ def test_runs_dry_runs_and_the_plugin_list_refuse_it_alike(tmp_path):
     assert listed.returncode == 0, listed.stderr
     row = next(x for x in listed.stdout.splitlines() if x.strip().startswith("echo_future"))
     assert "future-plugins 0.1" in row and f"BROKEN: {expected}" in row
+
+
+def test_describe_says_which_contract_a_third_partys_plugin_was_built_for(installed):
+    from pipeline.app.plugin_cli import describe_lines
+
+    old = describe_lines("echo_old_plugins")
+    assert f"  built for plugin contract 1.0; bulkinfer provides {PLUGIN_API}" in old
+    quiet = describe_lines("echo_quiet_plugins")
+    assert any("built for plugin contract 1.0 (it does not say" in line for line in quiet)
