@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pipeline.app import configs
 from pipeline.app.cli import report
 from pipeline.contract.errors import BulkInferError, ConfigError, PluginNotFoundError
-from pipeline.contract.plugin import Plugin
+from pipeline.contract.plugin import PLUGIN_API, Plugin
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import MapStage
 from pipeline.plan import registry
@@ -205,6 +205,9 @@ def describe_lines(spec: str) -> list[str]:
     lines = [f"{kind} {name!r} from {info.package} ({info.value})"]
     if summary(plugin):
         lines.append(f"  {summary(plugin)}")
+    if info.distribution != "bulkinfer":  # a third party's: which contract it was built for
+        built_for = plugin.plugin_api or "1.0 (it does not say: the oldest contract)"
+        lines.append(f"  built for plugin contract {built_for}; bulkinfer provides {PLUGIN_API}")
     lines += ["", "params:"] + _table(field_rows(plugin.Params))
     if issubclass(plugin, MapStage):
         stage = plugin.default_stage.model_dump()

@@ -1,5 +1,5 @@
 """What every plugin kind shares: its ``Params`` base, the class attributes every plugin
-has, and the I/O settings sources and sinks are built with."""
+has, the contract's version, and the I/O settings sources and sinks are built with."""
 
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ class PluginParams(BaseModel):
     )
 
 
+#: The version of the plugin contract this bulkinfer provides, ``"MAJOR.MINOR"``. 1.0 is
+#: bulkinfer 0.1's layout (``pipeline.interfaces``, ``pipeline.errors``, ...); 1.1 is bulkinfer
+#: 0.2's ``pipeline.contract`` package. A minor version adds to the contract and keeps every
+#: plugin of the same major version working; a new major version may remove or change hooks, and
+#: a plugin built for another major version is refused when it loads. docs/plugins.md lists the
+#: changes ("Changes to the plugin contract").
+PLUGIN_API = "1.1"
+
+
 class Plugin:
     """Common to every plugin: the params model and a one-line summary (the docstring)."""
 
@@ -29,6 +38,19 @@ class Plugin:
     #: Distributions (pip names) whose versions decide the plugin's results, e.g. the model
     #: library; a run records their versions in its metrics.
     libraries: ClassVar[tuple[str, ...]] = ()
+    #: The contract version (:data:`PLUGIN_API`) the plugin was built for, ``"MAJOR.MINOR"``,
+    #: e.g. ``"1.1"``. None (the default): not said, taken as 1.0, the oldest contract, which
+    #: this bulkinfer supports. A plugin of another major version is refused when it loads, with
+    #: one line naming its package.
+    plugin_api: ClassVar[str | None] = None
+
+
+def api_version(text: str) -> tuple[int, int]:
+    """``"1.1"`` -> ``(1, 1)``; ``"1"`` is ``(1, 0)``. Raises ``ValueError`` for anything else."""
+    parts = str(text).strip().split(".")
+    if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{text!r} is not a contract version (MAJOR.MINOR, e.g. {PLUGIN_API!r})")
+    return int(parts[0]), int(parts[1]) if len(parts) == 2 else 0
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Map stages (preprocessors and predictors): ``map_batches`` callables built once per worker.
 
 Required: ``__call__(batch)``. Optional: ``output_schema`` (the columns a stage adds, with their
-Arrow types), ``row_lengths`` (rows sorted by length into model batches), ``counters`` and
+Arrow types; without it they are decided at run time, from the stage's first batch),
+``row_lengths`` (rows sorted by length into model batches), ``counters`` and
 ``summary``, ``preflight``, ``estimate`` and ``job_services``. Params reach a stage as
 ``cls(params)`` (``cls(params, services=...)`` with job services) and every classmethod hook
 takes the validated ``params`` first.
@@ -51,9 +52,23 @@ class MapStage(Plugin, ABC):
         the core checks each output batch against it. Raise
         :class:`pipeline.contract.errors.ColumnNotFoundError` for a column the stage needs but the
         input lacks, and :class:`pipeline.contract.errors.DataError` for one of the wrong type, with
-        keys relative to the stage (``params.input_column``). The default: columns pass unchanged.
+        keys relative to the stage (``params.input_column``).
+
+        A stage that does not define it (a plugin written for bulkinfer 0.1, whose contract did
+        not ask for it) has its columns decided at run time: the dry run says so, and the job
+        types them from the stage's first output batch (each column's Arrow type as Ray Data
+        holds it) and checks them against the sink before any row is written; later batches
+        must keep those types. (The default returns ``schema`` unchanged; the planner does not
+        call it.)
         """
         return schema
+
+    @classmethod
+    def declares_output_schema(cls) -> bool:
+        """Whether the stage defines :meth:`output_schema` (else its columns are decided at run
+        time, from its first output batch)."""
+        own = getattr(cls.output_schema, "__func__", None)
+        return own is not MapStage.output_schema.__func__
 
     def row_lengths(self, batch: Any) -> Any:
         """How long each row is for the model (tokens of a text), one integer per row, for a

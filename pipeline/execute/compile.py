@@ -9,6 +9,7 @@ resources the plan gave it.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +17,12 @@ import ray
 import ray.data
 
 from pipeline.contract.settings import StageSettings
-from pipeline.execute import ray_internals
+from pipeline.contract.source import WHOLE_SOURCE
+from pipeline.execute import ray_internals, ray_session
+from pipeline.execute.failures import user_errors
 from pipeline.execute.guard import GuardedActor, GuardedTask, StageGuard, named_like
 from pipeline.execute.stage_call import StageCall
+from pipeline.plan.planner import typed_at_run_time
 from pipeline.plan.shares import fit_windows
 
 if TYPE_CHECKING:
@@ -112,6 +116,7 @@ def _map(
         ledger,
         schema,
         step.plugin.passes_columns,
+        typed_at_run_time=step.key in plan.run_time_typed,
     )
     # Actors get map batches of the planner's size (a model batch, or a window of them that
     # StageCall sorts by length; auto: the largest probed size). Tasks get whole blocks and
@@ -153,3 +158,52 @@ def _map(
         )
     task = named_like(GuardedTask, step.plugin)(build, step.params, guard)
     return ds.map_batches(task, compute=_compute(s), **kwargs)
+
+
+def typed_by_first_batch(plan: Plan, services: dict[str, dict[str, Any]] | None = None) -> Plan:
+    """``plan`` with the columns of every stage that declares no ``output_schema`` typed from
+    that stage's first output batch, and the sink checked against the result; ``plan`` itself
+    when nothing is pending (``plan.pending`` is None).
+
+    For each such stage in order: the source's rows run through the stages up to it (each
+    actor pool with one actor; no ledger, so nothing is counted) until it hands on one row;
+    :func:`pipeline.plan.planner.typed_at_run_time` takes that block's Arrow schema, types the
+    stages after it and checks the sink (its ``check_schema``, a table sink's target
+    ``check``). Call it once Ray is up and the job's services are started
+    (``services``: stage key -> what :meth:`~pipeline.contract.stage.MapStage.job_services`
+    made), before any output is opened. Costs one more start of each stage up to it (a model
+    loads once more); declaring ``output_schema`` avoids it.
+
+    Raises the stage's or the sink's :class:`~pipeline.contract.errors.BulkInferError` (one
+    line, its key); nothing is written.
+    """
+    while plan.pending is not None:
+        plan = typed_at_run_time(plan, first_batch_schema(plan, services))
+    return plan
+
+
+def first_batch_schema(plan: Plan, services: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The Arrow schema of the first block ``plan.maps[plan.pending]`` hands on (None: it hands
+    on no row for the whole input). See :func:`typed_by_first_batch`."""
+    index = plan.pending
+    assert index is not None
+    one_each = tuple(
+        replace(step, stage=step.stage.model_copy(update={"concurrency": 1}))
+        if step.stage.compute == "actors"
+        else step
+        for step in plan.maps[: index + 1]
+    )
+    probe = replace(plan, maps=one_each)
+    source = plan.source.plugin(plan.io())
+    with user_errors(plan, source, WHOLE_SOURCE):
+        with ray_internals.first_parquet_reader():
+            ds = source.read(plan.source.params, WHOLE_SOURCE)
+        ds = compile_stages(probe, ds, None, services).limit(1)
+        found = list(ds.iter_batches(batch_size=1, batch_format="pyarrow", prefetch_batches=0))
+    del ds
+    ray_session.wait_for_actors_released()  # the job's own actor pools need their CPUs
+    if not found:  # the stage handed on no row for the whole input
+        return None
+    first = found[0]
+    log.info("bulkinfer: %s: columns typed from its first batch", plan.maps[index].key)
+    return first.schema

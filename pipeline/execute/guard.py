@@ -65,6 +65,9 @@ class StageGuard:
     #: The stage's :attr:`~pipeline.contract.stage.MapStage.passes_columns`: it gets the row
     #: ids with its batch and returns them with each row it keeps.
     passes_columns: bool = False
+    #: ``schema`` was typed from the stage's first output batch (it declares no
+    #: ``output_schema``): messages say so.
+    typed_at_run_time: bool = False
 
 
 def describe_error(exc: BaseException) -> str:
@@ -110,11 +113,20 @@ def row_values(batch: Any, i: int) -> dict[str, Any]:
 
 def check_batch_types(table: Any, guard: StageGuard) -> None:
     """Raise :class:`StageOutputError` unless ``table`` holds exactly the declared columns,
-    each of a type that keeps the declared promise (:func:`pipeline.contract.schema.conforms`)."""
+    each of a type that keeps the declared promise (:func:`pipeline.contract.schema.conforms`).
+
+    For a stage typed at run time (``guard.typed_at_run_time``) the promise is its first output
+    batch's columns and types."""
     from pipeline.contract.schema import conforms, describe_schema, is_python_object, type_name
 
     declared = guard.schema
     where = f"stage '{guard.name}' ({guard.key})"
+    if guard.typed_at_run_time:  # the stage declares no output_schema
+        promise, promised, listed = "its first batch had", "its first batch did not have", "had"
+        note = " (the stage declares no output_schema: its columns are its first batch's)"
+    else:
+        promise, promised = "its output_schema declares", "its output_schema does not declare"
+        listed, note = "declared", ""
     for column in table.schema:
         if column.name == ROW_ID:
             continue
@@ -127,21 +139,21 @@ def check_batch_types(table: Any, guard: StageGuard) -> None:
             )
         if column.name not in declared.names:
             raise StageOutputError(
-                f"{where} returned column {column.name!r} ({type_name(column.type)}), which its "
-                f"output_schema does not declare (declared: {describe_schema(declared)})",
+                f"{where} returned column {column.name!r} ({type_name(column.type)}), which "
+                f"{promised} ({listed}: {describe_schema(declared)}){note}",
                 key=guard.key,
             )
         kind = declared.field(column.name).type
         if not conforms(column.type, kind):
             raise StageOutputError(
-                f"{where} returned column {column.name!r} as {type_name(column.type)}, but its "
-                f"output_schema declares {type_name(kind)}",
+                f"{where} returned column {column.name!r} as {type_name(column.type)}, but "
+                f"{promise} {type_name(kind)}{note}",
                 key=guard.key,
             )
     missing = [name for name in declared.names if name not in table.schema.names]
     if missing:
         raise StageOutputError(
-            f"{where} did not return column {missing[0]!r}, which its output_schema declares",
+            f"{where} did not return column {missing[0]!r}, which {promise}{note}",
             key=guard.key,
         )
 

@@ -23,7 +23,7 @@ from pipeline.contract.errors import BulkInferError, EmptyInputError, Interrupte
 from pipeline.contract.sink import FileSink, TableSink
 from pipeline.contract.source import WHOLE_SOURCE, Source, WorkUnit
 from pipeline.execute import ray_internals, ray_session
-from pipeline.execute.compile import compile_stages
+from pipeline.execute.compile import compile_stages, typed_by_first_batch
 from pipeline.execute.failures import find_user_error, hide_tracebacks, user_errors
 from pipeline.execute.ledger import Ledger, counters_of
 from pipeline.execute.ray_stats import FirstOutputProbe, operator_stages
@@ -216,6 +216,10 @@ def _execute(plan: Plan, started: float) -> RunResult:
         services: dict[str, dict[str, Any]] = {}
         try:
             services = start_services(plan)
+            # Stages that declare no output_schema: typed from their first batch, and the sink
+            # checked against that, before any output is opened.
+            plan = typed_by_first_batch(plan, services)
+            read.plan = plan
             if staged:
                 result = _run_staged(plan, read, sink, units, ledger, probe, services)
             else:

@@ -1,7 +1,9 @@
 """Plugin discovery through entry points.
 
 Listing reads package metadata only; a plugin module is imported when a config selects it, so a
-job that uses XGBoost never imports torch.
+job that uses XGBoost never imports torch. A plugin class built for another major version of the
+plugin contract (its ``plugin_api``, against :data:`~pipeline.contract.plugin.PLUGIN_API`) is
+refused when it loads, naming its package: in runs, dry runs and ``bulkinfer-plugins list``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
 from pipeline.contract.errors import PluginLoadError, PluginNotFoundError
-from pipeline.contract.plugin import Plugin
+from pipeline.contract.plugin import PLUGIN_API, Plugin, api_version
 from pipeline.contract.sink import Sink
 from pipeline.contract.source import Source
 from pipeline.contract.stage import Predictor, Preprocessor
@@ -140,8 +142,39 @@ def load(kind: str, name: str, *, key: str | None = None) -> type[Plugin]:
             key=key,
         )
     try:
-        return _load(kind, name, registered.value)
+        plugin = _load(kind, name, registered.value)
+        check_api(plugin, registered)
     except PluginLoadError as exc:
         if key is None or exc.key:
             raise
         raise PluginLoadError(exc.message, key=key) from exc.__cause__
+    return plugin
+
+
+def check_api(plugin: type[Plugin], registered: PluginInfo) -> None:
+    """Refuse a plugin built for another major version of the contract than this bulkinfer's
+    (:data:`~pipeline.contract.plugin.PLUGIN_API`), or one whose ``plugin_api`` is not a
+    version: a :class:`PluginLoadError` naming the plugin, its package and what to install.
+    A plugin that does not say (``plugin_api`` None) was written for 1.0 and is accepted."""
+    declared = getattr(plugin, "plugin_api", None)
+    if declared is None:
+        return
+    what = f"{registered.kind} plugin {registered.name!r} from {registered.package}"
+    try:
+        major, _ = api_version(declared)
+    except ValueError as exc:
+        raise PluginLoadError(f"{what}: plugin_api {exc}") from None
+    ours, _ = api_version(PLUGIN_API)
+    if major != ours:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            have = f"bulkinfer {version('bulkinfer')}"
+        except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+            have = "this bulkinfer"
+        raise PluginLoadError(
+            f"{what} is built for plugin contract {declared}, but {have} provides "
+            f"{PLUGIN_API} (major versions differ). Install a release of "
+            f"{registered.distribution or 'the plugin package'} built for contract {ours}.x, "
+            f"or a bulkinfer that provides {major}.x."
+        )

@@ -29,7 +29,8 @@ class VisionModelParams(PluginParams):
     input_column: str = Field(
         default="image",
         description="Column of images: [height, width, channels] uint8 arrays, as source=images "
-        "yields them (grey and RGBA images are converted to RGB, as the pipeline does).",
+        "yields them (grey, LA and RGBA images are converted to RGB, as the pipeline does; "
+        "uint16 ones are scaled to 8 bits by value).",
     )
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict,

@@ -32,7 +32,8 @@ from plugins.preprocessors.image_ops import (
 
 class ImageTransformParams(PluginParams):
     input_column: str = Field(
-        default="image", description="Column of [height, width, channels] uint8 images."
+        default="image",
+        description="Column of [height, width, channels] uint8 images (uint16: 16-bit).",
     )
     output_column: str = Field(
         default="pixel_values",

@@ -48,8 +48,9 @@ class ImagesParams(PluginParams):
     )
     mode: str | None = Field(
         default="RGB",
-        description="Pillow mode to convert to: RGB (3 channels), L (grey, 1), RGBA (4), ...; "
-        "null: keep each file's own (palette images become RGB, 1-bit ones L).",
+        description="Mode to convert to: RGB (3 channels), L (grey, 1), LA (2), RGBA (4), I;16 "
+        "(16-bit grey, uint16); null: each file's own as L, LA, RGB or RGBA (CMYK and palette "
+        "images become RGB, 1-bit ones L). 16-bit files are scaled to 8 bits by value.",
     )
     include_paths: bool = Field(default=True, description="Add the file's path as 'path'.")
 

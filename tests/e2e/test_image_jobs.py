@@ -18,8 +18,11 @@ from image_samples import (
     PICTURES,
     ROWS,
     clean_copy,
+    deep_picture,
+    encoded,
     images_of,
     manifest_of,
+    mode_files,
     pipeline_alone,
     write_tree,
 )
@@ -100,6 +103,49 @@ def test_mode_null_keeps_each_files_channels(ray_session, clean, tmp_path):
     images = images_of(out)
     for path, sample in readable:
         assert images[str(path)].shape == (sample.height, sample.width, channels[sample.mode])
+
+
+def test_every_mode_reaches_the_output_as_transformers_loads_it_16_bits_scaled(
+    ray_session, tmp_path
+):
+    """CMYK, palette, LA, 1-bit, YCbCr, LAB and 16-bit files under the default mode: each
+    image equals transformers' ``load_image`` of the file (``convert("RGB")``), but the 16-bit
+    one, which is scaled by value where Pillow would clip it."""
+    from PIL import Image
+    from transformers.image_utils import load_image
+
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    files = {**mode_files(), "deep.png": encoded(Image.fromarray(deep_picture(24, 36)), "PNG")}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    out = tmp_path / "out"
+    run_with_overrides([*BASE, f"source.params.path={folder}", f"sink.params.path={out}"])
+    images = images_of(out)
+    assert len(images) == len(files)
+    for name in files:
+        image = images[str(folder / name)]
+        if name == "deep.png":
+            scaled = ((deep_picture(24, 36).astype(np.uint32) + 128) // 257).astype(np.uint8)
+            assert np.array_equal(image, np.repeat(scaled[:, :, None], 3, axis=2))
+        else:
+            assert np.array_equal(image, np.asarray(load_image(str(folder / name)))), name
+
+
+def test_mode_i16_keeps_16_bits_through_parquet(ray_session, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    (folder / "deep.png").write_bytes(encoded(Image.fromarray(deep_picture(24, 36)), "PNG"))
+    out = tmp_path / "out"
+    run_with_overrides(
+        [*BASE, f"source.params.path={folder}", "source.params.mode='I;16'",
+         "source.params.size=[24,36]", f"sink.params.path={out}"]
+    )  # fmt: skip
+    assert pq.read_table(out).schema.field("image").type == image_column_type("I;16", (24, 36))
+    (image,) = images_of(out).values()
+    assert image.dtype == np.uint16 and np.array_equal(image[:, :, 0], deep_picture(24, 36))
 
 
 def test_an_unreadable_file_stops_the_job_naming_it(ray_session, tree, tmp_path):

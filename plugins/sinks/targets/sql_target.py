@@ -43,7 +43,12 @@ from plugins.sinks.targets.protocol import (
     schema_from_text,
     schema_to_text,
 )
-from plugins.sinks.targets.sql_types import insert_many, sql_columns, sql_values
+from plugins.sinks.targets.sql_types import (
+    insert_many,
+    refuse_lost_floats,
+    sql_columns,
+    sql_values,
+)
 
 if TYPE_CHECKING:
     from plugins.sinks.targets.sql_store import SqlJobStore
@@ -79,6 +84,11 @@ class SqlParams(PluginParams):
         description="Columns stored as JSON (lists, e.g. vectors in SQLite; structs; maps).",
     )
     batch_rows: int = Field(default=10_000, gt=0, description="Rows per INSERT batch.")
+    nan_as_null: bool = Field(
+        default=False,
+        description="Store NaN as NULL where the column cannot hold NaN (SQLite's REAL, "
+        "PostgreSQL's jsonb); false: a NaN there stops the job, naming the column.",
+    )
     column_types: dict[str, str] = Field(
         default_factory=dict,
         description="Arrow types to store columns as, {column: type}: required for a column "
@@ -165,6 +175,9 @@ class SqlUnitWriter(UnitWriter):
         try:
             for table in tables:
                 table = conform(table, self.schema)
+                table = refuse_lost_floats(
+                    table, self.params.json_columns, dialect, self.params.nan_as_null
+                )
                 for start in range(0, table.num_rows, self.params.batch_rows):
                     batch = table.slice(start, self.params.batch_rows)
                     values, stored = sql_values(batch, self.params.json_columns, dialect)
