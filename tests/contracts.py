@@ -337,7 +337,7 @@ class SinkContract:
                 "run.unit_bytes=1",
                 "predictor.type=kit_step",
                 "+predictor.params.sleep_s=0.3",
-                f"+predictor.params.log_dir={tmp_path / run_dir / 'ids'}",
+                f"+predictor.params.log_dir={tmp_path / 'ids'}",
                 *sink_overrides(self.sink, params),
                 "run.progress=false",
                 "ray.num_cpus=2",
@@ -368,11 +368,12 @@ class SinkContract:
         assert self.read(params) is None, "a killed run publishes nothing"
         done = written_ids(self.written(params), per_file)
         assert 0 < len(done) < len(ids)
+        logged_before = {p: p.read_text() for p in (tmp_path / "ids").glob("ids-*.txt")}
 
         resumed = run_cli(*args("second", "run.resume=true"), env=kit_env(), timeout=600)
         assert resumed.returncode == 0, resumed.stderr
         assert f"resumed: {len(done)} rows were already written" in resumed.stdout
-        redone = logged_ids(tmp_path / "second" / "ids")
+        redone = logged_ids(tmp_path / "ids", logged_before)
         assert redone == set(ids) - done, "the resumed run ran exactly the unwritten rows"
         got = self.rows(params)
         assert [r["id"] for r in got] == ids, "every row exactly once"
@@ -407,9 +408,12 @@ def written_ids(records: list[dict[str, Any]], rows_per_unit: int) -> set[int]:
     return done
 
 
-def logged_ids(folder: Path) -> set[int]:
-    """The ids the kit's stage logged as it ran them (``log_dir``)."""
-    return {int(i) for log in folder.glob("ids-*.txt") for i in log.read_text().split()}
+def logged_ids(folder: Path, before: dict[Path, str]) -> set[int]:
+    """The ids the kit's stage logged (``log_dir``) since ``before`` (each log's text then)."""
+    ids = set()
+    for log in folder.glob("ids-*.txt"):
+        ids |= {int(i) for i in log.read_text()[len(before.get(log, "")) :].split()}
+    return ids
 
 
 def session_pids(sid: int) -> list[int]:

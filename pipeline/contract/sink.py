@@ -107,8 +107,10 @@ class FileSink(Sink, ABC):
         return the rows of each file written, by file name, as the write tasks counted them."""
 
     def writer(self, folder: str, params: Any, part: str) -> BlockWriter | None:
-        """A :class:`BlockWriter` for one write task: files in ``folder`` whose names start
-        with ``part``. None (the default): the core writes with :meth:`write_files`."""
+        """A :class:`BlockWriter` the core sends to every write task: each task's files go
+        into ``folder`` under names that start with ``part`` and differ from every other
+        task's. Made on the driver. None (the default): the core writes with
+        :meth:`write_files`."""
         return None
 
 
@@ -142,9 +144,11 @@ class StagedTarget(ABC):
         refuse only columns. Dry runs too: reads, creates nothing."""
 
     def writer(self, state: dict[str, Any], part: str) -> BlockWriter | None:
-        """A :class:`BlockWriter` that stages one write task's rows as ``part`` (the receipt
-        names its parts); the core records what it wrote as soon as it is written. None (the
-        default): the core stages the rows with :meth:`write_unit`."""
+        """A :class:`BlockWriter` the core sends to every write task, staging rows as ``part``
+        (each task's write returns parts of its own, which the receipts name); the core
+        records what each task wrote as soon as it is written. Made on the driver (where the
+        job's credentials are). None (the default): the core stages rows with
+        :meth:`write_unit`."""
         return None
 
     @abstractmethod

@@ -349,8 +349,8 @@ def _run_staged(
             return RunResult(output=target.location, rows_in=0, rows_out=0)
         out: Any = TableJob(target, plan.staged_job(), plan.output_schema)
 
-        def writer(part: str) -> Any:
-            return target.writer(out.state, part)
+        def writer(run_id: str) -> Any:
+            return target.writer(out.state, run_id)
 
         def legacy(ds: ray.data.Dataset) -> list[dict[str, Any]]:
             receipt = target.write_unit(ds, out.state, "all", dict(sink.io.ray_remote_args))
@@ -358,8 +358,8 @@ def _run_staged(
     else:
         out = FileJob(plan.staged_job(), sink.output(plan.sink.params))
 
-        def writer(part: str) -> Any:
-            return sink.writer(out.parts, plan.sink.params, part)
+        def writer(run_id: str) -> Any:
+            return sink.writer(out.parts, plan.sink.params, run_id)
 
         def legacy(ds: ray.data.Dataset) -> list[dict[str, Any]]:
             files = sink.write_files(ds, out.parts, plan.sink.params)
@@ -375,8 +375,9 @@ def _run_staged(
                 read.total(units, done),
             )
             probe.arm()
-            sample = writer("probe")
-            if sample is None:  # a sink without a BlockWriter: written at the end, unrecorded
+            # Made here, on the driver (where the job's credentials are), sent to each task.
+            block_writer = writer(run_id)
+            if block_writer is None:  # a sink without a BlockWriter: written at the end
                 if read.streams:
                     ds = ds.drop_columns([ROW_ID])
                 written = legacy(ds)
@@ -387,13 +388,13 @@ def _run_staged(
             else:
                 ds.write_datasink(
                     JournaledDatasink(
-                        writer,
+                        block_writer,
                         out.store,
                         job_id,
                         run_id,
                         out.location,
                         out.key,
-                        sample.min_rows_per_write,
+                        block_writer.min_rows_per_write,
                     ),
                     ray_remote_args=dict(sink.io.ray_remote_args),
                 )

@@ -12,7 +12,7 @@ record names, which the job never publishes, and its rows are read again when it
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from ray.data import Datasink
@@ -23,18 +23,16 @@ from pipeline.contract.sink import BlockWriter, JobStore
 from pipeline.output.progress import ROW_ID, ranges_of
 from pipeline.output.records import Written
 
-#: Makes the writer of one write task from the part name the task gives its output.
-WriterFactory = Callable[[str], BlockWriter]
-
 
 class JournaledDatasink(Datasink[list[str]]):
-    """Writes through ``writers`` (see the module docstring) and records each task's output in
+    """Writes through ``writer`` (made on the driver, sent to every write task; see the module
+    docstring) and records each task's output in
     ``store``, for the job whose record has ``job_id`` as its run id, as written by its run
     ``run_id`` (each resume is a new run); ``location``/``key`` name the output in errors."""
 
     def __init__(
         self,
-        writers: WriterFactory,
+        writer: BlockWriter,
         store: JobStore,
         job_id: str,
         run_id: str,
@@ -42,7 +40,7 @@ class JournaledDatasink(Datasink[list[str]]):
         key: str,
         min_rows_per_write: int | None = None,
     ) -> None:
-        self.writers, self.store = writers, store
+        self.writer, self.store = writer, store
         self.job_id, self.run_id = job_id, run_id
         self.location, self.key = location, key
         self._min_rows = min_rows_per_write
@@ -70,7 +68,7 @@ class JournaledDatasink(Datasink[list[str]]):
                 yield table
 
         try:
-            written = self.writers(part).write(tables())
+            written = self.writer.write(tables())
         except _Upstream as upstream:  # a stage fused into this task failed: its own error
             raise upstream.error from None
         except BulkInferError:

@@ -11,6 +11,7 @@ refused before any model loads (:meth:`check_schema`).
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any, Literal
 
 from pydantic import Field
@@ -137,7 +138,7 @@ class JsonSink(_FileSink):
 
 
 class FileWriter(BlockWriter):
-    """One write task's file (``<part>.<extension>``) through the sink's datasink."""
+    """Each write task's file (``<part>-<random>.<extension>``) through the sink's datasink."""
 
     def __init__(self, datasink: Any, part: str, columns: list[str] | None) -> None:
         self.datasink, self.part, self.columns = datasink, part, columns
@@ -147,5 +148,5 @@ class FileWriter(BlockWriter):
         self.datasink.filesystem.create_dir(self.datasink.folder, recursive=True)
         if self.columns:
             tables = (t.select(self.columns) for t in tables)
-        files = self.datasink.write_tables(tables, self.part)
+        files = self.datasink.write_tables(tables, f"{self.part}-{uuid.uuid4().hex[:12]}")
         return [{"name": name, "rows": rows} for name, rows in files]
