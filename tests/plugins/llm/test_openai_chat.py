@@ -230,9 +230,12 @@ def test_on_error_fail_stops_the_job_naming_the_stage(ray_session, llm_server, p
     assert not out.exists()
 
 
-def test_a_resumed_job_does_not_send_the_rows_it_committed(
-    ray_session, llm_server, proxy, tmp_path
-):
+def test_a_resumed_job_does_not_send_the_rows_it_wrote(ray_session, llm_server, proxy, tmp_path):
+    """Rows a failed run wrote (its write tasks' records) are not sent again on resume; the
+    others are sent once more."""
+    from pipeline.output.progress import UNIT_SHIFT
+    from pipeline.output.staging import STAGING_SUFFIX
+
     outage = {"on": True}
     proxy.add_rule(lambda body: outage["on"] and b"row-5 " in body, Fault.http(503), times=None)
     out = tmp_path / "out"
@@ -242,23 +245,28 @@ def test_a_resumed_job_does_not_send_the_rows_it_committed(
         rows(8),
         out,
         params={"max_retries": 0},
+        stage={"batch_size": 4},
         run={"unit_rows": 4},  # two work units: rows 0-3 and 4-7
     )
-    with pytest.raises(BulkInferError, match="1 committed work unit"):
+    with pytest.raises(BulkInferError, match="HTTP 503"):
         run_job(config)
     first_run = len(proxy.records)
-    assert proxy.clean_answers()["row-0"] == 1
+    written = set()
+    for record in Path(str(out) + STAGING_SUFFIX).glob("units/*.json"):
+        for start, stop in json.loads(record.read_text())["ranges"]:
+            written |= {
+                (r >> UNIT_SHIFT) * 4 + (r & ((1 << UNIT_SHIFT) - 1)) for r in range(start, stop)
+            }
+    assert 5 not in written
 
     outage["on"] = False
     config["run"]["resume"] = True
     result = run_job(config)
     again = {r.key for r in proxy.records[first_run:] if r.key is not None}  # not the preflight
-    assert again == {f"row-{i}" for i in range(4, 8)}  # the unfinished unit only
-    assert result.units_skipped == 1
+    assert again == {f"row-{i}" for i in range(8) if i not in written}
+    assert result.rows_resumed == len(written)
     assert ids(out) == list(range(8))
-    assert {k: v for k, v in proxy.clean_answers().items() if k < "row-4"} == {
-        f"row-{i}": 1 for i in range(4)
-    }
+    assert all(proxy.clean_answers()[f"row-{i}"] == 1 for i in written)
 
 
 # -- structured output ---------------------------------------------------------------------------
