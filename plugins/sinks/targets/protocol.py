@@ -7,11 +7,10 @@ with ``rows``); the driver collects them into the unit's receipt. Only parts tha
 driver count: a write task that Ray retried (a killed worker) leaves staged data that no receipt
 names, and :meth:`~pipeline.contract.sink.StagedTarget.publish` never makes it visible.
 
-A column the plan declares ``null`` (its type is known only once the model runs, e.g. XGBoost's
-predictions: a number, or a vector for several classes) cannot become a table column: the
-targets refuse it before the model loads, unless ``column_types`` gives its type
-(:func:`resolve_types`); the write tasks then cast the rows to it, and a row that does not fit
-fails the job naming the column.
+A column the plan declares ``null`` (its type is known only once the model runs) cannot become
+a table column: the targets refuse it before the model loads, unless ``column_types`` gives its
+type (:func:`resolve_types`); the write tasks then cast the rows to it, and a row that does not
+fit fails the job naming the column.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ class SqlParams(PluginParams):
     column_types: dict[str, str] = Field(
         default_factory=dict,
         description="Arrow types to store columns as, {column: type}: required for a column "
-        "declared null (e.g. XGBoost predictions: float32); casts others.",
+        "declared null (a type only the model can tell); casts others.",
     )
 
     @field_validator("url")
