@@ -29,6 +29,13 @@ class Plugin:
     #: Distributions (pip names) whose versions decide the plugin's results, e.g. the model
     #: library; a run records their versions in its metrics.
     libraries: ClassVar[tuple[str, ...]] = ()
+    #: Extras of the plugin's own distribution that it needs, each with the top-level modules
+    #: it brings, e.g. ``{"embeddings": ("sentence_transformers", "torch")}``. Before the plugin
+    #: runs (a job, a dry run) or is listed (``bulkinfer-plugins list``) the core looks for each
+    #: module with ``importlib.util.find_spec``, importing none, and refuses a missing one in
+    #: one line with the pip command (``pip install 'bulkinfer[embeddings]'``). The plugin's own
+    #: module must import without them (import them where they are used). Optional: none.
+    extras: ClassVar[dict[str, tuple[str, ...]]] = {}
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ class ImageClassification(Predictor):
 
     Params = ImageClassificationParams
     libraries: ClassVar[tuple[str, ...]] = ("transformers", "torch", "pillow")
+    extras = {"transformers": ("transformers", "torch"), "images": ("PIL",)}
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=32, batch_format="pyarrow"
     )

