@@ -256,7 +256,12 @@ class TorchModule(Predictor):
         import pyarrow as pa
 
         require_fields(schema, params.input_columns, key="params.input_columns")
+        for name in ("model_file", "state_dict"):  # local files: refused before the job
+            path = getattr(params, name)
+            if path is not None and not os.path.isfile(os.path.expanduser(path)):
+                raise DataError(f"file does not exist: {path}", key=f"params.{name}")
         if params.labels is not None:
+            read_labels(params.labels, "params.labels")
             label, score = label_types(params.top_k)
             return added(schema, **{params.label_column: label, params.score_column: score})
         return added(schema, **{name: pa.null() for name in params.output_columns})
