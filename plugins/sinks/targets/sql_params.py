@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from pipeline.contract.plugin import PluginParams
 
@@ -42,6 +42,26 @@ class SqlParams(PluginParams):
         description="Arrow types to store columns as, {column: type}: required for a column "
         "declared null (a type only the model can tell); casts others.",
     )
+
+    @field_validator("table")
+    @classmethod
+    def _schema_where_there_are_schemas(cls, table: str, info: ValidationInfo) -> str:
+        """``name`` or ``schema.name``; a schema only where the database has them (not
+        SQLite, whose ``schema.`` names an attached database, and this sink attaches none)."""
+        import sqlalchemy as sa
+
+        parts = table.split(".")
+        if len(parts) > 2 or not all(parts):
+            raise ValueError(f"{table!r} is not a table name: give name or schema.name")
+        url = info.data.get("url")
+        if len(parts) == 2 and url and parts[0] != "main":
+            if sa.engine.make_url(url).get_backend_name() == "sqlite":
+                raise ValueError(
+                    f"SQLite has no schemas ({parts[0]!r} would name an attached database, "
+                    f"and this sink attaches none): name the table alone ({parts[1]}), or "
+                    "write to a database that has schemas (PostgreSQL)"
+                )
+        return table
 
     @field_validator("url")
     @classmethod

@@ -42,7 +42,7 @@ from plugins.sinks.targets.protocol import (
     schema_to_text,
 )
 from plugins.sinks.targets.sql_params import KEY, SqlParams
-from plugins.sinks.targets.sql_types import insert_many, sql_columns, sql_values
+from plugins.sinks.targets.sql_types import insert_many, sql_columns, sql_fits, sql_values
 
 if TYPE_CHECKING:
     from plugins.sinks.targets.sql_store import SqlJobStore
@@ -247,6 +247,7 @@ class SqlTarget(WriterTarget):
         engine = self.engine()
         try:
             inspector = sa.inspect(engine)
+            self._check_schema(inspector)
             if not inspector.has_table(self.name, schema=self.db_schema):
                 return
             if self.params.mode == "error":
@@ -263,13 +264,47 @@ class SqlTarget(WriterTarget):
         finally:
             engine.dispose()
 
+    def _check_schema(self, inspector: Any) -> None:
+        """Refuse a ``schema.table`` whose schema the database does not have."""
+        if self.db_schema is None or self.db_schema in inspector.get_schema_names():
+            return
+        raise DataError(
+            f"schema {self.db_schema!r} does not exist in {self.shown_url}: create it first "
+            f"(CREATE SCHEMA {self.db_schema}), or name a table in a schema that exists",
+            key=f"{KEY}.table",
+        )
+
     def _check_append(self, inspector: Any, schema: pa.Schema) -> None:
-        have = {c["name"] for c in inspector.get_columns(self.name, schema=self.db_schema)}
-        missing = [n for n in schema.names if n not in have]
-        if missing:
+        """Refuse an append the table cannot take unchanged: output columns it lacks, columns
+        whose values it would change or refuse (:func:`sql_fits`), and required columns the
+        output lacks; then, with ``key_columns``, a table without that unique key."""
+        existing = {c["name"]: c for c in inspector.get_columns(self.name, schema=self.db_schema)}
+        problems = []
+        lacking = [n for n in schema.names if n not in existing]
+        if lacking:
+            problems.append(f"it has no column {', '.join(lacking)}")
+        planned = {c.name: c.type for c in self.columns(schema)}
+        for name, kind in planned.items():
+            if name in existing:
+                why = sql_fits(kind, existing[name]["type"], self.dialect)
+                if why:
+                    problems.append(f"{name!r} {why}")
+        pk = inspector.get_pk_constraint(self.name, schema=self.db_schema)["constrained_columns"]
+        required = [
+            name
+            for name, column in existing.items()
+            if name not in planned
+            and not column.get("nullable", True)
+            and column.get("default") is None
+            and not (pk == [name] and column.get("autoincrement") in (True, "auto"))
+        ]
+        if required:
+            problems.append(f"the output lacks {', '.join(required)}, which are NOT NULL there")
+        if problems:
             raise DataError(
-                f"cannot append to {self.location}: it has no column {', '.join(missing)}. "
-                "Set sink.params.mode=replace or choose another table.",
+                f"cannot append to {self.location}: {'; '.join(problems)}. Give the columns the "
+                "table's names and types (cast with sink.params.column_types), set "
+                "sink.params.mode=replace, or choose another table.",
                 key=f"{KEY}.mode",
             )
         keys = set(self.params.key_columns)
