@@ -252,7 +252,9 @@ class TorchModule(Predictor):
         tensors) per row, or a fixed-size list of them; the shape is the model's, known only
         once it runs, so the columns are declared ``null`` (decided at run time). With
         ``labels``: ``label_column`` string and ``score_column`` float32 (``list<string>`` and
-        ``list<float32>`` with ``top_k > 1``)."""
+        ``list<float32>`` with ``top_k > 1``). Raises :class:`DataError` naming the param for a
+        ``model_file`` or ``state_dict`` that does not exist and a ``labels`` file that does
+        not exist or cannot be read, before the job."""
         import pyarrow as pa
 
         require_fields(schema, params.input_columns, key="params.input_columns")

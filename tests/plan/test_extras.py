@@ -70,7 +70,7 @@ def test_the_wrapper_really_hides_a_module():
 
 @pytest.mark.subprocess
 def test_plugins_list_names_the_extra_each_plugin_lacks():
-    done = without(["torch", "lance", "sqlalchemy"], "plugins", "list")
+    done = without(["torch", "lance", "sqlalchemy", "pyiceberg"], "plugins", "list")
     assert done.returncode == 0, done.stderr
     rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("  ")}
     assert "MISSING EXTRA" in rows["sentence_embedding"]
@@ -80,7 +80,8 @@ def test_plugins_list_names_the_extra_each_plugin_lacks():
     assert "(module torch is not installed)" in rows["image_classification"]
     assert "pip install 'bulkinfer[lance]'" in rows["lance"]
     assert "pip install 'bulkinfer[sql]'" in rows["sql"]  # importable without SQLAlchemy now
-    for fine in ("parquet", "iceberg", "xgboost", "tokenize", "show"):
+    assert "pip install 'bulkinfer[iceberg]'" in rows["iceberg"]
+    for fine in ("parquet", "xgboost", "tokenize", "show", "openai_chat"):
         assert "MISSING EXTRA" not in rows[fine] and "BROKEN" not in rows[fine], rows[fine]
     assert "BROKEN" not in done.stdout
 
