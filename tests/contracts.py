@@ -187,8 +187,6 @@ class SinkContract:
     mode_replace: ClassVar[str | None] = "overwrite"
     #: The config key an existing output is refused with.
     error_key: ClassVar[str] = "sink.params.path"
-    #: Params a job whose predictions are declared ``null`` (XGBoost) needs.
-    typed_params: ClassVar[dict[str, Any]] = {"column_types": {"predictions": "float32"}}
     #: A credential the params name through an environment variable: never in any output.
     secret: ClassVar[str | None] = None
 
@@ -248,7 +246,7 @@ class SinkContract:
         for part, half in enumerate((data.iloc[:20], data.iloc[20:])):
             table = pa.Table.from_pandas(half, preserve_index=False)
             pq.write_table(table, inp / f"{part}.parquet")
-        params = {**self.params(tmp_path), **self.typed_params}
+        params = self.params(tmp_path)  # no column_types: the booster tells the type
         config = {
             "source": {"type": "parquet", "params": {"path": str(inp)}},
             "predictor": {"type": "xgboost", "params": {"model": str(tmp_path / "model.ubj")}},

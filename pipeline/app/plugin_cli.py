@@ -3,9 +3,10 @@
 The same commands run as ``python -m pipeline.app.plugin_cli list | describe NAME``.
 
 ``list`` prints every registered plugin by kind with the package it came from, checking that each
-one imports (a broken plugin is listed with the reason and does not hide the others), then the
-config packages. ``describe`` imports only the plugin it is asked about and prints its params and
-default stage settings from the pydantic models, plus a config to start from.
+one imports (a broken plugin is listed with the reason and does not hide the others) and that its
+extras are installed (else the pip command that installs them), then the config packages.
+``describe`` imports only the plugin it is asked about and prints its params and default stage
+settings from the pydantic models, plus a config to start from.
 """
 
 from __future__ import annotations
@@ -53,9 +54,13 @@ def list_lines() -> list[str]:
         for name, info in registry.available(kind).items():
             clash = registry.clashes(kind).get(name)
             try:
-                status = summary(registry.load(kind, name))
+                plugin = registry.load(kind, name, require_extras=False)
             except BulkInferError as exc:
                 status = f"BROKEN: {exc.message}"
+            else:
+                missing = registry.missing_extras(plugin)
+                hint = registry.install_hint(info, missing) if missing else ""
+                status = f"MISSING EXTRA: {hint}" if missing else summary(plugin)
             package = " + ".join(i.package for i in clash) if clash else info.package
             rows.append([name, package, status])
         lines += _table(rows) if rows else ["  (none installed)"]
@@ -201,13 +206,16 @@ def describe_lines(spec: str) -> list[str]:
     """The report ``describe`` prints; imports only the plugin described."""
     kind, name = resolve(spec)
     info = registry.info(kind, name)
-    plugin = registry.load(kind, name)
+    plugin = registry.load(kind, name, require_extras=False)
     lines = [f"{kind} {name!r} from {info.package} ({info.value})"]
     if summary(plugin):
         lines.append(f"  {summary(plugin)}")
     if info.distribution != "bulkinfer":  # a third party's: which contract it was built for
         built_for = plugin.plugin_api or "1.0 (it does not say: the oldest contract)"
         lines.append(f"  built for plugin contract {built_for}; bulkinfer provides {PLUGIN_API}")
+    missing = registry.missing_extras(plugin)
+    if missing:
+        lines.append(f"  MISSING EXTRA: {registry.install_hint(info, missing)}")
     lines += ["", "params:"] + _table(field_rows(plugin.Params))
     if issubclass(plugin, MapStage):
         stage = plugin.default_stage.model_dump()

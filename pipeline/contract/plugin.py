@@ -24,11 +24,12 @@ class PluginParams(BaseModel):
 
 #: The version of the plugin contract this bulkinfer provides, ``"MAJOR.MINOR"``. 1.0 is
 #: bulkinfer 0.1's layout (``pipeline.interfaces``, ``pipeline.errors``, ...); 1.1 is bulkinfer
-#: 0.2's ``pipeline.contract`` package. A minor version adds to the contract and keeps every
-#: plugin of the same major version working; a new major version may remove or change hooks, and
-#: a plugin built for another major version is refused when it loads. docs/plugins.md lists the
-#: changes ("Changes to the plugin contract").
-PLUGIN_API = "1.1"
+#: 0.2's ``pipeline.contract`` package; 1.2 adds ``Plugin.extras`` and ``MapStage.env_vars``.
+#: A minor version adds to the contract and keeps every plugin of the same major version
+#: working; a new major version may remove or change hooks, and a plugin built for another
+#: major version is refused when it loads. docs/plugins.md lists the changes ("Changes to the
+#: plugin contract").
+PLUGIN_API = "1.2"
 
 
 class Plugin:
@@ -43,6 +44,13 @@ class Plugin:
     #: this bulkinfer supports. A plugin of another major version is refused when it loads, with
     #: one line naming its package.
     plugin_api: ClassVar[str | None] = None
+    #: Extras of the plugin's own distribution that it needs, each with the top-level modules
+    #: it brings, e.g. ``{"embeddings": ("sentence_transformers", "torch")}``. Before the plugin
+    #: runs (a job, a dry run) or is listed (``bulkinfer-plugins list``) the core looks for each
+    #: module with ``importlib.util.find_spec``, importing none, and refuses a missing one in
+    #: one line with the pip command (``pip install 'bulkinfer[embeddings]'``). The plugin's own
+    #: module must import without them (import them where they are used). Optional: none.
+    extras: ClassVar[dict[str, tuple[str, ...]]] = {}
 
 
 def api_version(text: str) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 Required: ``__call__(batch)``. Optional: ``output_schema`` (the columns a stage adds, with their
 Arrow types; without it they are decided at run time, from the stage's first batch),
 ``row_lengths`` (rows sorted by length into model batches), ``counters`` and
-``summary``, ``preflight``, ``estimate`` and ``job_services``. Params reach a stage as
+``summary``, ``preflight``, ``estimate``, ``env_vars`` and ``job_services``. Params reach a stage as
 ``cls(params)`` (``cls(params, services=...)`` with job services) and every classmethod hook
 takes the validated ``params`` first.
 """
@@ -111,6 +111,16 @@ class MapStage(Plugin, ABC):
         (None: unknown). Runs on the driver without Ray. None: nothing to say (the default).
         """
         return None
+
+    @classmethod
+    def env_vars(cls, params: Any) -> dict[str, str]:
+        """Environment variables every task and actor of the job starts with while this stage
+        is in it (Ray's ``runtime_env`` ``env_vars``, set on the job's reads, map stages and
+        writes alike, so Ray Data still fuses them), e.g. a model library's offline switches
+        when the model is a local folder: ``{"HF_HUB_OFFLINE": "1"}``. The dry run prints
+        them; a variable a stage's own ``stage.ray_remote_args.runtime_env.env_vars`` sets wins
+        in that stage. No secrets: the plan shows them. The default: none."""
+        return {}
 
     @classmethod
     def job_services(cls, params: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pipeline.execute import ray_internals, ray_session
 from pipeline.execute.failures import user_errors
 from pipeline.execute.guard import GuardedActor, GuardedTask, StageGuard, named_like
 from pipeline.execute.stage_call import StageCall
+from pipeline.plan.model import with_env
 from pipeline.plan.planner import typed_at_run_time
 from pipeline.plan.shares import fit_windows
 
@@ -56,17 +57,20 @@ def compile_stages(
                 few.add(step.key)
         plan = fitted
     if plan.rows_per_block:
-        ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
+        ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0, plan.io().ray_remote_args)
     for step in plan.maps:
         ds = _map(plan, ds, step, ledger, (services or {}).get(step.key), step.key in few)
     return ds
 
 
-def _split_blocks(ds: ray.data.Dataset, rows: int, num_cpus: float) -> ray.data.Dataset:
+def _split_blocks(
+    ds: ray.data.Dataset, rows: int, num_cpus: float, read_args: dict[str, Any]
+) -> ray.data.Dataset:
     """Blocks of at most ``rows`` rows cut inside the read tasks (see the planner's
-    :func:`pipeline.plan.shares._blocks`); left as read if the Ray internals moved."""
+    :func:`pipeline.plan.shares._blocks`), with the read's remote args (``read_args``) so they
+    fuse with it; left as read if the Ray internals moved."""
     try:
-        return ray_internals.streaming_repartition(ds, rows, num_cpus)
+        return ray_internals.streaming_repartition(ds, rows, num_cpus, read_args)
     except (ImportError, AttributeError, TypeError) as exc:  # pragma: no cover - Ray API drift
         log.warning("blocks left as read (cannot split them on this Ray version: %s)", exc)
         return ds
@@ -133,6 +137,7 @@ def _map(
     )
     if s.memory:
         kwargs["memory"] = s.memory
+    kwargs = with_env(kwargs, plan.env_vars)  # the job's environment (MapStage.env_vars)
     build = partial(
         StageCall,
         step.plugin,

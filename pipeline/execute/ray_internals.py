@@ -72,7 +72,9 @@ def kill_actors(actor_ids: list[str]) -> None:
             core_worker.kill_actor(ActorID.from_hex(actor_id), True)  # no_restart
 
 
-def streaming_repartition(ds: Any, rows: int, num_cpus: float) -> Any:
+def streaming_repartition(
+    ds: Any, rows: int, num_cpus: float, ray_remote_args: dict[str, Any] | None = None
+) -> Any:
     """``ds`` with blocks of at most ``rows`` rows, cut inside the read tasks (no barrier).
 
     Ray Data fuses read -> pass-through ``map_batches`` -> streaming repartition into one task
@@ -80,16 +82,19 @@ def streaming_repartition(ds: Any, rows: int, num_cpus: float) -> Any:
     operator no remote arguments, so it would ask for a whole CPU per task, not fuse with the
     read, and wait forever on a machine whose actor pools hold all but the I/O share (Ray Data
     2.60 on 2 CPUs); hence the logical operator is built here with the read's share.
+    ``ray_remote_args``: the read's other remote args (its ``runtime_env``), which must be the
+    same for the operators to fuse.
     """
     import ray.data
     from ray.data._internal.logical.interfaces import LogicalPlan
     from ray.data._internal.logical.operators import StreamingRepartition
 
-    ds = ds.map_batches(_identity, batch_format="pyarrow", num_cpus=num_cpus)
+    args = {**(ray_remote_args or {}), "num_cpus": num_cpus}
+    ds = ds.map_batches(_identity, batch_format="pyarrow", **args)
     op = StreamingRepartition(
         target_num_rows_per_block=rows,
         input_dependencies=[ds._logical_plan.dag],
-        ray_remote_args={"num_cpus": num_cpus},
+        ray_remote_args=args,
     )
     return ray.data.Dataset._from_parent(ds, LogicalPlan(op, ds.context))
 

@@ -94,6 +94,10 @@ class Plan:
     empty: bool = False
     #: A table sink's job record of this very job is there to resume (``run.resume=true``).
     resumes: bool = False
+    #: Environment variables of every task and actor of the job, from the map stages'
+    #: :meth:`~pipeline.contract.stage.MapStage.env_vars` (e.g. a model library's offline
+    #: switches): in :meth:`io`'s remote args and in each map stage's.
+    env_vars: dict[str, str] = field(default_factory=dict)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -131,9 +135,19 @@ class Plan:
     def io(self) -> IOContext:
         """What read and write tasks get (see :class:`~pipeline.contract.plugin.IOContext`)."""
         return IOContext(
-            ray_remote_args={"num_cpus": self.io_cpus},
+            ray_remote_args=with_env({"num_cpus": self.io_cpus}, self.env_vars),
             num_blocks=self.read_tasks,
             fingerprint=self.fingerprint,
             unit_rows=self.run.unit_rows,
             unit_bytes=self.run.unit_bytes,
         )
+
+
+def with_env(ray_remote_args: dict[str, Any], env_vars: dict[str, str]) -> dict[str, Any]:
+    """``ray_remote_args`` whose ``runtime_env`` also sets ``env_vars`` (those the args set
+    already win); unchanged when there are none."""
+    if not env_vars:
+        return ray_remote_args
+    runtime_env = dict(ray_remote_args.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**env_vars, **(runtime_env.get("env_vars") or {})}
+    return {**ray_remote_args, "runtime_env": runtime_env}

@@ -80,6 +80,28 @@ def _check_error_policies(maps: tuple[Step, ...], sink: Step) -> None:
             )
 
 
+def job_env(maps: tuple[Step, ...]) -> dict[str, str]:
+    """The environment variables the map stages ask for (``MapStage.env_vars``), for every
+    task and actor of the job; two stages that want one variable set two ways are refused."""
+    env: dict[str, str] = {}
+    wanted_by: dict[str, str] = {}
+    for step in maps:
+        try:
+            asked = step.plugin.env_vars(step.params)
+        except BulkInferError as exc:
+            raise exc.within(step.key) from None
+        for name, value in asked.items():
+            if name in env and env[name] != str(value):
+                raise PlanError(
+                    f"{wanted_by[name]} runs its workers with {name}={env[name]} and {step.key} "
+                    f"with {name}={value}; one job has one environment: run them as two jobs",
+                    key=f"{step.key}.params",
+                )
+            env[name] = str(value)
+            wanted_by.setdefault(name, step.key)
+    return env
+
+
 def in_cluster(ray: RaySettings) -> bool:
     """Whether the job runs inside a remote cluster (Ray Client): its paths are the cluster's."""
     return (ray.address or "").startswith("ray://")
@@ -98,6 +120,7 @@ def plan_job(
     """
     job, source, maps, sink = _validated(config)
     _check_error_policies(maps, sink)
+    env = job_env(maps)
     cluster = cluster or Cluster.local(job.ray)
     shared: Shares = share_cluster(maps, job.ray, cluster)
     flow = dataflow([source, *maps, sink])
@@ -115,6 +138,7 @@ def plan_job(
         rows_per_block=shared.rows_per_block,
         notes=shared.notes,
         map_batches=shared.map_batches,
+        env_vars=env,
     )
     if inspect is None:
         inspect = not in_cluster(job.ray)

@@ -9,6 +9,8 @@ refused when it loads, naming its package: in runs, dry runs and ``bulkinfer-plu
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import sys
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
@@ -129,8 +131,56 @@ def info(kind: str, name: str, *, key: str | None = None) -> PluginInfo:
     return found
 
 
-def load(kind: str, name: str, *, key: str | None = None) -> type[Plugin]:
-    """Import and return the plugin class registered as ``name``; ``key`` names the config key."""
+class MissingExtraError(PluginLoadError):
+    """A plugin's extras (:attr:`~pipeline.contract.plugin.Plugin.extras`) are not installed."""
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` (top-level) can be imported here, found without importing it."""
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # an import hook that refuses it, a broken package
+        return False
+
+
+def missing_extras(plugin: type[Plugin]) -> dict[str, list[str]]:
+    """The plugin's extras whose modules are not installed: ``{extra: [missing modules]}``."""
+    missing: dict[str, list[str]] = {}
+    for extra, modules in plugin.extras.items():
+        gone = [m for m in modules if not _importable(m)]
+        if gone:
+            missing[extra] = gone
+    return missing
+
+
+def install_hint(registered: PluginInfo, missing: dict[str, list[str]]) -> str:
+    """``needs the extra 'lance' of bulkinfer (module lance is not installed): pip install
+    'bulkinfer[lance]'`` for :func:`missing_extras`' answer."""
+    modules = [m for gone in missing.values() for m in gone]
+    names = ", ".join(f"{e!r}" for e in missing)
+    what = f"module {modules[0]} is" if len(modules) == 1 else f"modules {', '.join(modules)} are"
+    dist = registered.distribution
+    if dist is None:
+        return f"needs the modules {', '.join(modules)}, which are not installed"
+    plural = "s" if len(missing) > 1 else ""
+    return (
+        f"needs the extra{plural} {names} of {dist} ({what} not installed): "
+        f"pip install '{dist}[{','.join(missing)}]'"
+    )
+
+
+def load(
+    kind: str, name: str, *, key: str | None = None, require_extras: bool = True
+) -> type[Plugin]:
+    """Import and return the plugin class registered as ``name``; ``key`` names the config key.
+
+    Raises :class:`MissingExtraError` (one line with the pip command) when a module of the
+    plugin's :attr:`~pipeline.contract.plugin.Plugin.extras` is not installed, unless
+    ``require_extras`` is false (``describe`` shows the params anyway).
+    """
     registered = info(kind, name, key=key)
     clash = clashes(kind).get(name)
     if clash:
@@ -148,6 +198,11 @@ def load(kind: str, name: str, *, key: str | None = None) -> type[Plugin]:
         if key is None or exc.key:
             raise
         raise PluginLoadError(exc.message, key=key) from exc.__cause__
+    missing = missing_extras(plugin) if require_extras else {}
+    if missing:
+        raise MissingExtraError(
+            f"{kind} plugin {name!r} {install_hint(registered, missing)}", key=key
+        )
     return plugin
 
 

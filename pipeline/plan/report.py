@@ -60,6 +60,9 @@ def describe(plan: Plan) -> str:
     c = plan.cluster
     gpus = f", {c.gpus:g} GPU" if c.gpus else ""
     lines.append(f"  ray: {where}; planned for {c.name} with {c.cpus:g} CPU{gpus}")
+    if plan.env_vars:
+        shown = ", ".join(f"{k}={v}" for k, v in mask_secrets(plan.env_vars).items())
+        lines.append(f"  env: {shown} (every task and actor of the job)")
     for note in plan.notes:
         lines.append(f"  resources: {note}")
     return "\n".join(lines)

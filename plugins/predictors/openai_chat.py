@@ -27,9 +27,11 @@ from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import Predictor
 from plugins.batches import added, to_arrow, with_column
 from plugins.llm.params import ApiKey, OpenAIChatParams
+from plugins.models import check_model_folder
 
 #: Config key of the params, relative to the stage (the core makes it absolute).
 KEY = "params"
+TOKENIZER = "params.tokenizer"
 
 
 def _structured_types(params: OpenAIChatParams) -> dict[str, Any]:
@@ -49,6 +51,7 @@ class OpenAIChat(Predictor):
 
     Params = OpenAIChatParams
     libraries = ("httpx2",)
+    extras = {"llm": ("httpx2", "jsonschema")}
     # One actor per pool: it holds max_concurrent_requests in flight by itself. Batches of 128
     # rows keep 16 requests busy for several rounds before a batch's last replies hold it up.
     default_stage: ClassVar[StageSettings] = StageSettings(
@@ -87,6 +90,12 @@ class OpenAIChat(Predictor):
         from plugins.llm.protocol import RequestBuilder
 
         RequestBuilder(params, key=KEY).require(list(schema.names))
+        if params.tokenizer is not None and check_model_folder(params.tokenizer, TOKENIZER) is None:
+            raise DataError(
+                f"tokenizer {params.tokenizer!r} is not a local folder: the dry run counts tokens "
+                "with a local model folder's tokenizer (nothing is fetched from a model hub)",
+                key=TOKENIZER,
+            )
         columns: dict[str, Any] = {params.output_column: pa.string()}
         for name in (params.prompt_tokens_column, params.completion_tokens_column):
             if name is not None:

@@ -100,6 +100,7 @@ class ImageTransformStage(Preprocessor):
 
     Params = ImageTransformParams
     libraries: ClassVar[tuple[str, ...]] = ("torch",)
+    extras = {"torch": ("torch",)}
     default_stage: ClassVar[StageSettings] = StageSettings(
         batch_size=32, batch_format="pyarrow", compute="tasks"
     )

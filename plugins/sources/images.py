@@ -103,6 +103,7 @@ class ImagesSource(FileSource):
     decoder = ImageDecoder
     reader = "read_binary_files"
     libraries: ClassVar[tuple[str, ...]] = ("pillow",)
+    extras = {"images": ("PIL",)}
 
     def extensions(self) -> list[str]:
         """Every extension Pillow decodes (``jpg``, ``png``, ``webp``, ``gif``, ``tif``...)."""

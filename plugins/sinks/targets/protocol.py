@@ -7,11 +7,10 @@ with ``rows``); the driver collects them into the unit's receipt. Only parts tha
 driver count: a write task that Ray retried (a killed worker) leaves staged data that no receipt
 names, and :meth:`~pipeline.contract.sink.StagedTarget.publish` never makes it visible.
 
-A column the plan declares ``null`` (its type is known only once the model runs, e.g. XGBoost's
-predictions: a number, or a vector for several classes) cannot become a table column: the
-targets refuse it before the model loads, unless ``column_types`` gives its type
-(:func:`resolve_types`); the write tasks then cast the rows to it, and a row that does not fit
-fails the job naming the column.
+A column the plan declares ``null`` (its type is known only once the model runs) cannot become
+a table column: the targets refuse it before the model loads, unless ``column_types`` gives its
+type (:func:`resolve_types`); the write tasks then cast the rows to it, and a row that does not
+fit fails the job naming the column.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.schema import parse_schema
 from pipeline.contract.sink import BlockWriter, StagedTarget
+from plugins.arrow_types import fits
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -60,6 +60,35 @@ def resolve_types(schema: pa.Schema, column_types: dict[str, str], sink: str) ->
             key=f"{key}.{name}",
         )
     return schema
+
+
+def misfits(schema: pa.Schema, existing: pa.Schema, target: str = "the table") -> list[str]:
+    """What keeps rows of ``schema`` from going into ``target`` (a dataset or table of
+    ``existing`` columns) unchanged, one phrase each (empty: they fit; see :func:`fits`):
+    columns it lacks, and columns whose values it would change or refuse, vector lengths
+    named."""
+    from pipeline.contract.schema import type_name
+
+    problems = []
+    lacking = [n for n in schema.names if n not in existing.names]
+    if lacking:
+        problems.append(f"{target} lacks {', '.join(lacking)}")
+    for field in schema:
+        if field.name not in existing.names:
+            continue
+        there = existing.field(field.name).type
+        if fits(field.type, there):
+            continue
+        size = getattr(field.type, "list_size", None), getattr(there, "list_size", None)
+        if None not in size and size[0] != size[1]:
+            problems.append(
+                f"{field.name!r} holds vectors of {size[0]} values here, {size[1]} there"
+            )
+        else:
+            problems.append(
+                f"{field.name!r} is {type_name(field.type)} here, {type_name(there)} there"
+            )
+    return problems
 
 
 def schema_to_text(schema: pa.Schema) -> str:

@@ -163,6 +163,69 @@ def sql_columns(
     return columns
 
 
+def _sql_kind(kind: Any) -> tuple[str, int] | None:
+    """A column type as (what it holds, its width in bits where that matters), or None for a
+    type SQLAlchemy does not know (an extension's, e.g. pgvector's ``vector``)."""
+    if isinstance(kind, postgresql.ARRAY):
+        item = _sql_kind(kind.item_type)
+        return None if item is None else ("array of " + item[0], item[1])
+    if isinstance(kind, sa.JSON):
+        return ("JSON", 0)
+    if isinstance(kind, sa.Boolean):
+        return ("booleans", 0)
+    if isinstance(kind, sa.Integer):
+        bits = (
+            64
+            if isinstance(kind, sa.BigInteger)
+            else 16
+            if isinstance(kind, sa.SmallInteger)
+            else 32
+        )
+        return ("integers", bits)
+    if isinstance(kind, sa.Float):
+        precision = getattr(kind, "precision", None)
+        single = isinstance(kind, sa.REAL) or (precision is not None and precision <= 24)
+        return ("floats", 32 if single else 64)
+    if isinstance(kind, sa.Numeric):
+        return ("decimals", 0)
+    if isinstance(kind, sa.String):
+        return ("text", 0)
+    if isinstance(kind, sa.LargeBinary | sa.BINARY | sa.VARBINARY):
+        return ("bytes", 0)
+    if isinstance(kind, sa.DateTime):
+        return ("timestamps with a time zone" if kind.timezone else "timestamps", 0)
+    if isinstance(kind, sa.Date):
+        return ("dates", 0)
+    if isinstance(kind, sa.Time):
+        return ("times", 0)
+    if isinstance(kind, sa.Interval | postgresql.INTERVAL):
+        return ("intervals", 0)
+    return None
+
+
+def sql_fits(planned: Any, existing: Any, dialect: str) -> str | None:
+    """Why an existing column of SQLAlchemy type ``existing`` cannot take the values of a
+    ``planned`` one (:func:`sql_type`) unchanged, e.g. ``holds text there, floats here``;
+    None when it can, or when ``existing`` is a type SQLAlchemy does not know.
+
+    The kinds must match, except that JSON text may go into a text column. A narrower integer
+    or float column would change or refuse values where the database keeps widths apart
+    (everywhere but SQLite, whose columns hold any integer and 64-bit floats).
+    """
+    want, have = _sql_kind(planned), _sql_kind(existing)
+    if have is None or want is None:
+        return None
+    if dialect == "sqlite":  # SQLite keeps timestamps as text: it has no time zone flag
+        want, have = ((k.replace(" with a time zone", ""), b) for k, b in (want, have))
+    if want[0] == "JSON" and have[0] == "text":
+        return None
+    if want[0] != have[0]:
+        return f"holds {have[0]} there, {want[0]} here"
+    if dialect != "sqlite" and have[1] < want[1]:
+        return f"holds {have[1]}-bit {have[0]} there, {want[1]}-bit here"
+    return None
+
+
 def _json_converter(t: pa.DataType) -> Callable[[Any], Any] | None:
     """A function that makes a ``to_pylist`` value of type ``t`` JSON-able, or None when it
     already is (numbers, strings, booleans, and lists and structs of them)."""

@@ -41,6 +41,14 @@ class KitParams(PluginParams):
         "(a transient outage: the config stays the same when it ends).",
     )
     outage_from_id: int = Field(default=0, description="First id the outage affects.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables the job runs with (env_vars)."
+    )
+    record_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="{column: VARIABLE}: add a string column holding the variable's value in "
+        "the worker.",
+    )
 
 
 class _KitStep:
@@ -62,6 +70,7 @@ class _KitStep:
         extra = [pa.field(params.output_column, pa.int64())]
         if params.record_node:
             extra.append(pa.field("node_id", pa.string()))
+        extra += [pa.field(column, pa.string()) for column in params.record_env]
         names = {f.name for f in extra}
         return pa.schema([f for f in schema if f.name not in names] + extra)
 
@@ -88,7 +97,14 @@ class _KitStep:
 
             node = ray.get_runtime_context().get_node_id()
             batch = batch.append_column("node_id", pa.array([node] * len(ids)))
+        for column, variable in self.params.record_env.items():
+            value = os.environ.get(variable)
+            batch = batch.append_column(column, pa.array([value] * len(ids), pa.string()))
         return batch
+
+    @classmethod
+    def env_vars(cls, params: KitParams) -> dict[str, str]:
+        return dict(params.env)
 
 
 class KitPreprocessor(_KitStep, Preprocessor):

@@ -189,7 +189,6 @@ class TestPostgresSink(SinkContract):
 
 class TestParquetSink(SinkContract):
     sink = "parquet"
-    typed_params: dict[str, Any] = {}
     # test_resume.py kills and resumes a Parquet job the same way.
     test_a_driver_killed_half_way_resumes_without_duplicates_or_redone_rows = None
 
