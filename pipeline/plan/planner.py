@@ -97,6 +97,9 @@ def plan_job(
     anything a run would refuse without reading the data.
     """
     job, source, maps, sink = _validated(config)
+    if job.ray.address is None:  # on a cluster the workers' environment decides, not this one
+        for step in (source, *maps, sink):
+            registry.check_installed(step.kind, step.name, step.plugin, f"{step.key}.type")
     _check_error_policies(maps, sink)
     cluster = cluster or Cluster.local(job.ray)
     shared: Shares = share_cluster(maps, job.ray, cluster)

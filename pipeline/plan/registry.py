@@ -7,11 +7,12 @@ job that uses XGBoost never imports torch.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, requires, version
 
-from pipeline.contract.errors import PluginLoadError, PluginNotFoundError
+from pipeline.contract.errors import ConfigError, PluginLoadError, PluginNotFoundError
 from pipeline.contract.plugin import Plugin
 from pipeline.contract.sink import Sink
 from pipeline.contract.source import Source
@@ -145,3 +146,82 @@ def load(kind: str, name: str, *, key: str | None = None) -> type[Plugin]:
         if key is None or exc.key:
             raise
         raise PluginLoadError(exc.message, key=key) from exc.__cause__
+
+
+def _normal(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): ``Pillow`` -> ``pillow``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed(distribution: str) -> bool:
+    """Whether ``distribution`` (a pip name) is installed here (its metadata; nothing imported)."""
+    try:
+        version(distribution)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+@cache
+def extras(distribution: str) -> dict[str, frozenset[str]]:
+    """``distribution``'s extras: name -> the distributions it adds (normalised names), read from
+    its metadata. Bundles of its own extras (``all``, or ``test`` with ``bulkinfer[docs]``) are
+    left out: they are never the one extra to suggest."""
+    try:
+        lines = requires(distribution) or []
+    except PackageNotFoundError:
+        return {}
+    found: dict[str, set[str]] = {}
+    bundles: set[str] = set()
+    for line in lines:
+        name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)[\"']", line)
+        if not (name and extra):
+            continue
+        if _normal(name.group(1)) == _normal(distribution):
+            bundles.add(extra.group(1))
+        found.setdefault(extra.group(1), set()).add(_normal(name.group(1)))
+    return {k: frozenset(v) for k, v in found.items() if k not in bundles}
+
+
+def install_hint(distribution: str | None, missing: list[str], declared: tuple[str, ...]) -> str:
+    """The pip command that installs ``missing`` libraries of a plugin of ``distribution``.
+
+    Picks the extras of ``distribution`` that provide them: first the one covering most of the
+    missing ones, ties going to the one covering most of the plugin's ``declared`` libraries,
+    then to the smallest. Libraries no extra provides are named on their own:
+    ``pip install "bulkinfer[embeddings]"``, ``pip install "bulkinfer[transformers,images]"``,
+    ``pip install some-lib``.
+    """
+    offered = extras(distribution) if distribution else {}
+    wanted = {_normal(m) for m in missing}
+    everything = {_normal(d) for d in declared}
+    chosen: list[str] = []
+    while wanted:
+        scored = sorted(
+            (-len(libs & wanted), -len(libs & everything), len(libs), name)
+            for name, libs in offered.items()
+            if libs & wanted
+        )
+        if not scored:
+            break
+        name = scored[0][-1]
+        chosen.append(name)
+        wanted -= offered[name]
+    parts = [f"{distribution}[{','.join(chosen)}]"] if chosen else []
+    parts += sorted(m for m in missing if _normal(m) in wanted)
+    return "pip install " + " ".join(f'"{p}"' if "[" in p else p for p in parts)
+
+
+def check_installed(kind: str, name: str, plugin: type[Plugin], key: str) -> None:
+    """Refuse a plugin whose declared ``libraries`` are not installed here, with the one pip
+    command that installs them (:func:`install_hint`); raises ConfigError naming ``key``."""
+    declared = tuple(getattr(plugin, "libraries", ()) or ())
+    missing = [lib for lib in declared if not installed(lib)]
+    if not missing:
+        return
+    info = available(kind).get(name)
+    hint = install_hint(info.distribution if info else None, missing, declared)
+    names = ", ".join(missing[:-1]) + (" and " if len(missing) > 1 else "") + missing[-1]
+    which = "which is" if len(missing) == 1 else "which are"
+    raise ConfigError(f"{kind} '{name}' needs {names}, {which} not installed: {hint}", key=key)

@@ -104,6 +104,7 @@ class HfPipeline(Predictor):
     """Run a transformers pipeline over a text column (or pre-tokenized ids)."""
 
     Params = HfPipelineParams
+    libraries: ClassVar[tuple[str, ...]] = ("transformers", "torch")
     #: ``stage.batch_size`` is the forward pass (rows per pipeline call); the planner hands the
     #: actor windows the core sorts by token length (:meth:`row_lengths`).
     default_stage: ClassVar[StageSettings] = StageSettings(

@@ -226,6 +226,7 @@ class TorchModule(Predictor):
     """Run a PyTorch model on numeric or tensor columns under ``torch.inference_mode``."""
 
     Params = TorchModuleParams
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=256, batch_format="pyarrow"
     )

@@ -51,6 +51,7 @@ class Tokenize(Preprocessor):
     """Text -> ``input_ids`` and ``attention_mask`` (int64 lists) with a transformers tokenizer."""
 
     Params = TokenizeParams
+    libraries: ClassVar[tuple[str, ...]] = ("transformers",)
     default_stage: ClassVar[StageSettings] = StageSettings(
         batch_size=256, batch_format="pyarrow", compute="tasks"
     )

@@ -26,14 +26,12 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import sqlalchemy as sa
-from pydantic import Field, field_validator
 
 from pipeline.contract.errors import ConfigError, DataError
-from pipeline.contract.plugin import PluginParams
 from plugins.sinks.targets.env import Secrets, read_env
 from plugins.sinks.targets.protocol import (
     UnitWriter,
@@ -43,6 +41,7 @@ from plugins.sinks.targets.protocol import (
     schema_from_text,
     schema_to_text,
 )
+from plugins.sinks.targets.sql_params import SqlParams
 from plugins.sinks.targets.sql_types import insert_many, sql_columns, sql_values
 
 if TYPE_CHECKING:
@@ -53,48 +52,6 @@ UNIT_COLUMN = "_bulkinfer_unit"
 PART_COLUMN = "_bulkinfer_part"
 UPSERT_DIALECTS = ("sqlite", "postgresql")
 MAX_NAME = 63  # PostgreSQL's identifier limit, the smallest of the common databases
-
-
-class SqlParams(PluginParams):
-    url: str = Field(
-        description="SQLAlchemy database URL without a password, e.g. sqlite:///out.db or "
-        "postgresql+psycopg://user@host:5432/db."
-    )
-    password_env: str | None = Field(
-        default=None, description="Environment variable that holds the database password."
-    )
-    table: str = Field(description="Target table: name, or schema.name.")
-    mode: Literal["error", "append", "replace"] = Field(
-        default="error",
-        description="error: refuse an existing table; append: insert into it (creating it "
-        "when missing); replace: drop and recreate it with this run's rows, on success only.",
-    )
-    key_columns: list[str] = Field(
-        default_factory=list,
-        description="Upsert on these columns: a row whose key exists replaces it (SQLite, "
-        "PostgreSQL). A table this job creates gets them as its primary key.",
-    )
-    json_columns: list[str] = Field(
-        default_factory=list,
-        description="Columns stored as JSON (lists, e.g. vectors in SQLite; structs; maps).",
-    )
-    batch_rows: int = Field(default=10_000, gt=0, description="Rows per INSERT batch.")
-    column_types: dict[str, str] = Field(
-        default_factory=dict,
-        description="Arrow types to store columns as, {column: type}: required for a column "
-        "declared null (e.g. XGBoost predictions: float32); casts others.",
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _no_password(cls, url: str) -> str:
-        parsed = sa.engine.make_url(url)
-        if parsed.password:
-            raise ValueError(
-                "the URL holds a password: remove it and name the environment variable that "
-                "holds it in sink.params.password_env"
-            )
-        return url
 
 
 def _name(base: str, suffix: str) -> str:

@@ -19,14 +19,14 @@ from plugins.predictors._labels import label_arrays, top_labels
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams
 from plugins.predictors.torch_modules import ResNet
 from plugins.preprocessors.image_ops import ImageTransform, TransformSpec, transform_table
-from plugins.sources.image_decode import image_column
-from tools.sample_images import picture
-from tools.tiny_models import (
+from plugins.samples.images import picture
+from plugins.samples.models import (
     IMAGE_LABELS,
     build_image_classifier,
     build_image_encoder,
     build_torch_resnet,
 )
+from plugins.sources.image_decode import image_column
 
 pytestmark = pytest.mark.model  # builds and runs tiny models
 

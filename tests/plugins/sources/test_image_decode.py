@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from plugins.samples.images import picture, write_image, write_test_images
 from plugins.sources.image_decode import (
     ImageDecodeError,
     check_mode,
@@ -17,7 +18,6 @@ from plugins.sources.image_decode import (
     image_column_type,
     image_extensions,
 )
-from tools.sample_images import picture, write_image, write_test_images
 
 
 @pytest.fixture(scope="module")
