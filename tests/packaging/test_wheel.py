@@ -190,3 +190,28 @@ def test_the_default_job_without_the_embeddings_extra_says_which_to_install(whee
                    env=_env())  # fmt: skip
     assert samples.returncode == 2
     assert samples.stderr.strip().endswith('pip install "bulkinfer[transformers]"')
+
+
+def test_the_documentation_builds_with_the_docs_extra_alone(wheel, tmp_path):
+    """``pip install ".[docs]"`` then ``mkdocs build --strict``: no plugin's library is needed;
+    the plugin reference documents each plugin from its params and says what to install."""
+    from pipeline.plan.registry import extras
+
+    bundled = extras("bulkinfer")
+    optional = set().union(*(libs for name, libs in bundled.items() if name != "docs"))
+    env_dir = make_env(wheel, tmp_path, leave_out=optional - {"ray"})
+    site = tmp_path / "site"
+    # As the `mkdocs` command runs it (`python -m` would import bulkinfer from the checkout).
+    launcher = tmp_path / "mkdocs_command.py"
+    launcher.write_text("import sys\nfrom mkdocs.__main__ import cli\nsys.exit(cli())\n")
+    python = str(env_dir / "bin" / "python")
+    done = _run(
+        [python, str(launcher), "build", "--strict", "-q", "-d", str(site)],
+        cwd=ROOT,
+        env={**_env(), "NO_MKDOCS_2_WARNING": "1", "DISABLE_MKDOCS_2_WARNING": "true"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sinks = (site / "reference" / "sinks.html").read_text()
+    assert "Documented from its params: sqlalchemy not installed" in sinks
+    assert '<code>pip install "bulkinfer[sql]"</code>' in sinks
+    assert "sink 'sql' from bulkinfer" in sinks
