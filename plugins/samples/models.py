@@ -151,8 +151,11 @@ def _teach_reply(model, tokenizer, reply: str, steps: int, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     batch = 16
+    from transformers.utils import logging as transformers_logging
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    transformers_logging.set_verbosity_error()  # "loss_type=None ... unrecognized", per step
     model.train()
     try:
         for _ in range(steps):
