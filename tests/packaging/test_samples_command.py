@@ -2,7 +2,7 @@
 
 The model builders themselves are the tests' own fixtures (``tests/conftest.py``: tiny GPT-2, the
 chat model, the classifier; the image tests' models and files), and every documentation example
-runs the command from the wheel (``tests/packaging/test_doc_examples.py``); here: the command's
+runs the command from the wheel (``tests/e2e/test_doc_examples.py``); here: the command's
 own contract, the tables, and the models the tests do not build elsewhere.
 """
 

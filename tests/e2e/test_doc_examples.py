@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -31,6 +32,8 @@ from pathlib import Path
 import pytest
 from wheel_env import ROOT, build_wheel, clean_env, make_env
 
+# Collected early (tests/e2e), so that pytest-xdist starts this long module while the other
+# worker runs the many short ones.
 pytestmark = [pytest.mark.packaging, pytest.mark.subprocess]
 
 #: Why a block may not run here, and what each reason means.
@@ -179,18 +182,43 @@ def ran() -> set[str]:
     return set()
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's finished descendants: a block's processes,
+    Ray's included, as they exit (daemons that outlive their parent are not counted)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _stop(groups: list[int]) -> None:
-    """Stop what the page's blocks left running (their process groups): TERM, then KILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for group in groups:
-            try:
-                os.killpg(group, sig)
-            except ProcessLookupError:
-                pass
-        if sig == signal.SIGTERM:
-            time.sleep(3)
+    """Stop what the page's blocks left running (their process groups): TERM, then KILL what
+    is still there after 5 s."""
+    alive = []
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGTERM)
+            alive.append(group)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [g for g in alive if _group_alive(g)]
+    for group in alive:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(3600)  # a page runs block after block (README.md: 15 min at load 20)
 @pytest.mark.parametrize("page", PAGES)
 def test_the_examples_of_the_page_run_from_the_wheel(page, tmp_path, shell_env, ran):
     folder = tmp_path / "work"
@@ -202,6 +230,7 @@ def test_the_examples_of_the_page_run_from_the_wheel(page, tmp_path, shell_env, 
             if example.skipped:
                 continue
             started = time.perf_counter()
+            cpu = _children_cpu_s()
             process = subprocess.Popen(
                 ["bash", "-euo", "pipefail", "-c", _without_repeats(example.text, ran)],
                 cwd=folder,
@@ -218,7 +247,11 @@ def test_the_examples_of_the_page_run_from_the_wheel(page, tmp_path, shell_env, 
                 _stop([process.pid])
                 output, _ = process.communicate()
             seconds = time.perf_counter() - started
-            timings.append(f"{page}:{example.line}: {seconds:.1f} s")
+            load = os.getloadavg()[0]
+            timings.append(
+                f"{page}:{example.line}: {seconds:.1f} s, {_children_cpu_s() - cpu:.1f} CPU-s "
+                f"(load {load:.1f})"
+            )
             where = f"{page}, the bash block at line {example.line}:\n{example.text}"
             assert process.returncode == 0, f"{where}\nexit {process.returncode}:\n{output[-6000:]}"
             assert "Traceback (most recent call last)" not in output, f"{where}\n{output[-6000:]}"
