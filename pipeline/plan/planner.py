@@ -94,7 +94,9 @@ def plan_job(
     dry run see it). ``inspect``: read the source's schema and the output's state here (default:
     unless the job runs through Ray Client, where paths are the cluster's and the same checks run
     inside it). Raises a :class:`~pipeline.contract.errors.BulkInferError` naming the key for
-    anything a run would refuse without reading the data.
+    anything a run would refuse without reading the data, among it, for a job on the embedded Ray,
+    a plugin whose declared libraries are not installed here (the message names the extra to
+    install: :func:`pipeline.plan.registry.check_installed`).
     """
     job, source, maps, sink = _validated(config)
     if job.ray.address is None:  # on a cluster the workers' environment decides, not this one

@@ -58,12 +58,13 @@ def test_the_wheel_holds_three_top_level_packages_every_config_and_the_samples(w
     assert tops == TOP_LEVEL
     configs = {n.removeprefix("pipeline/conf/") for n in names if n.startswith("pipeline/conf/")}
     on_disk = {
-        p.relative_to(ROOT / "pipeline" / "conf").as_posix()
-        for p in (ROOT / "pipeline" / "conf").rglob("*")
+        p.relative_to(ROOT / "conf").as_posix()
+        for p in (ROOT / "conf").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     }
     assert configs == on_disk and "config.yaml" in configs
     assert "pipeline/samples/sample_texts.jsonl" in names
+    assert "pipeline/constraints.txt" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
@@ -215,3 +216,16 @@ def test_the_documentation_builds_with_the_docs_extra_alone(wheel, tmp_path):
     assert "Documented from its params: sqlalchemy not installed" in sinks
     assert '<code>pip install "bulkinfer[sql]"</code>' in sinks
     assert "sink 'sql' from bulkinfer" in sinks
+
+
+def test_the_pins_ship_in_the_wheel_and_the_clone_includes_them(venv, outside):
+    """``pip install -c "$(bulkinfer-plugins constraints)" ...`` where bulkinfer is installed;
+    the clone's constraints.txt reads the same file."""
+    done = _run([str(venv / "bin" / "bulkinfer-plugins"), "constraints"], cwd=outside, env=_env())
+    assert done.returncode == 0, done.stderr
+    shipped = Path(done.stdout.strip())
+    assert shipped.is_relative_to(venv) and shipped.name == "constraints.txt"
+    pins = [line for line in shipped.read_text().splitlines() if not line.startswith("#")]
+    assert pins == (ROOT / "pipeline" / "constraints.txt").read_text().splitlines()[-len(pins) :]
+    assert any(p.startswith("torch==") and p.endswith("+cpu") for p in pins)
+    assert "-c pipeline/constraints.txt" in (ROOT / "constraints.txt").read_text().splitlines()
