@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,11 +182,41 @@ def ran() -> set[str]:
     return set()
 
 
-def _children_cpu_s() -> float:
-    """CPU seconds (user + system) of this process's finished descendants: a block's processes,
-    Ray's included, as they exit (daemons that outlive their parent are not counted)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+class CpuMeter(threading.Thread):
+    """CPU seconds (user + system) of every process of a session: a block's bash and all it
+    starts, Ray's daemons and workers included (they keep the session; Ray only changes their
+    process group). Sampled from ``/proc`` every half second, so a process that lives less than
+    that is missed; None where there is no ``/proc``."""
+
+    def __init__(self, session: int) -> None:
+        super().__init__(daemon=True)
+        self.session = session
+        self.ticks: dict[tuple[str, str], int] = {}  # (pid, start time) -> utime + stime
+        self.done = threading.Event()
+
+    def sample(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == self.session:  # state ppid pgrp session ... (proc(5))
+                key = (entry.name, fields[19])
+                self.ticks[key] = max(self.ticks.get(key, 0), int(fields[11]) + int(fields[12]))
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            self.sample()
+
+    def stop(self) -> float | None:
+        self.done.set()
+        self.join()
+        if not os.path.isdir("/proc"):
+            return None
+        return sum(self.ticks.values()) / os.sysconf("SC_CLK_TCK")
 
 
 def _stop(groups: list[int]) -> None:
@@ -230,7 +260,6 @@ def test_the_examples_of_the_page_run_from_the_wheel(page, tmp_path, shell_env, 
             if example.skipped:
                 continue
             started = time.perf_counter()
-            cpu = _children_cpu_s()
             process = subprocess.Popen(
                 ["bash", "-euo", "pipefail", "-c", _without_repeats(example.text, ran)],
                 cwd=folder,
@@ -241,16 +270,17 @@ def test_the_examples_of_the_page_run_from_the_wheel(page, tmp_path, shell_env, 
                 start_new_session=True,
             )
             groups.append(process.pid)
+            meter = CpuMeter(process.pid)  # the block's session: its bash is the leader
+            meter.start()
             try:
                 output, _ = process.communicate(timeout=BLOCK_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 _stop([process.pid])
                 output, _ = process.communicate()
-            seconds = time.perf_counter() - started
-            load = os.getloadavg()[0]
+            seconds, cpu = time.perf_counter() - started, meter.stop()
             timings.append(
-                f"{page}:{example.line}: {seconds:.1f} s, {_children_cpu_s() - cpu:.1f} CPU-s "
-                f"(load {load:.1f})"
+                f"{page}:{example.line}: {seconds:.1f} s, {cpu or 0:.1f} CPU-s "
+                f"(load {os.getloadavg()[0]:.1f})"
             )
             where = f"{page}, the bash block at line {example.line}:\n{example.text}"
             assert process.returncode == 0, f"{where}\nexit {process.returncode}:\n{output[-6000:]}"
