@@ -117,7 +117,7 @@ def images(n: int) -> Path:
     """A folder of ``n`` generated RGB JPEG files (``000/00000.jpg``...), written once."""
     import shutil
 
-    from tools.sample_images import write_benchmark_images
+    from plugins.samples.images import write_benchmark_images
 
     path = cache_dir() / f"images-v{VERSION}-{n}"
     if path.exists():
@@ -136,7 +136,7 @@ def resnet(width: int = 8, classes: int = 10) -> Path:
     """
     import shutil
 
-    from tools.tiny_models import build_torch_resnet
+    from plugins.samples.models import build_torch_resnet
 
     folder = cache_dir() / f"resnet18-v{VERSION}-w{width}-c{classes}"
     if not folder.exists():

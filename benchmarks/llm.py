@@ -4,7 +4,7 @@
     python -m benchmarks.llm --rows 400 --rounds 5 --concurrency 16
     python -m benchmarks.llm --base-url http://127.0.0.1:8000/v1 --model NAME   # a running server
 
-Without ``--base-url`` it builds the tiny chat GPT-2 (``tools/tiny_models.py``, once, into
+Without ``--base-url`` it builds the tiny chat GPT-2 (``plugins/samples/models.py``, once, into
 ``$BULKINFER_BENCH_DATA``, default ``~/.cache/bulkinfer-bench``) and starts
 ``transformers serve`` on it (``tests/llm_server.py``), on this machine's CPU. Both variants
 send one chat request per row of the same Parquet file, with the same prompt template,
@@ -52,7 +52,7 @@ def tiny_server(continuous_batching: bool):
     sys.path.insert(0, str(ROOT / "tests"))
     from llm_server import start_server
 
-    from tools.tiny_models import build_gpt2_chat
+    from plugins.samples.models import build_gpt2_chat
 
     model = data.cache_dir() / "tiny-gpt2-chat"
     if not (model / "config.json").exists():

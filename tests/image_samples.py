@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from tools.sample_images import picture, write_image, write_test_images
+from plugins.samples.images import picture, write_image, write_test_images
 
 #: Small pictures of several sizes, one grey ([h, w, 1]); as inline rows they are nested lists.
 PICTURES = [picture(12 + 2 * i, 16 - i, seed=i) for i in range(5)] + [picture(14, 10, 9)[:, :, :1]]

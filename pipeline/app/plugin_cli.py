@@ -15,6 +15,7 @@ import argparse
 import difflib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -26,6 +27,9 @@ from pipeline.contract.plugin import PLUGIN_API, Plugin
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import MapStage
 from pipeline.plan import registry
+
+#: The pins bulkinfer is tested with on machines without a GPU (package data of the wheel).
+CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints.txt"
 
 
 def summary(plugin: type[Plugin]) -> str:
@@ -244,7 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("list", help="every plugin by kind, its package, and config packages")
     describe = commands.add_parser("describe", help="one plugin's params and stage settings")
     describe.add_argument("name", help="NAME, or KIND/NAME when several kinds use the name")
+    commands.add_parser(
+        "constraints",
+        help="the path of the pip constraints bulkinfer is tested with (CPU machines): "
+        'pip install -c "$(bulkinfer-plugins constraints)" PACKAGE',
+    )
     args = parser.parse_args(argv)
+    if args.command == "constraints":
+        print(CONSTRAINTS)
+        return 0
     try:
         lines = list_lines() if args.command == "list" else describe_lines(args.name)
     except BulkInferError as error:

@@ -111,6 +111,7 @@ class HfPipeline(Predictor):
 
     Params = HfPipelineParams
     extras = {"transformers": ("transformers", "torch")}
+    libraries: ClassVar[tuple[str, ...]] = ("transformers", "torch")
     #: ``stage.batch_size`` is the forward pass (rows per pipeline call); the planner hands the
     #: actor windows the core sorts by token length (:meth:`row_lengths`).
     default_stage: ClassVar[StageSettings] = StageSettings(

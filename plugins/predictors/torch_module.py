@@ -227,6 +227,7 @@ class TorchModule(Predictor):
 
     Params = TorchModuleParams
     extras = {"torch": ("torch",)}
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=256, batch_format="pyarrow"
     )

@@ -125,6 +125,7 @@ class XGBoostPredictor(Predictor):
 
     Params = XGBoostParams
     extras = {"xgboost": ("xgboost",)}
+    libraries: ClassVar[tuple[str, ...]] = ("xgboost",)
     #: Measured on 2 CPUs, 1,000,000 rows x 30 features (benchmarks/RESULTS.md): a booster
     #: loads in a tenth of a second, so an actor's process start costs more than it saves;
     #: tasks reuse warm workers (the booster is kept per worker process). Batches of 131,072

@@ -52,6 +52,7 @@ class Tokenize(Preprocessor):
 
     Params = TokenizeParams
     extras = {"transformers": ("transformers",)}
+    libraries: ClassVar[tuple[str, ...]] = ("transformers",)
     default_stage: ClassVar[StageSettings] = StageSettings(
         batch_size=256, batch_format="pyarrow", compute="tasks"
     )

@@ -19,6 +19,6 @@ class SqlSink(TableSink):
     extras = {"sql": ("sqlalchemy",)}
 
     def target(self, params: SqlParams) -> SqlTarget:
-        from plugins.sinks.targets.sql_target import SqlTarget
+        from plugins.sinks.targets.sql_target import SqlTarget  # SQLAlchemy: only when it runs
 
         return SqlTarget(params)

@@ -29,9 +29,9 @@ from image_samples import (
 
 from pipeline.app.main import run_with_overrides
 from pipeline.contract.errors import BulkInferError
+from plugins.samples.images import write_image
+from plugins.samples.models import build_image_classifier, build_image_encoder
 from plugins.sources.image_decode import decode_image, image_column_type
-from tools.sample_images import write_image
-from tools.tiny_models import build_image_classifier, build_image_encoder
 
 BASE = ["source=images", "~predictor", "sink=parquet", "run.progress=false"]
 
@@ -272,7 +272,7 @@ def test_the_image_classification_experiment_labels_every_image_as_the_model_alo
     import torch
 
     from plugins.preprocessors.image_ops import ImageTransform, TransformSpec
-    from tools.tiny_models import IMAGE_LABELS, build_torch_resnet
+    from plugins.samples.models import IMAGE_LABELS, build_torch_resnet
 
     folder, readable = clean
     model = build_torch_resnet(tmp_path / "resnet")

@@ -53,13 +53,13 @@ class SqlParams(PluginParams):
     def _schema_where_there_are_schemas(cls, table: str, info: ValidationInfo) -> str:
         """``name`` or ``schema.name``; a schema only where the database has them (not
         SQLite, whose ``schema.`` names an attached database, and this sink attaches none)."""
-        import sqlalchemy as sa
-
         parts = table.split(".")
         if len(parts) > 2 or not all(parts):
             raise ValueError(f"{table!r} is not a table name: give name or schema.name")
         url = info.data.get("url")
         if len(parts) == 2 and url and parts[0] != "main":
+            import sqlalchemy as sa
+
             if sa.engine.make_url(url).get_backend_name() == "sqlite":
                 raise ValueError(
                     f"SQLite has no schemas ({parts[0]!r} would name an attached database, "

@@ -23,7 +23,7 @@ from plugins.llm.protocol import RequestBuilder
 from plugins.llm.replay import Replay
 from plugins.llm.retry import RetryPolicy, parse_retry_after
 from plugins.llm.structured import StructuredOutputError
-from tools.tiny_models import CHAT_REPLY
+from plugins.samples.models import CHAT_REPLY
 
 FAST_RETRY = RetryPolicy(max_retries=3, base_s=0.01, max_s=0.05)
 LABEL_SCHEMA = {

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from pipeline.app.metrics import JobInfo
 from pipeline.contract.errors import BulkInferError
-from tools.tiny_models import CHAT_REPLY
+from plugins.samples.models import CHAT_REPLY
 
 pytestmark = pytest.mark.ray  # jobs on local Ray against a real server
 

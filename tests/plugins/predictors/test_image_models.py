@@ -23,14 +23,14 @@ from plugins.predictors.image_embedding import ImageEmbedding, ImageEmbeddingPar
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams
 from plugins.predictors.torch_modules import ResNet
 from plugins.preprocessors.image_ops import ImageTransform, TransformSpec, transform_table
-from plugins.sources.image_decode import decode_batch, image_column
-from tools.sample_images import picture
-from tools.tiny_models import (
+from plugins.samples.images import picture
+from plugins.samples.models import (
     IMAGE_LABELS,
     build_image_classifier,
     build_image_encoder,
     build_torch_resnet,
 )
+from plugins.sources.image_decode import decode_batch, image_column
 
 pytestmark = pytest.mark.model  # builds and runs tiny models
 

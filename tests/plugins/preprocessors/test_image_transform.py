@@ -17,8 +17,8 @@ from plugins.preprocessors.image_ops import (
     resized_size,
     transform_table,
 )
+from plugins.samples.images import picture
 from plugins.sources.image_decode import image_column
-from tools.sample_images import picture
 from tools.torchvision_reference import CASES, images
 
 REFERENCE = Path(__file__).resolve().parents[2] / "data" / "image_transform_reference.npz"

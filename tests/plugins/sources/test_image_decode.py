@@ -10,6 +10,7 @@ import pytest
 from image_samples import deep_picture, encoded, mode_files
 from PIL import Image
 
+from plugins.samples.images import picture, write_image, write_test_images
 from plugins.sources.image_decode import (
     ImageDecodeError,
     check_mode,
@@ -20,7 +21,6 @@ from plugins.sources.image_decode import (
     image_column_type,
     image_extensions,
 )
-from tools.sample_images import picture, write_image, write_test_images
 
 
 @pytest.fixture(scope="module")

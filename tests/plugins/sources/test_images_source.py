@@ -85,7 +85,7 @@ def test_bad_params_are_refused_with_their_key(clean, override, message):
 
 @pytest.mark.model
 def test_the_dry_run_plan_shows_the_read_and_the_decoded_columns(clean, tmp_path):
-    from tools.tiny_models import build_torch_resnet
+    from plugins.samples.models import build_torch_resnet
 
     model = build_torch_resnet(tmp_path / "tiny-resnet")  # the plan checks its files exist
     config = compose(
