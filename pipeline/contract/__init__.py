@@ -12,7 +12,8 @@ One module per plugin kind, each opening with its required and optional hooks:
 predictors), :mod:`~pipeline.contract.sink`; beside them what every plugin shares
 (:mod:`~pipeline.contract.plugin`), stage settings (:mod:`~pipeline.contract.settings`), errors
 (:mod:`~pipeline.contract.errors`), Arrow type names (:mod:`~pipeline.contract.schema`), batch
-formats (:mod:`~pipeline.contract.batches`), secrets masking and bounded calls to remote
+formats (:mod:`~pipeline.contract.batches`), a stage's journal of results
+(:mod:`~pipeline.contract.journal`), secrets masking and bounded calls to remote
 services (:mod:`~pipeline.contract.reach`). Nothing here imports Ray, Hydra or a model library.
 
 The contract is versioned: :data:`PLUGIN_API` (``"MAJOR.MINOR"``) is the version this bulkinfer
@@ -33,6 +34,7 @@ from pipeline.contract.errors import (
     PluginLoadError,
     PluginNotFoundError,
 )
+from pipeline.contract.journal import Journal
 from pipeline.contract.plugin import PLUGIN_API, IOContext, Plugin, PluginParams
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.sink import (
@@ -61,6 +63,7 @@ __all__ = [
     "FileOutput",
     "FileSink",
     "IOContext",
+    "Journal",
     "JobStore",
     "MapStage",
     "OutputError",

@@ -3,9 +3,9 @@
 Required: ``__call__(batch)``. Optional: ``output_schema`` (the columns a stage adds, with their
 Arrow types; without it they are decided at run time, from the stage's first batch),
 ``row_lengths`` (rows sorted by length into model batches), ``counters`` and
-``summary``, ``preflight``, ``estimate``, ``env_vars`` and ``job_services``. Params reach a stage as
-``cls(params)`` (``cls(params, services=...)`` with job services) and every classmethod hook
-takes the validated ``params`` first.
+``summary``, ``preflight``, ``estimate``, ``env_vars``, ``job_services``, ``calls_per_actor``
+and ``keeps_journal``. Params reach a stage as ``cls(params)`` (``cls(params, services=...)``
+with job services or a journal) and every classmethod hook takes the validated ``params`` first.
 """
 
 from __future__ import annotations
@@ -33,6 +33,13 @@ class MapStage(Plugin, ABC):
     #: bulkinfer's row id column among them. Other stages return one row per input row, in
     #: order, and never see that column.
     passes_columns: ClassVar[bool] = False
+    #: True for a stage whose results cost money or minutes each (an LLM endpoint's replies):
+    #: it gets ``services["journal"]``, a :class:`~pipeline.contract.journal.Journal` kept in
+    #: the job's staging area, where it stores each result under a key of its request as soon
+    #: as it has it, and looks results up before asking again. A resumed job, an actor
+    #: restarted after a crash and the guard's row-by-row retry of a failed batch find them
+    #: there. Contract 1.3; default False (no journal).
+    keeps_journal: ClassVar[bool] = False
 
     def __init__(self, params: Any) -> None:
         self.params = params
@@ -121,6 +128,16 @@ class MapStage(Plugin, ABC):
         them; a variable a stage's own ``stage.ray_remote_args.runtime_env.env_vars`` sets wins
         in that stage. No secrets: the plan shows them. The default: none."""
         return {}
+
+    @classmethod
+    def calls_per_actor(cls, params: Any, batch_size: int) -> int:
+        """How many map batches one actor of the stage works on at once (Ray Data's
+        ``ActorPoolStrategy(max_concurrent_calls_per_actor=...)``), given the stage's
+        ``stage.batch_size`` in rows. More than 1 only for a stage that waits rather than
+        computes (requests to a server): its ``__call__`` then runs on several threads of one
+        actor at once and must be thread-safe. Contract 1.3; the default, 1, calls the stage
+        with one batch at a time."""
+        return 1
 
     @classmethod
     def job_services(cls, params: Any) -> dict[str, Any]:

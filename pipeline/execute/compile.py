@@ -76,15 +76,22 @@ def _split_blocks(
         return ds
 
 
-def _compute(s: StageSettings, one_at_a_time: bool = False) -> Any:
+def _compute(s: StageSettings, one_at_a_time: bool = False, calls: int = 1) -> Any:
     if s.compute == "tasks":
         return ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
-    # One UDF call at a time per actor either way (max_concurrent_calls_per_actor=1); "true
-    # multi-threading" only makes Ray Data call the UDF on the task's own thread, where the
-    # guard can see which task a batch belongs to (see pipeline.execute.guard.batch_key).
+    # One UDF call at a time per actor unless the stage waits rather than computes
+    # (MapStage.calls_per_actor: an LLM endpoint's requests); "true multi-threading" makes Ray
+    # Data call the UDF on the task's own thread, where the guard can see which task a batch
+    # belongs to (see pipeline.execute.guard.batch_key), and lets several calls run at once.
     # Ray Data queues two batches per actor by default: the first actor ready would take both
     # of two windows meant for two actors (one_at_a_time: the unit has few windows per actor).
-    queue = {"max_tasks_in_flight_per_actor": 1} if one_at_a_time else {}
+    if calls > 1:  # one batch more than run at once, so the next is there when one ends
+        queue = {
+            "max_concurrent_calls_per_actor": calls,
+            "max_tasks_in_flight_per_actor": calls + 1,
+        }
+    else:
+        queue = {"max_tasks_in_flight_per_actor": 1} if one_at_a_time else {}
     if isinstance(s.concurrency, int) or s.concurrency is None:
         return ray.data.ActorPoolStrategy(
             size=s.concurrency or 1, enable_true_multi_threading=True, **queue
@@ -95,6 +102,15 @@ def _compute(s: StageSettings, one_at_a_time: bool = False) -> Any:
         enable_true_multi_threading=True,
         **queue,
     )
+
+
+def calls_per_actor(step: Step) -> int:
+    """How many map batches one actor of ``step`` works on at once
+    (:meth:`~pipeline.contract.stage.MapStage.calls_per_actor`; 1 for tasks and ``auto``)."""
+    s = step.stage
+    if s.compute != "actors" or not isinstance(s.batch_size, int):
+        return 1
+    return max(1, int(step.plugin.calls_per_actor(step.params, s.batch_size)))
 
 
 def _map(
@@ -157,7 +173,7 @@ def _map(
         # unless a stage's ray_remote_args say otherwise (tests/test_failures.py kills one).
         return ds.map_batches(
             named_like(GuardedActor, step.plugin),
-            compute=_compute(s, one_at_a_time),
+            compute=_compute(s, one_at_a_time, calls_per_actor(step)),
             fn_constructor_kwargs={"plugin": build, "params": step.params, "guard": guard},
             **kwargs,
         )

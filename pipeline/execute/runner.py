@@ -28,7 +28,7 @@ from pipeline.execute.failures import find_user_error, hide_tracebacks, user_err
 from pipeline.execute.ledger import Ledger, counters_of
 from pipeline.execute.ray_stats import FirstOutputProbe, operator_stages
 from pipeline.execute.reading import read_pending
-from pipeline.execute.services import close_services, start_services
+from pipeline.execute.services import close_services, start_services, with_journals
 from pipeline.execute.staged import FileJob, check_error_limits, error_limits, run_staged
 from pipeline.execute.writing import JournaledDatasink
 from pipeline.output.progress import ROW_ID, Progress
@@ -371,7 +371,7 @@ def _run_staged(
                 plan,
                 read.pending(units, done),
                 ledger,
-                services,
+                with_journals(plan, services, out.store),
                 read.total(units, done),
             )
             probe.arm()

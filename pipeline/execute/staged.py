@@ -26,6 +26,7 @@ from pipeline.contract.sink import FileOutput, JobStore
 from pipeline.contract.source import WorkUnit
 from pipeline.execute.guard import ErrorLimitError
 from pipeline.execute.ledger import dead_letter_lines, over_error_limit
+from pipeline.output.journal import journal_entries
 from pipeline.output.progress import Progress
 from pipeline.output.publish import finish_publishing, prepare, publish
 from pipeline.output.records import StagedJob, Written, add_counts, new_run_id
@@ -186,9 +187,20 @@ def _storing(out: StagedOutput, step: Callable[[], Any]) -> Any:
         ) from None
 
 
-def _with_hint(error: BulkInferError, out: StagedOutput, rows: int) -> BulkInferError:
+def _answers_kept(out: StagedOutput) -> int:
+    """Results the stages' journals hold in the output's staging (0 where it has none)."""
+    try:
+        return journal_entries(out.store)
+    except Exception:  # noqa: BLE001 - only for deciding what to keep and the message
+        return 0
+
+
+def _with_hint(
+    error: BulkInferError, out: StagedOutput, rows: int, answers: int = 0
+) -> BulkInferError:
+    done = f"{rows:,} rows written" + (f", {answers:,} answers kept" if answers else "")
     hint = (
-        f" The finished work ({rows:,} rows written) is kept in {out.where}: rerun with "
+        f" The finished work ({done}) is kept in {out.where}: rerun with "
         f"run.resume=true to finish the job without redoing it, or {out.start_over()} to "
         "start over."
     )
@@ -269,10 +281,11 @@ def run_staged(
         raise interrupted(rows, rows_total) from None
     except BaseException as exc:
         rows = sum(r.rows for r in consistent(_safely(out.written), run_id))
-        if isinstance(exc, EmptyInputError) or not rows:
-            _cleanly(out.remove)  # nothing written: leave no trace
+        answers = _answers_kept(out)
+        if isinstance(exc, EmptyInputError) or not (rows or answers):
+            _cleanly(out.remove)  # nothing written, nothing paid for: leave no trace
         elif isinstance(exc, BulkInferError):
-            raise _with_hint(exc, out, rows) from None
+            raise _with_hint(exc, out, rows, answers) from None
         raise
     return StagedOutcome(manifest, done.rows, totals["rows_out"] - done.rows, stats, counts)
 

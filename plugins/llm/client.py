@@ -28,11 +28,12 @@ import asyncio
 import random
 import threading
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from pipeline.contract.errors import ConfigError
 from plugins.llm.estimate import approx_tokens
+from plugins.llm.journal import Journal, MemoryJournal, request_key
 from plugins.llm.limits import Limiter
 from plugins.llm.params import OpenAIChatParams
 from plugins.llm.preflight import error_detail, scrub
@@ -61,8 +62,10 @@ class RowResult:
     #: Structured output: column -> value (``response_format`` only).
     columns: dict[str, Any] | None = None
     error: Exception | None = None
-    #: Requests sent for this row (1 + retries).
+    #: Requests sent for this row (1 + retries); 0 for an answer from the journal.
     attempts: int = 0
+    #: The server's reply, as kept in the journal (None when none came).
+    reply: Reply | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -83,6 +86,10 @@ COUNTERS = (
     "prompt_tokens",  # as the server counted them (usage)
     "completion_tokens",
     "throttled_s",  # seconds requests waited for the rate limits (summed over requests)
+    "rows_from_journal",  # answered from the journal: an earlier run's, or this job's answer
+    # to an identical request (dedupe)
+    "requests_deduplicated",  # answered by an identical request in flight: not sent
+    "tokens_saved",  # prompt + completion tokens of the answers not paid again (both above)
 )
 
 
@@ -130,6 +137,8 @@ class ClientSettings:
     max_tokens: int | None = None
     stop: list[str] | None = None
     response_format: dict[str, Any] | None = None
+    #: Send identical requests once (``dedupe``).
+    dedupe: bool = True
     #: Config key of the params block, for messages.
     key: str = "predictor.params"
 
@@ -147,6 +156,7 @@ class ClientSettings:
             max_tokens=params.max_tokens,
             stop=params.stop,
             response_format=params.response_format,
+            dedupe=params.dedupe,
             key=key,
         )
 
@@ -163,9 +173,15 @@ class OpenAIClient:
         settings: ClientSettings,
         limiter: Limiter | None = None,
         rng: random.Random | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.settings = settings
         self.limiter = limiter
+        #: Where answers are kept by request (:mod:`plugins.llm.journal`); in memory by default.
+        self.journal: Journal = journal if journal is not None else MemoryJournal()
+        #: Requests of this worker in flight, by key: an identical request waits for the same
+        #: answer (``dedupe``).
+        self._pending: dict[str, asyncio.Future[RowResult]] = {}
         self.counters = Counters()
         self.structured = (
             StructuredOutput(settings.response_format) if settings.response_format else None
@@ -208,7 +224,7 @@ class OpenAIClient:
         """
         if self._http is None:
             self._open()
-        outcomes = await asyncio.gather(*(self._row(b) for b in bodies), return_exceptions=True)
+        outcomes = await asyncio.gather(*(self._answer(b) for b in bodies), return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome  # a ConfigError (the others are kept per row)
@@ -223,6 +239,52 @@ class OpenAIClient:
         texts = [t if isinstance(t, str) else str(t) for t in texts]
         completion = self.settings.max_tokens or ASSUMED_COMPLETION_TOKENS
         return approx_tokens(texts, "messages" in body) + completion
+
+    async def _answer(self, body: dict[str, Any]) -> RowResult:
+        """One row's result: from the journal when an answer to the same request is there
+        (with ``dedupe``, any earlier answer; without, one an earlier run got, each used once),
+        from an identical request in flight (``dedupe``), else from the server; a new answer
+        goes into the journal before it is handed back."""
+        key = request_key(body)
+        stored = self.journal.get(key) if self.settings.dedupe else self.journal.take(key)
+        if stored is not None:
+            self.counters.add("rows_from_journal")
+            return self._replayed(stored)
+        if not self.settings.dedupe:
+            return await self._asked(key, body)
+        pending = self._pending.get(key)
+        if pending is not None:
+            self.counters.add("requests_deduplicated")
+            result = await asyncio.shield(pending)
+            self.counters.add("rows_ok" if result.ok else "rows_failed")
+            if result.ok:
+                self.counters.add("tokens_saved", _tokens(result))
+            return replace(result)
+        future: asyncio.Future[RowResult] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            result = await self._asked(key, body)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when none waits
+            raise
+        finally:
+            self._pending.pop(key, None)
+        future.set_result(result)
+        return result
+
+    async def _asked(self, key: str, body: dict[str, Any]) -> RowResult:
+        result = await self._row(body)
+        if result.reply is not None:
+            await asyncio.to_thread(self.journal.put, key, result.reply.to_json())
+        return result
+
+    def _replayed(self, stored: dict[str, Any]) -> RowResult:
+        """A journal's answer as the row's result; its tokens are counted as saved, not spent."""
+        result = self._finish(Reply.from_json(stored), attempts=0, spent=False)
+        if result.ok:
+            self.counters.add("tokens_saved", _tokens(result))
+        return result
 
     async def _row(self, body: dict[str, Any]) -> RowResult:
         retry = self.settings.retry
@@ -304,10 +366,14 @@ class OpenAIClient:
             return _Failure(kind, f"HTTP {status}: {detail}", retry_after)
         return _Failure("final", f"the server refused the request: HTTP {status}: {detail}")
 
-    def _finish(self, reply: Reply, attempts: int) -> RowResult:
-        self.counters.add("prompt_tokens", reply.prompt_tokens or 0)
-        self.counters.add("completion_tokens", reply.completion_tokens or 0)
+    def _finish(self, reply: Reply, attempts: int, spent: bool = True) -> RowResult:
+        """The row's result from a reply; ``spent``: its tokens were paid for by this run
+        (False for an answer from the journal)."""
+        if spent:
+            self.counters.add("prompt_tokens", reply.prompt_tokens or 0)
+            self.counters.add("completion_tokens", reply.completion_tokens or 0)
         result = RowResult(
+            reply=reply,
             text=reply.text,
             finish_reason=reply.finish_reason,
             prompt_tokens=reply.prompt_tokens,
@@ -325,17 +391,26 @@ class OpenAIClient:
         return result
 
 
+def _tokens(result: RowResult) -> float:
+    return float((result.prompt_tokens or 0) + (result.completion_tokens or 0))
+
+
 class BlockingClient:
     """An :class:`OpenAIClient` on an event loop of its own thread, for synchronous callers
     (a map stage's ``__call__``). The loop and the connection pool live until :meth:`close`."""
 
-    def __init__(self, settings: ClientSettings, limiter: Limiter | None = None) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        limiter: Limiter | None = None,
+        journal: Journal | None = None,
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="openai-client", daemon=True
         )
         self._thread.start()
-        self.client = OpenAIClient(settings, limiter)
+        self.client = OpenAIClient(settings, limiter, journal=journal)
 
     @property
     def counters(self) -> Counters:

@@ -103,7 +103,17 @@ class OpenAIChatParams(PluginParams):
         default=None, description="Column for each row's completion tokens (null: none)."
     )
     max_concurrent_requests: int = Field(
-        default=16, gt=0, le=4096, description="Requests in flight at once in each worker."
+        default=16,
+        gt=0,
+        le=4096,
+        description="Requests in flight at once in each worker, across map batches (a worker "
+        "works on several batches at once to keep them all busy).",
+    )
+    dedupe: bool = Field(
+        default=True,
+        description="Send identical requests once per job and give every row that asks the "
+        "same answer (the summary says how many requests it saved); false: each row gets its "
+        "own request (sampling with temperature > 0).",
     )
     requests_per_minute: float | None = Field(
         default=None, gt=0, description="Most requests per minute for the whole job, all workers."

@@ -10,6 +10,7 @@ transformers serve, ignores it and the reply is still validated here).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,16 @@ class Reply:
     finish_reason: str | None
     prompt_tokens: int | None
     completion_tokens: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The reply as a JSON object (what the journal keeps)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Reply:
+        """A reply from :meth:`to_json`'s object (keys it does not know are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in value.items() if k in names})
 
 
 class RequestBuilder:

@@ -34,6 +34,13 @@ def job_summary(counters: Mapping[str, float], seconds: float | None = None, pri
     text += f"; {prompt:,} prompt + {completion:,} completion tokens"
     if seconds:
         text += f", {completion / seconds:,.0f} completion tokens/s"
+    reused = c.get("rows_from_journal", 0) + c.get("requests_deduplicated", 0)
+    if reused:
+        text += (
+            f"; {reused:,} rows answered without a request of their own (identical requests "
+            f"sent once, answers kept from earlier runs), {c.get('tokens_saved', 0):,} tokens "
+            "not paid again"
+        )
     if counters.get("throttled_s", 0) >= 1:
         text += f"; waited {counters['throttled_s']:,.0f} s for the rate limits (all requests)"
     spent = cost(prompt, completion, price)

@@ -7,6 +7,13 @@ that the core makes once per job (``job_services``) and hands to every worker. R
 the ``output`` column (and, as asked, token columns and the properties of ``response_format``),
 in input order.
 
+An actor works on several map batches at once (:meth:`OpenAIChat.calls_per_actor`), all
+feeding the one request pool, so its slots stay busy while one batch waits for its slowest
+replies. Every answer goes into the stage's journal in the job's staging area
+(``keeps_journal``) under a digest of its request before its row is handed on: a resumed job
+or a restarted actor sends only the requests that never got an answer, and with ``dedupe``
+(the default) identical requests are sent once per job.
+
 A row that still fails after its retries (or whose reply does not match ``response_format``)
 makes the batch raise, after every other row of it has been answered; the core's guard then
 applies ``stage.on_error``: ``fail`` stops the job naming the stage, ``skip`` and
@@ -57,6 +64,8 @@ class OpenAIChat(Predictor):
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=128, batch_format="pyarrow"
     )
+    keeps_journal: ClassVar[bool] = True
+    plugin_api: ClassVar[str] = "1.3"
 
     def __init__(self, params: OpenAIChatParams, services: dict[str, Any] | None = None) -> None:
         from dataclasses import replace
@@ -76,7 +85,7 @@ class OpenAIChat(Predictor):
         key = services.get("api_key")
         if isinstance(key, ApiKey):  # the driver's, which the preflight checked
             settings = replace(settings, api_key=key.value)
-        self.client = BlockingClient(settings, limiter)
+        self.client = BlockingClient(settings, limiter, journal=services.get("journal"))
         self.replay: Replay = Replay()
         self.types = _structured_types(params)
         self.fields = params.fields
@@ -116,6 +125,14 @@ class OpenAIChat(Predictor):
             api_key_env=params.api_key_env,
             key=KEY,
         )
+
+    @classmethod
+    def calls_per_actor(cls, params: OpenAIChatParams, batch_size: int) -> int:
+        """Batches one actor works on at once: enough that eight times
+        ``max_concurrent_requests`` rows are waiting for a slot or a reply (a batch's slowest
+        replies then never leave slots idle: with log-normal reply times a batch of 32 often
+        holds one reply ten times the median), at least 2, at most 64 (threads of the actor)."""
+        return max(2, min(64, -(-8 * params.max_concurrent_requests // batch_size)))
 
     @classmethod
     def job_services(cls, params: OpenAIChatParams) -> dict[str, Any]:
