@@ -16,8 +16,30 @@ from typing import Any
 
 log = logging.getLogger("bulkinfer")
 
-#: Ray Data's progress logger (silenced when progress is off).
+#: Ray Data's progress logger (silenced unless run.ray_logs).
 PROGRESS_LOGGER = "ray.data._internal.progress"
+#: The logger Ray Data configures with a console and a file handler.
+RAY_DATA_LOGGER = "ray.data"
+
+
+def ray_data_console_level(level: int) -> bool:
+    """Set the level of Ray Data's console handler on the driver; its log files keep every line.
+
+    Ray Data configures its logger ``ray.data`` once, when it is imported, with a handler for
+    the session's log files (``SessionFileHandler``) and one for the console at INFO (its
+    default logging config in ``ray/data/_internal/logging.py``); the logger's own level must
+    stay DEBUG for the files. Returns whether a console handler was found (False: Ray Data's
+    logging config changed, or the user replaced it with ``RAY_DATA_LOGGING_CONFIG``; its INFO
+    lines then show as that config says).
+    """
+    from ray.data._internal.logging import SessionFileHandler
+
+    found = False
+    for handler in logging.getLogger(RAY_DATA_LOGGER).handlers:
+        if not isinstance(handler, SessionFileHandler | logging.FileHandler):
+            handler.setLevel(level)
+            found = True
+    return found
 
 
 def stop_autoscaler_monitor() -> bool:

@@ -20,6 +20,7 @@ import ray
 import ray.data
 
 from pipeline.contract.errors import BulkInferError, EmptyInputError, Interrupted
+from pipeline.contract.settings import RunSettings
 from pipeline.contract.sink import FileSink, TableSink
 from pipeline.contract.source import WHOLE_SOURCE, Source, WorkUnit
 from pipeline.execute import ray_internals, ray_session
@@ -37,6 +38,7 @@ from pipeline.plan.model import Plan
 from pipeline.plan.planner import plan_job, typed, validate_ray
 from pipeline.plan.report import describe
 from pipeline.plan.shares import check_placement
+from pipeline.plan.validation import validate_model
 
 log = logging.getLogger("bulkinfer")
 
@@ -133,14 +135,15 @@ def run_job(config: dict[str, Any], *, started: float | None = None, recorder: A
     """
     started = time.perf_counter() if started is None else started
     settings = validate_ray(config)
+    ray_logs = validate_model(RunSettings, config.get("run") or {}, "run").ray_logs
     if settings.address or ray.is_initialized():
-        started_ray = ray_session.connect(settings)
+        started_ray = ray_session.connect(settings, ray_logs)
         plan = plan_job(config, ray_session.cluster(settings.address))
     else:
         plan = plan_job(config)
         if recorder is not None:
             recorder.plan = plan
-        started_ray = ray_session.connect(settings)
+        started_ray = ray_session.connect(settings, ray_logs)
         check_placement(plan.maps, ray_session.cluster(None))
     if recorder is not None:
         recorder.plan, recorder.ray_started = plan, started_ray
@@ -195,7 +198,7 @@ def _execute_inspected(plan: Plan) -> RunResult:
 
 
 def _configure_ray_data(plan: Plan) -> None:
-    ray_session.configure_progress(plan.run.progress)
+    ray_session.configure_output(plan.run.ray_logs)
     context = ray.data.DataContext.get_current()
     context.execution_no_progress_timeout_s = plan.run.stall_timeout_s
     ray_internals.mute_no_free_cpu_warning()  # the stall timeout reports a real wait
@@ -212,7 +215,7 @@ def _execute(plan: Plan, started: float) -> RunResult:
     with probe.installed():
         plan, units, read = _reads(plan, source, staged := isinstance(sink, FileSink | TableSink))
         log.info("\n%s", describe(plan))
-        ledger = _start_ledger(plan)
+        ledger = _start_ledger(plan, staged)
         services: dict[str, dict[str, Any]] = {}
         try:
             services = start_services(plan)
@@ -322,8 +325,10 @@ class _Reads:
         return max(0, sum(counted) - done.rows)  # type: ignore[arg-type]
 
 
-def _start_ledger(plan: Plan) -> Any:
-    if not plan.maps:
+def _start_ledger(plan: Plan, staged: bool) -> Any:
+    """The job's ledger actor: for the map stages' reports, and a staged job's written rows
+    (its progress line); None for a dataset sink's job without map stages."""
+    if not plan.maps and not staged:
         return None
     actor = ray.remote(num_cpus=0, max_restarts=0)(Ledger)
     return actor.remote(error_limits(plan))
@@ -395,6 +400,7 @@ def _run_staged(
                         out.location,
                         out.key,
                         block_writer.min_rows_per_write,
+                        ledger,
                     ),
                     ray_remote_args=dict(sink.io.ray_remote_args),
                 )

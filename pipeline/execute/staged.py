@@ -26,6 +26,7 @@ from pipeline.contract.sink import FileOutput, JobStore
 from pipeline.contract.source import WorkUnit
 from pipeline.execute.guard import ErrorLimitError
 from pipeline.execute.ledger import dead_letter_lines, over_error_limit
+from pipeline.execute.progress_line import ProgressLine, ledger_poll
 from pipeline.output.journal import journal_entries
 from pipeline.output.progress import Progress
 from pipeline.output.publish import finish_publishing, prepare, publish
@@ -231,9 +232,10 @@ def run_staged(
 ) -> StagedOutcome:
     """Run the rows not yet written, then publish the output (see the module docstring).
 
-    ``rows_total``: the input's rows, where the source knows them (for the line a stopped job
-    ends with). Ctrl-C (KeyboardInterrupt) keeps every recorded part and the staging area for
-    ``run.resume=true`` and raises :class:`~pipeline.contract.errors.Interrupted`.
+    ``rows_total``: the input's rows, where the source knows them (for the progress line and
+    the line a stopped job ends with). Ctrl-C (KeyboardInterrupt) keeps every recorded part
+    and the staging area for ``run.resume=true`` and raises
+    :class:`~pipeline.contract.errors.Interrupted`.
     """
     import ray
 
@@ -251,10 +253,16 @@ def run_staged(
         for step in plan.maps
     }
     run_id = new_run_id()  # this run's: a resumed job's record keeps its first run's id
+    mode = plan.run.progress if ledger is not None else "off"
+    line = ProgressLine(mode, ledger_poll(ledger), rows_total, done.rows)
     try:
         if ledger is not None:
             ray.get(ledger.reset.remote(base))
-        stats = execute(done, out.job["run_id"], run_id)
+        line.start()
+        try:
+            stats = execute(done, out.job["run_id"], run_id)
+        finally:
+            line.stop_drawing()
         drained = (
             ray.get(ledger.drain.remote())
             if ledger is not None
@@ -266,6 +274,10 @@ def run_staged(
         check_error_limits(plan, counts, drained["first_error"], min_rows=0)
         mine = [r for r in out.written() if r.run_id == run_id]
         written = [*earlier, *consistent(mine, run_id)]
+        line.finish(
+            sum(r.rows for r in written) - done.rows,
+            sum(c["skipped"] + c["dead_letter"] for c in drained["stages"].values()),
+        )
         if len(consistent(written, run_id)) != len(written):
             raise OutputError(
                 "two write tasks recorded some of the same input rows; nothing was published",
@@ -277,9 +289,11 @@ def run_staged(
         dead = dead_letter_lines(drained["records"])
         manifest = _storing(out, lambda: out.publish(written, totals, dead))
     except KeyboardInterrupt:
+        line.stop()
         rows = sum(r.rows for r in consistent(_safely(out.written), run_id))
         raise interrupted(rows, rows_total) from None
     except BaseException as exc:
+        line.stop()
         rows = sum(r.rows for r in consistent(_safely(out.written), run_id))
         answers = _answers_kept(out)
         if isinstance(exc, EmptyInputError) or not (rows or answers):

@@ -5,7 +5,8 @@ the row ids off its blocks (:data:`~pipeline.output.progress.ROW_ID`), hands the
 sink's :class:`~pipeline.contract.sink.BlockWriter` (files in the staging folder, a table
 target's staged rows), and when the writer has returned, adds a
 :class:`~pipeline.output.records.Written` record to the job's store. A record is the only
-thing that makes a task's output count: a task killed before it is written left output that no
+thing that makes a task's output count (the task then tells the job's ledger, for the progress
+line): a task killed before it is written left output that no
 record names, which the job never publishes, and its rows are read again when it resumes.
 """
 
@@ -28,7 +29,8 @@ class JournaledDatasink(Datasink[list[str]]):
     """Writes through ``writer`` (made on the driver, sent to every write task; see the module
     docstring) and records each task's output in
     ``store``, for the job whose record has ``job_id`` as its run id, as written by its run
-    ``run_id`` (each resume is a new run); ``location``/``key`` name the output in errors."""
+    ``run_id`` (each resume is a new run); ``location``/``key`` name the output in errors;
+    ``ledger`` (the job's ledger actor, or None) is told of each record."""
 
     def __init__(
         self,
@@ -39,8 +41,9 @@ class JournaledDatasink(Datasink[list[str]]):
         location: str,
         key: str,
         min_rows_per_write: int | None = None,
+        ledger: Any = None,
     ) -> None:
-        self.writer, self.store = writer, store
+        self.writer, self.store, self.ledger = writer, store, ledger
         self.job_id, self.run_id = job_id, run_id
         self.location, self.key = location, key
         self._min_rows = min_rows_per_write
@@ -97,6 +100,8 @@ class JournaledDatasink(Datasink[list[str]]):
             return []
         record = Written(part=part, rows=rows, ranges=ranges, written=written, run_id=self.run_id)
         self.store.add_marker(record.to_json())
+        if self.ledger is not None:  # for the progress line only: not awaited
+            self.ledger.written.remote(record.id, rows, ranges)
         return [record.id]
 
 

@@ -146,9 +146,10 @@ def test_progress_false_silences_ray_data_progress(batch_sweep):
     assert "Progress bars disabled" not in output
 
 
-def test_progress_is_logged_as_lines_on_a_non_terminal_by_default(failing_sweep):
+def test_progress_is_bulkinfers_line_not_ray_datas_by_default(failing_sweep):
     proc, _ = failing_sweep
-    assert "Total Progress" in proc.stdout + proc.stderr
+    assert "Total Progress" not in proc.stdout + proc.stderr
+    assert "rows written (100%)" in proc.stderr
 
 
 def test_failed_job_is_a_row_of_the_summary_not_a_crash_of_the_sweep(failing_sweep):

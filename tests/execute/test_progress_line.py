@@ -1,0 +1,135 @@
+"""The job's progress line, without Ray: its text, its modes, its pace."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from pipeline.contract.settings import RunSettings
+from pipeline.execute import progress_line
+from pipeline.execute.progress_line import ProgressLine, duration, progress_text, resolve_mode
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_line_has_rows_written_of_the_total_percent_rate_eta_and_set_aside_rows():
+    assert progress_text(1200, 3000, 350.0, set_aside=3) == (
+        "bulkinfer: 1,200 of 3,000 rows written (40%), 350 rows/s, ETA 5s, 3 rows set aside"
+    )
+    assert progress_text(1200, 3000, 12.25) == (
+        "bulkinfer: 1,200 of 3,000 rows written (40%), 12.2 rows/s, ETA 2m27s"
+    )
+
+
+def test_without_a_total_the_line_has_rows_and_rate_only():
+    assert progress_text(1200, None, 350.0) == "bulkinfer: 1,200 rows written, 350 rows/s"
+    assert progress_text(0, None, None) == "bulkinfer: 0 rows written"
+
+
+def test_the_final_line_has_no_eta():
+    assert progress_text(2950, 3000, 100.0, done=True) == (
+        "bulkinfer: 2,950 of 3,000 rows written (98%), 100 rows/s"
+    )
+
+
+def test_durations_are_short():
+    assert [duration(s) for s in (0.4, 42, 185, 7620)] == ["0s", "42s", "3m05s", "2h07m"]
+
+
+def test_auto_is_a_bar_on_a_terminal_and_log_lines_otherwise():
+    assert resolve_mode("auto", Tty()) == "bar"
+    assert resolve_mode("auto", io.StringIO()) == "log"
+    assert resolve_mode("off", Tty()) == "off"
+
+
+def test_run_progress_takes_modes_and_the_old_booleans():
+    assert RunSettings().progress == "auto"
+    assert RunSettings(progress=True).progress == "auto"
+    assert RunSettings(progress=False).progress == "off"
+    assert RunSettings(progress="log").progress == "log"
+    with pytest.raises(ValueError):
+        RunSettings(progress="loud")
+    assert RunSettings().ray_logs is False
+
+
+def test_log_mode_prints_a_line_when_the_count_changed_and_the_final_count():
+    clock, out = Clock(), io.StringIO()
+    line = ProgressLine("log", lambda: (0, 0), total=30, stream=out, clock=clock)
+    line.start = lambda: None  # no thread: the test draws
+    clock.now += 2
+    line.show(10, 0)
+    line.show(10, 0)  # unchanged: not printed again
+    clock.now += 2
+    line.show(20, 1)
+    clock.now += 2
+    line.finish(30, 1)
+    assert out.getvalue().splitlines() == [
+        "bulkinfer: 10 of 30 rows written (33%), 5.0 rows/s, ETA 4s",
+        "bulkinfer: 20 of 30 rows written (67%), 5.0 rows/s, ETA 2s, 1 rows set aside",
+        "bulkinfer: 30 of 30 rows written (100%), 5.0 rows/s, 1 rows set aside",
+    ]
+
+
+def test_bar_mode_redraws_in_place_and_ends_with_a_newline():
+    clock, out = Clock(), Tty()
+    line = ProgressLine("auto", lambda: (0, 0), total=None, stream=out, clock=clock)
+    clock.now += 1
+    line.show(1000, 0)
+    line.show(5, 0)
+    line.finish(7, 0)
+    text = out.getvalue()
+    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+    # A shorter line blanks the rest of the longer one before it.
+    assert "\rbulkinfer: 5 rows written, 5.0 rows/s      \r" in text
+
+
+def test_a_resumed_job_counts_from_the_rows_already_written():
+    clock, out = Clock(), io.StringIO()
+    line = ProgressLine("log", lambda: (0, 0), total=100, start_rows=60, stream=out, clock=clock)
+    clock.now += 4
+    line.finish(40, 0)
+    # rows/s is this run's: 40 rows in 4 s.
+    assert out.getvalue() == "bulkinfer: 100 of 100 rows written (100%), 10.0 rows/s\n"
+
+
+def test_off_prints_nothing():
+    out = Tty()
+    line = ProgressLine("off", lambda: (5, 0), total=10, stream=out)
+    line.start()
+    line.finish(10, 0)
+    line.stop()
+    assert out.getvalue() == ""
+
+
+def test_the_thread_polls_and_a_failing_poll_is_skipped(monkeypatch):
+    monkeypatch.setattr(progress_line, "LOG_EVERY_S", 0.01)
+    answers = iter([RuntimeError("ledger busy"), (1, 0), (2, 0)])
+
+    def poll():
+        answer = next(answers, (2, 0))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    out = io.StringIO()
+    line = ProgressLine("log", poll, total=2, stream=out)
+    line.start()
+    deadline = time.monotonic() + 5
+    while out.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    line.finish(2, 0)
+    counts = [ln.split()[1] for ln in out.getvalue().splitlines()]
+    assert counts[:2] == ["1", "2"] and counts[-1] == "2"
