@@ -148,16 +148,31 @@ class Ledger:
             fresh = Progress(r for r in fresh.ranges if not self.written_ids.overlaps([r]))
         self.written_ids.add(fresh.ranges)
 
-    def progress(self) -> tuple[int, int]:
-        """This run's rows written so far, and the rows its stages set aside."""
+    def progress(self) -> tuple[int, int, dict[str, float]]:
+        """This run's rows written so far, the rows its stages set aside, and the stages'
+        :data:`PROGRESS_COUNTERS` summed over the stages (those any stage reports)."""
         rows = self.written_ids.rows + sum(self.written_other.values())
         aside = sum(c["skipped"] + c["dead_letter"] for c in self.totals.values())
-        return rows, aside
+        return rows, aside, progress_amounts(self.totals)
 
     def drain(self) -> dict[str, Any]:
         """This unit's per-stage counts and dead-letter records (skipped rows are counted only)."""
         records = [r for batch in self.batches.values() for r in batch[3] if "row" in r]
         return {"stages": self.totals, "records": records, "first_error": self.first_error}
+
+
+#: Stage counters the progress line shows as they grow (an LLM stage's tokens and cost).
+PROGRESS_COUNTERS = ("prompt_tokens", "completion_tokens", "cost")
+
+
+def progress_amounts(stages: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """:data:`PROGRESS_COUNTERS` summed over the stages' counts (those any stage reports)."""
+    amounts: dict[str, float] = {}
+    for counts in stages.values():
+        for name in PROGRESS_COUNTERS:
+            if COUNTER + name in counts:
+                amounts[name] = amounts.get(name, 0.0) + counts[COUNTER + name]
+    return amounts
 
 
 def over_error_limit(

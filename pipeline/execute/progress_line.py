@@ -6,6 +6,9 @@ and how many rows the stages set aside, and prints::
 
     bulkinfer: 1,200 of 3,000 rows written (40%), 350 rows/s, ETA 5s, 3 rows set aside
 
+and, for a stage that counts tokens (an LLM endpoint's), the tokens and cost so far, this run's:
+``..., ETA 2m10s, 48,210 tokens, cost 0.0412``.
+
 Rows an earlier run wrote count from the start (a resumed job starts at them); rows/s and the
 ETA are this run's (its rows over the seconds since its execution started). Without a total
 (a source that cannot count its rows without reading them) the line has neither a percentage
@@ -37,8 +40,9 @@ LOG_EVERY_S = 15.0
 #: Seconds a poll of the ledger may take before that update is skipped.
 POLL_TIMEOUT_S = 5.0
 
-#: What a poll returns: rows written by this run, rows set aside by this run.
-Poll = Callable[[], tuple[int, int]]
+#: What a poll returns: rows written by this run, rows set aside by this run, and the stages'
+#: running amounts (``prompt_tokens``, ``completion_tokens``, ``cost``; those reported).
+Poll = Callable[[], tuple[int, int, dict[str, float]]]
 
 
 def resolve_mode(mode: str, stream: TextIO) -> str:
@@ -62,9 +66,15 @@ def duration(seconds: float) -> str:
 
 
 def progress_text(
-    written: int, total: int | None, rate: float | None, set_aside: int = 0, done: bool = False
+    written: int,
+    total: int | None,
+    rate: float | None,
+    set_aside: int = 0,
+    done: bool = False,
+    amounts: dict[str, float] | None = None,
 ) -> str:
-    """The line (see the module docstring); ``rate`` None: not known yet."""
+    """The line (see the module docstring); ``rate`` None: not known yet; ``amounts``: the
+    stages' running tokens and cost."""
     parts: list[str] = []
     if total is not None:
         percent = 100.0 * written / total if total else 100.0
@@ -77,6 +87,12 @@ def progress_text(
             parts.append(f"ETA {duration((total - written) / rate)}")
     if set_aside:
         parts.append(f"{set_aside:,} rows set aside")
+    amounts = amounts or {}
+    tokens = amounts.get("prompt_tokens", 0) + amounts.get("completion_tokens", 0)
+    if tokens:
+        parts.append(f"{tokens:,.0f} tokens")
+    if amounts.get("cost"):
+        parts.append(f"cost {amounts['cost']:.4g}")
     return "bulkinfer: " + ", ".join(parts)
 
 
@@ -100,6 +116,7 @@ class ProgressLine:
         self.clock = clock
         self.started = clock()
         self.shown: tuple[int, int] | None = None
+        self.amounts: dict[str, float] = {}
         self.width = 0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,7 +137,7 @@ class ProgressLine:
         every = BAR_EVERY_S if self.mode == "bar" else LOG_EVERY_S
         while not self._stopping.wait(every):
             try:
-                written, set_aside = self.poll()
+                written, set_aside, self.amounts = self.poll()
             except Exception as exc:  # noqa: BLE001 - a missed update, never the job's failure
                 log.debug("progress: the ledger did not answer: %s", exc)
                 continue
@@ -131,7 +148,7 @@ class ProgressLine:
         seconds = self.clock() - self.started
         rate = written / seconds if written and seconds > 0 else None
         total = self.start_rows + written
-        return progress_text(total, self.total, rate, set_aside, done)
+        return progress_text(total, self.total, rate, set_aside, done, self.amounts)
 
     def show(self, written: int, set_aside: int, done: bool = False) -> None:
         """Draw the line (bar) or print it (log, only when the count changed)."""
@@ -170,9 +187,12 @@ class ProgressLine:
                 pass
         self.width = 0
 
-    def finish(self, written: int, set_aside: int) -> None:
-        """Stop drawing and print the final line: this run's exact rows written and set aside."""
+    def finish(self, written: int, set_aside: int, amounts: dict[str, float] | None = None) -> None:
+        """Stop drawing and print the final line: this run's exact rows written and set aside
+        (and the stages' final ``amounts``, when given)."""
         self.stop_drawing()
+        if amounts is not None:
+            self.amounts = amounts
         self.show(written, set_aside, done=True)
         self.width = 0
 
@@ -180,10 +200,10 @@ class ProgressLine:
 def ledger_poll(ledger: Any) -> Poll:
     """A poll of the ledger actor's :meth:`~pipeline.execute.ledger.Ledger.progress`."""
 
-    def poll() -> tuple[int, int]:
+    def poll() -> tuple[int, int, dict[str, float]]:
         import ray
 
-        written, set_aside = ray.get(ledger.progress.remote(), timeout=POLL_TIMEOUT_S)
-        return int(written), int(set_aside)
+        written, set_aside, amounts = ray.get(ledger.progress.remote(), timeout=POLL_TIMEOUT_S)
+        return int(written), int(set_aside), dict(amounts)
 
     return poll

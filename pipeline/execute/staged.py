@@ -25,7 +25,7 @@ from pipeline.contract.errors import BulkInferError, EmptyInputError, Interrupte
 from pipeline.contract.sink import FileOutput, JobStore
 from pipeline.contract.source import WorkUnit
 from pipeline.execute.guard import ErrorLimitError
-from pipeline.execute.ledger import dead_letter_lines, over_error_limit
+from pipeline.execute.ledger import dead_letter_lines, over_error_limit, progress_amounts
 from pipeline.execute.progress_line import ProgressLine, ledger_poll
 from pipeline.output.journal import journal_entries
 from pipeline.output.progress import Progress
@@ -277,6 +277,7 @@ def run_staged(
         line.finish(
             sum(r.rows for r in written) - done.rows,
             sum(c["skipped"] + c["dead_letter"] for c in drained["stages"].values()),
+            progress_amounts(drained["stages"]),
         )
         if len(consistent(written, run_id)) != len(written):
             raise OutputError(

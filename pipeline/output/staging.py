@@ -10,6 +10,7 @@ recorded parts. Layout::
         parts/<part>.<ext>     the files the write tasks wrote; only those a record names count
         units/w-<id>.json      one record per write task (:class:`~.records.Written`)
         errors/<run>.jsonl     the rows set aside by the run that publishes
+        journal/<stage>/       results a stage keeps by request (:mod:`.journal`: LLM answers)
         publish/               the output being assembled, moved to <output> at the end
 
 Every step is a rename or a write of a small file that is either complete or absent, and every

@@ -67,7 +67,7 @@ def test_run_progress_takes_modes_and_the_old_booleans():
 
 def test_log_mode_prints_a_line_when_the_count_changed_and_the_final_count():
     clock, out = Clock(), io.StringIO()
-    line = ProgressLine("log", lambda: (0, 0), total=30, stream=out, clock=clock)
+    line = ProgressLine("log", lambda: (0, 0, {}), total=30, stream=out, clock=clock)
     line.start = lambda: None  # no thread: the test draws
     clock.now += 2
     line.show(10, 0)
@@ -85,7 +85,7 @@ def test_log_mode_prints_a_line_when_the_count_changed_and_the_final_count():
 
 def test_bar_mode_redraws_in_place_and_ends_with_a_newline():
     clock, out = Clock(), Tty()
-    line = ProgressLine("auto", lambda: (0, 0), total=None, stream=out, clock=clock)
+    line = ProgressLine("auto", lambda: (0, 0, {}), total=None, stream=out, clock=clock)
     clock.now += 1
     line.show(1000, 0)
     line.show(5, 0)
@@ -98,7 +98,9 @@ def test_bar_mode_redraws_in_place_and_ends_with_a_newline():
 
 def test_a_resumed_job_counts_from_the_rows_already_written():
     clock, out = Clock(), io.StringIO()
-    line = ProgressLine("log", lambda: (0, 0), total=100, start_rows=60, stream=out, clock=clock)
+    line = ProgressLine(
+        "log", lambda: (0, 0, {}), total=100, start_rows=60, stream=out, clock=clock
+    )
     clock.now += 4
     line.finish(40, 0)
     # rows/s is this run's: 40 rows in 4 s.
@@ -107,7 +109,7 @@ def test_a_resumed_job_counts_from_the_rows_already_written():
 
 def test_off_prints_nothing():
     out = Tty()
-    line = ProgressLine("off", lambda: (5, 0), total=10, stream=out)
+    line = ProgressLine("off", lambda: (5, 0, {}), total=10, stream=out)
     line.start()
     line.finish(10, 0)
     line.stop()
@@ -116,10 +118,10 @@ def test_off_prints_nothing():
 
 def test_the_thread_polls_and_a_failing_poll_is_skipped(monkeypatch):
     monkeypatch.setattr(progress_line, "LOG_EVERY_S", 0.01)
-    answers = iter([RuntimeError("ledger busy"), (1, 0), (2, 0)])
+    answers = iter([RuntimeError("ledger busy"), (1, 0, {}), (2, 0, {})])
 
     def poll():
-        answer = next(answers, (2, 0))
+        answer = next(answers, (2, 0, {}))
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -133,3 +135,16 @@ def test_the_thread_polls_and_a_failing_poll_is_skipped(monkeypatch):
     line.finish(2, 0)
     counts = [ln.split()[1] for ln in out.getvalue().splitlines()]
     assert counts[:2] == ["1", "2"] and counts[-1] == "2"
+
+
+def test_a_stage_that_counts_tokens_shows_them_and_the_cost_so_far():
+    text = progress_text(
+        1200,
+        3000,
+        350.0,
+        amounts={"prompt_tokens": 40_000, "completion_tokens": 8_210, "cost": 0.04125},
+    )
+    assert text == (
+        "bulkinfer: 1,200 of 3,000 rows written (40%), 350 rows/s, ETA 5s, 48,210 tokens, "
+        "cost 0.04125"
+    )
