@@ -277,7 +277,9 @@ class OpenAIClient:
                 self.counters.add(failure.kind)
                 wait = retry.wait(attempt - 1, failure.retry_after, self._rng)
                 if wait > self.settings.long_wait_s:
-                    why = "its Retry-After" if failure.retry_after is not None else "backoff"
+                    why = (
+                        "the server's Retry-After" if failure.retry_after is not None else "backoff"
+                    )
                     log.warning(
                         "openai_chat: the row %s waits %.0f s before retry %d of %d (%s after %s)",
                         _row_name(body),
@@ -359,9 +361,9 @@ class OpenAIClient:
         if status == 402 or (status in (403, 429) and _out_of_quota(response)):
             raise ConfigError(
                 f"{s.base_url} says the account has no quota or credit left: HTTP {status} "
-                f"{detail}. Retrying does not help: check the account's plan and billing, and "
-                f"that {s.key}.api_key_env (${s.api_key_env}) and {s.key}.base_url name the "
-                "account meant",
+                f"{detail.rstrip('. ')}. Retrying does not help: check the account's plan and "
+                f"billing, and that {s.key}.api_key_env (${s.api_key_env}) and {s.key}.base_url "
+                "name the account meant",
                 key=f"{s.key}.api_key_env",
             )
         if status in (401, 403):

@@ -309,7 +309,7 @@ def test_an_exhausted_quota_fails_the_job_at_once_without_retries(llm_server, pr
     assert caught.value.key == "predictor.params.api_key_env"
     assert caught.value.message.startswith(
         f"{proxy.base_url} says the account has no quota or credit left: HTTP {status} "
-        f"{error['message']}. Retrying does not help"
+        f"{error['message'].rstrip('.')}. Retrying does not help"
     )
     assert "predictor.params.base_url" in caught.value.message
     assert len(proxy.records) == 3  # one request per row, none retried
@@ -352,8 +352,8 @@ def test_a_retry_wait_longer_than_long_wait_s_logs_one_line_naming_the_row(
         results, _ = run(params(proxy, llm_server), rows(3), long_wait_s=0.5)
     assert all(r.ok for r in results)
     assert bulkinfer_warnings(caplog) == [
-        "openai_chat: the row 'row-1 tell me something' waits 1 s before retry 1 of 3 (its "
-        "Retry-After after HTTP 429: injected by the fault proxy)"
+        "openai_chat: the row 'row-1 tell me something' waits 1 s before retry 1 of 3 (the "
+        "server's Retry-After after HTTP 429: injected by the fault proxy)"
     ]
 
 
