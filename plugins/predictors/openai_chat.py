@@ -4,8 +4,8 @@ Each map batch (a ``pyarrow.Table``) becomes one request per row, sent concurren
 :class:`plugins.llm.client.BlockingClient` (at most ``max_concurrent_requests`` in flight per
 worker), under the job-wide rate limits of a :class:`~plugins.llm.limits.SharedLimiter` actor
 that the core makes once per job (``job_services``) and hands to every worker. Replies become
-the ``output`` column (and, as asked, token columns and the properties of ``response_format``),
-in input order.
+the ``output`` column (and, as asked, token and finish-reason columns and the properties of
+``response_format``), in input order.
 
 An actor works on several map batches at once (:meth:`OpenAIChat.calls_per_actor`), all
 feeding the one request pool, so its slots stay busy while one batch waits for its slowest
@@ -14,8 +14,9 @@ replies. Every answer goes into the stage's journal in the job's staging area
 or a restarted actor sends only the requests that never got an answer, and with ``dedupe``
 (the default) identical requests are sent once per job.
 
-A row that still fails after its retries (or whose reply does not match ``response_format``)
-makes the batch raise, after every other row of it has been answered; the core's guard then
+A row that still fails after its retries (or whose reply has no content, does not match
+``response_format``, or was cut at ``max_tokens`` under ``on_truncated: fail``) makes the batch
+raise, after every other row of it has been answered; the core's guard then
 applies ``stage.on_error``: ``fail`` stops the job naming the stage, ``skip`` and
 ``dead_letter`` call the stage again row by row, and those calls are answered from what the
 first call got (:class:`~plugins.llm.replay.Replay`), so no row is ever requested twice.
@@ -38,6 +39,9 @@ from plugins.models import check_model_folder
 
 #: Config key of the params, relative to the stage (the core makes it absolute).
 KEY = "params"
+#: The absolute key, for messages that are not config errors (a row's error, the summary): a
+#: predictor's block is always ``predictor``.
+PARAMS_KEY = "predictor.params"
 TOKENIZER = "params.tokenizer"
 
 
@@ -81,7 +85,7 @@ class OpenAIChat(Predictor):
         limiter = services.get("limiter") or make_limiter(
             params.requests_per_minute, params.tokens_per_minute
         )
-        settings = ClientSettings.from_params(params, key=KEY)
+        settings = ClientSettings.from_params(params, key=PARAMS_KEY)
         key = services.get("api_key")
         if isinstance(key, ApiKey):  # the driver's, which the preflight checked
             settings = replace(settings, api_key=key.value)
@@ -109,6 +113,8 @@ class OpenAIChat(Predictor):
         for name in (params.prompt_tokens_column, params.completion_tokens_column):
             if name is not None:
                 columns[name] = pa.int64()
+        if params.finish_reason_column is not None:
+            columns[params.finish_reason_column] = pa.string()
         columns.update(_structured_types(params))
         return added(schema, **columns)
 
@@ -180,12 +186,19 @@ class OpenAIChat(Predictor):
     def summary(cls, params: OpenAIChatParams, counters: dict[str, float], seconds: float) -> str:
         from plugins.llm.report import job_summary
 
-        return job_summary(counters, seconds, params.price_per_million_tokens)
+        return job_summary(
+            counters,
+            seconds,
+            params.price_per_million_tokens,
+            max_tokens=params.max_tokens,
+            key=PARAMS_KEY,
+        )
 
     # -- in the worker -----------------------------------------------------------------------
 
     def counters(self) -> dict[str, float]:
-        """Requests, retries by kind, rows, tokens and throttled seconds since the last call;
+        """:data:`plugins.llm.client.COUNTERS` since the last call (requests, retries by kind,
+        rows answered, failed, without content and cut at max_tokens, tokens, throttled seconds);
         ``cost`` too when ``price_per_million_tokens`` is set."""
         from plugins.llm.estimate import cost
 
@@ -250,6 +263,9 @@ class OpenAIChat(Predictor):
             if name is not None:
                 values = [getattr(r, attr) for r in results]
                 table = with_column(table, name, pa.array(values, pa.int64()))
+        if p.finish_reason_column is not None:
+            values = [r.finish_reason for r in results]
+            table = with_column(table, p.finish_reason_column, pa.array(values, pa.string()))
         for name, kind in self.types.items():
             values = [(r.columns or {}).get(name) for r in results]
             table = with_column(table, name, pa.array(values, kind))

@@ -97,7 +97,7 @@ def proxy(llm_server):
 
 class TestContract(PredictorContract):
     predictor = "openai_chat"
-    output_types = {"output": is_string, "n_out": pa.types.is_int64}
+    output_types = {"output": is_string, "n_out": pa.types.is_int64, "why": is_string}
     rows = rows(5)
 
     @pytest.fixture(scope="class")
@@ -108,11 +108,13 @@ class TestContract(PredictorContract):
             "max_tokens": 16,
             "temperature": 0,
             "completion_tokens_column": "n_out",
+            "finish_reason_column": "why",
         }
 
-    def test_every_row_gets_the_models_reply_and_its_token_count(self, output):
+    def test_every_row_gets_the_models_reply_its_token_count_and_finish_reason(self, output):
         assert output.column("output").to_pylist() == [CHAT_REPLY] * len(self.rows)
         assert all(n > 0 for n in output.column("n_out").to_pylist())
+        assert output.column("why").to_pylist() == ["stop"] * len(self.rows)
 
 
 # -- faults, retries and on_error ----------------------------------------------------------------
@@ -272,6 +274,59 @@ def test_a_resumed_job_sends_only_the_requests_that_never_got_an_answer(
     assert result.rows_resumed == len(written)
     assert ids(out) == list(range(8))
     assert proxy.clean_answers() == {f"row-{i}": 1 for i in range(8)}
+
+
+# -- what the replies say: cut at max_tokens, no content -------------------------------------------
+
+
+def test_cut_and_empty_replies_are_row_errors_counted_and_set_aside(
+    ray_session, llm_server, proxy, tmp_path
+):
+    """Under on_truncated: fail a reply cut at max_tokens is a row error like any other, and so is
+    a reply with content: null: on_error sets them aside; finish_reason is a column."""
+    cut = Fault.answer('{"label": "pos', finish_reason="length")
+    proxy.add_rule(lambda body: b"row-1 " in body, cut)
+    proxy.add_rule(lambda body: b"row-2 " in body, Fault.answer(None))
+    out = tmp_path / "out"
+    config = job(
+        proxy,
+        llm_server.model,
+        rows(5),
+        out,
+        params={"on_truncated": "fail", "finish_reason_column": "why"},
+        stage={"on_error": "dead_letter", "max_error_rate": 0.5},
+    )
+    run_with_metrics(config, tmp_path / "run")
+
+    assert ids(out) == [0, 3, 4]
+    assert pq.read_table(out).column("why").to_pylist() == ["stop"] * 3
+    letters = {d["row"]["id"]: d["error"] for d in dead_letters(out)}
+    assert set(letters) == {1, 2}
+    assert (
+        "TruncatedReplyError: the reply was cut at max_tokens (finish_reason=length); raise "
+        "predictor.params.max_tokens (now 16), or set predictor.params.on_truncated=keep"
+    ) in letters[1]
+    assert "NoContentError: the server returned no content (finish_reason=stop)" in letters[2]
+    assert len([r for r in proxy.records if r.key in ("row-1", "row-2")]) == 2  # not retried
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    counters = metrics["counters"]["predictor"]
+    expected = {
+        "requests": 5,
+        "retries": 0,
+        "rows_ok": 3,
+        "rows_failed": 2,
+        "rows_no_content": 1,
+        "rows_truncated": 1,
+    }
+    assert {k: counters[k] for k in expected} == expected
+    (summary,) = metrics["summaries"]
+    assert summary.startswith(
+        "predictor: 5 requests, 3 rows answered, 2 failed (1 with no content); "
+    )
+    assert summary.endswith(
+        "; 1 rows cut at max_tokens=16 (finish_reason=length): raise predictor.params.max_tokens"
+    )
 
 
 # -- structured output ---------------------------------------------------------------------------
