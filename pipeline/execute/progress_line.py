@@ -20,11 +20,20 @@ set aside are never written, so such a job ends below its total.
 (CI, a log file: a line every 15 s reads like a heartbeat without flooding the log), and only
 when the count changed; ``auto`` is ``bar`` when stderr is a terminal, ``log`` otherwise;
 ``off`` prints nothing. Every mode but ``off`` ends with the line of the final count.
+
+A ``bar`` fits the terminal (:func:`terminal_width`; 80 columns when it cannot tell), one column
+spare so that the cursor never wraps: a line too wide drops its least important parts first, in
+the order of :data:`DROP_ORDER` (set-aside rows, tokens, cost, rows/s), so rows written, the
+percentage and the ETA stay; on a narrow terminal the count shortens to ``1,200/3,000 rows
+(40%)``, then ``bulkinfer:`` goes, then the ETA, and only then is the line cut, between words.
+``log`` lines are never shortened.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 import threading
 import time
@@ -43,6 +52,13 @@ POLL_TIMEOUT_S = 5.0
 #: What a poll returns: rows written by this run, rows set aside by this run, and the stages'
 #: running amounts (``prompt_tokens``, ``completion_tokens``, ``cost``; those reported).
 Poll = Callable[[], tuple[int, int, dict[str, float]]]
+#: The parts of the line after the count, as shown.
+PARTS = ("rate", "eta", "set_aside", "tokens", "cost")
+#: The parts a line too wide for the terminal drops, the least important first; the count (rows
+#: written, of the total, the percentage) and the ETA are never dropped.
+DROP_ORDER = ("set_aside", "tokens", "cost", "rate")
+#: Columns assumed when the terminal's width cannot be found.
+DEFAULT_COLUMNS = 80
 
 
 def resolve_mode(mode: str, stream: TextIO) -> str:
@@ -65,6 +81,52 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def progress_parts(
+    written: int,
+    total: int | None,
+    rate: float | None,
+    set_aside: int = 0,
+    done: bool = False,
+    amounts: dict[str, float] | None = None,
+) -> dict[str, str]:
+    """The line's parts by name: ``count`` and those of :data:`PARTS` that have a value."""
+    parts: dict[str, str] = {}
+    if total is not None:
+        percent = 100.0 * written / total if total else 100.0
+        parts["count"] = f"{written:,} of {total:,} rows written ({percent:.0f}%)"
+        parts["short_count"] = f"{written:,}/{total:,} rows ({percent:.0f}%)"
+    else:
+        parts["count"] = f"{written:,} rows written"
+        parts["short_count"] = f"{written:,} rows"
+    if rate is not None:
+        parts["rate"] = f"{rate:,.1f} rows/s" if rate < 100 else f"{rate:,.0f} rows/s"
+        if total is not None and not done and rate > 0 and written < total:
+            parts["eta"] = f"ETA {duration((total - written) / rate)}"
+    if set_aside:
+        parts["set_aside"] = f"{set_aside:,} rows set aside"
+    amounts = amounts or {}
+    tokens = amounts.get("prompt_tokens", 0) + amounts.get("completion_tokens", 0)
+    if tokens:
+        parts["tokens"] = f"{tokens:,.0f} tokens"
+    if amounts.get("cost"):
+        parts["cost"] = f"cost {amounts['cost']:.4g}"
+    return parts
+
+
+def _join(parts: dict[str, str], count: str, keep: set[str], prefix: str = "bulkinfer: ") -> str:
+    return prefix + ", ".join(
+        [parts[count], *(parts[name] for name in PARTS if name in keep and name in parts)]
+    )
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, cut between words (mid-word only for one long word)."""
+    words = text.split(" ")
+    while len(words) > 1 and len(" ".join(words)) > width:
+        words.pop()
+    return " ".join(words).rstrip(",")[:width]
+
+
 def progress_text(
     written: int,
     total: int | None,
@@ -72,28 +134,45 @@ def progress_text(
     set_aside: int = 0,
     done: bool = False,
     amounts: dict[str, float] | None = None,
+    width: int | None = None,
 ) -> str:
     """The line (see the module docstring); ``rate`` None: not known yet; ``amounts``: the
-    stages' running tokens and cost."""
-    parts: list[str] = []
-    if total is not None:
-        percent = 100.0 * written / total if total else 100.0
-        parts.append(f"{written:,} of {total:,} rows written ({percent:.0f}%)")
-    else:
-        parts.append(f"{written:,} rows written")
-    if rate is not None:
-        parts.append(f"{rate:,.1f} rows/s" if rate < 100 else f"{rate:,.0f} rows/s")
-        if total is not None and not done and rate > 0 and written < total:
-            parts.append(f"ETA {duration((total - written) / rate)}")
-    if set_aside:
-        parts.append(f"{set_aside:,} rows set aside")
-    amounts = amounts or {}
-    tokens = amounts.get("prompt_tokens", 0) + amounts.get("completion_tokens", 0)
-    if tokens:
-        parts.append(f"{tokens:,.0f} tokens")
-    if amounts.get("cost"):
-        parts.append(f"cost {amounts['cost']:.4g}")
-    return "bulkinfer: " + ", ".join(parts)
+    stages' running tokens and cost; ``width``: the most characters it may take (None: any),
+    reached by dropping parts in the order of :data:`DROP_ORDER`."""
+    parts = progress_parts(written, total, rate, set_aside, done, amounts)
+    keep = set(PARTS)
+    text = _join(parts, "count", keep)
+    if width is None:
+        return text
+    for name in DROP_ORDER:
+        if len(text) <= width:
+            return text
+        keep.discard(name)
+        text = _join(parts, "count", keep)
+    # A narrow terminal: the short count with the ETA, then without "bulkinfer: ", then
+    # without the ETA, and only then cut between words.
+    for kept, prefix in ((keep, "bulkinfer: "), (keep, ""), (set(), "")):
+        if len(text) <= width:
+            return text
+        text = _join(parts, "short_count", kept, prefix)
+    return text if len(text) <= width else _cut(text, width)
+
+
+def terminal_width(stream: TextIO) -> int:
+    """The columns of the terminal ``stream`` writes to: ``COLUMNS`` where set, else the
+    terminal's, else :func:`shutil.get_terminal_size`'s (stdout's terminal, else 80)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # not a terminal, or no file behind it
+            columns = 0
+    if columns <= 0:
+        columns = shutil.get_terminal_size((DEFAULT_COLUMNS, 24)).columns
+    return columns if columns > 0 else DEFAULT_COLUMNS
 
 
 class ProgressLine:
@@ -143,12 +222,15 @@ class ProgressLine:
                 continue
             self.show(written, set_aside)
 
-    def text(self, written: int, set_aside: int, done: bool = False) -> str:
-        """The line for this run's ``written`` rows (earlier runs' rows added)."""
+    def text(
+        self, written: int, set_aside: int, done: bool = False, width: int | None = None
+    ) -> str:
+        """The line for this run's ``written`` rows (earlier runs' rows added), in ``width``
+        characters where given."""
         seconds = self.clock() - self.started
         rate = written / seconds if written and seconds > 0 else None
         total = self.start_rows + written
-        return progress_text(total, self.total, rate, set_aside, done, self.amounts)
+        return progress_text(total, self.total, rate, set_aside, done, self.amounts, width)
 
     def show(self, written: int, set_aside: int, done: bool = False) -> None:
         """Draw the line (bar) or print it (log, only when the count changed)."""
@@ -157,14 +239,17 @@ class ProgressLine:
         if self.mode == "log" and not done and self.shown == (written, set_aside):
             return
         self.shown = (written, set_aside)
-        line = self.text(written, set_aside, done)
         try:
             if self.mode == "bar":
-                pad = " " * max(0, self.width - len(line))
+                # One column spare: a line as wide as the terminal leaves the cursor at its
+                # edge, where some terminals wrap and the next redraw starts a new row.
+                columns = max(1, terminal_width(self.stream) - 1)
+                line = self.text(written, set_aside, done, columns)
+                pad = " " * max(0, min(self.width, columns) - len(line))
                 self.width = len(line)
                 self.stream.write("\r" + line + pad + ("\n" if done else ""))
             else:
-                self.stream.write(line + "\n")
+                self.stream.write(self.text(written, set_aside, done) + "\n")
             self.stream.flush()
         except (OSError, ValueError):  # a closed stream: the job goes on without its line
             self._stopping.set()

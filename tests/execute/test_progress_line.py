@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 
 import pytest
 
 from pipeline.contract.settings import RunSettings
 from pipeline.execute import progress_line
-from pipeline.execute.progress_line import ProgressLine, duration, progress_text, resolve_mode
+from pipeline.execute.progress_line import (
+    ProgressLine,
+    duration,
+    progress_text,
+    resolve_mode,
+    terminal_width,
+)
 
 
 class Clock:
@@ -83,7 +90,8 @@ def test_log_mode_prints_a_line_when_the_count_changed_and_the_final_count():
     ]
 
 
-def test_bar_mode_redraws_in_place_and_ends_with_a_newline():
+def test_bar_mode_redraws_in_place_and_ends_with_a_newline(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     clock, out = Clock(), Tty()
     line = ProgressLine("auto", lambda: (0, 0, {}), total=None, stream=out, clock=clock)
     clock.now += 1
@@ -148,3 +156,77 @@ def test_a_stage_that_counts_tokens_shows_them_and_the_cost_so_far():
         "bulkinfer: 1,200 of 3,000 rows written (40%), 350 rows/s, ETA 5s, 48,210 tokens, "
         "cost 0.04125"
     )
+
+
+LLM = {"prompt_tokens": 40_000, "completion_tokens": 8_210, "cost": 0.04125}
+
+
+def test_a_line_too_wide_drops_set_aside_then_tokens_then_cost_then_rate():
+    def fit(width: int) -> str:
+        text = progress_text(1200, 3000, 350.0, set_aside=3, amounts=LLM, width=width)
+        assert len(text) <= width
+        return text
+
+    count = "bulkinfer: 1,200 of 3,000 rows written (40%)"
+    assert fit(200) == (
+        f"{count}, 350 rows/s, ETA 5s, 3 rows set aside, 48,210 tokens, cost 0.04125"
+    )
+    assert fit(100) == f"{count}, 350 rows/s, ETA 5s, 48,210 tokens, cost 0.04125"
+    assert fit(79) == f"{count}, 350 rows/s, ETA 5s, cost 0.04125"
+    assert fit(70) == f"{count}, 350 rows/s, ETA 5s"
+    assert fit(60) == f"{count}, ETA 5s"  # rows, percent and ETA are the last to go
+
+
+def test_a_narrow_terminal_shortens_the_count_before_cutting_between_words():
+    def fit(width: int) -> str:
+        return progress_text(1200, 3000, 350.0, set_aside=3, amounts=LLM, width=width)
+
+    assert fit(45) == "bulkinfer: 1,200/3,000 rows (40%), ETA 5s"
+    assert fit(40) == "1,200/3,000 rows (40%), ETA 5s"
+    assert fit(25) == "1,200/3,000 rows (40%)"
+    assert fit(20) == "1,200/3,000 rows"  # cut between words, never inside one
+    assert progress_text(1200, None, 350.0, width=30) == "bulkinfer: 1,200 rows written"
+
+
+def test_a_line_that_fits_is_unchanged():
+    assert progress_text(1200, 3000, 350.0, set_aside=3, width=84) == progress_text(
+        1200, 3000, 350.0, set_aside=3
+    )
+
+
+def test_an_llm_line_on_80_columns_keeps_rows_percent_and_eta():
+    text = progress_text(
+        123_456,
+        1_000_000,
+        41.5,
+        set_aside=1_234,
+        amounts={"prompt_tokens": 52_000_000, "completion_tokens": 9_000_000, "cost": 123.456},
+        width=79,
+    )
+    assert text == "bulkinfer: 123,456 of 1,000,000 rows written (12%), 41.5 rows/s, ETA 5h52m"
+
+
+def test_the_terminal_width_is_columns_else_80(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    assert terminal_width(Tty()) == 120
+    monkeypatch.delenv("COLUMNS")
+    monkeypatch.setattr(
+        progress_line.shutil, "get_terminal_size", lambda fallback: os.terminal_size(fallback)
+    )
+    assert terminal_width(Tty()) == 80  # no file behind it, no terminal on stdout
+
+
+def test_bar_mode_fits_the_terminal_and_log_mode_keeps_the_whole_line(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    clock = Clock()
+    bar, log = Tty(), io.StringIO()
+    for mode, out in (("bar", bar), ("log", log)):
+        line = ProgressLine(mode, lambda: (0, 0, {}), total=3000, stream=out, clock=clock)
+        line.amounts = LLM
+        clock.now += 4
+        line.show(1200, 3)
+        line.finish(3000, 3)
+    drawn = bar.getvalue().replace("\n", "\r").split("\r")
+    assert max(len(d) for d in drawn) <= 59, drawn  # one column spare
+    assert "\rbulkinfer: 1,200 of 3,000 rows written (40%), ETA 6s" in bar.getvalue()
+    assert "48,210 tokens, cost 0.04125" in log.getvalue().splitlines()[0]
