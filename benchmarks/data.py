@@ -68,6 +68,24 @@ def sentences(n: int, min_words: int = 8, max_words: int = 60) -> Path:
     return path
 
 
+def split_files(path: Path, parts: int) -> Path:
+    """The rows of the Parquet file ``path`` as a folder of ``parts`` files of consecutive rows
+    (``part-00000.parquet``, ...), written once beside it."""
+    import pyarrow.parquet as pq
+
+    folder = path.with_name(f"{path.stem}-{parts}-files")
+    if folder.exists():
+        return folder
+    table = pq.read_table(path)
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    step = -(-table.num_rows // parts)
+    for i in range(parts):
+        pq.write_table(table.slice(i * step, step), tmp / f"part-{i:05d}.parquet")
+    tmp.rename(folder)
+    return folder
+
+
 def features(n: int, d: int = 30, row_group_rows: int | None = None) -> Path:
     """A Parquet file of ``n`` rows x ``d`` float32 features (``f0``..) and an ``id`` column.
 

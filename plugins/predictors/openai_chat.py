@@ -134,11 +134,18 @@ class OpenAIChat(Predictor):
 
     @classmethod
     def calls_per_actor(cls, params: OpenAIChatParams, batch_size: int) -> int:
-        """Batches one actor works on at once: enough that eight times
-        ``max_concurrent_requests`` rows are waiting for a slot or a reply (a batch's slowest
-        replies then never leave slots idle: with log-normal reply times a batch of 32 often
-        holds one reply ten times the median), at least 2, at most 64 (threads of the actor)."""
-        return max(2, min(64, -(-8 * params.max_concurrent_requests // batch_size)))
+        """Batches one actor works on at once: enough that 24 times ``max_concurrent_requests``
+        rows are in the actor, at least 2, at most 64 (threads of the actor).
+
+        A batch spends most of its time waiting for its slowest replies: with log-normal reply
+        times (median 0.4 s, up to 7 s) 128 rows over 32 slots are sent in about 2.4 s, then
+        the batch waits up to 5 s more for its last ones. Only batches still sending keep the
+        slots busy, so an actor needs several times more batches in hand than the slots can
+        take at once: measured with ``benchmarks/llm.py --latency`` (4,000 prompts, 32 slots),
+        8 times the slots in rows kept the job at 0.76x the plain asyncio loop's speed with
+        batches of 128, 0.94x with batches of 32 (docs/llm.md, "Performance").
+        """
+        return max(2, min(64, -(-24 * params.max_concurrent_requests // batch_size)))
 
     @classmethod
     def job_services(cls, params: OpenAIChatParams) -> dict[str, Any]:
