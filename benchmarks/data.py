@@ -2,8 +2,8 @@
 
 * ``sentences(n)``: ``n`` English-like sentences of 8 to 60 words (uniform), built from the words
   of the sentences shipped with bulkinfer, columns ``id`` and ``text``.
-* ``sentence_files(n, files)``: the same ``n`` sentences in a folder of ``files`` Parquet files of
-  equal size (the peer benchmark's input).
+* ``split_files(path, parts)``: a Parquet file's rows as a folder of ``parts`` files (the layout
+  and peer benchmarks' inputs).
 * ``features(n, d)``: ``n`` rows of ``d`` float32 features ``f0..f{d-1}`` plus an ``id`` column.
 * ``xgb_model(d)``: an XGBoost regressor of 20 trees trained on 20,000 rows of that data.
 * ``images(n)``: a folder of ``n`` RGB JPEG files, 160-320 pixels a side, in subfolders of 500.
@@ -70,23 +70,21 @@ def sentences(n: int, min_words: int = 8, max_words: int = 60) -> Path:
     return path
 
 
-def sentence_files(n: int, files: int = 8) -> Path:
-    """A folder of ``files`` Parquet files holding :func:`sentences` ``(n)``, written once."""
-    import shutil
-
+def split_files(path: Path, parts: int) -> Path:
+    """The rows of the Parquet file ``path`` as a folder of ``parts`` files of consecutive rows
+    (``part-00000.parquet``, ...), written once beside it."""
     import pyarrow.parquet as pq
 
-    folder = cache_dir() / f"sentences-v{VERSION}-{n}-in-{files}-files"
+    folder = path.with_name(f"{path.stem}-{parts}-files")
     if folder.exists():
         return folder
-    table = pq.read_table(sentences(n))
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    step = -(-n // files)
-    for i, start in enumerate(range(0, n, step)):
-        pq.write_table(table.slice(start, step), tmp / f"part-{i:03d}.parquet")
-    os.replace(tmp, folder)
+    table = pq.read_table(path)
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    step = -(-table.num_rows // parts)
+    for i in range(parts):
+        pq.write_table(table.slice(i * step, step), tmp / f"part-{i:05d}.parquet")
+    tmp.rename(folder)
     return folder
 
 
@@ -139,7 +137,7 @@ def images(n: int) -> Path:
     """A folder of ``n`` generated RGB JPEG files (``000/00000.jpg``...), written once."""
     import shutil
 
-    from tools.sample_images import write_benchmark_images
+    from plugins.samples.images import write_benchmark_images
 
     path = cache_dir() / f"images-v{VERSION}-{n}"
     if path.exists():
@@ -158,7 +156,7 @@ def resnet(width: int = 8, classes: int = 10) -> Path:
     """
     import shutil
 
-    from tools.tiny_models import build_torch_resnet
+    from plugins.samples.models import build_torch_resnet
 
     folder = cache_dir() / f"resnet18-v{VERSION}-w{width}-c{classes}"
     if not folder.exists():

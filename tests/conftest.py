@@ -47,14 +47,14 @@ def cli():
 
 # -- tiny models, built once per test session (no model hub: GPT2Config / BertConfig + BPE) -----
 
-if str(ROOT) not in sys.path:  # tools/ is a folder of the clone, not of the installed package
+if str(ROOT) not in sys.path:  # tools/ and benchmarks/ are folders of the clone, not the wheel
     sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:
     """A 2-layer GPT-2 with a byte-level BPE tokenizer, saved with save_pretrained."""
-    from tools.tiny_models import build_gpt2
+    from plugins.samples.models import build_gpt2
 
     return build_gpt2(tmp_path_factory.mktemp("models") / "tiny-gpt2")
 
@@ -62,7 +62,7 @@ def tiny_gpt2(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_classifier(tmp_path_factory) -> Path:
     """A 2-layer BERT text classifier (labels NEGATIVE, POSITIVE), saved with save_pretrained."""
-    from tools.tiny_models import build_encoder
+    from plugins.samples.models import build_encoder
 
     return build_encoder(tmp_path_factory.mktemp("models") / "tiny-classifier", "classifier")
 
@@ -88,7 +88,7 @@ def postgres():
 @pytest.fixture(scope="session")
 def tiny_gpt2_chat(tmp_path_factory) -> Path:
     """A tiny GPT-2 with a chat template that answers every chat prompt with CHAT_REPLY."""
-    from tools.tiny_models import build_gpt2_chat
+    from plugins.samples.models import build_gpt2_chat
 
     return build_gpt2_chat(tmp_path_factory.mktemp("models") / "tiny-gpt2-chat")
 

@@ -3,12 +3,14 @@
 It listens on 127.0.0.1, forwards each request to a loopback upstream (keep-alive on both
 sides) and, when a scripted fault matches, answers for the upstream instead:
 
-- ``Fault.http(429, retry_after="1")`` / ``Fault.http(500)``: that status, not forwarded;
+- ``Fault.http(429, retry_after="1")`` / ``Fault.http(500)``: that status, not forwarded (with
+  ``error=`` the body's ``error`` object, e.g. ``{"code": "insufficient_quota", ...}``);
 - ``Fault.slow(seconds)``: waits, then forwards (a client with a shorter timeout gives up);
 - ``Fault.malformed()``: 200 with a body that is not JSON, not forwarded;
 - ``Fault.drop()``: closes the connection without an answer, not forwarded;
-- ``Fault.answer(text)``: 200 with a well-formed chat completion whose content is ``text``, not
-  forwarded (a server that answered something else than the model would have).
+- ``Fault.answer(text, finish_reason="stop")``: 200 with a well-formed chat completion whose
+  content is ``text`` (None: ``content: null``), not forwarded (a server that answered
+  something else than the model would have).
 
 Faults are given by request number (``on_requests={1: fault, 3: fault}``, counting every request
 from 1 in arrival order) or by rule (``add_rule(lambda body: b"row-3" in body, fault,
@@ -54,13 +56,18 @@ class Fault:
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     delay_s: float = 0.0
-    text: str = ""
+    text: str | None = ""
+    finish_reason: str = "stop"
+    error: str = '{"message": "injected by the fault proxy"}'  # JSON of the error object
 
     @classmethod
-    def http(cls, status: int, retry_after: str | None = None) -> Fault:
-        """Answer ``status`` (with a ``Retry-After`` header when given) instead of forwarding."""
+    def http(cls, status: int, retry_after: str | None = None, error: dict | None = None) -> Fault:
+        """Answer ``status`` (with a ``Retry-After`` header when given) instead of forwarding;
+        the body is ``{"error": error}`` (default: a message naming the proxy)."""
         headers = (("Retry-After", retry_after),) if retry_after is not None else ()
-        return cls("status", status=status, headers=headers)
+        if error is None:
+            return cls("status", status=status, headers=headers)
+        return cls("status", status=status, headers=headers, error=json.dumps(error))
 
     @classmethod
     def slow(cls, seconds: float) -> Fault:
@@ -73,9 +80,10 @@ class Fault:
         return cls("malformed")
 
     @classmethod
-    def answer(cls, text: str) -> Fault:
-        """Answer 200 with a chat completion of ``text`` (and usage) instead of forwarding."""
-        return cls("answer", text=text)
+    def answer(cls, text: str | None, finish_reason: str = "stop") -> Fault:
+        """Answer 200 with a chat completion of ``text`` (None: ``content: null``), that
+        ``finish_reason`` and usage, instead of forwarding."""
+        return cls("answer", text=text, finish_reason=finish_reason)
 
     @classmethod
     def drop(cls) -> Fault:
@@ -271,7 +279,7 @@ class FaultProxy:
             return False
         if fault is not None and fault.kind == "status":
             record.status = fault.status
-            payload = b'{"error": {"message": "injected by the fault proxy"}}'
+            payload = b'{"error": ' + fault.error.encode() + b"}"
             await self._answer(writer, fault.status, payload, fault.headers)
             return True
         if fault is not None and fault.kind == "answer":
@@ -283,7 +291,7 @@ class FaultProxy:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": fault.text},
-                        "finish_reason": "stop",
+                        "finish_reason": fault.finish_reason,
                     }
                 ],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},

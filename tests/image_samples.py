@@ -3,14 +3,16 @@ readers of a job's Parquet output. Models and folders are built by each module's
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from PIL import Image
 
-from tools.sample_images import picture, write_image, write_test_images
+from plugins.samples.images import picture, write_image, write_test_images
 
 #: Small pictures of several sizes, one grey ([h, w, 1]); as inline rows they are nested lists.
 PICTURES = [picture(12 + 2 * i, 16 - i, seed=i) for i in range(5)] + [picture(14, 10, 9)[:, :, :1]]
@@ -57,3 +59,32 @@ def images_of(out: Path) -> dict[str, np.ndarray]:
 
 def manifest_of(out: Path) -> dict:
     return json.loads((out / "_SUCCESS").read_text())
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    """``image`` saved in ``fmt`` (a file's bytes)."""
+    out = io.BytesIO()
+    image.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+def deep_picture(height: int, width: int) -> np.ndarray:
+    """A 16-bit grey picture over the whole range 0-65535 (a gradient)."""
+    ramp = np.linspace(0, 65535, height * width).round().astype(np.uint16)
+    return ramp.reshape(height, width)
+
+
+def mode_files() -> dict[str, bytes]:
+    """Image files (name -> bytes) stored in modes other than L, RGB and RGBA: CMYK, palette
+    (with and without a transparent colour), LA, 1-bit, YCbCr and LAB."""
+    rgb = Image.fromarray(picture(24, 36, seed=5))
+    return {
+        "cmyk.jpg": encoded(rgb.convert("CMYK"), "JPEG", quality=95),
+        "palette.png": encoded(rgb.quantize(colors=16), "PNG"),
+        "palette_transparent.png": encoded(rgb.quantize(colors=16), "PNG", transparency=2),
+        "grey_alpha.png": encoded(rgb.convert("LA"), "PNG"),
+        "one_bit.png": encoded(rgb.convert("1"), "PNG"),
+        "cmyk.tif": encoded(rgb.convert("CMYK"), "TIFF"),
+        "ycbcr.tif": encoded(rgb.convert("YCbCr"), "TIFF"),
+        "lab.tif": encoded(rgb.convert("LAB"), "TIFF"),
+    }

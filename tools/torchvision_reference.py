@@ -30,7 +30,7 @@ OUTPUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "image_tran
 
 def images() -> list[np.ndarray]:
     """The test images: ``[h, w, c]`` uint8 of several shapes, 3 and 1 channels."""
-    from tools.sample_images import picture
+    from plugins.samples.images import picture
 
     rgb = [picture(h, w, seed=i) for i, (h, w) in enumerate([(37, 53), (64, 48), (20, 20)])]
     grey = picture(45, 31, seed=9).mean(axis=2, keepdims=True).astype(np.uint8)

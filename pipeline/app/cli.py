@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.contract.errors import BulkInferError
+from pipeline.contract.errors import BulkInferError, Interrupted
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -20,6 +25,48 @@ def sample_path(name: str) -> str:
 
 
 def report(error: BulkInferError) -> int:
-    """Print a user error the way every bulkinfer command does; return its exit status."""
-    print(f"bulkinfer: error: {error}", file=sys.stderr)
+    """Print a user error the way every bulkinfer command does; return its exit status.
+
+    A stopped job (:class:`~pipeline.contract.errors.Interrupted`) is no error: its line says
+    what was written and how to finish."""
+    what = "" if isinstance(error, Interrupted) else "error: "
+    print(f"bulkinfer: {what}{error}", file=sys.stderr)
     return error.exit_code
+
+
+#: Exit status of a process stopped by SIGINT (128 + 2), as shells report Ctrl-C.
+STOPPED = 130
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """Ctrl-C (SIGINT) or SIGTERM stops the job as a ``KeyboardInterrupt``, which the runner
+    turns into :class:`~pipeline.contract.errors.Interrupted` with what it kept; a second one
+    while the job stops ends the process at once with status 130. Every step of a staged
+    output is atomic, so the staging area stays resumable either way. Outside the main thread
+    (where Python delivers signals) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signals}
+    stopping = False
+
+    def at_once(signum: int, frame: object) -> None:
+        os._exit(STOPPED)
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for s in signals:
+            signal.signal(s, at_once)
+        raise KeyboardInterrupt
+
+    for s in signals:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        if not stopping:  # once stopping, a second signal still ends the process at once
+            for s, handler in previous.items():
+                signal.signal(s, handler)

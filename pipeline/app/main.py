@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.app import configs
-from pipeline.app.cli import report, sample_path
+from pipeline.app.cli import STOPPED, report, sample_path, stop_signals
 from pipeline.app.metrics import JobInfo, Recorder, sentence
 from pipeline.app.overrides import one_line, relaxed
 from pipeline.contract.errors import BulkInferError, ConfigError
@@ -134,7 +134,8 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
             return None
         from pipeline.execute.runner import run_job
 
-        result = run_job(config, started=started, recorder=recorder)
+        with stop_signals():
+            result = run_job(config, started=started, recorder=recorder)
     except Exception as error:
         try:
             recorder.failed(error)
@@ -229,9 +230,12 @@ def main(cfg: DictConfig) -> Any:
         return run(cfg, job)
     except BulkInferError as error:
         status = report(error)
-        if not multirun:
+        if not multirun or status == STOPPED:  # a stopped sweep stops
             sys.exit(status)
         failed_jobs.append(status)
+    except KeyboardInterrupt:  # before the job ran (planning, starting Ray)
+        print("bulkinfer: interrupted before the job started; nothing was written", file=sys.stderr)
+        sys.exit(STOPPED)
     except Exception:
         if not multirun:
             raise

@@ -3,9 +3,10 @@
 The same commands run as ``python -m pipeline.app.plugin_cli list | describe NAME``.
 
 ``list`` prints every registered plugin by kind with the package it came from, checking that each
-one imports (a broken plugin is listed with the reason and does not hide the others), then the
-config packages. ``describe`` imports only the plugin it is asked about and prints its params and
-default stage settings from the pydantic models, plus a config to start from.
+one imports (a broken plugin is listed with the reason and does not hide the others) and that its
+extras are installed (else the pip command that installs them), then the config packages.
+``describe`` imports only the plugin it is asked about and prints its params and default stage
+settings from the pydantic models, plus a config to start from.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import difflib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,10 +23,13 @@ from pydantic import BaseModel
 from pipeline.app import configs
 from pipeline.app.cli import report
 from pipeline.contract.errors import BulkInferError, ConfigError, PluginNotFoundError
-from pipeline.contract.plugin import Plugin
+from pipeline.contract.plugin import PLUGIN_API, Plugin
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import MapStage
 from pipeline.plan import registry
+
+#: The pins bulkinfer is tested with on machines without a GPU (package data of the wheel).
+CONSTRAINTS = Path(__file__).resolve().parent.parent / "constraints.txt"
 
 
 def summary(plugin: type[Plugin]) -> str:
@@ -53,9 +58,13 @@ def list_lines() -> list[str]:
         for name, info in registry.available(kind).items():
             clash = registry.clashes(kind).get(name)
             try:
-                status = summary(registry.load(kind, name))
+                plugin = registry.load(kind, name, require_extras=False)
             except BulkInferError as exc:
                 status = f"BROKEN: {exc.message}"
+            else:
+                missing = registry.missing_extras(plugin)
+                hint = registry.install_hint(info, missing) if missing else ""
+                status = f"MISSING EXTRA: {hint}" if missing else summary(plugin)
             package = " + ".join(i.package for i in clash) if clash else info.package
             rows.append([name, package, status])
         lines += _table(rows) if rows else ["  (none installed)"]
@@ -201,10 +210,16 @@ def describe_lines(spec: str) -> list[str]:
     """The report ``describe`` prints; imports only the plugin described."""
     kind, name = resolve(spec)
     info = registry.info(kind, name)
-    plugin = registry.load(kind, name)
+    plugin = registry.load(kind, name, require_extras=False)
     lines = [f"{kind} {name!r} from {info.package} ({info.value})"]
     if summary(plugin):
         lines.append(f"  {summary(plugin)}")
+    if info.distribution != "bulkinfer":  # a third party's: which contract it was built for
+        built_for = plugin.plugin_api or "1.0 (it does not say: the oldest contract)"
+        lines.append(f"  built for plugin contract {built_for}; bulkinfer provides {PLUGIN_API}")
+    missing = registry.missing_extras(plugin)
+    if missing:
+        lines.append(f"  MISSING EXTRA: {registry.install_hint(info, missing)}")
     lines += ["", "params:"] + _table(field_rows(plugin.Params))
     if issubclass(plugin, MapStage):
         stage = plugin.default_stage.model_dump()
@@ -233,7 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("list", help="every plugin by kind, its package, and config packages")
     describe = commands.add_parser("describe", help="one plugin's params and stage settings")
     describe.add_argument("name", help="NAME, or KIND/NAME when several kinds use the name")
+    commands.add_parser(
+        "constraints",
+        help="the path of the pip constraints bulkinfer is tested with (CPU machines): "
+        'pip install -c "$(bulkinfer-plugins constraints)" PACKAGE',
+    )
     args = parser.parse_args(argv)
+    if args.command == "constraints":
+        print(CONSTRAINTS)
+        return 0
     try:
         lines = list_lines() if args.command == "list" else describe_lines(args.name)
     except BulkInferError as error:

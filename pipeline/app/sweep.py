@@ -3,15 +3,18 @@
 Every job writes ``metrics.json`` into its folder (a failed job too, with its error). At the end
 of the sweep :func:`summarize` reads them and writes into the sweep folder:
 
-- ``summary.csv`` and ``summary.md``: one row per job with the swept values, steady-state rows/s
-  (after the first output: Ray's start and the model load, which only the first job of a sweep
-  pays in full, left out), the whole job's rows/s, times, whether the job started Ray or reused
-  the warm one of an earlier job, driver peak memory and status;
-- ``throughput.png``: steady-state rows/s (and, dashed, the whole job's) against the first
-  numeric swept key, from zero, one line per combination of the other swept keys (needs
-  matplotlib: ``pip install bulkinfer[plots]``);
+- ``summary.csv`` and ``summary.md``: one row per job with the swept values, the steady rows/s
+  (after the first output, where it was measured over a long enough span: see
+  :func:`pipeline.app.metrics.steady_rate`), the whole job's rows/s, times, whether the job
+  started Ray (cold: Ray's start and fresh worker processes in its figures) or reused the warm
+  one of an earlier job, driver peak memory and status;
+- ``throughput.png``: the figure the jobs are compared by (:func:`compared_figure`) against the
+  first numeric swept key, from zero, one line per combination of the other swept keys, jobs
+  that started Ray drawn apart (needs matplotlib: ``pip install bulkinfer[plots]``);
 
-and returns a report that ends with the best setting as command-line overrides.
+and returns a report that ends with the best setting as command-line overrides. Jobs are
+compared only with jobs as warm as they are: when some jobs reused the Ray an earlier job
+started, the jobs that started it are left out of "best", and the report says so.
 
 :class:`SweepSummary` calls it from Hydra (``hydra.callbacks`` in ``conf/config.yaml``). This
 module does not import Hydra: Hydra calls a callback's hooks by name, so the class implements
@@ -130,17 +133,65 @@ def swept_keys(rows: list[JobRow]) -> list[str]:
     return [k for k in keys if len({row.values.get(k, "") for row in rows}) > 1]
 
 
-def rate(row: JobRow) -> float | None:
-    """The figure jobs are compared by: steady-state rows/s (after the first output, so Ray's
-    start and the model load, which the first job of a sweep pays alone, do not count), else
-    the whole job's rows/s."""
-    return row.get("steady_rows_per_s") or row.get("rows_per_s")
+#: The figures a sweep can compare jobs by: metrics.json key -> how the summary names it.
+FIGURES = {
+    "steady_rows_per_s": "rows/s after the first output",
+    "rows_per_s": "rows/s of the whole job",
+}
+
+
+def _cold(row: JobRow) -> bool:
+    return row.ray == "started"
+
+
+def compared(rows: list[JobRow]) -> list[JobRow]:
+    """The completed jobs that are compared: all of them, or, when some reused a warm Ray,
+    only those (a job that started Ray paid its start-up and cold workers)."""
+    done = [r for r in rows if r.status == "completed" and r.get("rows_per_s")]
+    warm = [r for r in done if not _cold(r)]
+    return warm if warm and len(warm) < len(done) else done
+
+
+def compared_figure(rows: list[JobRow]) -> str:
+    """``steady_rows_per_s`` when every compared job has it, else ``rows_per_s``: one figure
+    for all jobs (a steady rate against a whole-job rate would compare unlike things)."""
+    jobs = compared(rows)
+    if jobs and all(r.get("steady_rows_per_s") for r in jobs):
+        return "steady_rows_per_s"
+    return "rows_per_s"
+
+
+def rate(row: JobRow, figure: str = "rows_per_s") -> float | None:
+    """The job's ``figure`` (a key of :data:`FIGURES`)."""
+    return row.get(figure)
 
 
 def best(rows: list[JobRow]) -> JobRow | None:
-    """The completed job with the highest :func:`rate`."""
-    done = [r for r in rows if r.status == "completed" and rate(r)]
-    return max(done, key=rate) if done else None
+    """The compared job (:func:`compared`) with the highest :func:`compared_figure`."""
+    figure = compared_figure(rows)
+    jobs = [r for r in compared(rows) if rate(r, figure)]
+    return max(jobs, key=lambda r: rate(r, figure)) if jobs else None
+
+
+def caveats(rows: list[JobRow]) -> list[str]:
+    """What the reader of "best" must know: jobs left out as colder than the rest."""
+    done = [r for r in rows if r.status == "completed" and r.get("rows_per_s")]
+    left_out = [r for r in done if r not in compared(rows)]
+    if not left_out:
+        if len(done) > 1 and all(_cold(r) for r in done):
+            return ["every job started its own Ray: each figure includes Ray's start-up"]
+        return []
+    names = ", ".join(f"job {_fmt(r.num)}" for r in left_out)
+    again = "sweep its value again later in the sweep"
+    keys = swept_keys(rows)
+    if len(keys) == 1:
+        values = [r.values.get(keys[0], "") for r in rows] + [left_out[0].values.get(keys[0], "")]
+        again += f" ({keys[0]}={','.join(values)})"
+    return [
+        f"{names} started Ray, so its figures include Ray's start-up and cold worker "
+        f"processes; it is not compared with the jobs that reused that Ray. To compare its "
+        f"setting, {again}"
+    ]
 
 
 def _fmt(value: Any) -> str:
@@ -155,7 +206,15 @@ def table(rows: list[JobRow]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the summary (shared by the CSV and the Markdown)."""
     keys = swept_keys(rows)
     header = ["job", "status", *keys]
-    figures = ("rows_out", "steady_rows_per_s", "rows_per_s", "wall_s", "job_s", "first_output_s")
+    figures = (
+        "rows_out",
+        "steady_rows_per_s",
+        "steady_span_s",
+        "rows_per_s",
+        "wall_s",
+        "job_s",
+        "first_output_s",
+    )
     header += [*figures, "ray", "driver_peak_mib", "fingerprint", "error"]
     cells = []
     for row in rows:
@@ -184,14 +243,24 @@ def _md_cell(text: str, limit: int = 120) -> str:
     return text.replace("|", "\\|")
 
 
-def markdown(rows: list[JobRow]) -> str:
-    """The summary as a Markdown table, with the best job's overrides below it."""
+def markdown_table(rows: list[JobRow]) -> list[str]:
+    """The summary's lines as a Markdown table."""
     header, cells = table(rows)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in cells]
+    return lines + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in cells]
+
+
+def markdown(rows: list[JobRow]) -> str:
+    """The summary as a Markdown table, with the best job's overrides and caveats below it."""
+    lines = markdown_table(rows)
     winner = best(rows)
     if winner is not None:
-        lines += ["", f"Best: {rate(winner):,.1f} rows/s with `{best_override(rows)}`"]
+        figure = compared_figure(rows)
+        lines += [
+            "",
+            f"Best: {rate(winner, figure):,.1f} {FIGURES[figure]} with `{best_override(rows)}`",
+        ]
+    lines += [f"Note: {c}." for c in caveats(rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -214,14 +283,31 @@ def _as_number(text: str) -> float | None:
 
 
 def plot_throughput(rows: list[JobRow], path: Path) -> Path | None:
-    """rows/s against the first numeric swept key, a line per other swept values; None if
-    there is nothing to plot or matplotlib is not installed."""
-    done = [r for r in rows if r.status == "completed" and rate(r) is not None]
+    """Save :func:`throughput_figure` as a PNG at ``path``; None if there is nothing to plot or
+    matplotlib is not installed."""
+    fig = throughput_figure(rows)
+    if fig is None:
+        return None
+    fig.savefig(path)
+    return path
+
+
+def throughput_figure(rows: list[JobRow]) -> Any | None:
+    """The compared figure against the first numeric swept key, a line per other swept values,
+    as a matplotlib ``Figure``; None if there is nothing to plot or no matplotlib.
+
+    The y axis is :func:`compared_figure` (named on the axis). When that is the steady rate, the
+    whole job's rows/s is drawn too, dashed, and the legend says so. Jobs left out of the
+    comparison (they started Ray, see :func:`compared`) are hollow markers, not on the lines.
+    """
+    figure = compared_figure(rows)
+    done = [r for r in rows if r.status == "completed" and rate(r, figure) is not None]
     if not done:
         return None
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
     except ImportError:
         log.warning("no throughput.png: matplotlib is not installed (pip install bulkinfer[plots])")
         return None
@@ -229,9 +315,10 @@ def plot_throughput(rows: list[JobRow], path: Path) -> Path | None:
     numeric = [k for k in keys if all(_as_number(r.values.get(k, "")) is not None for r in done)]
     x_key = numeric[0] if numeric else (keys[0] if keys else None)
     others = [k for k in keys if k != x_key]
+    kept = set(map(id, compared(rows)))
     series: dict[str, list[JobRow]] = {}
     for row in done:
-        label = ", ".join(f"{k}={row.values.get(k, '')}" for k in others) or "rows/s"
+        label = ", ".join(f"{k}={row.values.get(k, '')}" for k in others) or FIGURES[figure]
         series.setdefault(label, []).append(row)
 
     fig = Figure(figsize=(7, 4.5), dpi=100)
@@ -250,17 +337,42 @@ def plot_throughput(rows: list[JobRow], path: Path) -> Path | None:
             return float(categories.index(row.values.get(x_key, "")))
         return _as_number(row.values[x_key]) or 0.0
 
+    handles: list[Any] = []
     for label, members in series.items():
         members = sorted(members, key=x_of)
-        line = ax.plot([x_of(r) for r in members], [rate(r) for r in members], marker="o")
-        ax.plot(
-            [x_of(r) for r in members],
-            [r.get("rows_per_s") for r in members],
-            linestyle="--",
-            color=line[0].get_color(),
-            alpha=0.5,
-        )
-        line[0].set_label(label)
+        on_line = [r for r in members if id(r) in kept]
+        cold = [r for r in members if id(r) not in kept]
+        line = ax.plot([x_of(r) for r in on_line], [rate(r, figure) for r in on_line], marker="o")[
+            0
+        ]
+        color = line.get_color()
+        if cold:
+            ax.plot(
+                [x_of(r) for r in cold],
+                [rate(r, figure) for r in cold],
+                linestyle="none",
+                marker="o",
+                markerfacecolor="none",
+                color=color,
+            )
+        if figure == "steady_rows_per_s":
+            ax.plot(
+                [x_of(r) for r in on_line],
+                [rate(r, "rows_per_s") for r in on_line],
+                linestyle="--",
+                color=color,
+                alpha=0.6,
+            )
+        handles.append(Line2D([], [], color=color, marker="o", label=label))
+    if figure == "steady_rows_per_s":
+        handles.append(Line2D([], [], color="grey", linestyle="--", label="whole job"))
+    if len(kept) < len(done):
+        handles.append(
+            Line2D(
+                [], [], color="grey", marker="o", markerfacecolor="none", linestyle="none",
+                label="started Ray (not compared)",
+            )
+        )  # fmt: skip
     if categories:
         ax.set_xticks(range(len(categories)), categories)
     else:
@@ -271,28 +383,27 @@ def plot_throughput(rows: list[JobRow], path: Path) -> Path | None:
     winner = best(rows)
     if winner is not None and winner in done:
         ax.annotate(
-            f"best {rate(winner):,.1f}",
-            (x_of(winner), rate(winner)),
+            f"best {rate(winner, figure):,.1f}",
+            (x_of(winner), rate(winner, figure)),
             textcoords="offset points",
             xytext=(0, 8),
             ha="center",
         )
     failed = len(rows) - len(done)
     title = f"throughput by {x_key}" if x_key else "throughput by job"
-    ax.set_title(title + (f" ({failed} job(s) failed, not shown)" if failed else ""))
+    ax.set_title(title + (f" ({failed} job(s) not shown: failed or no figure)" if failed else ""))
     ax.set_xlabel(x_key or "job")
-    ax.set_ylabel("rows/s after the first output (dashed: whole job)")
+    ax.set_ylabel(FIGURES[figure])
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.08, y=0.15)
     ax.set_ylim(bottom=0)
-    if len(series) > 1:
-        ax.legend(fontsize="small")
+    if len(handles) > 1:
+        ax.legend(handles=handles, fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return fig
 
 
-def summarize(sweep_dir: str | os.PathLike[str], command: str = "python -m pipeline") -> str:
+def summarize(sweep_dir: str | os.PathLike[str], command: str = "bulkinfer") -> str:
     """Write summary.csv, summary.md and throughput.png into ``sweep_dir``; return the report."""
     root = Path(sweep_dir)
     rows = collect(root)
@@ -307,15 +418,19 @@ def summarize(sweep_dir: str | os.PathLike[str], command: str = "python -m pipel
         counts[row.status] = counts.get(row.status, 0) + 1
     states = ", ".join(f"{n} {status}" for status, n in counts.items())
     written = ", ".join(str(p) for p in (csv_path, md_path, png) if p is not None)
-    lines = [markdown(rows).rstrip("\n"), "", f"bulkinfer sweep: {len(rows)} jobs ({states})"]
+    lines = [*markdown_table(rows), "", f"bulkinfer sweep: {len(rows)} jobs ({states})"]
     lines.append(f"summary: {written}")
     winner = best(rows)
     if winner is None:
         lines.append("best: none (no job completed)")
     else:
-        lines.append(f"best: {rate(winner):,.1f} rows/s with {best_override(rows)}")
+        figure = compared_figure(rows)
+        lines.append(
+            f"best: {rate(winner, figure):,.1f} {FIGURES[figure]} with {best_override(rows)}"
+        )
         full = " ".join(shlex.quote(o) for o in winner.overrides)
         lines.append(f"  rerun it: {command} {full}".rstrip())
+    lines += [f"  note: {c}" for c in caveats(rows)]
     return "\n".join(lines)
 
 
@@ -327,7 +442,7 @@ class SweepSummary:
     process.
     """
 
-    def __init__(self, command: str = "python -m pipeline") -> None:
+    def __init__(self, command: str = "bulkinfer") -> None:
         self.command = command
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:

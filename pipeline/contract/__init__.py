@@ -12,8 +12,13 @@ One module per plugin kind, each opening with its required and optional hooks:
 predictors), :mod:`~pipeline.contract.sink`; beside them what every plugin shares
 (:mod:`~pipeline.contract.plugin`), stage settings (:mod:`~pipeline.contract.settings`), errors
 (:mod:`~pipeline.contract.errors`), Arrow type names (:mod:`~pipeline.contract.schema`), batch
-formats (:mod:`~pipeline.contract.batches`), secrets masking and bounded calls to remote
+formats (:mod:`~pipeline.contract.batches`), a stage's journal of results
+(:mod:`~pipeline.contract.journal`), secrets masking and bounded calls to remote
 services (:mod:`~pipeline.contract.reach`). Nothing here imports Ray, Hydra or a model library.
+
+The contract is versioned: :data:`PLUGIN_API` (``"MAJOR.MINOR"``) is the version this bulkinfer
+provides, and a plugin class may say which version it was built for (``plugin_api = "1.1"``); a
+plugin built for another major version is refused when it loads.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from pipeline.contract.errors import (
     PluginLoadError,
     PluginNotFoundError,
 )
-from pipeline.contract.plugin import IOContext, Plugin, PluginParams
+from pipeline.contract.journal import Journal
+from pipeline.contract.plugin import PLUGIN_API, IOContext, Plugin, PluginParams
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.sink import (
     DatasetSink,
@@ -46,6 +52,7 @@ from pipeline.contract.source import WHOLE_SOURCE, Preview, Source, WorkUnit
 from pipeline.contract.stage import MapStage, Predictor, Preprocessor
 
 __all__ = [
+    "PLUGIN_API",
     "WHOLE_SOURCE",
     "BulkInferError",
     "ColumnNotFoundError",
@@ -56,6 +63,7 @@ __all__ = [
     "FileOutput",
     "FileSink",
     "IOContext",
+    "Journal",
     "JobStore",
     "MapStage",
     "OutputError",

@@ -23,6 +23,24 @@ class BulkInferError(Exception):
     def __reduce__(self):  # keep the error picklable across Ray processes
         return (_rebuild, (type(self), self.message, self.key))
 
+    def rebuilt(self, message: str | None = None, key: str | None = None) -> BulkInferError:
+        """A new error of this error's own bulkinfer class (``message`` and ``key`` replaced
+        where given), without its traceback.
+
+        Ray delivers an error a task raised as an instance of a class it makes on the fly, a
+        subclass of both ``ray.exceptions.RayTaskError`` and the original class, whose
+        constructor takes other arguments; the class built here is the first in the error's
+        method resolution order that Ray did not make.
+        """
+        cls = next(
+            c
+            for c in type(self).__mro__
+            if issubclass(c, BulkInferError)
+            and not c.__module__.startswith("ray.")
+            and "RayTaskError" not in c.__name__
+        )
+        return cls(self.message if message is None else message, key=key or self.key)
+
     def within(self, block: str) -> BulkInferError:
         """This error with its key made absolute under a stage's config block.
 
@@ -35,7 +53,7 @@ class BulkInferError(Exception):
             key = f"{block}.params" if block != "sink" else block
         elif key == "params" or key.startswith(("params.", "stage.")):
             key = f"{block}.{key}"
-        return type(self)(self.message, key=key)
+        return self.rebuilt(key=key)
 
 
 def _rebuild(cls: type[BulkInferError], message: str, key: str | None) -> BulkInferError:
@@ -67,6 +85,13 @@ class OutputError(BulkInferError):
     work is kept in the staging folder for ``run.resume=true``."""
 
     exit_code = 1
+
+
+class Interrupted(BulkInferError):
+    """The user stopped the job (Ctrl-C, SIGINT or SIGTERM); what it finished is kept for
+    ``run.resume=true``. The command line prints the message as it is and exits 130."""
+
+    exit_code = 130
 
 
 class EmptyInputError(DataError):

@@ -1,5 +1,5 @@
 """What every plugin kind shares: its ``Params`` base, the class attributes every plugin
-has, and the I/O settings sources and sinks are built with."""
+has, the contract's version, and the I/O settings sources and sinks are built with."""
 
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ class PluginParams(BaseModel):
     )
 
 
+#: The version of the plugin contract this bulkinfer provides, ``"MAJOR.MINOR"``. 1.0 is
+#: bulkinfer 0.1's layout (``pipeline.interfaces``, ``pipeline.errors``, ...); 1.1 is bulkinfer
+#: 0.2's ``pipeline.contract`` package; 1.2 adds ``Plugin.extras`` and ``MapStage.env_vars``;
+#: 1.3 adds ``MapStage.calls_per_actor`` and ``MapStage.keeps_journal`` (a stage's journal);
+#: 1.4 adds ``MapStage.worker_memory`` (the planner's choice of CPU actors x threads).
+#: A minor version adds to the contract and keeps every plugin of the same major version
+#: working; a new major version may remove or change hooks, and a plugin built for another
+#: major version is refused when it loads. docs/plugins.md lists the changes ("Changes to the
+#: plugin contract").
+PLUGIN_API = "1.4"
+
+
 class Plugin:
     """Common to every plugin: the params model and a one-line summary (the docstring)."""
 
@@ -29,6 +41,26 @@ class Plugin:
     #: Distributions (pip names) whose versions decide the plugin's results, e.g. the model
     #: library; a run records their versions in its metrics.
     libraries: ClassVar[tuple[str, ...]] = ()
+    #: The contract version (:data:`PLUGIN_API`) the plugin was built for, ``"MAJOR.MINOR"``,
+    #: e.g. ``"1.1"``. None (the default): not said, taken as 1.0, the oldest contract, which
+    #: this bulkinfer supports. A plugin of another major version is refused when it loads, with
+    #: one line naming its package.
+    plugin_api: ClassVar[str | None] = None
+    #: Extras of the plugin's own distribution that it needs, each with the top-level modules
+    #: it brings, e.g. ``{"embeddings": ("sentence_transformers", "torch")}``. Before the plugin
+    #: runs (a job, a dry run) or is listed (``bulkinfer-plugins list``) the core looks for each
+    #: module with ``importlib.util.find_spec``, importing none, and refuses a missing one in
+    #: one line with the pip command (``pip install 'bulkinfer[embeddings]'``). The plugin's own
+    #: module must import without them (import them where they are used). Optional: none.
+    extras: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+
+def api_version(text: str) -> tuple[int, int]:
+    """``"1.1"`` -> ``(1, 1)``; ``"1"`` is ``(1, 0)``. Raises ``ValueError`` for anything else."""
+    parts = str(text).strip().split(".")
+    if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{text!r} is not a contract version (MAJOR.MINOR, e.g. {PLUGIN_API!r})")
+    return int(parts[0]), int(parts[1]) if len(parts) == 2 else 0
 
 
 @dataclass(frozen=True)

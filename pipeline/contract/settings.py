@@ -14,6 +14,7 @@ from pydantic_core import PydanticCustomError
 BatchFormat = Literal["numpy", "pandas", "pyarrow"]
 Compute = Literal["actors", "tasks"]
 OnError = Literal["fail", "skip", "dead_letter"]
+ProgressMode = Literal["auto", "bar", "log", "off"]
 
 
 class _Strict(BaseModel):
@@ -162,10 +163,17 @@ class RunSettings(_Strict):
 
     dry_run: bool = Field(default=False, description="Validate and print the plan; start nothing.")
     name: str = Field(default="bulkinfer", description="Job name, used in logs.")
-    progress: bool = Field(
-        default=True,
-        description="Ray Data progress: bars on a terminal, a log line every 10 s otherwise; "
-        "false: none.",
+    progress: ProgressMode = Field(
+        default="auto",
+        description="The job's progress line on stderr, in rows written of the whole job: bar "
+        "(redrawn in place, twice a second), log (a line every 15 s), auto (bar on a terminal, "
+        "log otherwise), off. true and false mean auto and off.",
+    )
+    ray_logs: bool = Field(
+        default=False,
+        description="Show Ray's own output for debugging: Ray Data's progress bars and its "
+        "INFO lines (execution plans, finished datasets), and Ray's INFO logs. Warnings and "
+        "errors are shown either way.",
     )
     resume: bool = Field(
         default=False,
@@ -195,6 +203,16 @@ class RunSettings(_Strict):
         description="Fail the job when no stage makes progress for this long (e.g. waiting "
         "for resources the cluster never frees).",
     )
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _progress(cls, value: Any) -> Any:
+        # run.progress was a bool before it had modes: true is auto, false is off.
+        if value is True:
+            return "auto"
+        if value is False:
+            return "off"
+        return value
 
 
 class JobConfig(_Strict):

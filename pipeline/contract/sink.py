@@ -10,6 +10,7 @@ hands the core a :class:`StagedTarget` run the same way; a :class:`DatasetSink` 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +41,20 @@ class SinkResult:
 
     location: str | None = None
     rows: int | None = None
+
+
+class BlockWriter(ABC):
+    """Writes one Ray write task's rows where they stay invisible until the job publishes
+    them (a staging folder's files, a table target's staged rows). Picklable: the core sends it
+    to the write task and records what :meth:`write` returns once it has returned."""
+
+    #: Rows a write task gathers before it writes (None: each block as it comes).
+    min_rows_per_write: int | None = None
+
+    @abstractmethod
+    def write(self, tables: Iterable[pa.Table]) -> list[dict[str, Any]]:
+        """Write ``tables`` (any number, possibly none); return what was written, JSON-able
+        dicts each with ``rows`` (a file sink: ``{"name", "rows"}`` per file)."""
 
 
 class Sink(_IOPlugin):
@@ -74,10 +89,12 @@ class DatasetSink(Sink, ABC):
 class FileSink(Sink, ABC):
     """Writes a folder of files; the core makes the output atomic and resumable.
 
-    The runner writes each work unit into its own folder of a staging area beside
-    :meth:`output`, commits it with the row counts :meth:`write_files` reports, and moves the
-    whole output into place with a ``_SUCCESS`` manifest once the job succeeded (``mode``:
-    error, overwrite or append).
+    The runner writes the job's files into a staging area beside :meth:`output`, records what
+    each write task wrote as soon as it is written, and moves the whole output into place with
+    a ``_SUCCESS`` manifest once the job succeeded (``mode``: error, overwrite or append).
+    Required: :meth:`output` and :meth:`write_files`; optional: :meth:`writer`, through which
+    the core records each write task's files as they are written (a stopped job then resumes
+    from its last written row).
     """
 
     @abstractmethod
@@ -88,6 +105,13 @@ class FileSink(Sink, ABC):
     def write_files(self, dataset: ray.data.Dataset, folder: str, params: Any) -> dict[str, int]:
         """Write ``dataset`` as files into ``folder`` (empty, on the output's filesystem);
         return the rows of each file written, by file name, as the write tasks counted them."""
+
+    def writer(self, folder: str, params: Any, part: str) -> BlockWriter | None:
+        """A :class:`BlockWriter` the core sends to every write task: each task's files go
+        into ``folder`` under names that start with ``part`` and differ from every other
+        task's. Made on the driver. None (the default): the core writes with
+        :meth:`write_files`."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -118,6 +142,14 @@ class StagedTarget(ABC):
         target cannot hold and what ``mode`` forbids (an existing table with ``mode: error``). When
         ``resuming`` (this job's record is there) the target may hold what that job published:
         refuse only columns. Dry runs too: reads, creates nothing."""
+
+    def writer(self, state: dict[str, Any], part: str) -> BlockWriter | None:
+        """A :class:`BlockWriter` the core sends to every write task, staging rows as ``part``
+        (each task's write returns parts of its own, which the receipts name); the core
+        records what each task wrote as soon as it is written. Made on the driver (where the
+        job's credentials are). None (the default): the core stages rows with
+        :meth:`write_unit`."""
+        return None
 
     @abstractmethod
     def job_store(self) -> JobStore | StoreFolder:

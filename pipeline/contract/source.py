@@ -1,13 +1,16 @@
 """Sources: read the input into Ray Datasets, one per work unit, on the driver.
 
-Required: :meth:`Source.read`. Optional: ``schema`` (the types, known before the job),
-``count_rows``, ``units`` (work units for resume), ``explain_read_error``, ``preview`` (a dry
-run's first rows) and ``decoder`` (a map stage run right after the read).
+Required: :meth:`Source.read`. Optional: ``read_unit`` (a unit's rows as Arrow tables, in an
+order every run repeats: the core then reads them itself, gives each row an id and resumes
+a job from its last written row), ``schema`` (the types, known before the job), ``count_rows``,
+``units`` (work units), ``explain_read_error``, ``preview`` (a dry run's first rows) and
+``decoder`` (a map stage run right after the read).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -83,6 +86,21 @@ class Source(_IOPlugin, ABC):
         units. The default is one unit: the whole source.
         """
         return [WHOLE_SOURCE]
+
+    def read_unit(self, params: Any, unit: WorkUnit) -> Iterator[pa.Table]:
+        """The rows of ``unit``, as Arrow tables with the types :meth:`schema` gives, in the
+        same order in every run of the job (a row's place in it is its id); runs inside a Ray
+        read task, without Ray. Where a source defines it, the core reads every unit of the
+        job in one Ray Data execution and a resumed job reads only the rows not yet written;
+        a source that does not (the default) is read with :meth:`read`, and a job it feeds
+        resumes from its start. Raise a :class:`~pipeline.contract.errors.DataError` naming
+        the file for input that does not parse."""
+        raise NotImplementedError
+
+    @classmethod
+    def reads_units(cls) -> bool:
+        """Whether the source defines :meth:`read_unit`."""
+        return cls.read_unit is not Source.read_unit
 
     @abstractmethod
     def read(self, params: Any, unit: WorkUnit = WHOLE_SOURCE) -> ray.data.Dataset:

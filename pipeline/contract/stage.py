@@ -1,11 +1,12 @@
 """Map stages (preprocessors and predictors): ``map_batches`` callables built once per worker.
 
 Required: ``__call__(batch)``. Optional: ``output_schema`` (the columns a stage adds, with their
-Arrow types), ``row_lengths`` (rows sorted by length into model batches), ``counters`` and
-``summary``, ``preflight``, ``estimate``, ``job_services`` and ``worker_memory`` (what one worker
-holds, for the planner's choice of actors). Params reach a stage as
-``cls(params)`` (``cls(params, services=...)`` with job services) and every classmethod hook
-takes the validated ``params`` first.
+Arrow types; without it they are decided at run time, from the stage's first batch),
+``row_lengths`` (rows sorted by length into model batches), ``counters`` and
+``summary``, ``preflight``, ``estimate``, ``env_vars``, ``job_services``, ``calls_per_actor``,
+``keeps_journal`` and ``worker_memory`` (what one worker holds, for the planner's choice of
+actors). Params reach a stage as ``cls(params)`` (``cls(params, services=...)`` with job
+services or a journal) and every classmethod hook takes the validated ``params`` first.
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ class MapStage(Plugin, ABC):
     """
 
     default_stage: ClassVar[StageSettings] = StageSettings()
+    #: True for a stage that may return fewer (or more) rows than it got, e.g. a filter: it
+    #: returns each kept row with every column of its input that it does not replace,
+    #: bulkinfer's row id column among them. Other stages return one row per input row, in
+    #: order, and never see that column.
+    passes_columns: ClassVar[bool] = False
+    #: True for a stage whose results cost money or minutes each (an LLM endpoint's replies):
+    #: it gets ``services["journal"]``, a :class:`~pipeline.contract.journal.Journal` kept in
+    #: the job's staging area, where it stores each result under a key of its request as soon
+    #: as it has it, and looks results up before asking again. A resumed job, an actor
+    #: restarted after a crash and the guard's row-by-row retry of a failed batch find them
+    #: there. Contract 1.3; default False (no journal).
+    keeps_journal: ClassVar[bool] = False
 
     def __init__(self, params: Any) -> None:
         self.params = params
@@ -47,9 +60,23 @@ class MapStage(Plugin, ABC):
         the core checks each output batch against it. Raise
         :class:`pipeline.contract.errors.ColumnNotFoundError` for a column the stage needs but the
         input lacks, and :class:`pipeline.contract.errors.DataError` for one of the wrong type, with
-        keys relative to the stage (``params.input_column``). The default: columns pass unchanged.
+        keys relative to the stage (``params.input_column``).
+
+        A stage that does not define it (a plugin written for bulkinfer 0.1, whose contract did
+        not ask for it) has its columns decided at run time: the dry run says so, and the job
+        types them from the stage's first output batch (each column's Arrow type as Ray Data
+        holds it) and checks them against the sink before any row is written; later batches
+        must keep those types. (The default returns ``schema`` unchanged; the planner does not
+        call it.)
         """
         return schema
+
+    @classmethod
+    def declares_output_schema(cls) -> bool:
+        """Whether the stage defines :meth:`output_schema` (else its columns are decided at run
+        time, from its first output batch)."""
+        own = getattr(cls.output_schema, "__func__", None)
+        return own is not MapStage.output_schema.__func__
 
     def row_lengths(self, batch: Any) -> Any:
         """How long each row is for the model (tokens of a text), one integer per row, for a
@@ -94,6 +121,26 @@ class MapStage(Plugin, ABC):
         return None
 
     @classmethod
+    def env_vars(cls, params: Any) -> dict[str, str]:
+        """Environment variables every task and actor of the job starts with while this stage
+        is in it (Ray's ``runtime_env`` ``env_vars``, set on the job's reads, map stages and
+        writes alike, so Ray Data still fuses them), e.g. a model library's offline switches
+        when the model is a local folder: ``{"HF_HUB_OFFLINE": "1"}``. The dry run prints
+        them; a variable a stage's own ``stage.ray_remote_args.runtime_env.env_vars`` sets wins
+        in that stage. No secrets: the plan shows them. The default: none."""
+        return {}
+
+    @classmethod
+    def calls_per_actor(cls, params: Any, batch_size: int) -> int:
+        """How many map batches one actor of the stage works on at once (Ray Data's
+        ``ActorPoolStrategy(max_concurrent_calls_per_actor=...)``), given the stage's
+        ``stage.batch_size`` in rows. More than 1 only for a stage that waits rather than
+        computes (requests to a server): its ``__call__`` then runs on several threads of one
+        actor at once and must be thread-safe. Contract 1.3; the default, 1, calls the stage
+        with one batch at a time."""
+        return 1
+
+    @classmethod
     def worker_memory(cls, params: Any) -> int | None:
         """Bytes of memory one worker of this stage holds at its peak (its libraries, the
         model, a batch), estimated from ``params`` without loading anything; None (the
@@ -102,7 +149,8 @@ class MapStage(Plugin, ABC):
         The planner uses it for an actor stage on CPUs whose ``concurrency`` is unset: it runs
         one single-thread actor per core where the node's memory holds that many workers of
         this size, fewer (with more threads each) where it does not, and one actor with a
-        thread per core when the size is unknown (:func:`pipeline.plan.shares.share_cluster`).
+        thread per core when the size is unknown (:func:`pipeline.plan.shares.size_pools`).
+        Contract 1.4.
         """
         return None
 

@@ -9,6 +9,7 @@ resources the plan gave it.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +17,13 @@ import ray
 import ray.data
 
 from pipeline.contract.settings import StageSettings
-from pipeline.execute import ray_internals
+from pipeline.contract.source import WHOLE_SOURCE
+from pipeline.execute import ray_internals, ray_session
+from pipeline.execute.failures import user_errors
 from pipeline.execute.guard import GuardedActor, GuardedTask, StageGuard, named_like
 from pipeline.execute.stage_call import StageCall
+from pipeline.plan.model import with_env
+from pipeline.plan.planner import typed_at_run_time
 from pipeline.plan.shares import fit_windows
 
 if TYPE_CHECKING:
@@ -52,31 +57,41 @@ def compile_stages(
                 few.add(step.key)
         plan = fitted
     if plan.rows_per_block:
-        ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0)
+        ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0, plan.io().ray_remote_args)
     for step in plan.maps:
         ds = _map(plan, ds, step, ledger, (services or {}).get(step.key), step.key in few)
     return ds
 
 
-def _split_blocks(ds: ray.data.Dataset, rows: int, num_cpus: float) -> ray.data.Dataset:
+def _split_blocks(
+    ds: ray.data.Dataset, rows: int, num_cpus: float, read_args: dict[str, Any]
+) -> ray.data.Dataset:
     """Blocks of at most ``rows`` rows cut inside the read tasks (see the planner's
-    :func:`pipeline.plan.shares._blocks`); left as read if the Ray internals moved."""
+    :func:`pipeline.plan.shares._blocks`), with the read's remote args (``read_args``) so they
+    fuse with it; left as read if the Ray internals moved."""
     try:
-        return ray_internals.streaming_repartition(ds, rows, num_cpus)
+        return ray_internals.streaming_repartition(ds, rows, num_cpus, read_args)
     except (ImportError, AttributeError, TypeError) as exc:  # pragma: no cover - Ray API drift
         log.warning("blocks left as read (cannot split them on this Ray version: %s)", exc)
         return ds
 
 
-def _compute(s: StageSettings, one_at_a_time: bool = False) -> Any:
+def _compute(s: StageSettings, one_at_a_time: bool = False, calls: int = 1) -> Any:
     if s.compute == "tasks":
         return ray.data.TaskPoolStrategy(size=s.concurrency) if s.concurrency else None
-    # One UDF call at a time per actor either way (max_concurrent_calls_per_actor=1); "true
-    # multi-threading" only makes Ray Data call the UDF on the task's own thread, where the
-    # guard can see which task a batch belongs to (see pipeline.execute.guard.batch_key).
+    # One UDF call at a time per actor unless the stage waits rather than computes
+    # (MapStage.calls_per_actor: an LLM endpoint's requests); "true multi-threading" makes Ray
+    # Data call the UDF on the task's own thread, where the guard can see which task a batch
+    # belongs to (see pipeline.execute.guard.batch_key), and lets several calls run at once.
     # Ray Data queues two batches per actor by default: the first actor ready would take both
     # of two windows meant for two actors (one_at_a_time: the unit has few windows per actor).
-    queue = {"max_tasks_in_flight_per_actor": 1} if one_at_a_time else {}
+    if calls > 1:  # one batch more than run at once, so the next is there when one ends
+        queue = {
+            "max_concurrent_calls_per_actor": calls,
+            "max_tasks_in_flight_per_actor": calls + 1,
+        }
+    else:
+        queue = {"max_tasks_in_flight_per_actor": 1} if one_at_a_time else {}
     if isinstance(s.concurrency, int) or s.concurrency is None:
         return ray.data.ActorPoolStrategy(
             size=s.concurrency or 1, enable_true_multi_threading=True, **queue
@@ -87,6 +102,15 @@ def _compute(s: StageSettings, one_at_a_time: bool = False) -> Any:
         enable_true_multi_threading=True,
         **queue,
     )
+
+
+def calls_per_actor(step: Step) -> int:
+    """How many map batches one actor of ``step`` works on at once
+    (:meth:`~pipeline.contract.stage.MapStage.calls_per_actor`; 1 for tasks and ``auto``)."""
+    s = step.stage
+    if s.compute != "actors" or not isinstance(s.batch_size, int):
+        return 1
+    return max(1, int(step.plugin.calls_per_actor(step.params, s.batch_size)))
 
 
 def _map(
@@ -104,7 +128,16 @@ def _map(
     auto = s.batch_size == "auto"
     actors = s.compute == "actors"
     schema = plan.schemas.get(step.key)
-    guard = StageGuard(step.key, step.name, s.on_error, s.max_error_rate, ledger, schema)
+    guard = StageGuard(
+        step.key,
+        step.name,
+        s.on_error,
+        s.max_error_rate,
+        ledger,
+        schema,
+        step.plugin.passes_columns,
+        typed_at_run_time=step.key in plan.run_time_typed,
+    )
     # Actors get map batches of the planner's size (a model batch, or a window of them that
     # StageCall sorts by length; auto: the largest probed size). Tasks get whole blocks and
     # StageCall cuts them into batches: Ray Data does not fuse a map that has a batch size into
@@ -120,6 +153,7 @@ def _map(
     )
     if s.memory:
         kwargs["memory"] = s.memory
+    kwargs = with_env(kwargs, plan.env_vars)  # the job's environment (MapStage.env_vars)
     build = partial(
         StageCall,
         step.plugin,
@@ -139,9 +173,58 @@ def _map(
         # unless a stage's ray_remote_args say otherwise (tests/test_failures.py kills one).
         return ds.map_batches(
             named_like(GuardedActor, step.plugin),
-            compute=_compute(s, one_at_a_time),
+            compute=_compute(s, one_at_a_time, calls_per_actor(step)),
             fn_constructor_kwargs={"plugin": build, "params": step.params, "guard": guard},
             **kwargs,
         )
     task = named_like(GuardedTask, step.plugin)(build, step.params, guard)
     return ds.map_batches(task, compute=_compute(s), **kwargs)
+
+
+def typed_by_first_batch(plan: Plan, services: dict[str, dict[str, Any]] | None = None) -> Plan:
+    """``plan`` with the columns of every stage that declares no ``output_schema`` typed from
+    that stage's first output batch, and the sink checked against the result; ``plan`` itself
+    when nothing is pending (``plan.pending`` is None).
+
+    For each such stage in order: the source's rows run through the stages up to it (each
+    actor pool with one actor; no ledger, so nothing is counted) until it hands on one row;
+    :func:`pipeline.plan.planner.typed_at_run_time` takes that block's Arrow schema, types the
+    stages after it and checks the sink (its ``check_schema``, a table sink's target
+    ``check``). Call it once Ray is up and the job's services are started
+    (``services``: stage key -> what :meth:`~pipeline.contract.stage.MapStage.job_services`
+    made), before any output is opened. Costs one more start of each stage up to it (a model
+    loads once more); declaring ``output_schema`` avoids it.
+
+    Raises the stage's or the sink's :class:`~pipeline.contract.errors.BulkInferError` (one
+    line, its key); nothing is written.
+    """
+    while plan.pending is not None:
+        plan = typed_at_run_time(plan, first_batch_schema(plan, services))
+    return plan
+
+
+def first_batch_schema(plan: Plan, services: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The Arrow schema of the first block ``plan.maps[plan.pending]`` hands on (None: it hands
+    on no row for the whole input). See :func:`typed_by_first_batch`."""
+    index = plan.pending
+    assert index is not None
+    one_each = tuple(
+        replace(step, stage=step.stage.model_copy(update={"concurrency": 1}))
+        if step.stage.compute == "actors"
+        else step
+        for step in plan.maps[: index + 1]
+    )
+    probe = replace(plan, maps=one_each)
+    source = plan.source.plugin(plan.io())
+    with user_errors(plan, source, WHOLE_SOURCE):
+        with ray_internals.first_parquet_reader():
+            ds = source.read(plan.source.params, WHOLE_SOURCE)
+        ds = compile_stages(probe, ds, None, services).limit(1)
+        found = list(ds.iter_batches(batch_size=1, batch_format="pyarrow", prefetch_batches=0))
+    del ds
+    ray_session.wait_for_actors_released()  # the job's own actor pools need their CPUs
+    if not found:  # the stage handed on no row for the whole input
+        return None
+    first = found[0]
+    log.info("bulkinfer: %s: columns typed from its first batch", plan.maps[index].key)
+    return first.schema

@@ -20,7 +20,7 @@ from pipeline.contract.source import WHOLE_SOURCE, Source, WorkUnit
 if TYPE_CHECKING:
     from pipeline.plan.model import Plan
 
-_REMOTE_ERROR = re.compile(r"pipeline\.errors\.(\w+): (.+)")
+_REMOTE_ERROR = re.compile(r"pipeline\.contract\.errors\.(\w+): (.+)")
 _KEY = re.compile(r"[\w.\[\]-]+")
 
 

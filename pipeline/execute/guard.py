@@ -29,6 +29,7 @@ from pipeline.contract.errors import (
     PlanError,
 )
 from pipeline.contract.stage import MapStage
+from pipeline.output.progress import ROW_ID
 
 #: Longest error text kept per set-aside row.
 MAX_ERROR_CHARS = 2000
@@ -61,6 +62,12 @@ class StageGuard:
     ledger: Any = None  # Ledger actor handle, or None (no accounting)
     #: The ``pyarrow.Schema`` the stage declares for its output (None: not checked).
     schema: Any = None
+    #: The stage's :attr:`~pipeline.contract.stage.MapStage.passes_columns`: it gets the row
+    #: ids with its batch and returns them with each row it keeps.
+    passes_columns: bool = False
+    #: ``schema`` was typed from the stage's first output batch (it declares no
+    #: ``output_schema``): messages say so.
+    typed_at_run_time: bool = False
 
 
 def describe_error(exc: BaseException) -> str:
@@ -106,12 +113,23 @@ def row_values(batch: Any, i: int) -> dict[str, Any]:
 
 def check_batch_types(table: Any, guard: StageGuard) -> None:
     """Raise :class:`StageOutputError` unless ``table`` holds exactly the declared columns,
-    each of a type that keeps the declared promise (:func:`pipeline.contract.schema.conforms`)."""
+    each of a type that keeps the declared promise (:func:`pipeline.contract.schema.conforms`).
+
+    For a stage typed at run time (``guard.typed_at_run_time``) the promise is its first output
+    batch's columns and types."""
     from pipeline.contract.schema import conforms, describe_schema, is_python_object, type_name
 
     declared = guard.schema
     where = f"stage '{guard.name}' ({guard.key})"
+    if guard.typed_at_run_time:  # the stage declares no output_schema
+        promise, promised, listed = "its first batch had", "its first batch did not have", "had"
+        note = " (the stage declares no output_schema: its columns are its first batch's)"
+    else:
+        promise, promised = "its output_schema declares", "its output_schema does not declare"
+        listed, note = "declared", ""
     for column in table.schema:
+        if column.name == ROW_ID:
+            continue
         if is_python_object(column.type):
             raise StageOutputError(
                 f"{where} returned column {column.name!r} holding Python objects that Arrow "
@@ -121,21 +139,21 @@ def check_batch_types(table: Any, guard: StageGuard) -> None:
             )
         if column.name not in declared.names:
             raise StageOutputError(
-                f"{where} returned column {column.name!r} ({type_name(column.type)}), which its "
-                f"output_schema does not declare (declared: {describe_schema(declared)})",
+                f"{where} returned column {column.name!r} ({type_name(column.type)}), which "
+                f"{promised} ({listed}: {describe_schema(declared)}){note}",
                 key=guard.key,
             )
         kind = declared.field(column.name).type
         if not conforms(column.type, kind):
             raise StageOutputError(
-                f"{where} returned column {column.name!r} as {type_name(column.type)}, but its "
-                f"output_schema declares {type_name(kind)}",
+                f"{where} returned column {column.name!r} as {type_name(column.type)}, but "
+                f"{promise} {type_name(kind)}{note}",
                 key=guard.key,
             )
     missing = [name for name in declared.names if name not in table.schema.names]
     if missing:
         raise StageOutputError(
-            f"{where} did not return column {missing[0]!r}, which its output_schema declares",
+            f"{where} did not return column {missing[0]!r}, which {promise}{note}",
             key=guard.key,
         )
 
@@ -147,6 +165,59 @@ def _outputs(result: Any) -> list[Any]:
     if isinstance(result, dict) or hasattr(result, "num_rows") or hasattr(result, "iloc"):
         return [result]
     return list(result)
+
+
+# --- row ids ----------------------------------------------------------------------------------
+
+
+def split_row_ids(batch: Any) -> tuple[Any, Any]:
+    """``(ids, batch without them)``: the row ids of a batch of any format (a numpy int64
+    array), or ``(None, batch)`` when it carries none."""
+    import numpy as np
+
+    if isinstance(batch, dict):
+        if ROW_ID not in batch:
+            return None, batch
+        rest = {k: v for k, v in batch.items() if k != ROW_ID}
+        return np.asarray(batch[ROW_ID], dtype=np.int64), rest
+    names = batch.column_names if hasattr(batch, "column_names") else list(batch.columns)
+    if ROW_ID not in names:
+        return None, batch
+    if hasattr(batch, "column_names"):  # pyarrow
+        return batch.column(ROW_ID).to_numpy(), batch.drop_columns([ROW_ID])
+    return batch[ROW_ID].to_numpy(dtype=np.int64), batch.drop(columns=[ROW_ID])
+
+
+def with_row_ids(outputs: list[Any], ids: Any, guard: StageGuard) -> list[Any]:
+    """The stage's output batches with the row ids of their rows, in order.
+
+    Raises:
+        StageOutputError: the stage returned another number of rows than it kept, which only
+            a stage that passes its columns on may do.
+    """
+    import pyarrow as pa
+
+    total = sum(num_rows(o) for o in outputs)
+    if total != len(ids):
+        raise StageOutputError(
+            f"stage '{guard.name}' ({guard.key}) returned {total} rows for {len(ids)}; a stage "
+            "that drops or adds rows sets passes_columns = True and returns each row it keeps "
+            "with every column of its input",
+            key=guard.key,
+        )
+    out, start = [], 0
+    for batch in outputs:
+        n = num_rows(batch)
+        mine = ids[start : start + n]
+        start += n
+        if isinstance(batch, dict):
+            batch = {**batch, ROW_ID: mine}
+        elif hasattr(batch, "column_names"):
+            batch = batch.append_column(ROW_ID, pa.array(mine, pa.int64()))
+        else:
+            batch = batch.assign(**{ROW_ID: mine})
+        out.append(batch)
+    return out
 
 
 # --- the wrapper -------------------------------------------------------------------------------
@@ -199,8 +270,12 @@ class Guarded:
     def _call(self, batch: Any) -> Any:
         g = self.guard
         key = batch_key(g.key, batch) if g.ledger is not None else ""
+        ids = None
+        if not g.passes_columns:
+            ids, batch = split_row_ids(batch)
         rows = num_rows(batch)
         records: list[dict[str, Any]] = []
+        kept = ids  # the row id of each output row, in order
         try:
             outputs = _outputs(self.stage(batch))
         except NOT_ROW_ERRORS:
@@ -208,10 +283,12 @@ class Guarded:
         except Exception as exc:
             if g.on_error == "fail":
                 raise self._fail(exc, rows) from None
-            outputs = []
+            outputs, kept_rows = [], []
             for i in range(rows):
                 try:
-                    outputs += _outputs(self.stage(take_row(batch, i)))
+                    out = _outputs(self.stage(take_row(batch, i)))
+                    outputs += out
+                    kept_rows += [i] * sum(num_rows(o) for o in out)
                 except NOT_ROW_ERRORS:
                     raise
                 except Exception as row_exc:
@@ -223,6 +300,9 @@ class Guarded:
                     if g.on_error == "dead_letter":
                         record["row"] = row_values(batch, i)
                     records.append(record)
+            kept = ids[kept_rows] if ids is not None else None
+        if kept is not None:
+            outputs = with_row_ids(outputs, kept, g)
         if g.schema is not None:
             outputs = [to_table(o) for o in outputs]
             for table in outputs:

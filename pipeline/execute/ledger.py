@@ -5,6 +5,8 @@ Every batch of every map stage is reported to one :class:`Ledger` actor by the s
 Reports are keyed by the Ray Data task and the batch's position in it, so a task that Ray retries (a
 worker died) replaces its earlier report instead of counting twice. The driver reads the ledger
 after each work unit; the ledger also stops the job early once a stage is over its error limit.
+Write tasks report the rows they recorded (:meth:`Ledger.written`), for the job's progress line
+(:mod:`pipeline.execute.progress_line`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from typing import Any
 
 from pipeline.contract.errors import BulkInferError
+from pipeline.output.progress import Progress
 from pipeline.output.records import add_counts
 
 #: A stage is stopped early (before the end of a work unit) only after it has seen this many rows,
@@ -57,6 +60,10 @@ class Ledger:
     def __init__(self, limits: dict[str, tuple[str, float]]) -> None:
         self.limits = limits
         self.job_notes: list[str] = []
+        # This run's written rows: by row id (a task Ray ran twice counts once), and the rows
+        # of records without ids, by record.
+        self.written_ids = Progress()
+        self.written_other: dict[str, int] = {}
         self.reset({})
 
     def note(self, message: str) -> None:
@@ -131,10 +138,41 @@ class Ledger:
         """The error a stage stopped the job with, if any."""
         return self.error
 
+    def written(self, record: str, rows: int, ranges: list[list[int]] | None) -> None:
+        """A write task recorded ``rows`` (the input rows ``ranges``, where the rows have ids)."""
+        if ranges is None:
+            self.written_other[record] = rows
+            return
+        fresh = Progress(ranges)
+        if self.written_ids.overlaps(fresh.ranges):  # a retried task's rows: counted once
+            fresh = Progress(r for r in fresh.ranges if not self.written_ids.overlaps([r]))
+        self.written_ids.add(fresh.ranges)
+
+    def progress(self) -> tuple[int, int, dict[str, float]]:
+        """This run's rows written so far, the rows its stages set aside, and the stages'
+        :data:`PROGRESS_COUNTERS` summed over the stages (those any stage reports)."""
+        rows = self.written_ids.rows + sum(self.written_other.values())
+        aside = sum(c["skipped"] + c["dead_letter"] for c in self.totals.values())
+        return rows, aside, progress_amounts(self.totals)
+
     def drain(self) -> dict[str, Any]:
         """This unit's per-stage counts and dead-letter records (skipped rows are counted only)."""
         records = [r for batch in self.batches.values() for r in batch[3] if "row" in r]
         return {"stages": self.totals, "records": records, "first_error": self.first_error}
+
+
+#: Stage counters the progress line shows as they grow (an LLM stage's tokens and cost).
+PROGRESS_COUNTERS = ("prompt_tokens", "completion_tokens", "cost")
+
+
+def progress_amounts(stages: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """:data:`PROGRESS_COUNTERS` summed over the stages' counts (those any stage reports)."""
+    amounts: dict[str, float] = {}
+    for counts in stages.values():
+        for name in PROGRESS_COUNTERS:
+            if COUNTER + name in counts:
+                amounts[name] = amounts.get(name, 0.0) + counts[COUNTER + name]
+    return amounts
 
 
 def over_error_limit(

@@ -16,8 +16,30 @@ from typing import Any
 
 log = logging.getLogger("bulkinfer")
 
-#: Ray Data's progress logger (silenced when progress is off).
+#: Ray Data's progress logger (silenced unless run.ray_logs).
 PROGRESS_LOGGER = "ray.data._internal.progress"
+#: The logger Ray Data configures with a console and a file handler.
+RAY_DATA_LOGGER = "ray.data"
+
+
+def ray_data_console_level(level: int) -> bool:
+    """Set the level of Ray Data's console handler on the driver; its log files keep every line.
+
+    Ray Data configures its logger ``ray.data`` once, when it is imported, with a handler for
+    the session's log files (``SessionFileHandler``) and one for the console at INFO (its
+    default logging config in ``ray/data/_internal/logging.py``); the logger's own level must
+    stay DEBUG for the files. Returns whether a console handler was found (False: Ray Data's
+    logging config changed, or the user replaced it with ``RAY_DATA_LOGGING_CONFIG``; its INFO
+    lines then show as that config says).
+    """
+    from ray.data._internal.logging import SessionFileHandler
+
+    found = False
+    for handler in logging.getLogger(RAY_DATA_LOGGER).handlers:
+        if not isinstance(handler, SessionFileHandler | logging.FileHandler):
+            handler.setLevel(level)
+            found = True
+    return found
 
 
 def stop_autoscaler_monitor() -> bool:
@@ -72,7 +94,9 @@ def kill_actors(actor_ids: list[str]) -> None:
             core_worker.kill_actor(ActorID.from_hex(actor_id), True)  # no_restart
 
 
-def streaming_repartition(ds: Any, rows: int, num_cpus: float) -> Any:
+def streaming_repartition(
+    ds: Any, rows: int, num_cpus: float, ray_remote_args: dict[str, Any] | None = None
+) -> Any:
     """``ds`` with blocks of at most ``rows`` rows, cut inside the read tasks (no barrier).
 
     Ray Data fuses read -> pass-through ``map_batches`` -> streaming repartition into one task
@@ -80,16 +104,19 @@ def streaming_repartition(ds: Any, rows: int, num_cpus: float) -> Any:
     operator no remote arguments, so it would ask for a whole CPU per task, not fuse with the
     read, and wait forever on a machine whose actor pools hold all but the I/O share (Ray Data
     2.60 on 2 CPUs); hence the logical operator is built here with the read's share.
+    ``ray_remote_args``: the read's other remote args (its ``runtime_env``), which must be the
+    same for the operators to fuse.
     """
     import ray.data
     from ray.data._internal.logical.interfaces import LogicalPlan
     from ray.data._internal.logical.operators import StreamingRepartition
 
-    ds = ds.map_batches(_identity, batch_format="pyarrow", num_cpus=num_cpus)
+    args = {**(ray_remote_args or {}), "num_cpus": num_cpus}
+    ds = ds.map_batches(_identity, batch_format="pyarrow", **args)
     op = StreamingRepartition(
         target_num_rows_per_block=rows,
         input_dependencies=[ds._logical_plan.dag],
-        ray_remote_args={"num_cpus": num_cpus},
+        ray_remote_args=args,
     )
     return ray.data.Dataset._from_parent(ds, LogicalPlan(op, ds.context))
 

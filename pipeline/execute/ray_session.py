@@ -81,10 +81,11 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
-def connect(settings: RaySettings) -> bool:
+def connect(settings: RaySettings, ray_logs: bool = False) -> bool:
     """Start (or connect to) Ray unless this process already has it; True if it started now.
 
-    A Ray that someone else initialised (a notebook, a test) is reused as it is.
+    A Ray that someone else initialised (a notebook, a test) is reused as it is. Ray logs
+    warnings and errors only, unless ``ray_logs`` (``run.ray_logs``) asks for its INFO lines.
     """
     global _started_with
     if ray.is_initialized():
@@ -95,7 +96,7 @@ def connect(settings: RaySettings) -> bool:
         shutdown_ray()
     kwargs: dict[str, Any] = {
         "include_dashboard": settings.include_dashboard,
-        "logging_level": logging.WARNING,
+        "logging_level": logging.INFO if ray_logs else logging.WARNING,
         "log_to_driver": True,
     }
     if settings.runtime_env:
@@ -206,12 +207,23 @@ def wait_for_actors_released(
         time.sleep(0.05)
 
 
-def configure_progress(enabled: bool) -> None:
-    """Ray Data progress on (bars on a terminal, a log line every 10 s otherwise) or off."""
+def configure_output(ray_logs: bool) -> None:
+    """Ray Data's own output on the driver: off by default, on with ``run.ray_logs``.
+
+    Off: no progress bars (Ray Data's per-operator bars on a terminal, its "Running Dataset"
+    block every 10 s otherwise; bulkinfer prints its own line in rows,
+    :mod:`pipeline.execute.progress_line`), no execution plan at the start, and Ray Data's
+    console shows warnings and errors only (its INFO lines still go to its log files in the Ray
+    session folder). On: all of them, as Ray Data prints them.
+    """
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = enabled
-    # Off also silences Ray Data's warning that progress bars are disabled.
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = ray_logs
+    context.print_on_execution_start = ray_logs
+    # Off also silences Ray Data's warnings that progress bars are disabled, and that their
+    # operator names are truncated.
     logging.getLogger(ray_internals.PROGRESS_LOGGER).setLevel(
-        logging.NOTSET if enabled else logging.ERROR
+        logging.NOTSET if ray_logs else logging.ERROR
     )
+    ray_internals.ray_data_console_level(logging.INFO if ray_logs else logging.WARNING)

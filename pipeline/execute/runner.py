@@ -19,20 +19,26 @@ from typing import Any
 import ray
 import ray.data
 
-from pipeline.contract.errors import BulkInferError, EmptyInputError
+from pipeline.contract.errors import BulkInferError, EmptyInputError, Interrupted
+from pipeline.contract.settings import RunSettings
 from pipeline.contract.sink import FileSink, TableSink
 from pipeline.contract.source import WHOLE_SOURCE, Source, WorkUnit
 from pipeline.execute import ray_internals, ray_session
-from pipeline.execute.compile import compile_stages
+from pipeline.execute.compile import compile_stages, typed_by_first_batch
 from pipeline.execute.failures import find_user_error, hide_tracebacks, user_errors
 from pipeline.execute.ledger import Ledger, counters_of
 from pipeline.execute.ray_stats import FirstOutputProbe, operator_stages
-from pipeline.execute.services import close_services, start_services
-from pipeline.execute.units import FileUnits, check_error_limits, error_limits, run_units
+from pipeline.execute.reading import read_pending
+from pipeline.execute.services import close_services, start_services, with_journals
+from pipeline.execute.staged import FileJob, check_error_limits, error_limits, run_staged
+from pipeline.execute.writing import JournaledDatasink
+from pipeline.output.progress import ROW_ID, Progress
+from pipeline.output.records import Written
 from pipeline.plan.model import Plan
 from pipeline.plan.planner import plan_job, typed, validate_ray
 from pipeline.plan.report import describe
 from pipeline.plan.shares import check_placement
+from pipeline.plan.validation import validate_model
 
 log = logging.getLogger("bulkinfer")
 
@@ -49,10 +55,8 @@ class RunResult:
     stages: list[dict[str, Any]] = field(default_factory=list)
     #: Rows that map stages set aside (``on_error: skip | dead_letter``).
     rows_set_aside: int = 0
-    #: Work units of the job, and how many a resumed run found already done.
-    units: int = 1
-    units_skipped: int = 0
-    #: Rows written by this run (less than ``rows_out`` when it resumed another).
+    #: Rows earlier runs of the job wrote (a resumed job), and rows this run wrote.
+    rows_resumed: int = 0
     rows_done: int | None = None
     #: A file output's ``_SUCCESS`` manifest; a table output's
     #: :func:`pipeline.output.tables.summary`.
@@ -116,10 +120,8 @@ class RunResult:
         lines = list(self.notes) + list(self.summaries)
         if self.rows_set_aside:
             lines.append(f"{self.rows_set_aside} rows set aside")
-        if self.units_skipped:
-            lines.append(
-                f"resumed: {self.units_skipped} of {self.units} work units were already done"
-            )
+        if self.rows_resumed:
+            lines.append(f"resumed: {self.rows_resumed:,} rows were already written")
         return lines
 
 
@@ -133,14 +135,15 @@ def run_job(config: dict[str, Any], *, started: float | None = None, recorder: A
     """
     started = time.perf_counter() if started is None else started
     settings = validate_ray(config)
+    ray_logs = validate_model(RunSettings, config.get("run") or {}, "run").ray_logs
     if settings.address or ray.is_initialized():
-        started_ray = ray_session.connect(settings)
+        started_ray = ray_session.connect(settings, ray_logs)
         plan = plan_job(config, ray_session.cluster(settings.address))
     else:
         plan = plan_job(config)
         if recorder is not None:
             recorder.plan = plan
-        started_ray = ray_session.connect(settings)
+        started_ray = ray_session.connect(settings, ray_logs)
         check_placement(plan.maps, ray_session.cluster(None))
     if recorder is not None:
         recorder.plan, recorder.ray_started = plan, started_ray
@@ -170,7 +173,7 @@ def execute(plan: Plan, *, started: float | None = None) -> RunResult:
             error = find_user_error(exc)
             if error is None:
                 raise
-            fresh = type(error)(error.message, key=error.key)
+            fresh = error.rebuilt()
         raise fresh
     # Release the actor pools of earlier failed jobs in this process: Ray Data drops them when
     # their Dataset is garbage, which a cycle through a kept exception can delay.
@@ -180,7 +183,7 @@ def execute(plan: Plan, *, started: float | None = None) -> RunResult:
     except BulkInferError as error:
         # A fresh error, raised outside this handler: the original's traceback holds the failed
         # Dataset, whose actor pool (and its CPUs) lives as long as anything references it.
-        fresh = type(error)(error.message, key=error.key)
+        fresh = error.rebuilt()
     finally:
         ray_session.wait_for_actors_released()
     gc.collect()
@@ -195,7 +198,7 @@ def _execute_inspected(plan: Plan) -> RunResult:
 
 
 def _configure_ray_data(plan: Plan) -> None:
-    ray_session.configure_progress(plan.run.progress)
+    ray_session.configure_output(plan.run.ray_logs)
     context = ray.data.DataContext.get_current()
     context.execution_no_progress_timeout_s = plan.run.stall_timeout_s
     ray_internals.mute_no_free_cpu_warning()  # the stall timeout reports a real wait
@@ -212,12 +215,16 @@ def _execute(plan: Plan, started: float) -> RunResult:
     with probe.installed():
         plan, units, read = _reads(plan, source, staged := isinstance(sink, FileSink | TableSink))
         log.info("\n%s", describe(plan))
-        ledger = _start_ledger(plan)
+        ledger = _start_ledger(plan, staged)
         services: dict[str, dict[str, Any]] = {}
         try:
             services = start_services(plan)
+            # Stages that declare no output_schema: typed from their first batch, and the sink
+            # checked against that, before any output is opened.
+            plan = typed_by_first_batch(plan, services)
+            read.plan = plan
             if staged:
-                result = _run_units(plan, read, sink, units, ledger, probe, services)
+                result = _run_staged(plan, read, sink, units, ledger, probe, services)
             else:
                 result = _run_whole(plan, read, sink, ledger, probe, services)
             if ledger is not None:
@@ -293,15 +300,41 @@ class _Reads:
         """The unit's row count, where the source knows it without reading the rows."""
         return self.source.count_rows(self.plan.source.params, unit)
 
+    @property
+    def streams(self) -> bool:
+        """Whether the source's rows are read here, each with its id (``read_unit``)."""
+        return self.source.reads_units()
 
-def _start_ledger(plan: Plan) -> Any:
-    if not plan.maps:
+    def pending(self, units: list[WorkUnit], done: Progress) -> ray.data.Dataset:
+        """One dataset of every row of ``units`` not in ``done``: read here with ids where the
+        source reads units itself, else the source's own datasets, one after another."""
+        if self.streams:
+            self.ahead.clear()
+            plan = self.plan
+            return read_pending(
+                self.source, plan.source.params, units, done, plan.read_tasks, plan.rows_per_block
+            )
+        datasets = [self(unit) for unit in units]
+        return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+
+    def total(self, units: list[WorkUnit], done: Progress) -> int | None:
+        """Rows still to run, where the source knows its units' rows (for the windows)."""
+        counted = [self.rows(unit) for unit in units]
+        if None in counted:
+            return None
+        return max(0, sum(counted) - done.rows)  # type: ignore[arg-type]
+
+
+def _start_ledger(plan: Plan, staged: bool) -> Any:
+    """The job's ledger actor: for the map stages' reports, and a staged job's written rows
+    (its progress line); None for a dataset sink's job without map stages."""
+    if not plan.maps and not staged:
         return None
     actor = ray.remote(num_cpus=0, max_restarts=0)(Ledger)
     return actor.remote(error_limits(plan))
 
 
-def _run_units(
+def _run_staged(
     plan: Plan,
     read: _Reads,
     sink: FileSink | TableSink,
@@ -310,33 +343,72 @@ def _run_units(
     probe: FirstOutputProbe,
     services: dict[str, dict[str, Any]],
 ) -> RunResult:
-    """A staged (file or table) output: work unit by work unit, published when all are done."""
+    """A staged (file or table) output: one execution of the rows not yet written, each write
+    task's output recorded as it is written, published when the job is done."""
     if isinstance(sink, TableSink):
-        from pipeline.output.tables import TableUnits
+        from pipeline.output.tables import TableJob
 
         target = sink.target(plan.sink.params)
         if plan.empty:  # run.allow_empty and a source without rows (or columns) to write
             log.warning("bulkinfer: no rows: %s is left as it was", target.location)
             return RunResult(output=target.location, rows_in=0, rows_out=0)
-        out: Any = TableUnits(target, plan.staged_job(), plan.output_schema)
+        out: Any = TableJob(target, plan.staged_job(), plan.output_schema)
 
-        def write(ds: ray.data.Dataset, unit: WorkUnit, work: Any) -> Any:
-            args = dict(sink.io.ray_remote_args)
-            return target.write_unit(ds, out.state, unit.id, args)  # the unit's receipt
+        def writer(run_id: str) -> Any:
+            return target.writer(out.state, run_id)
+
+        def legacy(ds: ray.data.Dataset) -> list[dict[str, Any]]:
+            receipt = target.write_unit(ds, out.state, "all", dict(sink.io.ray_remote_args))
+            return list(receipt["parts"])
     else:
-        out = FileUnits(plan, sink.output(plan.sink.params))
+        out = FileJob(plan.staged_job(), sink.output(plan.sink.params))
 
-        def write(ds: ray.data.Dataset, unit: WorkUnit, work: Any) -> Any:
-            return sink.write_files(ds, work.data, plan.sink.params)  # rows per file
+        def writer(run_id: str) -> Any:
+            return sink.writer(out.parts, plan.sink.params, run_id)
 
-    def write_unit(unit: WorkUnit, work: Any) -> tuple[list[dict[str, Any]], Any]:
-        with user_errors(plan, read.source, unit, ledger):
-            ds = compile_stages(plan, read(unit), ledger, services, read.rows(unit))
+        def legacy(ds: ray.data.Dataset) -> list[dict[str, Any]]:
+            files = sink.write_files(ds, out.parts, plan.sink.params)
+            return [{"name": name, "rows": rows} for name, rows in files.items()]
+
+    def execute(done: Progress, job_id: str, run_id: str) -> list[dict[str, Any]]:
+        with user_errors(plan, read.source, None, ledger):
+            ds = compile_stages(
+                plan,
+                read.pending(units, done),
+                ledger,
+                with_journals(plan, services, out.store),
+                read.total(units, done),
+            )
             probe.arm()
-            written = write(ds, unit, work)
-        return operator_stages(ds), written
+            # Made here, on the driver (where the job's credentials are), sent to each task.
+            block_writer = writer(run_id)
+            if block_writer is None:  # a sink without a BlockWriter: written at the end
+                if read.streams:
+                    ds = ds.drop_columns([ROW_ID])
+                written = legacy(ds)
+                rows = sum(int(w["rows"]) for w in written)
+                if rows:
+                    record = Written("all", rows, None, written, run_id)
+                    out.store.add_marker(record.to_json())
+            else:
+                ds.write_datasink(
+                    JournaledDatasink(
+                        block_writer,
+                        out.store,
+                        job_id,
+                        run_id,
+                        out.location,
+                        out.key,
+                        block_writer.min_rows_per_write,
+                        ledger,
+                    ),
+                    ray_remote_args=dict(sink.io.ray_remote_args),
+                )
+        return operator_stages(ds)
 
-    outcome = run_units(plan, out, units, ledger, write_unit)
+    counted = [read.rows(unit) for unit in units]
+    rows_total = sum(counted) if None not in counted else None  # type: ignore[arg-type]
+    outcome = run_staged(plan, out, units, ledger, execute, rows_total)
     manifest = outcome.manifest
     return RunResult(
         output=out.location,
@@ -344,8 +416,7 @@ def _run_units(
         rows_out=manifest["rows_out"],
         stages=outcome.stages,
         rows_set_aside=manifest["rows_set_aside"],
-        units=outcome.units,
-        units_skipped=outcome.units_skipped,
+        rows_resumed=outcome.rows_resumed,
         rows_done=outcome.rows_done,
         manifest=manifest,
         published=manifest.get("published"),
@@ -367,7 +438,12 @@ def _run_whole(
     with user_errors(plan, read.source, None, ledger):
         ds = compile_stages(plan, read(WHOLE_SOURCE), ledger, services, read.rows(WHOLE_SOURCE))
         probe.arm()
-        written = sink.write(ds, plan.sink.params)
+        try:
+            written = sink.write(ds, plan.sink.params)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted: sink '{plan.sink.name}' keeps no output to resume; run the job again"
+            ) from None
     rows_in = rows_out = None
     set_aside = 0
     stages: dict[str, dict[str, Any]] = {}

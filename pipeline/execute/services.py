@@ -2,7 +2,9 @@
 
 A stage plugin names them in :meth:`~pipeline.contract.stage.MapStage.job_services` (the LLM
 predictor's shared rate limiter, for one); the runner makes them once before the job and
-closes them after it, done or failed.
+closes them after it, done or failed. A stage that keeps a journal
+(:attr:`~pipeline.contract.stage.MapStage.keeps_journal`) also gets ``services["journal"]`` once
+the job's staging is open (:func:`with_journals`).
 """
 
 from __future__ import annotations
@@ -41,3 +43,28 @@ def close_services(services: dict[str, dict[str, Any]]) -> None:
                     close()
                 except Exception as exc:  # never hide the job's own outcome behind this
                     log.warning("bulkinfer: could not close job service %r: %s", name, exc)
+
+
+def with_journals(
+    plan: Plan, services: dict[str, dict[str, Any]], store: Any
+) -> dict[str, dict[str, Any]]:
+    """``services`` with a journal (:class:`pipeline.output.journal.FolderJournal`) in the job
+    store ``store`` for each stage that keeps one; a store that is not a folder (a database
+    table's) has none, and such a stage keeps its results in memory for one run only."""
+    from pipeline.output.journal import journal_for
+
+    out = {key: dict(made) for key, made in services.items()}
+    for step in plan.maps:
+        if not getattr(step.plugin, "keeps_journal", False):
+            continue
+        journal = journal_for(store, step.key)
+        if journal is None:
+            log.warning(
+                "bulkinfer: %s: the output's job store (%s) is not a folder, so its results "
+                "are kept for this run only (a resumed run asks again)",
+                step.key,
+                getattr(store, "location", store),
+            )
+            continue
+        out.setdefault(step.key, {})["journal"] = journal
+    return out

@@ -1,6 +1,6 @@
 """Publishing a staged file output: the ``_SUCCESS`` manifest, output modes, resume checks.
 
-When every work unit of a job is committed in its staging folder (:mod:`pipeline.output.staging`),
+When every row of a job is written in its staging folder (:mod:`pipeline.output.staging`),
 the output is assembled and moved to its final path with a ``_SUCCESS`` manifest (``mode``: error,
 overwrite, append). :func:`check` refuses, before any work, what ``mode`` and ``run.resume`` do not
 allow; :func:`prepare` opens the staging folder of a new or a resumed run.
@@ -16,63 +16,61 @@ from typing import Any
 from pipeline.contract.errors import DataError
 from pipeline.contract.sink import FileOutput
 from pipeline.contract.source import WorkUnit
-from pipeline.output.records import FORMAT, add_counts, new_record, now
+from pipeline.output.records import FORMAT, Written, add_counts, new_record, now
 from pipeline.output.staging import ERRORS_DIR, MANIFEST, Staging
 from pipeline.output.store import check_record, check_units
 
 log = logging.getLogger("bulkinfer")
 
 
-def _assemble(staging: Staging, markers: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
-    """Move every committed unit's files into ``publish/``; return the run's manifest."""
-    publish = staging._p("publish")
+def _assemble(
+    staging: Staging, written: list[Written], totals: dict[str, Any], prefix: str
+) -> dict[str, Any]:
+    """Move the recorded parts' files (and the set-aside rows) into ``publish/``; return this
+    run's part of the manifest."""
+    publish = staging.path("publish")
     staging.fs.create_dir(publish, recursive=True)
     files, error_files = [], []
-    for marker in markers:
-        unit_dir = staging._p("units", marker["unit"])
-        for f in marker["files"]:
-            name = f"{prefix}{marker['unit']}-{f['name']}"
-            src = f"{unit_dir}/data/{f['name']}"
-            if staging._exists(src):  # a resumed publish skips files already moved
+    for record in written:
+        for f in record.written:
+            name = f"{prefix}{f['name']}"
+            src = staging.path("parts", f["name"])
+            if staging.has(src):  # a resumed publish skips files already moved
                 staging.fs.move(src, f"{publish}/{name}")
-            files.append({"path": name, "rows": f["rows"]})
-        if marker["dead_letters"]:
-            name = f"{ERRORS_DIR}/{prefix}{marker['unit']}.jsonl"
-            staging.fs.create_dir(f"{publish}/{ERRORS_DIR}", recursive=True)
-            if staging._exists(f"{unit_dir}/errors.jsonl"):
-                staging.fs.move(f"{unit_dir}/errors.jsonl", f"{publish}/{name}")
-            error_files.append({"path": name, "rows": marker["dead_letters"]})
-    stages: dict[str, dict[str, int]] = {}
-    set_aside: dict[str, dict[str, int]] = {}
-    for marker in markers:
-        add_counts(stages, marker["stages"])
-        add_counts(set_aside, marker["set_aside"])
+            files.append({"path": name, "rows": int(f["rows"])})
+    for info in staging.entries(staging.path("errors"), "File"):
+        name = f"{ERRORS_DIR}/{prefix}{posixpath.basename(info.path)}"
+        staging.fs.create_dir(f"{publish}/{ERRORS_DIR}", recursive=True)
+        with staging.fs.open_input_stream(info.path) as f:
+            rows = f.read().count(b"\n")
+        staging.fs.move(info.path, f"{publish}/{name}")
+        error_files.append({"path": name, "rows": rows})
     run = {
         "run_id": staging.job["run_id"],
         "fingerprint": staging.job["fingerprint"],
         "finished_at": now(),
-        "units": len(markers),
-        "rows_in": sum(m["rows_in"] for m in markers),
-        "rows_out": sum(m["rows_out"] for m in markers),
-        "rows_set_aside": sum(m["rows_set_aside"] for m in markers),
-        "set_aside": set_aside,
-        "stages": stages,
+        "parts": len(written),
+        **totals,
     }
     return {"files": files, "error_files": error_files, "run": run}
 
 
-def publish(staging: Staging, markers: list[dict[str, Any]]) -> dict[str, Any]:
-    """Put the committed output at its final path (per ``mode``) with its manifest."""
+def publish(staging: Staging, written: list[Written], totals: dict[str, Any]) -> dict[str, Any]:
+    """Put the recorded output at its final path (per ``mode``) with its manifest.
+
+    ``totals``: ``rows_in``, ``rows_out``, ``rows_set_aside``, ``set_aside`` and ``stages`` of
+    the whole job, as the runner counted them.
+    """
     mode = staging.job["mode"]
     dest = staging.out.path.rstrip("/")
-    append = mode == "append" and staging._exists(dest)
+    append = mode == "append" and staging.has(dest)
     prefix = f"{staging.job['run_id']}-" if append else ""
-    part = _assemble(staging, markers, prefix)
+    part = _assemble(staging, written, totals, prefix)
     previous = None
-    if append and staging._exists(f"{dest}/{MANIFEST}"):
-        previous = staging._read_json(f"{dest}/{MANIFEST}")
+    if append and staging.has(f"{dest}/{MANIFEST}"):
+        previous = staging.read_json(f"{dest}/{MANIFEST}")
     manifest = build_manifest(staging.job, part, previous)
-    staging._write_json(staging._p("publish", MANIFEST), manifest)
+    staging.write_json(staging.path("publish", MANIFEST), manifest)
     staging.set_state("publishing")
     finish_publishing(staging)
     return manifest
@@ -83,20 +81,20 @@ def finish_publishing(staging: Staging) -> None:
     that happened between them): put ``publish/`` in place, then drop the staging folder."""
     mode = staging.job["mode"]
     dest = staging.out.path.rstrip("/")
-    publish = staging._p("publish")
-    if staging._exists(publish):
-        if mode == "append" and staging._exists(dest):
-            for info in staging._list(f"{publish}/{ERRORS_DIR}", "File"):
+    publish = staging.path("publish")
+    if staging.has(publish):
+        if mode == "append" and staging.has(dest):
+            for info in staging.entries(f"{publish}/{ERRORS_DIR}", "File"):
                 staging.fs.create_dir(f"{dest}/{ERRORS_DIR}", recursive=True)
                 staging.fs.move(info.path, f"{dest}/{ERRORS_DIR}/{posixpath.basename(info.path)}")
-            for info in staging._list(publish, "File"):
+            for info in staging.entries(publish, "File"):
                 name = posixpath.basename(info.path)
                 if name != MANIFEST:
                     staging.fs.move(info.path, f"{dest}/{name}")
             # The manifest goes last: the output is complete once it names the new files.
             staging.fs.move(f"{publish}/{MANIFEST}", f"{dest}/{MANIFEST}")
         else:
-            if staging._exists(dest):
+            if staging.has(dest):
                 if mode == "error":
                     raise DataError(
                         f"output appeared while the job ran: {staging.out.location}. The "
@@ -104,8 +102,8 @@ def finish_publishing(staging: Staging) -> None:
                         "and rerun with run.resume=true.",
                         key="sink.params.path",
                     )
-                staging._delete(staging._p("replaced"))
-                staging.fs.move(dest, staging._p("replaced"))
+                staging.delete(staging.path("replaced"))
+                staging.fs.move(dest, staging.path("replaced"))
             staging.fs.move(publish, dest)
     staging.remove()
 
@@ -147,10 +145,10 @@ def job_record(
 
 @dataclass
 class Prepared:
-    """The staging folder to run in and the units already committed there."""
+    """The staging folder to run in and the parts already written there."""
 
     staging: Staging
-    committed: dict[str, dict[str, Any]]
+    written: list[Written]
     resumed: bool
 
 
@@ -165,13 +163,13 @@ def check(out: FileOutput, fingerprint: str, dataflow: dict[str, Any], resume: b
         check_record(staging, staging.job, fingerprint, dataflow, resume)
         return staging
     dest = out.path.rstrip("/")
-    if out.mode == "error" and staging._exists(dest):
+    if out.mode == "error" and staging.has(dest):
         raise DataError(
             f"output already exists: {out.location}. Choose another path, or set "
             "sink.params.mode=overwrite (replace it when the job succeeds) or append.",
             key="sink.params.path",
         )
-    if out.mode == "append" and staging._exists(dest) and not staging._exists(f"{dest}/{MANIFEST}"):
+    if out.mode == "append" and staging.has(dest) and not staging.has(f"{dest}/{MANIFEST}"):
         raise DataError(
             f"cannot append to {out.location}: it has no {MANIFEST} manifest, so it is not a "
             "finished bulkinfer output. Choose another path or set sink.params.mode=overwrite.",
@@ -187,18 +185,17 @@ def prepare(
     units: list[WorkUnit],
     resume: bool,
 ) -> Prepared:
-    """:func:`check`, then open the staging folder: a new one, or the one being resumed."""
+    """:func:`check`, then open the staging folder: a new one, or the one being resumed (its
+    recorded parts kept; files no record names are left over from tasks that were stopped)."""
     staging = check(out, fingerprint, dataflow, resume)
     if staging.job:
-        done = staging.committed()
         if staging.job.get("state") == "publishing":
-            return Prepared(staging, done, resumed=True)
+            return Prepared(staging, staging.written(), resumed=True)
         check_units(staging, staging.job, units)
-        staging.discard_uncommitted({u.id for u in units})
-        return Prepared(staging, staging.committed(), resumed=True)
+        return Prepared(staging, staging.written(), resumed=True)
     if staging.exists():  # killed before its job record was written: nothing to keep
         staging.remove()
     if resume:
         log.warning("bulkinfer: nothing to resume at %s; starting the job", out.location)
     staging.start(job_record(out, fingerprint, dataflow, units))
-    return Prepared(staging, {}, resumed=False)
+    return Prepared(staging, [], resumed=False)

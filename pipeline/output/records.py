@@ -108,3 +108,51 @@ def add_counts(into: dict[str, dict[str, int]], more: dict[str, dict[str, int]])
         total = into.setdefault(stage, {})
         for name, value in counts.items():
             total[name] = total.get(name, 0) + value
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one write task wrote, recorded once its output is durable: the journal of a staged
+    job is these records, one per write task (a retried task's record replaces the first).
+
+    ``part``: the name the task gave its output (file names start with it; a table target's
+    staged rows carry it); ``rows``: rows written; ``ranges``: the ids of the input rows they
+    hold (:mod:`pipeline.output.progress`), None where the source gives rows no ids (the record
+    then counts only for a job that finishes in this run); ``written``: what the sink reports,
+    JSON-able (a file sink: ``[{"name", "rows"}]``, a table target: its parts); ``run_id``:
+    the run of the job that wrote it (each resume is a new run).
+    """
+
+    part: str
+    rows: int
+    ranges: list[list[int]] | None
+    written: list[dict[str, Any]]
+    run_id: str = ""
+
+    @property
+    def id(self) -> str:
+        """The record's name: the same for every attempt at the same rows (a retried task)."""
+        if self.ranges is None:
+            return f"w-{self.part}"
+        return f"w-{short_hash(json.dumps(self.ranges))}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the job store keeps it (its id under ``unit``, the stores' key)."""
+        return {
+            "unit": self.id,
+            "part": self.part,
+            "rows": self.rows,
+            "ranges": self.ranges,
+            "written": self.written,
+            "run_id": self.run_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Written:
+        return cls(
+            part=data["part"],
+            rows=int(data["rows"]),
+            ranges=data["ranges"],
+            written=list(data["written"]),
+            run_id=data.get("run_id", ""),
+        )

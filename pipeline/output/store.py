@@ -23,7 +23,7 @@ from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.secrets import mask_secrets
 from pipeline.contract.sink import JobStore
 from pipeline.contract.source import WorkUnit
-from pipeline.output.records import config_changes, unit_digest
+from pipeline.output.records import Written, config_changes, unit_digest
 
 log = logging.getLogger("bulkinfer")
 
@@ -32,9 +32,9 @@ JOB_FILE = "job.json"
 
 @dataclass
 class Opened:
-    """A job's store, opened: units committed by an earlier run, and what that run was doing."""
+    """A job's store, opened: the parts earlier runs wrote, and what the last one was doing."""
 
-    committed: dict[str, dict[str, Any]]
+    written: list[Written]
     resumed: bool
     #: The earlier run was killed while publishing: finish that, run nothing.
     publishing: bool = False
@@ -54,7 +54,8 @@ def check_record(
     if not resume:
         raise DataError(
             f"an unfinished run of this job left its work in {store.location} "
-            f"({len(store.committed())} of {len(job['units'])} work units committed). "
+            f"({sum(int(m.get('rows', 0)) for m in store.committed().values()):,} rows "
+            "written). "
             f"Rerun with run.resume=true to finish it, or {start_over(store, False)} to start "
             "over.",
             key="run.resume",
@@ -102,45 +103,45 @@ class FolderStore:
         return f"delete {self.root}" if named else "delete that folder"
 
     # -- small file-system helpers --
-    def _p(self, *parts: str) -> str:
+    def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
 
-    def _exists(self, path: str) -> bool:
+    def has(self, path: str) -> bool:
         import pyarrow.fs
 
         return self.fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
-    def _is_dir(self, path: str) -> bool:
+    def is_dir(self, path: str) -> bool:
         import pyarrow.fs
 
         return self.fs.get_file_info(path).type == pyarrow.fs.FileType.Directory
 
-    def _read_json(self, path: str) -> Any:
+    def read_json(self, path: str) -> Any:
         with self.fs.open_input_stream(path) as f:
             return json.loads(f.read().decode())
 
-    def _write_bytes(self, path: str, data: bytes) -> None:
+    def write_bytes(self, path: str, data: bytes) -> None:
         """Write a small file atomically: a temporary name, then a rename."""
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)
         self.fs.move(tmp, path)
 
-    def _write_json(self, path: str, value: Any) -> None:
-        self._write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
+    def write_json(self, path: str, value: Any) -> None:
+        self.write_bytes(path, json.dumps(value, indent=2, sort_keys=True).encode() + b"\n")
 
-    def _list(self, path: str, kind: str | None = None) -> list[Any]:
+    def entries(self, path: str, kind: str | None = None) -> list[Any]:
         """Entries of a folder (none if it is missing); ``kind``: only "File" or "Directory"."""
         import pyarrow.fs
 
-        if not self._is_dir(path):
+        if not self.is_dir(path):
             return []
         infos = self.fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=False))
         if kind is not None:
             infos = [i for i in infos if i.type == getattr(pyarrow.fs.FileType, kind)]
         return sorted(infos, key=lambda i: i.path)
 
-    def _delete(self, path: str) -> None:
+    def delete(self, path: str) -> None:
         import pyarrow.fs
 
         info = self.fs.get_file_info(path)
@@ -151,40 +152,40 @@ class FolderStore:
 
     # -- the job record --
     def exists(self) -> bool:
-        return self._exists(self.root)
+        return self.has(self.root)
 
     def load(self) -> dict[str, Any] | None:
-        path = self._p(JOB_FILE)
-        self.job = self._read_json(path) if self._exists(path) else {}
+        path = self.path(JOB_FILE)
+        self.job = self.read_json(path) if self.has(path) else {}
         return self.job or None
 
     def start(self, job: dict[str, Any]) -> None:
         self.fs.create_dir(self.root, recursive=True)
-        self._delete(self._p("units"))
+        self.delete(self.path("units"))
         self.job = job
-        self._write_json(self._p(JOB_FILE), job)
+        self.write_json(self.path(JOB_FILE), job)
 
     def save(self, job: dict[str, Any]) -> None:
         self.job = job
-        self._write_json(self._p(JOB_FILE), job)
+        self.write_json(self.path(JOB_FILE), job)
 
     def set_state(self, state: str) -> None:
         self.job["state"] = state
         self.save(self.job)
 
     def remove(self) -> None:
-        self._delete(self.root)
+        self.delete(self.root)
 
     # -- unit markers --
     def committed(self) -> dict[str, dict[str, Any]]:
         """Markers of the committed units, by unit id."""
         markers = {}
-        for info in self._list(self._p("units"), "File"):
+        for info in self.entries(self.path("units"), "File"):
             if info.path.endswith(".json") and ".tmp-" not in info.path:
-                marker = self._read_json(info.path)
+                marker = self.read_json(info.path)
                 markers[marker["unit"]] = marker
         return markers
 
     def add_marker(self, marker: dict[str, Any]) -> None:
-        self.fs.create_dir(self._p("units"), recursive=True)
-        self._write_json(self._p("units", f"{marker['unit']}.json"), marker)
+        self.fs.create_dir(self.path("units"), recursive=True)
+        self.write_json(self.path("units", f"{marker['unit']}.json"), marker)

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.contract.errors import PlanError
 from pipeline.contract.plugin import IOContext, Plugin
 from pipeline.contract.settings import RaySettings, RunSettings, StageSettings
 from pipeline.output.records import StagedJob
@@ -83,10 +84,20 @@ class Plan:
     #: The Arrow schema after each step, by step key ("source", "preprocessors[0]", ...); empty
     #: when the source can tell it only by reading (the runner then types the plan first).
     schemas: dict[str, Any] = field(default_factory=dict)
+    #: Index in ``maps`` of the first stage whose columns are decided at run time (it declares
+    #: no ``output_schema``) and not typed yet: ``schemas`` stops before it and the sink is not
+    #: checked yet (see :func:`pipeline.plan.planner.typed_at_run_time`). None: nothing pending.
+    pending: int | None = None
+    #: Keys of the stages typed from their first output batch, in order.
+    run_time_typed: tuple[str, ...] = ()
     #: The source has no rows and ``run.allow_empty`` is set: an empty output is published.
     empty: bool = False
     #: A table sink's job record of this very job is there to resume (``run.resume=true``).
     resumes: bool = False
+    #: Environment variables of every task and actor of the job, from the map stages'
+    #: :meth:`~pipeline.contract.stage.MapStage.env_vars` (e.g. a model library's offline
+    #: switches): in :meth:`io`'s remote args and in each map stage's.
+    env_vars: dict[str, str] = field(default_factory=dict)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -94,8 +105,26 @@ class Plan:
 
     @property
     def output_schema(self) -> Any:
-        """The Arrow schema the sink gets (None until the plan is typed)."""
+        """The Arrow schema the sink gets (None until the plan is typed).
+
+        Raises :class:`~pipeline.contract.errors.PlanError` while a stage's columns are decided
+        at run time and not typed yet (``pending``): no output may be opened with the columns
+        before that stage.
+        """
+        if self.pending is not None:
+            step = self.maps[self.pending]
+            raise PlanError(
+                f"the columns after {step.key} are decided at run time (its stage '{step.name}' "
+                "declares no output_schema) and were not typed from its first batch before the "
+                "output was opened",
+                key=step.key,
+            )
         return list(self.schemas.values())[-1] if self.schemas else None
+
+    @property
+    def pending_step(self) -> Step | None:
+        """The stage whose columns are decided at run time and not typed yet, if any."""
+        return self.maps[self.pending] if self.pending is not None else None
 
     def staged_job(self) -> StagedJob:
         """What a staged output records of this job
@@ -106,9 +135,19 @@ class Plan:
     def io(self) -> IOContext:
         """What read and write tasks get (see :class:`~pipeline.contract.plugin.IOContext`)."""
         return IOContext(
-            ray_remote_args={"num_cpus": self.io_cpus},
+            ray_remote_args=with_env({"num_cpus": self.io_cpus}, self.env_vars),
             num_blocks=self.read_tasks,
             fingerprint=self.fingerprint,
             unit_rows=self.run.unit_rows,
             unit_bytes=self.run.unit_bytes,
         )
+
+
+def with_env(ray_remote_args: dict[str, Any], env_vars: dict[str, str]) -> dict[str, Any]:
+    """``ray_remote_args`` whose ``runtime_env`` also sets ``env_vars`` (those the args set
+    already win); unchanged when there are none."""
+    if not env_vars:
+        return ray_remote_args
+    runtime_env = dict(ray_remote_args.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**env_vars, **(runtime_env.get("env_vars") or {})}
+    return {**ray_remote_args, "runtime_env": runtime_env}

@@ -80,6 +80,28 @@ def _check_error_policies(maps: tuple[Step, ...], sink: Step) -> None:
             )
 
 
+def job_env(maps: tuple[Step, ...]) -> dict[str, str]:
+    """The environment variables the map stages ask for (``MapStage.env_vars``), for every
+    task and actor of the job; two stages that want one variable set two ways are refused."""
+    env: dict[str, str] = {}
+    wanted_by: dict[str, str] = {}
+    for step in maps:
+        try:
+            asked = step.plugin.env_vars(step.params)
+        except BulkInferError as exc:
+            raise exc.within(step.key) from None
+        for name, value in asked.items():
+            if name in env and env[name] != str(value):
+                raise PlanError(
+                    f"{wanted_by[name]} runs its workers with {name}={env[name]} and {step.key} "
+                    f"with {name}={value}; one job has one environment: run them as two jobs",
+                    key=f"{step.key}.params",
+                )
+            env[name] = str(value)
+            wanted_by.setdefault(name, step.key)
+    return env
+
+
 def in_cluster(ray: RaySettings) -> bool:
     """Whether the job runs inside a remote cluster (Ray Client): its paths are the cluster's."""
     return (ray.address or "").startswith("ray://")
@@ -98,6 +120,7 @@ def plan_job(
     """
     job, source, maps, sink = _validated(config)
     _check_error_policies(maps, sink)
+    env = job_env(maps)
     cluster = cluster or Cluster.local(job.ray)
     shared: Shares = share_cluster(maps, job.ray, cluster)
     flow = dataflow([source, *maps, sink])
@@ -115,6 +138,7 @@ def plan_job(
         rows_per_block=shared.rows_per_block,
         notes=shared.notes,
         map_batches=shared.map_batches,
+        env_vars=env,
     )
     if inspect is None:
         inspect = not in_cluster(job.ray)
@@ -215,17 +239,69 @@ def typed(plan: Plan, source_schema: Any) -> Plan:
 
     Each map stage's :meth:`~pipeline.contract.stage.MapStage.output_schema` gets the schema
     before it (a missing column or one of the wrong type is refused with the stage's key),
-    and the sink's :meth:`~pipeline.contract.sink.Sink.check_schema` gets the last one; a column
-    of pickled Python objects is refused for every sink. Runs before any model loads.
+    and the sink's :meth:`~pipeline.contract.sink.Sink.check_schema` (a table sink: its
+    target's ``check``) gets the last one; a column of pickled Python objects is refused for
+    every sink. Runs before any model loads.
+
+    A stage that declares no ``output_schema`` has its columns decided at run time: typing stops
+    before it (``plan.pending`` is its index in ``plan.maps``), the sink is not checked yet, and
+    the job types the rest from the stage's first output batch (:func:`typed_at_run_time`).
     """
-    schemas = {plan.source.key: source_schema}
-    schema = source_schema
-    for step in plan.maps:
+    return _typed_from(plan, {plan.source.key: source_schema}, 0, source_schema)
+
+
+def typed_at_run_time(plan: Plan, batch_schema: Any) -> Plan:
+    """The plan typed on from ``plan.maps[plan.pending]``, a stage that declares no
+    ``output_schema``, given the Arrow schema of its first output batch.
+
+    The stage's columns are the batch's, each of the batch's type (a column that holds only
+    nulls in that batch keeps the type it had before the stage); then the stages after it are
+    typed as :func:`typed` does, and the sink is checked, or typing stops again at the next stage
+    that declares no ``output_schema``. Raises what :func:`typed` raises (the sink's refusal
+    keyed ``sink``). ``batch_schema`` None (the stage returned no rows at all): its columns are
+    taken to be those before it.
+    """
+    import pyarrow as pa
+
+    index = plan.pending
+    if index is None:
+        raise ValueError("the plan has no stage whose columns are decided at run time")
+    step = plan.maps[index]
+    before = list(plan.schemas.values())[-1]
+    if batch_schema is None:
+        schema = before
+    else:
+        fields = []
+        for field in batch_schema:
+            if pa.types.is_null(field.type) and field.name in before.names:
+                field = before.field(field.name)
+            fields.append(field)
+        schema = pa.schema(fields)
+    schemas = {**plan.schemas, step.key: schema}
+    plan = replace(plan, run_time_typed=(*plan.run_time_typed, step.key))
+    return _typed_from(plan, schemas, index + 1, schema)
+
+
+def _typed_from(plan: Plan, schemas: dict[str, Any], start: int, schema: Any) -> Plan:
+    """Type ``plan.maps[start:]`` from ``schema`` on into ``schemas``, then check the sink."""
+    for index in range(start, len(plan.maps)):
+        step = plan.maps[index]
+        if not step.plugin.declares_output_schema():
+            return replace(plan, schemas=schemas, pending=index)
         try:
             schema = step.plugin.output_schema(step.params, schema)
         except BulkInferError as exc:
             raise exc.within(step.key) from None
         schemas[step.key] = schema
+    check_sink(plan, schema)
+    return replace(plan, schemas=schemas, pending=None)
+
+
+def check_sink(plan: Plan, schema: Any) -> None:
+    """The sink's check of the output's columns (:meth:`~pipeline.contract.sink.Sink.
+    check_schema`, or a table sink's target ``check``); a column of pickled Python objects is
+    refused for every sink. Raises a :class:`~pipeline.contract.errors.BulkInferError` keyed
+    under ``sink``."""
     for column in schema:
         if is_python_object(column.type):
             raise DataError(
@@ -244,4 +320,3 @@ def typed(plan: Plan, source_schema: Any) -> Plan:
             plan.sink.plugin(plan.io()).check_schema(plan.sink.params, schema)
     except BulkInferError as exc:
         raise exc.within("sink") from None
-    return replace(plan, schemas=schemas)

@@ -1,18 +1,22 @@
 """Plugin discovery through entry points.
 
 Listing reads package metadata only; a plugin module is imported when a config selects it, so a
-job that uses XGBoost never imports torch.
+job that uses XGBoost never imports torch. A plugin class built for another major version of the
+plugin contract (its ``plugin_api``, against :data:`~pipeline.contract.plugin.PLUGIN_API`) is
+refused when it loads, naming its package: in runs, dry runs and ``bulkinfer-plugins list``.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import sys
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
 from pipeline.contract.errors import PluginLoadError, PluginNotFoundError
-from pipeline.contract.plugin import Plugin
+from pipeline.contract.plugin import PLUGIN_API, Plugin, api_version
 from pipeline.contract.sink import Sink
 from pipeline.contract.source import Source
 from pipeline.contract.stage import Predictor, Preprocessor
@@ -127,8 +131,56 @@ def info(kind: str, name: str, *, key: str | None = None) -> PluginInfo:
     return found
 
 
-def load(kind: str, name: str, *, key: str | None = None) -> type[Plugin]:
-    """Import and return the plugin class registered as ``name``; ``key`` names the config key."""
+class MissingExtraError(PluginLoadError):
+    """A plugin's extras (:attr:`~pipeline.contract.plugin.Plugin.extras`) are not installed."""
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` (top-level) can be imported here, found without importing it."""
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # an import hook that refuses it, a broken package
+        return False
+
+
+def missing_extras(plugin: type[Plugin]) -> dict[str, list[str]]:
+    """The plugin's extras whose modules are not installed: ``{extra: [missing modules]}``."""
+    missing: dict[str, list[str]] = {}
+    for extra, modules in plugin.extras.items():
+        gone = [m for m in modules if not _importable(m)]
+        if gone:
+            missing[extra] = gone
+    return missing
+
+
+def install_hint(registered: PluginInfo, missing: dict[str, list[str]]) -> str:
+    """``needs the extra 'lance' of bulkinfer (module lance is not installed): pip install
+    'bulkinfer[lance]'`` for :func:`missing_extras`' answer."""
+    modules = [m for gone in missing.values() for m in gone]
+    names = ", ".join(f"{e!r}" for e in missing)
+    what = f"module {modules[0]} is" if len(modules) == 1 else f"modules {', '.join(modules)} are"
+    dist = registered.distribution
+    if dist is None:
+        return f"needs the modules {', '.join(modules)}, which are not installed"
+    plural = "s" if len(missing) > 1 else ""
+    return (
+        f"needs the extra{plural} {names} of {dist} ({what} not installed): "
+        f"pip install '{dist}[{','.join(missing)}]'"
+    )
+
+
+def load(
+    kind: str, name: str, *, key: str | None = None, require_extras: bool = True
+) -> type[Plugin]:
+    """Import and return the plugin class registered as ``name``; ``key`` names the config key.
+
+    Raises :class:`MissingExtraError` (one line with the pip command) when a module of the
+    plugin's :attr:`~pipeline.contract.plugin.Plugin.extras` is not installed, unless
+    ``require_extras`` is false (``describe`` shows the params anyway).
+    """
     registered = info(kind, name, key=key)
     clash = clashes(kind).get(name)
     if clash:
@@ -140,8 +192,44 @@ def load(kind: str, name: str, *, key: str | None = None) -> type[Plugin]:
             key=key,
         )
     try:
-        return _load(kind, name, registered.value)
+        plugin = _load(kind, name, registered.value)
+        check_api(plugin, registered)
     except PluginLoadError as exc:
         if key is None or exc.key:
             raise
         raise PluginLoadError(exc.message, key=key) from exc.__cause__
+    missing = missing_extras(plugin) if require_extras else {}
+    if missing:
+        raise MissingExtraError(
+            f"{kind} plugin {name!r} {install_hint(registered, missing)}", key=key
+        )
+    return plugin
+
+
+def check_api(plugin: type[Plugin], registered: PluginInfo) -> None:
+    """Refuse a plugin built for another major version of the contract than this bulkinfer's
+    (:data:`~pipeline.contract.plugin.PLUGIN_API`), or one whose ``plugin_api`` is not a
+    version: a :class:`PluginLoadError` naming the plugin, its package and what to install.
+    A plugin that does not say (``plugin_api`` None) was written for 1.0 and is accepted."""
+    declared = getattr(plugin, "plugin_api", None)
+    if declared is None:
+        return
+    what = f"{registered.kind} plugin {registered.name!r} from {registered.package}"
+    try:
+        major, _ = api_version(declared)
+    except ValueError as exc:
+        raise PluginLoadError(f"{what}: plugin_api {exc}") from None
+    ours, _ = api_version(PLUGIN_API)
+    if major != ours:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            have = f"bulkinfer {version('bulkinfer')}"
+        except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+            have = "this bulkinfer"
+        raise PluginLoadError(
+            f"{what} is built for plugin contract {declared}, but {have} provides "
+            f"{PLUGIN_API} (major versions differ). Install a release of "
+            f"{registered.distribution or 'the plugin package'} built for contract {ours}.x, "
+            f"or a bulkinfer that provides {major}.x."
+        )

@@ -28,8 +28,14 @@ def _step_lines(plan: Plan, n: int, step: Step) -> list[str]:
     if step.stage is not None and (decoding or step.kind != "source"):
         lines.append(f"       stage:  {_stage_line(step.stage)}")
     schema = plan.schemas.get(step.key)
-    if schema is not None and (decoding or step.key != "source" or plan.source.stage is None):
-        lines.append(f"       columns: {describe_schema(schema)}")
+    later = plan.maps[plan.pending :] if plan.pending is not None else ()
+    if any(step is s for s in later):
+        first = later[0]
+        why = "the stage declares no output_schema" if step is first else f"after {first.key}"
+        lines.append(f"       columns: decided at run time ({why})")
+    elif schema is not None and (decoding or step.key != "source" or plan.source.stage is None):
+        typed = " (typed from its first batch)" if step.key in plan.run_time_typed else ""
+        lines.append(f"       columns: {describe_schema(schema)}{typed}")
     return lines
 
 
@@ -43,10 +49,20 @@ def describe(plan: Plan) -> str:
         lines.append("  input: no rows (run.allow_empty: an empty output is published)")
     elif not plan.schemas:
         lines.append("  columns: known once the source is read")
+    elif plan.pending_step is not None:
+        step = plan.pending_step
+        lines.append(
+            f"  columns after {step.key}: decided at run time (the stage declares no "
+            "output_schema): typed from its first batch and checked against the sink before "
+            "any row is written"
+        )
     where = plan.ray.address or "local (embedded)"
     c = plan.cluster
     gpus = f", {c.gpus:g} GPU" if c.gpus else ""
     lines.append(f"  ray: {where}; planned for {c.name} with {c.cpus:g} CPU{gpus}")
+    if plan.env_vars:
+        shown = ", ".join(f"{k}={v}" for k, v in mask_secrets(plan.env_vars).items())
+        lines.append(f"  env: {shown} (every task and actor of the job)")
     for note in plan.notes:
         lines.append(f"  resources: {note}")
     return "\n".join(lines)

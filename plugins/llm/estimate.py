@@ -33,7 +33,10 @@ class TokenCounter:
         if folder is not None and os.path.isdir(os.path.expanduser(folder)):
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(folder))
+            # A local folder: nothing is looked up on a model hub for it.
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                os.path.expanduser(folder), local_files_only=True
+            )
 
     @property
     def method(self) -> str:

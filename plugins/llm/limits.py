@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 #: Namespace of the shared limiter actors.
@@ -96,8 +97,9 @@ class LimiterState:
 class Limiter(Protocol):
     """What the client needs: wait for a permit, and settle the real token usage later."""
 
-    async def acquire(self, tokens: float) -> float:
-        """Wait until one request with ``tokens`` may go; return the seconds waited."""
+    async def acquire(self, tokens: float, notice: Callable[[float], None] | None = None) -> float:
+        """Wait until one request with ``tokens`` may go; return the seconds waited.
+        ``notice``, when given, is called with the wait (seconds, > 0) before it begins."""
         ...
 
     def settle(self, delta_tokens: float) -> None:
@@ -111,9 +113,11 @@ class LocalLimiter:
     def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
         self.state = LimiterState(requests_per_minute, tokens_per_minute)
 
-    async def acquire(self, tokens: float) -> float:
+    async def acquire(self, tokens: float, notice: Callable[[float], None] | None = None) -> float:
         wait = self.state.reserve(tokens)
         if wait > 0:
+            if notice is not None:
+                notice(wait)
             await asyncio.sleep(wait)
         return wait
 
@@ -179,7 +183,7 @@ class SharedLimiter:
     def __repr__(self) -> str:  # names the actor: unique per job (see limiter_name)
         return f"SharedLimiter({self.name!r})"
 
-    async def acquire(self, tokens: float) -> float:
+    async def acquire(self, tokens: float, notice: Callable[[float], None] | None = None) -> float:
         from ray.exceptions import RayActorError
 
         try:
@@ -188,6 +192,8 @@ class SharedLimiter:
             self._handle = None
             wait = await self.handle().reserve.remote(tokens)
         if wait > 0:
+            if notice is not None:
+                notice(wait)
             await asyncio.sleep(wait)
         return wait
 

@@ -79,7 +79,16 @@ class OpenAIChatParams(PluginParams):
         "/completions with the prompt as raw text (base models).",
     )
     max_tokens: int | None = Field(
-        default=256, gt=0, description="Most tokens generated per row (null: the server's)."
+        default=256,
+        gt=0,
+        description="Most tokens generated per row (null: the server's). A reply cut there "
+        "(finish_reason=length) is counted in the summary; see on_truncated.",
+    )
+    on_truncated: Literal["keep", "fail"] = Field(
+        default="keep",
+        description="A reply cut at max_tokens (finish_reason=length): keep (its text as it is, "
+        "counted as rows_truncated and named in the summary) or fail (its row fails, naming "
+        "finish_reason=length and max_tokens, and goes through stage.on_error).",
     )
     temperature: float | None = Field(default=None, ge=0, description="Sampling temperature.")
     top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling mass.")
@@ -102,8 +111,24 @@ class OpenAIChatParams(PluginParams):
     completion_tokens_column: str | None = Field(
         default=None, description="Column for each row's completion tokens (null: none)."
     )
+    finish_reason_column: str | None = Field(
+        default=None,
+        description="Column (string) for each row's finish_reason as the server sent it: stop "
+        "(the model ended or hit a stop string), length (cut at max_tokens), content_filter, ...; "
+        "null where the server sends none (null param: no column).",
+    )
     max_concurrent_requests: int = Field(
-        default=16, gt=0, le=4096, description="Requests in flight at once in each worker."
+        default=16,
+        gt=0,
+        le=4096,
+        description="Requests in flight at once in each worker, across map batches (a worker "
+        "works on several batches at once to keep them all busy).",
+    )
+    dedupe: bool = Field(
+        default=True,
+        description="Send identical requests once per job and give every row that asks the "
+        "same answer (the summary says how many requests it saved); false: each row gets its "
+        "own request (sampling with temperature > 0).",
     )
     requests_per_minute: float | None = Field(
         default=None, gt=0, description="Most requests per minute for the whole job, all workers."
@@ -185,14 +210,19 @@ class OpenAIChatParams(PluginParams):
         clash = sorted(OWN_FIELDS & set(self.extra_body))
         if clash:
             raise ValueError(f"extra_body must not set {', '.join(clash)}: use params.{clash[0]}")
-        outputs = [self.output_column, self.prompt_tokens_column, self.completion_tokens_column]
+        outputs = [
+            self.output_column,
+            self.prompt_tokens_column,
+            self.completion_tokens_column,
+            self.finish_reason_column,
+        ]
         outputs += list((self.response_format or {}).get("properties", {}))
         named = [c for c in outputs if c is not None]
         twice = sorted({c for c in named if named.count(c) > 1})
         if twice:
             raise ValueError(
-                f"output column {twice[0]!r} is named twice (output_column, the token columns "
-                "and response_format's properties must all differ)"
+                f"output column {twice[0]!r} is named twice (output_column, the token columns, "
+                "finish_reason_column and response_format's properties must all differ)"
             )
         return self
 

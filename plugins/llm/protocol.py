@@ -10,6 +10,7 @@ transformers serve, ignores it and the reply is still validated here).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +27,27 @@ class MalformedReplyError(ValueError):
 
 @dataclass(frozen=True)
 class Reply:
-    """What one request gave: the text, why it stopped, and the tokens the server counted."""
+    """What one request gave: the text, why it stopped, and the tokens the server counted.
 
-    text: str
+    ``text`` is None when the server sent ``content: null`` (a server-side parser that failed,
+    a reasoning model cut before its answer, a refusal; ``refusal`` holds the latter's text).
+    """
+
+    text: str | None
     finish_reason: str | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    refusal: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The reply as a JSON object (what the journal keeps)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Reply:
+        """A reply from :meth:`to_json`'s object (keys it does not know are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in value.items() if k in names})
 
 
 class RequestBuilder:
@@ -94,34 +110,38 @@ def parse_reply(endpoint: str, payload: Any, stop: list[str] | None = None) -> R
     """The :class:`Reply` in a decoded 2xx body of ``endpoint`` (chat or completions).
 
     A reply that ends with one of ``stop`` has it removed (OpenAI and vLLM leave it out,
-    transformers serve keeps it). Raises :class:`MalformedReplyError` when the body lacks
-    ``choices[0]`` with its text.
+    transformers serve keeps it). ``content: null`` (chat) or ``text: null`` (completions) gives
+    a :class:`Reply` whose ``text`` is None: the caller decides (the client fails the row).
+    Raises :class:`MalformedReplyError` when the body lacks ``choices[0]`` with its message or
+    text, or the text is neither a string nor null.
     """
+    refusal = None
     try:
         choice = payload["choices"][0]
         if endpoint == "chat":
-            text = choice["message"].get("content")
+            message = choice["message"]
+            text = message.get("content")
+            refusal = message.get("refusal")
         else:
             text = choice["text"]
     except (KeyError, IndexError, TypeError, AttributeError):
         raise MalformedReplyError(
             f"the answer has no choices[0] text: {str(payload)[:200]!r}"
         ) from None
-    if text is None:
-        text = ""  # a refusal or a tool call: no content
-    if not isinstance(text, str):
+    if text is not None and not isinstance(text, str):
         raise MalformedReplyError(f"the answer's text is a {type(text).__name__}, not a string")
     for s in stop or ():
-        if s and text.endswith(s):
+        if text and s and text.endswith(s):
             text = text[: -len(s)]
             break
     usage = payload.get("usage") if isinstance(payload, dict) else None
     usage = usage if isinstance(usage, dict) else {}
     return Reply(
         text=text,
-        finish_reason=choice.get("finish_reason") if isinstance(choice, dict) else None,
+        finish_reason=reason if isinstance(reason := choice.get("finish_reason"), str) else None,
         prompt_tokens=_count(usage.get("prompt_tokens")),
         completion_tokens=_count(usage.get("completion_tokens")),
+        refusal=refusal if isinstance(refusal, str) and refusal else None,
     )
 
 

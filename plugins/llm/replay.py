@@ -9,19 +9,14 @@ two identical rows in one batch get one result each.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
+from plugins.llm.journal import request_key as body_key
+
 R = TypeVar("R")
-
-
-def body_key(body: dict[str, Any]) -> str:
-    """A digest of a request body (key order does not matter)."""
-    text = json.dumps(body, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()
 
 
 class Replay(Generic[R]):
@@ -32,12 +27,17 @@ class Replay(Generic[R]):
         self.max_entries = max_entries
         self._entries: OrderedDict[str, deque[R]] = OrderedDict()
         self._size = 0
+        self._lock = threading.Lock()  # several batches of one actor at once
 
     def __len__(self) -> int:
         return self._size
 
     def keep(self, bodies: Sequence[dict[str, Any]], results: Sequence[R]) -> None:
         """Keep ``results[i]`` for ``bodies[i]``."""
+        with self._lock:
+            self._keep(bodies, results)
+
+    def _keep(self, bodies: Sequence[dict[str, Any]], results: Sequence[R]) -> None:
         for body, result in zip(bodies, results, strict=True):
             key = body_key(body)
             self._entries.setdefault(key, deque()).append(result)
@@ -50,11 +50,12 @@ class Replay(Generic[R]):
     def take(self, body: dict[str, Any]) -> R | None:
         """The oldest result kept for ``body`` (removed), or None."""
         key = body_key(body)
-        queue = self._entries.get(key)
-        if not queue:
-            return None
-        result = queue.popleft()
-        self._size -= 1
-        if not queue:
-            del self._entries[key]
-        return result
+        with self._lock:
+            queue = self._entries.get(key)
+            if not queue:
+                return None
+            result = queue.popleft()
+            self._size -= 1
+            if not queue:
+                del self._entries[key]
+            return result

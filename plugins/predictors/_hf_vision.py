@@ -8,8 +8,11 @@ row gets what the pipeline gives for that image alone (equal labels; scores equa
 rounding of a batched forward pass).
 
 Images are ``[height, width, channels]`` uint8 arrays (channels last, as the images source
-decodes them). Like the pipeline, which opens every image with ``load_image`` (``convert("RGB")``),
-one channel is repeated to three and a fourth (alpha) is dropped before the image processor.
+decodes them; 1 channel is L, 2 LA, 3 RGB, 4 RGBA), or uint16 for 16-bit grey. Like the pipeline,
+which opens every image with ``load_image`` (``convert("RGB")``), one channel is repeated to
+three and alpha is dropped before the image processor; 16-bit values are first scaled to 8 bits
+by value (``round(v / 257)``, as the images source does), where Pillow's conversion would clip
+them at 255.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ def as_rgb(image: Any):
     """``[h, w, c]`` (or ``[h, w]``) uint8 -> ``[h, w, 3]``, as Pillow's ``convert("RGB")`` does.
 
     L (one channel) is repeated; LA and RGBA lose their alpha channel (Pillow drops it without
-    compositing). Raises ValueError for other channel counts.
+    compositing). A uint16 image (16-bit) is first scaled to 8 bits by value, ``round(v /
+    257)``. Raises ValueError for other channel counts.
     """
     import numpy as np
 
     array = np.asarray(image)
+    if array.dtype == np.uint16:
+        array = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
     channels = array.shape[2] if array.ndim == 3 else 0

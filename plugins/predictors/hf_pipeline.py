@@ -16,7 +16,13 @@ from pipeline.contract.plugin import PluginParams
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import Predictor
 from plugins.batches import added, is_token_column, require_text, to_arrow, with_column
-from plugins.models import model_load_error, pick_device, resolve_model
+from plugins.models import (
+    check_model_folder,
+    model_load_error,
+    offline_env,
+    pick_device,
+    resolve_model,
+)
 from plugins.predictors import _hf_outputs as outputs
 
 KEY = "predictor.params"
@@ -104,6 +110,8 @@ class HfPipeline(Predictor):
     """Run a transformers pipeline over a text column (or pre-tokenized ids)."""
 
     Params = HfPipelineParams
+    extras = {"transformers": ("transformers", "torch")}
+    libraries: ClassVar[tuple[str, ...]] = ("transformers", "torch")
     #: ``stage.batch_size`` is the forward pass (rows per pipeline call); the planner hands the
     #: actor windows the core sorts by token length (:meth:`row_lengths`).
     default_stage: ClassVar[StageSettings] = StageSettings(
@@ -140,7 +148,13 @@ class HfPipeline(Predictor):
         """Output columns typed by task (see :mod:`plugins.predictors._hf_outputs`)."""
         tokens_ok = params.task in outputs.TOKEN_INPUT_TASKS
         require_text(schema, params.input_column, "params.input_column", "pipelines", tokens_ok)
+        check_model_folder(params.model, "params.model")
         return added(schema, **outputs.output_types(params))
+
+    @classmethod
+    def env_vars(cls, params: HfPipelineParams) -> dict[str, str]:
+        """The model hub's offline switches when ``model`` is a local folder."""
+        return offline_env(params.model)
 
     def __call__(self, batch: Any) -> Any:
         p = self.params

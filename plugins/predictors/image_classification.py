@@ -15,6 +15,7 @@ from pipeline.contract.plugin import PluginParams
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import Predictor
 from plugins.batches import added, image_rows, require_images, to_arrow, with_column
+from plugins.models import check_model_folder, offline_env
 from plugins.predictors import _hf_vision as vision
 from plugins.predictors._labels import label_arrays, label_types
 
@@ -29,7 +30,8 @@ class VisionModelParams(PluginParams):
     input_column: str = Field(
         default="image",
         description="Column of images: [height, width, channels] uint8 arrays, as source=images "
-        "yields them (grey and RGBA images are converted to RGB, as the pipeline does).",
+        "yields them (grey, LA and RGBA images are converted to RGB, as the pipeline does; "
+        "uint16 ones are scaled to 8 bits by value).",
     )
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict,
@@ -81,6 +83,7 @@ class ImageClassification(Predictor):
 
     Params = ImageClassificationParams
     libraries: ClassVar[tuple[str, ...]] = ("transformers", "torch", "pillow")
+    extras = {"transformers": ("transformers", "torch"), "images": ("PIL",)}
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=32, batch_format="pyarrow"
     )
@@ -96,8 +99,14 @@ class ImageClassification(Predictor):
         """``label_column``: string, ``score_column``: float32; with ``top_k > 1``
         ``list<string>`` and ``list<float32>``."""
         require_images(schema, params.input_column, "params.input_column", "image classifiers")
+        check_model_folder(params.model, "params.model")
         label, score = label_types(params.top_k)
         return added(schema, **{params.label_column: label, params.score_column: score})
+
+    @classmethod
+    def env_vars(cls, params: ImageClassificationParams) -> dict[str, str]:
+        """The model hub's offline switches when ``model`` is a local folder."""
+        return offline_env(params.model)
 
     def __call__(self, batch: Any) -> Any:
         p = self.params

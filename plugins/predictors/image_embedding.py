@@ -14,6 +14,7 @@ from pydantic import Field
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import Predictor
 from plugins.batches import added, image_rows, require_images, to_arrow, with_column
+from plugins.models import check_model_folder, offline_env
 from plugins.predictors import _hf_vision as vision
 from plugins.predictors.image_classification import VisionModelParams
 
@@ -36,6 +37,7 @@ class ImageEmbedding(Predictor):
 
     Params = ImageEmbeddingParams
     libraries: ClassVar[tuple[str, ...]] = ("transformers", "torch", "pillow")
+    extras = {"transformers": ("transformers", "torch"), "images": ("PIL",)}
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=32, batch_format="pyarrow"
     )
@@ -54,9 +56,15 @@ class ImageEmbedding(Predictor):
         import pyarrow as pa
 
         require_images(schema, params.input_column, "params.input_column", "image embeddings")
+        check_model_folder(params.model, "params.model")
         dim = vision.embedding_dimension(params.model, params.pooling)
         vector = pa.list_(pa.float32(), dim) if dim else pa.list_(pa.float32())
         return added(schema, **{params.output_column: vector})
+
+    @classmethod
+    def env_vars(cls, params: ImageEmbeddingParams) -> dict[str, str]:
+        """The model hub's offline switches when ``model`` is a local folder."""
+        return offline_env(params.model)
 
     def __call__(self, batch: Any) -> Any:
         import numpy as np

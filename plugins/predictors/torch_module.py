@@ -226,6 +226,8 @@ class TorchModule(Predictor):
     """Run a PyTorch model on numeric or tensor columns under ``torch.inference_mode``."""
 
     Params = TorchModuleParams
+    extras = {"torch": ("torch",)}
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=256, batch_format="pyarrow"
     )
@@ -251,11 +253,18 @@ class TorchModule(Predictor):
         tensors) per row, or a fixed-size list of them; the shape is the model's, known only
         once it runs, so the columns are declared ``null`` (decided at run time). With
         ``labels``: ``label_column`` string and ``score_column`` float32 (``list<string>`` and
-        ``list<float32>`` with ``top_k > 1``)."""
+        ``list<float32>`` with ``top_k > 1``). Raises :class:`DataError` naming the param for a
+        ``model_file`` or ``state_dict`` that does not exist and a ``labels`` file that does
+        not exist or cannot be read, before the job."""
         import pyarrow as pa
 
         require_fields(schema, params.input_columns, key="params.input_columns")
+        for name in ("model_file", "state_dict"):  # local files: refused before the job
+            path = getattr(params, name)
+            if path is not None and not os.path.isfile(os.path.expanduser(path)):
+                raise DataError(f"file does not exist: {path}", key=f"params.{name}")
         if params.labels is not None:
+            read_labels(params.labels, "params.labels")
             label, score = label_types(params.top_k)
             return added(schema, **{params.label_column: label, params.score_column: score})
         return added(schema, **{name: pa.null() for name in params.output_columns})

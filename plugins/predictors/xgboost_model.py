@@ -47,40 +47,85 @@ class XGBoostParams(PluginParams):
     )
 
 
+def booster_file(model: str, checkpoint_filename: str = CHECKPOINT_FILE) -> str:
+    """The booster file ``model`` names: the file itself, or ``checkpoint_filename`` inside a
+    Ray Train checkpoint folder. Raises :class:`DataError` (``predictor.params.model``) when the
+    path does not exist, or is a folder without that file."""
+    path = os.path.expanduser(model)
+    if not os.path.exists(path):
+        raise DataError(f"model path does not exist: {model}", key=f"{KEY}.model")
+    if not os.path.isdir(path):
+        return path
+    if not os.path.isfile(os.path.join(path, checkpoint_filename)):
+        listed = ", ".join(sorted(os.listdir(path))) or "(empty)"
+        raise DataError(
+            f"{model} is a folder without {checkpoint_filename} (has: {listed}); expected "
+            "a Ray Train checkpoint written by RayTrainReportCallback",
+            key=f"{KEY}.model",
+        )
+    return os.path.join(path, checkpoint_filename)
+
+
+def _cannot_load(model: str, exc: Exception) -> DataError:
+    first = str(exc).strip().splitlines()[0]
+    return DataError(f"cannot load XGBoost model {model}: {first}", key=f"{KEY}.model")
+
+
 def load_booster(model: str, checkpoint_filename: str = CHECKPOINT_FILE):
     """A Booster from a model file, or from a Ray Train checkpoint folder."""
     import xgboost
 
-    path = os.path.expanduser(model)
-    if not os.path.exists(path):
-        raise DataError(f"model path does not exist: {model}", key=f"{KEY}.model")
+    path = booster_file(model, checkpoint_filename)
     try:
-        if os.path.isdir(path):
-            if not os.path.isfile(os.path.join(path, checkpoint_filename)):
-                listed = ", ".join(sorted(os.listdir(path))) or "(empty)"
-                raise DataError(
-                    f"{model} is a folder without {checkpoint_filename} (has: {listed}); expected "
-                    "a Ray Train checkpoint written by RayTrainReportCallback",
-                    key=f"{KEY}.model",
-                )
+        if os.path.isdir(os.path.expanduser(model)):
             from ray.train import Checkpoint
             from ray.train.xgboost import RayTrainReportCallback
 
             return RayTrainReportCallback.get_model(
-                Checkpoint.from_directory(path), filename=checkpoint_filename
+                Checkpoint.from_directory(os.path.expanduser(model)), filename=checkpoint_filename
             )
         booster = xgboost.Booster()
         booster.load_model(path)
         return booster
     except xgboost.core.XGBoostError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise DataError(f"cannot load XGBoost model {model}: {first}", key=f"{KEY}.model") from None
+        raise _cannot_load(model, exc) from None
+
+
+def prediction_width(model: str, checkpoint_filename: str, predict_type: str) -> int:
+    """Values per row that ``inplace_predict`` returns for the booster ``model`` names, read
+    from the booster file's learner config without Ray (plan time): ``num_class`` for a
+    multi-class objective (``multi:softprob``, and ``multi:softmax`` margins;
+    ``multi:softmax`` values are one class index per row), else ``num_target`` (several for
+    multi-target regression and for ``reg:quantileerror`` with several ``quantile_alpha``),
+    1 for regression, binary classification, ranking, counts and survival.
+
+    Raises :class:`DataError` (``predictor.params.model``) for a missing path or a file that is
+    not an XGBoost model.
+    """
+    import json
+
+    import xgboost
+
+    path = booster_file(model, checkpoint_filename)
+    try:
+        booster = xgboost.Booster(model_file=path)
+    except xgboost.core.XGBoostError as exc:
+        raise _cannot_load(model, exc) from None
+    learner = json.loads(booster.save_config())["learner"]
+    objective = learner["objective"]["name"]
+    shape = learner["learner_model_param"]
+    classes = int(shape.get("num_class", "0"))
+    if classes > 1:
+        return 1 if objective == "multi:softmax" and predict_type == "value" else classes
+    return max(1, int(shape.get("num_target", "1")))
 
 
 class XGBoostPredictor(Predictor):
     """Predict with an XGBoost booster via ``inplace_predict`` (no DMatrix per batch)."""
 
     Params = XGBoostParams
+    extras = {"xgboost": ("xgboost",)}
+    libraries: ClassVar[tuple[str, ...]] = ("xgboost",)
     #: Measured on 2 CPUs, 1,000,000 rows x 30 features (benchmarks/RESULTS.md): a booster
     #: loads in a tenth of a second, so an actor's process start costs more than it saves;
     #: tasks reuse warm workers (the booster is kept per worker process). Batches of 131,072
@@ -104,14 +149,21 @@ class XGBoostPredictor(Predictor):
 
     @classmethod
     def output_schema(cls, params: XGBoostParams, schema: Any) -> Any:
-        """Predictions are float32 for one output per row (regression, binary classification),
-        or a fixed-size list of float32 per row (multi-class probabilities or margins); which
-        one only the booster knows, so the column is declared ``null`` (decided at run time)."""
+        """``output_column``: ``float32`` for one value per row (regression, binary
+        classification, ``multi:softmax`` classes), or ``fixed_size_list<float32>[n]`` for
+        ``n`` per row (multi-class probabilities or margins, several targets or quantiles), as
+        :func:`prediction_width` reads it from the booster file before the job. Raises
+        :class:`DataError` for a model path that does not exist or is no XGBoost model."""
         import pyarrow as pa
 
         if params.feature_columns:
             require_fields(schema, params.feature_columns, key="params.feature_columns")
-        return added(schema, **{params.output_column: pa.null()})
+        try:
+            width = prediction_width(params.model, params.checkpoint_filename, params.predict_type)
+        except DataError as exc:
+            raise DataError(exc.message, key="params.model") from None
+        kind = pa.float32() if width == 1 else pa.list_(pa.float32(), width)
+        return added(schema, **{params.output_column: kind})
 
     def features(self, columns: list[str]) -> list[str]:
         """The model's input columns, in the order the model expects them."""
@@ -168,11 +220,20 @@ class XGBoostPredictor(Predictor):
         out = self.params.output_column
         if isinstance(batch, pd.DataFrame):
             batch = batch.copy(deep=False)
-            batch[out] = list(predictions) if predictions.ndim > 1 else predictions
+            if predictions.ndim > 1:  # an Arrow-backed column: fixed_size_list<float32>[n]
+                batch[out] = pd.Series(
+                    pd.arrays.ArrowExtensionArray(_vectors(predictions)), index=batch.index
+                )
+            else:
+                batch[out] = predictions
             return batch
-        if predictions.ndim > 1:
-            flat = pa.array(predictions.reshape(-1))
-            values = pa.FixedSizeListArray.from_arrays(flat, predictions.shape[1])
-        else:
-            values = pa.array(predictions)
+        values = _vectors(predictions) if predictions.ndim > 1 else pa.array(predictions)
         return with_column(table, out, values)
+
+
+def _vectors(predictions: Any) -> Any:
+    """``[rows, n]`` float32 predictions as a ``fixed_size_list<float32>[n]`` array."""
+    import pyarrow as pa
+
+    flat = pa.array(predictions.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, predictions.shape[1])

@@ -34,6 +34,8 @@ class Filter(Preprocessor):
 
     Params = FilterParams
     default_stage: ClassVar[StageSettings] = StageSettings(batch_format="pyarrow")
+    #: Returns each kept row with every column of its batch (bulkinfer's row ids among them).
+    passes_columns: ClassVar[bool] = True
 
     def __init__(self, params: FilterParams) -> None:
         super().__init__(params)

@@ -10,7 +10,8 @@ installed beside the CPU build of torch this project pins: PyPI's torchvision is
 and fails to import there. ``tests/data/image_transform_reference.npz`` holds torchvision
 0.28.0's own output for the same inputs, and the tests compare against it.
 
-Shapes: an image is ``[height, width, channels]`` uint8 (channels last, as decoded); the output
+Shapes: an image is ``[height, width, channels]`` uint8 (channels last, as decoded), or uint16 for
+16-bit images, which ``ToDtype(scale=True)`` divides by 65535 instead of 255; the output
 of :meth:`ImageTransform.__call__` for ``n`` images is ``[n, channels, out_height, out_width]``
 float32 (or float16), channels first, as a model's ``forward`` takes it.
 """
@@ -114,12 +115,13 @@ def _center_crop(images, crop: Sequence[int]):
     return images[..., top : top + crop_h, left : left + crop_w]
 
 
-def _resize(images, size: Sequence[int], interpolation: str, antialias: bool):
-    """``[n, c, h, w]`` uint8 -> resized uint8, the way torchvision v2 resizes uint8 tensors.
+def _resize(images, size: Sequence[int], interpolation: str, antialias: bool, top: int = 255):
+    """``[n, c, h, w]`` integer pixels (0 to ``top``) -> resized, of the same dtype, the way
+    torchvision v2 resizes integer tensors.
 
     torch resizes uint8 natively on the CPU (bilinear with AVX2/AVX512 or on ARM; bicubic
-    always); otherwise the pixels go through float32, are rounded and clamped, as torchvision
-    does.
+    always); otherwise (other dtypes, e.g. 16-bit pixels held as int32) the pixels go through
+    float32, are rounded and, for bicubic, clamped to 0-``top``, as torchvision does.
     """
     import platform
 
@@ -136,7 +138,7 @@ def _resize(images, size: Sequence[int], interpolation: str, antialias: bool):
         native = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or (
             platform.machine() in ("aarch64", "arm64")
         )
-    native = native and images.device.type == "cpu"
+    native = native and images.device.type == "cpu" and images.dtype == torch.uint8
     work = images if native else images.to(torch.float32)
     out = F.interpolate(
         work,
@@ -147,8 +149,8 @@ def _resize(images, size: Sequence[int], interpolation: str, antialias: bool):
     )
     if not native:
         if interpolation == "bicubic":
-            out = out.clamp_(0, 255)
-        out = out.round_().to(torch.uint8)
+            out = out.clamp_(0, top)
+        out = out.round_().to(images.dtype)
     return out
 
 
@@ -167,9 +169,9 @@ class ImageTransform:
         """``n`` images -> ``[n, c, out_h, out_w]`` numpy array of ``spec.dtype``.
 
         ``images``: a ``[n, h, w, c]`` uint8 array, or a sequence of ``[h, w, c]`` (or ``[h, w]``)
-        uint8 arrays of any sizes. Raises ValueError if the output sizes differ (no crop and no
-        fixed resize on images of different shapes) or if mean/std has neither 1 value nor one
-        per channel.
+        uint8 arrays of any sizes; uint16 arrays are 16-bit images (scaled by 65535). Raises
+        ValueError if the output sizes differ (no crop and no fixed resize on images of
+        different shapes) or if mean/std has neither 1 value nor one per channel.
         """
         import numpy as np
 
@@ -177,15 +179,15 @@ class ImageTransform:
         if not arrays:
             return np.zeros((0, 0, 0, 0), dtype=self.spec.dtype)
         arrays = [a[:, :, None] if a.ndim == 2 else a for a in arrays]
-        groups: dict[tuple[int, ...], list[int]] = {}
+        groups: dict[tuple[tuple[int, ...], Any], list[int]] = {}
         for i, array in enumerate(arrays):
-            if array.ndim != 3 or array.dtype != np.uint8:
+            if array.ndim != 3 or array.dtype not in (np.uint8, np.uint16):
                 raise ValueError(
                     f"image {i} is a {array.dtype} array of shape {array.shape}, not "
-                    "[height, width, channels] uint8"
+                    "[height, width, channels] uint8 (or uint16)"
                 )
-            groups.setdefault(array.shape, []).append(i)
-        sizes = {self.spec.output_size(h, w) + (c,) for h, w, c in groups}
+            groups.setdefault((array.shape, array.dtype), []).append(i)
+        sizes = {self.spec.output_size(h, w) + (c,) for (h, w, c), _ in groups}
         if len(sizes) > 1:
             raise ValueError(
                 "the images come out in different sizes "
@@ -199,16 +201,21 @@ class ImageTransform:
         return result
 
     def _apply(self, batch):
-        """``[n, h, w, c]`` uint8 numpy -> ``[n, c, out_h, out_w]`` numpy of ``spec.dtype``."""
+        """``[n, h, w, c]`` uint8 (or uint16) numpy -> ``[n, c, out_h, out_w]`` numpy of
+        ``spec.dtype``."""
+        import numpy as np
         import torch
 
         spec = self.spec
+        top = 65535 if batch.dtype == np.uint16 else 255
         images = torch.from_numpy(batch).permute(0, 3, 1, 2)  # a channels-last view, no copy
+        if top != 255:  # torch computes little on uint16: hold 16-bit pixels as int32
+            images = images.to(torch.int32)
         if spec.resize is not None:
-            images = _resize(images, spec.resize, spec.interpolation, spec.antialias)
+            images = _resize(images, spec.resize, spec.interpolation, spec.antialias, top)
         if spec.center_crop is not None:
             images = _center_crop(images, spec.center_crop)
-        images = images.to(torch.float32).mul_(1.0 / 255)
+        images = images.to(torch.float32).mul_(1.0 / top)
         if spec.mean is not None:
             channels = images.shape[1]
             if len(spec.mean) not in (1, channels):

@@ -32,7 +32,8 @@ from plugins.preprocessors.image_ops import (
 
 class ImageTransformParams(PluginParams):
     input_column: str = Field(
-        default="image", description="Column of [height, width, channels] uint8 images."
+        default="image",
+        description="Column of [height, width, channels] uint8 images (uint16: 16-bit).",
     )
     output_column: str = Field(
         default="pixel_values",
@@ -99,6 +100,7 @@ class ImageTransformStage(Preprocessor):
 
     Params = ImageTransformParams
     libraries: ClassVar[tuple[str, ...]] = ("torch",)
+    extras = {"torch": ("torch",)}
     default_stage: ClassVar[StageSettings] = StageSettings(
         batch_size=32, batch_format="pyarrow", compute="tasks"
     )

@@ -16,7 +16,7 @@ from pipeline.contract.plugin import PluginParams
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import Preprocessor
 from plugins.batches import added, require_columns, require_text, to_arrow, with_column
-from plugins.models import model_load_error, resolve_model
+from plugins.models import check_model_folder, model_load_error, offline_env, resolve_model
 
 
 class TokenizeParams(PluginParams):
@@ -51,6 +51,8 @@ class Tokenize(Preprocessor):
     """Text -> ``input_ids`` and ``attention_mask`` (int64 lists) with a transformers tokenizer."""
 
     Params = TokenizeParams
+    extras = {"transformers": ("transformers",)}
+    libraries: ClassVar[tuple[str, ...]] = ("transformers",)
     default_stage: ClassVar[StageSettings] = StageSettings(
         batch_size=256, batch_format="pyarrow", compute="tasks"
     )
@@ -71,10 +73,16 @@ class Tokenize(Preprocessor):
         import pyarrow as pa
 
         require_text(schema, params.input_column, "params.input_column", "tokenizers")
+        check_model_folder(params.tokenizer, "params.tokenizer")
         if params.drop_input:
             schema = schema.remove(schema.get_field_index(params.input_column))
         ids = pa.list_(pa.int64())
         return added(schema, **{params.input_ids_column: ids, params.attention_mask_column: ids})
+
+    @classmethod
+    def env_vars(cls, params: TokenizeParams) -> dict[str, str]:
+        """The model hub's offline switches when ``tokenizer`` is a local folder."""
+        return offline_env(params.tokenizer)
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa

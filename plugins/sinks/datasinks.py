@@ -48,11 +48,17 @@ class FileDatasink(Datasink[list[tuple[str, int]]]):
         self.filesystem.create_dir(self.folder, recursive=True)
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> list[tuple[str, int]]:
-        name = f"{self.prefix}_{ctx.task_idx:06d}.{self.extension}"
+        tables = (BlockAccessor.for_block(block).to_arrow() for block in blocks)
+        return self.write_tables(tables, f"{self.prefix}_{ctx.task_idx:06d}")
+
+    def write_tables(self, tables: Iterable[Any], stem: str) -> list[tuple[str, int]]:
+        """Write ``tables`` into the file ``<stem>.<extension>``; ``[(name, rows)]``, or
+        nothing when no table had a row."""
+        name = f"{stem}.{self.extension}"
         out = _StreamingFile(self, f"{self.folder}/{name}")
         with out:
-            for block in blocks:
-                out.add(BlockAccessor.for_block(block).to_arrow())
+            for table in tables:
+                out.add(table)
         return [(name, out.rows)] if out.rows or out.opened else []
 
     def on_write_complete(self, write_result: Any) -> None:

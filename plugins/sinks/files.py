@@ -11,12 +11,13 @@ refused before any model loads (:meth:`check_schema`).
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any, Literal
 
 from pydantic import Field
 
 from pipeline.contract.plugin import PluginParams
-from pipeline.contract.sink import FileOutput, FileSink
+from pipeline.contract.sink import BlockWriter, FileOutput, FileSink
 
 
 class FileSinkParams(PluginParams):
@@ -82,6 +83,10 @@ class _FileSink(FileSink):
         dataset.write_datasink(sink, ray_remote_args=dict(self.io.ray_remote_args))
         return dict(sink.counts)
 
+    def writer(self, folder: str, params: FileSinkParams, part: str) -> FileWriter:
+        fs, _ = _filesystem(params.path)
+        return FileWriter(self._datasink(folder, fs, params), part, params.columns)
+
     @property
     def name(self) -> str:
         return type(self).__name__.removesuffix("Sink").lower()
@@ -130,3 +135,18 @@ class JsonSink(_FileSink):
         from plugins.sinks.datasinks import JsonLinesFiles
 
         return JsonLinesFiles(folder, fs, min_rows_per_file=params.min_rows_per_file)
+
+
+class FileWriter(BlockWriter):
+    """Each write task's file (``<part>-<random>.<extension>``) through the sink's datasink."""
+
+    def __init__(self, datasink: Any, part: str, columns: list[str] | None) -> None:
+        self.datasink, self.part, self.columns = datasink, part, columns
+        self.min_rows_per_write = datasink.min_rows_per_file
+
+    def write(self, tables: Any) -> list[dict[str, Any]]:
+        self.datasink.filesystem.create_dir(self.datasink.folder, recursive=True)
+        if self.columns:
+            tables = (t.select(self.columns) for t in tables)
+        files = self.datasink.write_tables(tables, f"{self.part}-{uuid.uuid4().hex[:12]}")
+        return [{"name": name, "rows": rows} for name, rows in files]

@@ -11,6 +11,7 @@ class IcebergSink(TableSink):
 
     Params = IcebergParams
     libraries = ("pyiceberg",)
+    extras = {"iceberg": ("pyiceberg",)}
 
     def target(self, params: IcebergParams) -> IcebergTarget:
         return IcebergTarget(params)

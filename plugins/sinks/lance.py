@@ -11,6 +11,7 @@ class LanceSink(TableSink):
 
     Params = LanceParams
     libraries = ("pylance", "lancedb")
+    extras = {"lance": ("lance",)}
 
     def target(self, params: LanceParams) -> LanceTarget:
         return LanceTarget(params)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline.contract.sink import TableSink
-from plugins.sinks.targets.sql_target import SqlParams, SqlTarget
+from plugins.sinks.targets.sql_params import SqlParams
+
+if TYPE_CHECKING:
+    from plugins.sinks.targets.sql_target import SqlTarget
 
 
 class SqlSink(TableSink):
@@ -11,6 +16,9 @@ class SqlSink(TableSink):
 
     Params = SqlParams
     libraries = ("sqlalchemy",)
+    extras = {"sql": ("sqlalchemy",)}
 
     def target(self, params: SqlParams) -> SqlTarget:
+        from plugins.sinks.targets.sql_target import SqlTarget  # SQLAlchemy: only when it runs
+
         return SqlTarget(params)

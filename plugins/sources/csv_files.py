@@ -11,6 +11,7 @@ the float NaN). Quoted fields may hold line breaks, quotes (doubled) and delimit
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -214,6 +215,33 @@ class CsvSource(FileSource):
             convert_options=convert_options(params, types),
             **self.read_options(files),
         )
+
+    def read_file(self, params: CsvParams, file: str) -> Iterator[Any]:
+        """The file streamed by pyarrow's CSV reader with the job's types; a value that does
+        not convert is a DataError naming its column (not ``#2``)."""
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        types = self.file_types(params, self.files(params)[0][0])
+        schema = self.schema(params)
+        with open_input(file) as f:
+            try:
+                reader = pcsv.open_csv(
+                    f,
+                    read_options=read_options(),
+                    parse_options=parse_options(params),
+                    convert_options=convert_options(params, types),
+                )
+                for batch in reader:
+                    table = pa.Table.from_batches([batch]).select(schema.names)
+                    yield table if table.schema.equals(schema) else table.cast(schema)
+            except DataError:
+                raise
+            except Exception as exc:
+                raise DataError(
+                    f"cannot read input file {file}: {named(exc, list(types))}",
+                    key="source.params.path",
+                ) from None
 
     def check_file(self, params: CsvParams, f: Any) -> None:
         import pyarrow.csv as pcsv

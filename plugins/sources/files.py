@@ -12,7 +12,7 @@ within :data:`REMOTE_TIMEOUT_S` seconds.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from pydantic import Field
@@ -172,6 +172,10 @@ def select(schema: Any, columns: list[str] | None, key: str = "source.params.col
     return pa.schema([schema.field(c) for c in columns], metadata=schema.metadata)
 
 
+#: Lines of a text file per table its read yields.
+LINES_PER_TABLE = 65536
+
+
 class FileSource(Source):
     """Base of the file sources: listing, work units, schema on the driver, read errors.
 
@@ -211,6 +215,22 @@ class FileSource(Source):
 
     def read_files(self, params: FileParams, files: list[str]):
         raise NotImplementedError
+
+    def read_file(self, params: FileParams, file: str) -> Iterator[Any]:
+        """One file's rows as Arrow tables with exactly the types of :meth:`schema`, in file
+        order, without Ray."""
+        raise NotImplementedError
+
+    def read_unit(self, params: FileParams, unit: WorkUnit) -> Iterator[Any]:
+        """The unit's files, in order, each read by :meth:`read_file`; a file that does not
+        parse is a DataError naming it."""
+        for file, _ in self.unit_files(params, unit):
+            try:
+                yield from self.read_file(params, file)
+            except DataError:
+                raise
+            except Exception as exc:  # any parse error: this is the file at fault
+                raise unreadable(file, exc) from None
 
     def check_file(self, params: FileParams, f: Any) -> None:
         """Parse a whole open file as the read does, raising if it is not valid input."""
@@ -317,17 +337,38 @@ class ParquetSource(FileSource):
     file_extensions = ("parquet",)
 
     def file_schema(self, params: ParquetParams, files: list[tuple[str, int]]) -> Any:
-
-        first = files[0][0]
-
-        def footer() -> Any:
-            with open_input(first) as f:
-                return parquet_file(f, first).schema_arrow
-
-        schema = _declared_over(remote(footer, first), params)
-        if len(files) <= EMPTY_CHECK_FILES and not any(self._rows(f) for f, _ in files):
+        """The columns as every file is read: the first file's, each type widened where a
+        later file holds a wider one (:func:`unify_footers`; up to :data:`EMPTY_CHECK_FILES`
+        files, whose footers also tell whether there are rows), declared types over them."""
+        checked = files if len(files) <= EMPTY_CHECK_FILES else files[:1]
+        footers = [self._footer(f) for f, _ in checked]
+        stored = unify_footers([(f, s) for f, _, s in footers], params)
+        first = footers[0][2]
+        differ = any(not s.equals(first) for _, _, s in footers) or not stored.equals(first)
+        self._read_schema = (params.model_dump_json(), stored, differ)
+        if len(files) <= EMPTY_CHECK_FILES and not any(rows for _, rows, _ in footers):
             raise empty_input(params.path, "its Parquet files hold no rows")
-        return select(schema, params.columns)
+        return select(_declared_over(stored, params), params.columns)
+
+    @staticmethod
+    def _footer(file: str) -> tuple[str, int, Any]:
+        """(file, rows, Arrow schema) from a Parquet file's footer (one read)."""
+
+        def read() -> tuple[str, int, Any]:
+            with open_input(file) as f:
+                parquet = parquet_file(f, file)
+                return file, parquet.metadata.num_rows, parquet.schema_arrow
+
+        return remote(read, file)
+
+    def _unified(self, params: ParquetParams) -> Any | None:
+        """The schema every file is read with when the files' footers differ (None: they
+        agree, and each is read as stored), found once per source instance."""
+        cached = getattr(self, "_read_schema", None)
+        if cached is None or cached[0] != params.model_dump_json():
+            self.schema(params)
+            cached = self._read_schema
+        return cached[1] if cached[2] else None
 
     def preview(self, params: ParquetParams, limit: int) -> Preview:
         """The first ``limit`` rows; the row count from every file's footer (exact)."""
@@ -340,7 +381,7 @@ class ParquetSource(FileSource):
         for file, _ in files:
             with open_input(file) as f:
                 for batch in pq.ParquetFile(f).iter_batches(limit, columns=params.columns):
-                    batches.append(pa.Table.from_batches([batch]).select(schema.names))
+                    batches.append(_with_columns(pa.Table.from_batches([batch]), schema))
                     rows += batch.num_rows
                     if rows >= limit:
                         break
@@ -350,6 +391,16 @@ class ParquetSource(FileSource):
         table = table.slice(0, limit) if table is not None else schema.empty_table()
         total = sum(self._rows(f) for f, _ in files)
         return Preview(table, total, f"exact: the footers of {len(files)} Parquet file(s)")
+
+    def read_file(self, params: ParquetParams, file: str) -> Iterator[Any]:
+        """The file's row groups in batches, pruned to ``columns``, cast to the job's types."""
+        import pyarrow as pa
+
+        schema = self.schema(params)
+        with open_input(file) as f:
+            for batch in parquet_file(f, file).iter_batches(columns=params.columns):
+                table = pa.Table.from_batches([batch]).select(schema.names)
+                yield table if table.schema.equals(schema) else table.cast(schema)
 
     def count_rows(self, params: ParquetParams, unit: WorkUnit) -> int | None:
         """The rows in the unit's files' footers; None past :data:`EMPTY_CHECK_FILES` files
@@ -383,8 +434,10 @@ class ParquetSource(FileSource):
         kwargs = self.read_options(files)
         if params.columns:
             kwargs["columns"] = params.columns
-        if params.schema_:
-            kwargs["schema"] = _declared_over(self._stored(files[0]), params)
+        unified = self._unified(params)
+        if params.schema_ or unified is not None:
+            stored = unified if unified is not None else self._stored(files[0])
+            kwargs["schema"] = _declared_over(stored, params)
         return ray.data.read_parquet(files, file_extensions=None, **kwargs)
 
     @staticmethod
@@ -402,6 +455,79 @@ class ParquetSource(FileSource):
             for field in declared:
                 if field.name in batch.schema.names:
                     batch.column(field.name).cast(field.type)
+
+
+def unify_footers(footers: list[tuple[str, Any]], params: TypedFileParams) -> Any:
+    """The schema every file of ``footers`` (``(file, Arrow schema)``, the first first) is read
+    with: the first file's columns, each widened to a type that holds every file's values
+    unchanged (int32 and int64: int64; float32 and float64: float64; see
+    :func:`plugins.arrow_types.fits`). A file without a column gives nulls; columns only later
+    files have are not read. Columns ``source.params.schema`` declares are not compared (each
+    file is cast to the declared type), nor columns left out by ``source.params.columns``.
+
+    Raises :class:`DataError` (``source.params.path``) naming the column and two files whose
+    types no type holds unchanged (a string and a double, an int64 and a double).
+    """
+    import pyarrow as pa
+
+    from pipeline.contract.schema import type_name
+    from plugins.arrow_types import fits
+
+    first_file, first = footers[0]
+    skip = {f.name for f in params.declared()}
+    wanted = set(params.columns or first.names) - skip
+    types = {f.name: f.type for f in first if f.name in wanted}
+    origin = dict.fromkeys(types, first_file)
+    for file, schema in footers[1:]:
+        for field in schema:
+            name, have = field.name, field.type
+            if name not in types or fits(have, types[name]):
+                continue
+            if fits(types[name], have):
+                types[name], origin[name] = have, file
+                continue
+            try:
+                wider = (
+                    pa.unify_schemas(
+                        [pa.schema([(name, types[name])]), pa.schema([(name, have)])],
+                        promote_options="permissive",
+                    )
+                    .field(name)
+                    .type
+                )
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                wider = None
+            if wider is not None and fits(types[name], wider) and fits(have, wider):
+                types[name] = wider
+                continue
+            both = (types[name], have)
+            if any(pa.types.is_string(t) or pa.types.is_large_string(t) for t in both):
+                suggested = "string"
+            elif all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in both):
+                suggested = "float64"
+            else:
+                suggested = type_name(have)
+            raise DataError(
+                f"column {name!r} is {type_name(types[name])} in {origin[name]} and "
+                f"{type_name(have)} in {file}, and no type holds both unchanged. Declare the "
+                f"type to convert them to (source.params.schema={{{name}: {suggested}}}) or "
+                "read the files apart",
+                key=KEY,
+            )
+    return pa.schema(
+        [f.with_type(types.get(f.name, f.type)) for f in first], metadata=first.metadata
+    )
+
+
+def _with_columns(table: Any, schema: Any) -> Any:
+    """``table`` with ``schema``'s columns in its order, a column it lacks as nulls."""
+    import pyarrow as pa
+
+    columns = [
+        table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, names=schema.names)
 
 
 def _declared_over(schema: Any, params: TypedFileParams) -> Any:
@@ -449,6 +575,19 @@ class TextSource(FileSource):
         if params.drop_empty_lines:
             lines = [line for line in lines if line.strip()]
         return pa.table({params.column: pa.array(lines, pa.string())}), len(data)
+
+    def read_file(self, params: TextParams, file: str) -> Iterator[Any]:
+        """The file's lines as Ray Data's ``read_text`` splits them (``str.splitlines``),
+        empty ones dropped when ``drop_empty_lines``."""
+        import pyarrow as pa
+
+        with open_input(file) as f:
+            lines = f.read().decode("utf-8").splitlines()
+        if params.drop_empty_lines:
+            lines = [line for line in lines if line.strip() != ""]
+        for start in range(0, len(lines), LINES_PER_TABLE):
+            chunk = lines[start : start + LINES_PER_TABLE]
+            yield pa.table({params.column: pa.array(chunk, pa.string())})
 
     def read_files(self, params: TextParams, files: list[str]):
         import ray.data

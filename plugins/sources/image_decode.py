@@ -5,12 +5,22 @@ a map stage right after the read, so that a file that is not a readable image fa
 row: the stage's error policy then names it, skips it or sets it aside, instead of Ray's
 ``read_images`` failing the whole read task.
 
-A decoded image is a ``[height, width, channels]`` uint8 array, channels last, 1 for ``L``, 3
-for ``RGB``, 4 for ``RGBA``. The image column is one of Ray Data's tensor extension types:
+A decoded image is a ``[height, width, channels]`` uint8 array, channels last, 1 for ``L``, 2
+for ``LA``, 3 for ``RGB``, 4 for ``RGBA``; with ``mode: I;16`` a ``[height, width, 1]`` uint16
+array. The image column is one of Ray Data's tensor extension types:
 ``ArrowTensorTypeV2((height, width, channels), uint8)`` when every image has the same shape
-(``size`` and ``mode`` both set), else ``ArrowVariableShapedTensorType(uint8, ndim=3)``. Both
-survive a Parquet round trip (the type is kept in the field's extension metadata; without Ray
-the column reads as its storage type, a list of bytes plus, when variable, each row's shape).
+(``size`` and ``mode`` both set), else ``ArrowVariableShapedTensorType(uint8, ndim=3)`` (uint16
+for ``I;16``). Both survive a Parquet round trip (the type is kept in the field's extension
+metadata; without Ray the column reads as its storage type, a list of bytes plus, when variable,
+each row's shape).
+
+Pixel values are kept or refused, never clipped: a 16-bit image (Pillow's ``I;16``, ``I;16B``,
+``I;16L``, ``I;16N``, and ``I`` holding 0-65535) becomes 8 bits by value, ``round(v / 257)``
+(65535 -> 255), or stays 16 bits under ``mode: I;16``; an 8-bit image under ``I;16`` becomes
+``v * 257``. Pillow's own conversion of those modes to ``L`` or ``RGB`` clips at 255 (a 16-bit
+picture comes out nearly white). Every other mode is converted with Pillow, as
+``transformers.image_utils.load_image`` does (``convert("RGB")``) before a transformers pipeline
+sees it.
 """
 
 from __future__ import annotations
@@ -19,10 +29,26 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-#: Modes whose pixels are one uint8 per channel: their channel counts.
-CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "CMYK": 4, "YCbCr": 3, "LAB": 3, "HSV": 3}
-#: Modes a file may be stored in that become uint8 pixels only through a conversion.
-_CONVERT_WHEN_KEPT = {"1": "L", "P": "RGB", "PA": "RGBA", "I;16": None, "I": None, "F": None}
+#: The modes an image is decoded to (``mode``), and their channel counts: grey, grey and alpha,
+#: colour, colour and alpha (one uint8 per channel), and 16-bit grey (one uint16).
+CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 1}
+#: With ``mode: null``, the mode each file mode is decoded to (a mode not listed is kept: L, LA,
+#: RGB, RGBA). Four channels always mean RGBA and two LA, so a model reads them right.
+_KEPT_AS = {
+    "1": "L",
+    "P": "RGB",  # RGBA when the palette has a transparent colour
+    "PA": "RGBA",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "LAB": "RGB",
+    "HSV": "RGB",
+    "La": "LA",
+    "RGBa": "RGBA",
+    "RGBX": "RGB",
+}
+#: Pillow's modes of 16-bit grey pixels; ``I`` (32-bit integers) is read as 16 bits when its
+#: values are 0-65535.
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 class ImageDecodeError(ValueError):
@@ -57,9 +83,13 @@ def image_extensions() -> list[str]:
 
 
 def check_mode(mode: str | None) -> str | None:
-    """``mode`` if it yields uint8 pixels (or is None); else ValueError listing the choices."""
+    """``mode`` if images can be decoded to it (:data:`CHANNELS`, or None); else ValueError
+    listing the choices."""
     if mode is not None and mode not in CHANNELS:
-        raise ValueError(f"mode {mode!r} is not one of {', '.join(CHANNELS)} (or null)")
+        raise ValueError(
+            f"mode {mode!r} is not one of {', '.join(CHANNELS)} (or null: each file's own, as "
+            "L, LA, RGB or RGBA)"
+        )
     return mode
 
 
@@ -79,21 +109,25 @@ def decode_image(
     mode: str | None = "RGB",
     size: Sequence[int] | None = None,
 ):
-    """Decode one image file's bytes into a ``[height, width, channels]`` uint8 numpy array.
+    """Decode one image file's bytes into a ``[height, width, channels]`` numpy array: uint8, or
+    uint16 for ``mode="I;16"``.
 
     Steps, in this order: open and fully decode with Pillow; apply the EXIF orientation
     (``ImageOps.exif_transpose``, so a portrait photo stored sideways comes out upright); convert
-    to ``mode`` (Pillow's conversion, e.g. palette or grey to RGB; RGBA to RGB drops alpha);
-    resize to ``size = [height, width]`` with Pillow's antialiased bilinear filter (after the
-    conversion, so a palette image is filtered as colours, not as palette indices).
+    to ``mode`` (see below); resize to ``size = [height, width]`` with Pillow's antialiased
+    bilinear filter (after the conversion, so a palette image is filtered as colours, not as
+    palette indices).
 
-    With ``mode=None`` the file's own mode is kept when it is one uint8 per channel (L, RGB,
-    RGBA...); 1-bit images become L, palette images RGB (or RGBA with transparency); 16-bit and
-    float images raise, asking for a ``mode`` (Pillow's conversion of those clips to 0-255, it
-    does not rescale).
+    Conversion: 16-bit images (:data:`SIXTEEN_BIT`) are scaled to 8 bits by value,
+    ``round(v / 257)``, then converted as grey (kept at 16 bits for ``I;16``); 8-bit images are
+    converted with Pillow, as ``transformers.image_utils.load_image`` does (CMYK, palette,
+    1-bit, LA to RGB; RGBA to RGB drops alpha), and scaled by 257 for ``I;16``. With
+    ``mode=None`` L, LA, RGB and RGBA are kept and every other mode converted to the nearest of
+    them (:data:`_KEPT_AS`; 16-bit grey to L).
 
     Raises :class:`ImageDecodeError` naming ``path`` when the bytes are not an image Pillow can
-    read, are corrupt or truncated, or exceed Pillow's decompression-bomb limit.
+    read, are corrupt or truncated, exceed Pillow's decompression-bomb limit, or hold pixels
+    with no 8-bit scale (32-bit float ``F``; ``I`` values outside 0-65535).
     """
     import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -102,10 +136,7 @@ def decode_image(
         image = Image.open(io.BytesIO(data))
         image.load()  # Image.open is lazy: truncated or corrupt pixel data raises only here
         image = ImageOps.exif_transpose(image)
-        image = _converted(image, mode, path)
-        if size is not None and image.size != (size[1], size[0]):
-            image = image.resize((size[1], size[0]), resample=Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
+        array = _converted(image, mode, path, size)
     except (ImageDecodeError, MemoryError):
         raise
     except UnidentifiedImageError:
@@ -122,33 +153,82 @@ def decode_image(
     return np.ascontiguousarray(array)
 
 
-def _converted(image, mode: str | None, path: str):
-    """``image`` in ``mode``, or with ``mode=None`` in the nearest mode of uint8 channels."""
-    target = mode
-    if target is None and image.mode not in CHANNELS:
-        target = _CONVERT_WHEN_KEPT.get(image.mode)
+def _converted(image, mode: str | None, path: str, size: Sequence[int] | None):
+    """``image`` in ``mode`` (None: the nearest of L, LA, RGB, RGBA), resized to ``size``, as a
+    numpy array (see :func:`decode_image`)."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode == "F":
+        raise ImageDecodeError(
+            f"image file {path} has 32-bit float pixels (mode 'F'), which have no 8-bit or "
+            "16-bit scale; convert it to an integer image first"
+        )
+    if image.mode in SIXTEEN_BIT:
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageDecodeError(
+                f"image file {path} has 32-bit integer pixels outside 0-65535 (mode 'I'), which "
+                "have no 8-bit or 16-bit scale; convert it first"
+            )
+        deep = values.astype(np.uint16)
+        if mode == "I;16":
+            return _resized_16(deep, size)
+        image = Image.fromarray(((deep.astype(np.uint32) + 128) // 257).astype(np.uint8), "L")
+        target = "L" if mode is None else mode
+    elif mode == "I;16":
+        grey = _resized(image.convert("L") if image.mode != "L" else image, size)
+        return np.asarray(grey, dtype=np.uint16) * 257
+    elif mode is None:
+        target = _KEPT_AS.get(image.mode, image.mode)
         if image.mode == "P" and "transparency" in image.info:
             target = "RGBA"
-        if target is None:
+        if target not in CHANNELS:
             raise ImageDecodeError(
-                f"image file {path} has mode {image.mode!r} (not 8 bits per channel); set a "
-                f"mode to convert it to, e.g. RGB or L"
+                f"image file {path} has mode {image.mode!r}, which bulkinfer cannot convert to "
+                "L, LA, RGB or RGBA; set a mode to convert it to, e.g. RGB"
             )
-    return image.convert(target) if target is not None and image.mode != target else image
+    else:
+        target = mode
+    if image.mode != target:
+        image = image.convert(target)
+    return np.asarray(_resized(image, size), dtype=np.uint8)
+
+
+def _resized(image, size: Sequence[int] | None):
+    """A Pillow image resized to ``size = [height, width]`` (bilinear, antialiased)."""
+    from PIL import Image
+
+    if size is None or image.size == (size[1], size[0]):
+        return image
+    return image.resize((size[1], size[0]), resample=Image.Resampling.BILINEAR)
+
+
+def _resized_16(values, size: Sequence[int] | None):
+    """``[h, w]`` uint16 values resized as :func:`_resized` does, in Pillow's 32-bit mode."""
+    import numpy as np
+    from PIL import Image
+
+    if size is None or values.shape == (size[0], size[1]):
+        return values
+    wide = _resized(Image.fromarray(values.astype(np.int32), "I"), size)
+    return np.clip(np.asarray(wide), 0, 65535).astype(np.uint16)
 
 
 def image_column_type(mode: str | None, size: Sequence[int] | None):
     """The Arrow type of the decoded image column (a Ray Data tensor extension type).
 
     Fixed ``ArrowTensorTypeV2((height, width, channels), uint8)`` when both ``mode`` and
-    ``size`` are set, else ``ArrowVariableShapedTensorType(uint8, ndim=3)``.
+    ``size`` are set, else ``ArrowVariableShapedTensorType(uint8, ndim=3)``; uint16 for
+    ``mode="I;16"``.
     """
     import pyarrow as pa
     from ray.data.extensions import ArrowTensorTypeV2, ArrowVariableShapedTensorType
 
+    value = pa.uint16() if mode == "I;16" else pa.uint8()
     if mode is not None and size is not None:
-        return ArrowTensorTypeV2((int(size[0]), int(size[1]), CHANNELS[mode]), pa.uint8())
-    return ArrowVariableShapedTensorType(pa.uint8(), 3)
+        return ArrowTensorTypeV2((int(size[0]), int(size[1]), CHANNELS[mode]), value)
+    return ArrowVariableShapedTensorType(value, 3)
 
 
 def image_column(images: list[Any], mode: str | None, size: Sequence[int] | None):

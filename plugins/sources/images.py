@@ -16,6 +16,7 @@ resume are those of every file source: files in sorted order, grouped into units
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
@@ -47,8 +48,9 @@ class ImagesParams(PluginParams):
     )
     mode: str | None = Field(
         default="RGB",
-        description="Pillow mode to convert to: RGB (3 channels), L (grey, 1), RGBA (4), ...; "
-        "null: keep each file's own (palette images become RGB, 1-bit ones L).",
+        description="Mode to convert to: RGB (3 channels), L (grey, 1), LA (2), RGBA (4), I;16 "
+        "(16-bit grey, uint16); null: each file's own as L, LA, RGB or RGBA (CMYK and palette "
+        "images become RGB, 1-bit ones L). 16-bit files are scaled to 8 bits by value.",
     )
     include_paths: bool = Field(default=True, description="Add the file's path as 'path'.")
 
@@ -101,6 +103,7 @@ class ImagesSource(FileSource):
     decoder = ImageDecoder
     reader = "read_binary_files"
     libraries: ClassVar[tuple[str, ...]] = ("pillow",)
+    extras = {"images": ("PIL",)}
 
     def extensions(self) -> list[str]:
         """Every extension Pillow decodes (``jpg``, ``png``, ``webp``, ``gif``, ``tif``...)."""
@@ -118,6 +121,15 @@ class ImagesSource(FileSource):
         return ray.data.read_binary_files(
             files, include_paths=True, file_extensions=None, **self.read_options(files)
         )
+
+    def read_file(self, params: ImagesParams, file: str) -> Iterator[Any]:
+        """One row: the file's bytes and its path, as Ray Data's ``read_binary_files`` with
+        ``include_paths`` gives them."""
+        import pyarrow as pa
+
+        with open_input(file) as f:
+            data = f.read()
+        yield pa.table({"bytes": [data], "path": [file]}, schema=self.schema(params))
 
     def check_file(self, params: ImagesParams, f: Any) -> None:
         """A read fails only when a file cannot be read at all; decoding is the decoder's."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -66,6 +67,10 @@ class ItemsSource(Source):
 
     def read(self, params: ItemsParams, unit: WorkUnit = WHOLE_SOURCE):
         return self._dataset(self._table(params, *self._span(params, unit)))
+
+    def read_unit(self, params: ItemsParams, unit: WorkUnit) -> Iterator[Any]:
+        """The unit's items, in order, as one table."""
+        yield self._table(params, *self._span(params, unit))
 
     @staticmethod
     def _span(params: ItemsParams, unit: WorkUnit) -> tuple[int, int]:

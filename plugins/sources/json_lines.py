@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from pipeline.contract.errors import DataError
@@ -23,6 +24,7 @@ from plugins.sources.files import (
     FileSource,
     TypedFileParams,
     empty_input,
+    open_input,
     read_head,
     select,
     whole_lines,
@@ -273,6 +275,15 @@ class JsonSource(FileSource):
         )
         ds = ray.data.read_datasource(datasource, **self.read_options(files))
         return ds.select_columns(params.columns) if params.columns else ds
+
+    def read_file(self, params: JsonParams, file: str) -> Iterator[Any]:
+        """The file parsed as :func:`read_json_lines` parses every file of the job."""
+        with open_input(file) as f:
+            data = f.read()
+        table = read_json_lines(
+            data, file, self.read_schema(params, self.files(params)), params.declared()
+        )
+        yield table.select(params.columns) if params.columns else table
 
     def check_file(self, params: JsonParams, f: Any) -> None:
         schema = self.read_schema(params, self.files(params))

@@ -5,12 +5,22 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import stat
 
 import pytest
 
 from pipeline.app.main import run_with_overrides
-from pipeline.app.metrics import METRICS_FILE, mask_overrides
+from pipeline.app.metrics import (
+    METRICS_FILE,
+    STEADY_MIN_S,
+    mask_overrides,
+    sentence,
+    stage_figures,
+    steady_rate,
+    write_metrics,
+)
 from pipeline.plan.planner import plan_job
 
 TEXTS = [f"sentence number {i} about nothing much" for i in range(12)]
@@ -50,12 +60,25 @@ def test_metrics_json_times_the_job_and_its_first_output(finished):
     assert metrics["rows_per_s"] == pytest.approx(metrics["rows_out"] / metrics["job_s"], rel=0.01)
 
 
-def test_metrics_json_has_each_stage_time_and_rows_from_ray_data(finished):
+def test_metrics_json_has_each_stage_time_and_rows_under_bulkinfers_keys(finished):
     _, metrics, _, _, _ = finished
     stages = {s["name"]: s for s in metrics["stages"]}
-    model = stages["MapBatches(SentenceEmbedding)"]
+    model = stages["predictor"]
+    assert model["operator"] == "MapBatches(SentenceEmbedding)"  # Ray Data's name, kept beside
     assert model["rows"] == len(TEXTS)
     assert model["time_s"] > 0
+    keys = {part for name in stages for part in name.split(" + ")}
+    assert keys <= {"source", "predictor", "sink"}, stages
+    assert "source" in keys
+
+
+def test_metrics_json_is_readable_like_the_outputs(finished):
+    _, _, _, folder, _ = finished
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE((folder / METRICS_FILE).stat().st_mode)
+    assert mode == 0o666 & ~umask
+    assert not [p for p in folder.iterdir() if p.name.startswith(".metrics-")]
 
 
 def test_metrics_json_has_driver_peak_memory_fingerprint_and_versions(finished):
@@ -73,9 +96,91 @@ def test_last_line_says_the_same_in_one_sentence(finished):
     _, metrics, _, folder, printed = finished
     line = printed.strip().splitlines()[-1]
     assert line.startswith(f"bulkinfer: {len(TEXTS)} rows in, {len(TEXTS)} rows out in ")
-    assert f"{metrics['rows_per_s']:,.1f} rows/s" in line
+    assert re.search(r"\(\d[\d,.]* rows/s; first rows after ", line), line
     assert "first rows after" in line and "driver peak" in line
     assert str(folder / METRICS_FILE) in line
+    assert line == sentence(metrics, folder / METRICS_FILE)
+
+
+def _figures(**given):
+    base = {
+        "rows_in": 300,
+        "rows_out": 300,
+        "rows_done": 300,
+        "job_s": 30.0,
+        "wall_s": 35.0,
+        "rows_per_s": 10.0,
+        "first_output_s": 5.0,
+        "steady_rows_per_s": None,
+        "steady_span_s": None,
+        "driver_peak_rss_bytes": 200 * 2**20,
+        "output": "/data/out",
+    }
+    return {**base, **given}
+
+
+def test_the_line_gives_a_steady_rate_only_with_the_span_it_was_measured_over():
+    line = sentence(_figures(steady_rows_per_s=11.5, steady_span_s=25.0))
+    assert "first rows after 5.0 s, then 11.5 rows/s over the last 25.0 s" in line
+    assert "over the last" not in sentence(_figures())
+
+
+def test_a_steady_rate_needs_a_long_span_and_most_of_the_rows():
+    # 10 s job, first output at 9.8 s: 0.2 s say nothing about the job
+    assert steady_rate(300, 10.0, 9.8, 0) is None
+    # a long span in which few rows came out (most came with the first output)
+    assert steady_rate(1000, 60.0, 20.0, 900) is None
+    rate, span = steady_rate(1000, 60.0, 20.0, 100)
+    assert span == 40.0 and rate == pytest.approx(900 / 40.0)
+    assert steady_rate(1000, 20.0 + STEADY_MIN_S - 0.1, 20.0, 0) is None
+    assert steady_rate(None, 60.0, 20.0, 0) is None
+
+
+def test_after_a_resume_the_line_counts_the_rows_of_this_run():
+    metrics = _figures(rows_in=5000, rows_out=5000, rows_done=1000, rows_per_s=1000 / 35.2)
+    line = sentence(metrics)
+    assert "5,000 rows in, 5,000 rows out (1,000 by this run, the rest by the run it resumed)" in (
+        line
+    )
+    assert "28.4 rows/s of this run's rows" in line
+
+
+def test_one_row_is_one_row_and_small_rates_keep_their_digits():
+    line = sentence(_figures(rows_in=2, rows_out=1, rows_done=1, rows_per_s=1 / 25.0))
+    assert line.startswith("bulkinfer: 2 rows in, 1 row out in 30.0 s (0.04 rows/s;")
+    assert "12,346 rows/s" in sentence(_figures(rows_per_s=12345.6))
+
+
+def test_ray_operators_are_named_by_the_stage_keys_of_the_plan():
+    plan = _plan([*JOB, "preprocessors=[filter,filter]"])
+    operators = [
+        {"name": "FromArrow", "rows": 12, "time_s": 0.01},
+        {"name": "MapBatches(_identity)->StreamingRepartition[num_rows_per_block=3]", "rows": 12,
+         "time_s": 0.02},
+        {"name": "MapBatches(Filter)->MapBatches(Filter)", "rows": 10, "time_s": 0.5},
+        {"name": "MapBatches(SentenceEmbedding)", "rows": 10, "time_s": 2.0},
+        {"name": "Write(ParquetDatasink)", "rows": 10, "time_s": 0.3},
+        {"name": "Zip", "rows": 10, "time_s": 0.1},
+    ]  # fmt: skip
+    named = stage_figures(operators, plan)
+    assert [(s["name"], s["rows"], s["time_s"]) for s in named] == [
+        ("source", 12, 0.03),
+        ("preprocessors[0] + preprocessors[1]", 10, 0.5),
+        ("predictor", 10, 2.0),
+        ("sink", 10, 0.3),
+        ("Zip", 10, 0.1),
+    ]
+    assert named[0]["operator"].startswith("FromArrow; MapBatches(_identity)")
+
+
+def test_metrics_json_is_written_with_the_umask_not_owner_only(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = write_metrics(tmp_path, {"status": "completed"})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert json.loads(path.read_text()) == {"status": "completed"}
 
 
 def _live_model_actors(ray) -> list[str]:

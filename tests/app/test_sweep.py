@@ -14,8 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app.metrics import METRICS_FILE
-from pipeline.app.sweep import SUMMARY_CSV, SUMMARY_MD, THROUGHPUT_PNG, summarize
+from pipeline.app.metrics import METRICS_FILE, write_metrics
+from pipeline.app.sweep import (
+    SUMMARY_CSV,
+    SUMMARY_MD,
+    THROUGHPUT_PNG,
+    collect,
+    summarize,
+    throughput_figure,
+)
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.subprocess  # every test here runs the command line
@@ -107,17 +114,20 @@ def test_throughput_plot_is_a_png_written_by_matplotlib(batch_sweep):
     assert b"Software\x00Matplotlib" in data
 
 
-def test_sweep_prints_the_best_setting_as_a_command_line_override(batch_sweep):
+def test_sweep_prints_the_best_warm_setting_as_a_command_line_override(batch_sweep):
+    """Job 0 started Ray; job 1 reused it warm: only job 1 is compared, and the report says so."""
     proc, sweep_dir = batch_sweep
     rows = _csv(sweep_dir / SUMMARY_CSV)
-
-    def rate(row):
-        return float(row["steady_rows_per_s"] or row["rows_per_s"])
-
-    winner = max(rows, key=rate)
-    assert f"best: {rate(winner):,.1f} rows/s with {BATCH_KEY}=" in proc.stdout
-    rerun = re.search(r"rerun it: python -m pipeline (.*)", proc.stdout)
-    assert rerun and f"{BATCH_KEY}={winner[BATCH_KEY]}" in rerun.group(1)
+    warm = rows[1]
+    figure = "steady_rows_per_s" if warm["steady_rows_per_s"] else "rows_per_s"
+    named = (
+        "rows/s after the first output" if warm["steady_rows_per_s"] else "rows/s of the whole job"
+    )
+    assert f"best: {float(warm[figure]):,.1f} {named} with {BATCH_KEY}=16" in proc.stdout
+    rerun = re.search(r"rerun it: bulkinfer (.*)", proc.stdout)
+    assert rerun and f"{BATCH_KEY}=16" in rerun.group(1)
+    assert "note: job 0 started Ray" in proc.stdout
+    assert f"({BATCH_KEY}=4,16,4)" in proc.stdout
 
 
 def test_jobs_of_a_sweep_share_one_ray_instance(batch_sweep):
@@ -136,9 +146,10 @@ def test_progress_false_silences_ray_data_progress(batch_sweep):
     assert "Progress bars disabled" not in output
 
 
-def test_progress_is_logged_as_lines_on_a_non_terminal_by_default(failing_sweep):
+def test_progress_is_bulkinfers_line_not_ray_datas_by_default(failing_sweep):
     proc, _ = failing_sweep
-    assert "Total Progress" in proc.stdout + proc.stderr
+    assert "Total Progress" not in proc.stdout + proc.stderr
+    assert "rows written (100%)" in proc.stderr
 
 
 def test_failed_job_is_a_row_of_the_summary_not_a_crash_of_the_sweep(failing_sweep):
@@ -207,3 +218,68 @@ def test_metrics_and_sweep_modules_import_neither_hydra_nor_ray():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _job(root: Path, num: int, value: int, started: bool, **figures) -> None:
+    """A job folder of a sweep over ``batch_size`` with the given figures (as a run writes)."""
+    metrics = {
+        "status": "completed",
+        "job": {"num": num, "overrides": [f"{BATCH_KEY}={value}"]},
+        "rows_out": 300,
+        "rows_per_s": None,
+        "steady_rows_per_s": None,
+        "wall_s": 20.0,
+        "job_s": 15.0,
+        "ray": {"started_for_job": started},
+        **figures,
+    }
+    write_metrics(root / str(num), metrics)
+
+
+def test_the_job_that_started_ray_is_not_best_and_the_summary_says_why(tmp_path):
+    # job 0 paid Ray's start-up, yet its steady figure (few rows, short span) looks best
+    _job(tmp_path, 0, 16, True, rows_per_s=7.0, steady_rows_per_s=900.0)
+    _job(tmp_path, 1, 64, False, rows_per_s=25.9)
+    _job(tmp_path, 2, 256, False, rows_per_s=21.0)
+    report = summarize(tmp_path)
+    assert f"best: 25.9 rows/s of the whole job with {BATCH_KEY}=64" in report
+    assert "note: job 0 started Ray" in report
+    assert f"({BATCH_KEY}=16,64,256,16)" in report
+    markdown = (tmp_path / SUMMARY_MD).read_text()
+    assert f"Best: 25.9 rows/s of the whole job with `{BATCH_KEY}=64`" in markdown
+    assert "Note: job 0 started Ray" in markdown
+    rows = _csv(tmp_path / SUMMARY_CSV)
+    assert [r["ray"] for r in rows] == ["started", "reused", "reused"]
+
+
+def test_jobs_are_compared_by_one_figure(tmp_path):
+    """A steady rate is compared only with steady rates: one job without it, and all are
+    compared by their whole-job rows/s."""
+    _job(tmp_path, 0, 16, False, rows_per_s=10.0, steady_rows_per_s=40.0, steady_span_s=12.0)
+    _job(tmp_path, 1, 64, False, rows_per_s=30.0)
+    assert "best: 30.0 rows/s of the whole job" in summarize(tmp_path)
+    _job(tmp_path, 1, 64, False, rows_per_s=30.0, steady_rows_per_s=35.0, steady_span_s=15.0)
+    assert "best: 40.0 rows/s after the first output" in summarize(tmp_path)
+
+
+def test_the_plot_names_what_it_draws(tmp_path):
+    pytest.importorskip("matplotlib")
+    _job(tmp_path, 0, 16, True, rows_per_s=7.0)
+    _job(tmp_path, 1, 64, False, rows_per_s=25.9)
+    _job(tmp_path, 2, 256, False, rows_per_s=21.0)
+    (ax,) = throughput_figure(collect(tmp_path)).axes
+    assert ax.get_ylabel() == "rows/s of the whole job"
+    assert not [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "started Ray (not compared)" in legend and "whole job" not in legend
+    solid = [line for line in ax.get_lines() if line.get_markerfacecolor() != "none"]
+    assert [list(line.get_ydata()) for line in solid] == [[25.9, 21.0]]
+
+    for num, value, steady in ((1, 64, 30.0), (2, 256, 28.0)):
+        _job(tmp_path, num, value, False, rows_per_s=20.0, steady_rows_per_s=steady,
+             steady_span_s=12.0)  # fmt: skip
+    (ax,) = throughput_figure(collect(tmp_path)).axes
+    assert ax.get_ylabel() == "rows/s after the first output"
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert [list(line.get_ydata()) for line in dashed] == [[20.0, 20.0]]
+    assert "whole job" in [t.get_text() for t in ax.get_legend().get_texts()]

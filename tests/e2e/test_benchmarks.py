@@ -166,7 +166,7 @@ def test_the_image_benchmark_scripts_label_every_image_alike(tmp_path):
     import torch
     from PIL import Image
 
-    from tools.sample_images import write_benchmark_images
+    from plugins.samples.images import write_benchmark_images
 
     class ChannelMeans(torch.nn.Module):
         """Logits that follow the pictures (a random ResNet gives every picture one label):

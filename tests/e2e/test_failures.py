@@ -20,6 +20,7 @@ from kit import install_kit
 
 from pipeline.app.main import run_with_overrides
 from pipeline.contract.errors import BulkInferError, DataError
+from pipeline.output.progress import UNIT_SHIFT
 from pipeline.output.staging import STAGING_SUFFIX
 
 N = 40
@@ -66,6 +67,29 @@ def dead_letters(out: Path) -> list[dict]:
 def assert_no_output(out: Path) -> None:
     assert not out.exists()
     assert not Path(str(out) + STAGING_SUFFIX).exists()
+
+
+def assert_nothing_published(out: Path, error: BulkInferError) -> None:
+    """A failed job publishes nothing; rows it wrote before the failure are kept for
+    ``run.resume=true`` only if the message says so (else no staging is left)."""
+    assert not out.exists()
+    staging = Path(str(out) + STAGING_SUFFIX)
+    if staging.exists():
+        assert "rows written) is kept in" in error.message, error.message
+        assert (staging / "job.json").exists()
+    else:
+        assert "is kept in" not in error.message
+
+
+def written_ids(staging: Path, rows_per_unit: int) -> set[int]:
+    """The ``id`` of each row the write tasks' records hold (unit ``u``, offset ``i`` is id
+    ``u * rows_per_unit + i``)."""
+    done = set()
+    for record in staging.glob("units/*.json"):
+        for start, stop in json.loads(record.read_text())["ranges"]:
+            for row in range(start, stop):
+                done.add((row >> UNIT_SHIFT) * rows_per_unit + (row & ((1 << UNIT_SHIFT) - 1)))
+    return done
 
 
 def test_dead_letter_sets_aside_only_the_bad_rows_and_the_manifest_adds_up(
@@ -126,7 +150,7 @@ def test_a_stage_over_its_error_limit_stops_the_job_naming_the_stage(ray_session
     assert not out.exists()
 
 
-def test_on_error_fail_stops_at_the_first_bad_batch_naming_the_stage_and_leaves_nothing(
+def test_on_error_fail_stops_at_the_first_bad_batch_naming_the_stage_and_publishes_nothing(
     ray_session, rows, tmp_path
 ):
     out = tmp_path / "out"
@@ -135,7 +159,7 @@ def test_on_error_fail_stops_at_the_first_bad_batch_naming_the_stage_and_leaves_
     assert caught.value.key == "predictor"
     assert "stage 'kit_step' failed on a batch" in caught.value.message
     assert "ValueError: bad row id=21" in caught.value.message
-    assert_no_output(out)
+    assert_nothing_published(out, caught.value)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +180,7 @@ def test_an_error_raised_inside_a_worker_names_its_key_in_full(
         job(rows, tmp_path / "out", *overrides)
     assert caught.value.key == f"{where}.params.refuse_ids"
     assert "row id=21 is refused" in caught.value.message
-    assert_no_output(tmp_path / "out")
+    assert_nothing_published(tmp_path / "out", caught.value)
 
 
 def _wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None:
@@ -250,11 +274,10 @@ def test_mode_error_refuses_an_existing_output(ray_session, rows, tmp_path):
     assert "output already exists" in caught.value.message
 
 
-def test_a_failed_multi_stage_job_keeps_its_committed_units_and_resume_finishes_it(
-    ray_session, tmp_path
-):
+def test_a_failed_multi_stage_job_keeps_what_it_wrote_and_resume_finishes_it(ray_session, tmp_path):
     """items -> task stage -> actor stage -> JSON lines, in work units of 8 rows; a transient
-    outage in the 4th unit fails the job, then the same config resumes where it stopped."""
+    outage from row 24 on fails the job, then the same config resumes where it stopped: the
+    rows written before the failure are not run again."""
     out, log_dir, outage = tmp_path / "out", tmp_path / "log", tmp_path / "outage"
     outage.touch()
     items = "[" + ",".join(f"{{id: {i}}}" for i in range(N)) + "]"
@@ -274,14 +297,14 @@ def test_a_failed_multi_stage_job_keeps_its_committed_units_and_resume_finishes_
     with pytest.raises(BulkInferError) as caught:
         run_with_overrides(overrides)
     assert "ConnectionError: service unavailable" in caught.value.message
-    assert "3 committed work unit(s)) is kept in" in caught.value.message
-    assert "run.resume=true" in caught.value.message
-    assert not out.exists()
+    assert_nothing_published(out, caught.value)
+    done = written_ids(Path(str(out) + STAGING_SUFFIX), 8)
+    assert not done & set(range(24, N)), "no row at or after the outage was written"
     logged_before = {p: p.read_text() for p in log_dir.glob("ids-*.txt")}
 
     outage.unlink()
     result = run_with_overrides([*overrides, "run.resume=true"])
-    assert (result.units, result.units_skipped) == (5, 3)
+    assert result.rows_resumed == len(done)
     rows = [json.loads(line) for f in sorted(out.glob("*.jsonl")) for line in f.open()]
     assert sorted(r["id"] for r in rows) == list(range(N))
     assert all(r["out"] == r["pre"] == r["id"] * 10 for r in rows)
@@ -290,7 +313,7 @@ def test_a_failed_multi_stage_job_keeps_its_committed_units_and_resume_finishes_
     for log in log_dir.glob("ids-*.txt"):
         text = log.read_text()[len(logged_before.get(log, "")) :]
         redone |= {int(i) for i in text.split()}
-    assert redone == set(range(24, N)), "only the unfinished units ran again"
+    assert redone == set(range(N)) - done, "only the rows no record held ran again"
 
 
 def test_a_sources_decoder_runs_under_the_source_stages_error_policy(ray_session, tmp_path):

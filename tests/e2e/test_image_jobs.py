@@ -18,17 +18,20 @@ from image_samples import (
     PICTURES,
     ROWS,
     clean_copy,
+    deep_picture,
+    encoded,
     images_of,
     manifest_of,
+    mode_files,
     pipeline_alone,
     write_tree,
 )
 
 from pipeline.app.main import run_with_overrides
 from pipeline.contract.errors import BulkInferError
+from plugins.samples.images import write_image
+from plugins.samples.models import build_image_classifier, build_image_encoder
 from plugins.sources.image_decode import decode_image, image_column_type
-from tools.sample_images import write_image
-from tools.tiny_models import build_image_classifier, build_image_encoder
 
 BASE = ["source=images", "~predictor", "sink=parquet", "run.progress=false"]
 
@@ -102,6 +105,49 @@ def test_mode_null_keeps_each_files_channels(ray_session, clean, tmp_path):
         assert images[str(path)].shape == (sample.height, sample.width, channels[sample.mode])
 
 
+def test_every_mode_reaches_the_output_as_transformers_loads_it_16_bits_scaled(
+    ray_session, tmp_path
+):
+    """CMYK, palette, LA, 1-bit, YCbCr, LAB and 16-bit files under the default mode: each
+    image equals transformers' ``load_image`` of the file (``convert("RGB")``), but the 16-bit
+    one, which is scaled by value where Pillow would clip it."""
+    from PIL import Image
+    from transformers.image_utils import load_image
+
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    files = {**mode_files(), "deep.png": encoded(Image.fromarray(deep_picture(24, 36)), "PNG")}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    out = tmp_path / "out"
+    run_with_overrides([*BASE, f"source.params.path={folder}", f"sink.params.path={out}"])
+    images = images_of(out)
+    assert len(images) == len(files)
+    for name in files:
+        image = images[str(folder / name)]
+        if name == "deep.png":
+            scaled = ((deep_picture(24, 36).astype(np.uint32) + 128) // 257).astype(np.uint8)
+            assert np.array_equal(image, np.repeat(scaled[:, :, None], 3, axis=2))
+        else:
+            assert np.array_equal(image, np.asarray(load_image(str(folder / name)))), name
+
+
+def test_mode_i16_keeps_16_bits_through_parquet(ray_session, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    (folder / "deep.png").write_bytes(encoded(Image.fromarray(deep_picture(24, 36)), "PNG"))
+    out = tmp_path / "out"
+    run_with_overrides(
+        [*BASE, f"source.params.path={folder}", "source.params.mode='I;16'",
+         "source.params.size=[24,36]", f"sink.params.path={out}"]
+    )  # fmt: skip
+    assert pq.read_table(out).schema.field("image").type == image_column_type("I;16", (24, 36))
+    (image,) = images_of(out).values()
+    assert image.dtype == np.uint16 and np.array_equal(image[:, :, 0], deep_picture(24, 36))
+
+
 def test_an_unreadable_file_stops_the_job_naming_it(ray_session, tree, tmp_path):
     folder, samples = tree
     out = tmp_path / "out"
@@ -144,8 +190,9 @@ def test_dead_letter_sets_unreadable_files_aside_and_the_manifest_counts_them(
     assert truncated["row"]["bytes"] == f"<{size:,} bytes, not kept>"
 
 
-def test_a_resumed_job_reads_only_the_files_of_unfinished_units(ray_session, tmp_path):
-    """One file per unit; the last file is unreadable until it is re-uploaded (same size)."""
+def test_a_job_that_failed_on_one_file_resumes_once_the_file_is_fixed(ray_session, tmp_path):
+    """One file per unit; the last file is unreadable until it is re-uploaded (same size):
+    the resumed run writes what the failed one did not, every image once."""
     folder = tmp_path / "images"
     for i in range(3):
         write_image(folder / f"{i}.png", 10 + i, 12, seed=i)
@@ -158,7 +205,7 @@ def test_a_resumed_job_reads_only_the_files_of_unfinished_units(ray_session, tmp
         run_with_overrides(overrides)
     (folder / "z_late.png").write_bytes(late)
     result = run_with_overrides([*overrides, "run.resume=true"])
-    assert (result.units, result.units_skipped) == (4, 3)
+    assert result.rows_resumed + result.rows_done == 4
     assert {p: i.shape for p, i in images_of(out).items()} == {
         **{str(folder / f"{i}.png"): (10 + i, 12, 3) for i in range(3)},
         str(folder / "z_late.png"): (9, 9, 3),
@@ -225,7 +272,7 @@ def test_the_image_classification_experiment_labels_every_image_as_the_model_alo
     import torch
 
     from plugins.preprocessors.image_ops import ImageTransform, TransformSpec
-    from tools.tiny_models import IMAGE_LABELS, build_torch_resnet
+    from plugins.samples.models import IMAGE_LABELS, build_torch_resnet
 
     folder, readable = clean
     model = build_torch_resnet(tmp_path / "resnet")

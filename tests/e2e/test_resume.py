@@ -21,6 +21,7 @@ import pytest
 from conftest import ROOT, run_cli
 from kit import kit_env
 
+from pipeline.output.progress import UNIT_SHIFT
 from pipeline.output.staging import STAGING_SUFFIX
 
 pytestmark = pytest.mark.subprocess  # the command line, killed and run again
@@ -66,6 +67,17 @@ def _args(inp: Path, out: Path, log_dir: Path, *extra: str) -> list[str]:
     ]
 
 
+def _written_ids(staging: Path) -> set[int]:
+    """The input ``id`` of every row the job's write-task records hold (one unit per file:
+    row id ``unit << 40 | offset`` is id ``unit * ROWS_PER_FILE + offset``)."""
+    done = set()
+    for record in staging.glob("units/*.json"):
+        for start, stop in json.loads(record.read_text())["ranges"]:
+            for row in range(start, stop):
+                done.add((row >> UNIT_SHIFT) * ROWS_PER_FILE + (row & ((1 << UNIT_SHIFT) - 1)))
+    return done
+
+
 def test_a_driver_killed_half_way_resumes_with_exactly_the_rows_of_a_clean_run(tmp_path):
     inp, out, log_dir = tmp_path / "in", tmp_path / "out", tmp_path / "log"
     inp.mkdir()
@@ -86,22 +98,15 @@ def test_a_driver_killed_half_way_resumes_with_exactly_the_rows_of_a_clean_run(t
         start_new_session=True,  # its own session: the test kills exactly these processes
     )
     try:
-        deadline = time.monotonic() + 240
-        while len(list(staging.glob("units/*.json"))) < 2:
-            assert driver.poll() is None, "the job ended before it could be killed"
-            assert time.monotonic() < deadline, "no work unit was committed in time"
-            time.sleep(0.1)
+        _wait_for_units(driver, staging, 2)
         _kill_session(driver.pid)
         driver.wait(timeout=60)
     finally:
         _kill_session(driver.pid)
     assert driver.returncode == -signal.SIGKILL
     assert not out.exists(), "a killed run publishes nothing"
-    committed = {json.loads(p.read_text())["unit"] for p in staging.glob("units/*.json")}
-    assert 2 <= len(committed) < FILES
-    done_ids = {
-        i for u in committed for i in range(int(u) * ROWS_PER_FILE, (int(u) + 1) * ROWS_PER_FILE)
-    }
+    done_ids = _written_ids(staging)
+    assert 0 < len(done_ids) < N
     first_run_workers = set(log_dir.glob("init-*"))
 
     # Without run.resume the leftover work is not silently discarded or reused.
@@ -122,7 +127,7 @@ def test_a_driver_killed_half_way_resumes_with_exactly_the_rows_of_a_clean_run(t
 
     resumed = run_cli(*_args(inp, out, log_dir, "run.resume=true"), env=kit_env(), timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed: {len(committed)} of {FILES} work units were already done" in resumed.stdout
+    assert f"resumed: {len(done_ids)} rows were already written" in resumed.stdout
 
     ids = pq.read_table(out, columns=["id", "out"]).to_pydict()
     assert sorted(ids["id"]) == list(range(N)), "every row exactly once"
@@ -131,10 +136,71 @@ def test_a_driver_killed_half_way_resumes_with_exactly_the_rows_of_a_clean_run(t
     assert (manifest["rows_in"], manifest["rows_out"]) == (N, N)
     assert not staging.exists()
 
-    # The resumed run did not redo the committed units.
+    # The resumed run ran exactly the rows no record held: the written ones were not redone.
     second_run = [p for p in log_dir.glob("init-*") if p not in first_run_workers]
     redone = set()
     for init in second_run:
         log = log_dir / f"ids-{init.name.split('-')[1]}.txt"
         redone |= {int(i) for i in log.read_text().split()} if log.exists() else set()
-    assert redone and not redone & done_ids
+    assert redone == set(range(N)) - done_ids
+
+
+def _wait_for_units(driver: subprocess.Popen, staging: Path, n: int) -> None:
+    deadline = time.monotonic() + 240
+    while len(list(staging.glob("units/*.json"))) < n:
+        assert driver.poll() is None, "the job ended before it could be stopped"
+        assert time.monotonic() < deadline, "no work unit was committed in time"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
+def test_ctrl_c_stops_the_job_with_one_line_and_a_resumable_staging_area(tmp_path, presses):
+    """Ctrl-C in a terminal sends SIGINT to the job's whole process group: the job ends with
+    status 130 and one line saying what is written; metrics.json says ``interrupted``; a
+    second Ctrl-C ends the process at once. Either way ``run.resume=true`` finishes the job
+    with every row exactly once."""
+    inp, out, log_dir = tmp_path / "in", tmp_path / "out", tmp_path / "log"
+    inp.mkdir()
+    for f in range(FILES):
+        ids = list(range(f * ROWS_PER_FILE, (f + 1) * ROWS_PER_FILE))
+        pq.write_table(
+            pa.table({"id": ids, "text": [f"row {i}" for i in ids]}), inp / f"{f}.parquet"
+        )
+    staging = Path(str(out) + STAGING_SUFFIX)
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **kit_env()}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *_args(inp, out, log_dir)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's foreground job
+    )
+    try:
+        _wait_for_units(driver, staging, 1)
+        for _ in range(presses):
+            os.killpg(driver.pid, signal.SIGINT)
+            time.sleep(0.2)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        _kill_session(driver.pid)
+    assert driver.returncode == 130, stderr
+    if presses == 1:
+        lines = [line for line in stderr.splitlines() if line.startswith("bulkinfer:")]
+        assert len(lines) == 1, stderr
+        assert lines[0].startswith("bulkinfer: interrupted: ")
+        assert lines[0].endswith(
+            f"of {N} rows written; run again with run.resume=true to finish"
+        ), lines[0]
+        assert "Traceback" not in stderr
+        metrics = json.loads((out.parent / "runs" / "metrics.json").read_text())
+        assert metrics["status"] == "interrupted"
+        assert metrics["error"] == lines[0].removeprefix("bulkinfer: ")
+    assert not out.exists(), "a stopped run publishes nothing"
+    assert (staging / "job.json").exists(), "the staging area is kept"
+
+    resumed = run_cli(*_args(inp, out, log_dir, "run.resume=true"), env=kit_env(), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    ids = pq.read_table(out, columns=["id"]).column("id").to_pylist()
+    assert sorted(ids) == list(range(N)), "every row exactly once"

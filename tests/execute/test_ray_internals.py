@@ -159,3 +159,24 @@ def test_the_no_free_cpu_warning_is_shown_once_and_can_be_marked_shown():
     assert 'log_once("cpu_warning")' in inspect.getsource(ray.data.dataset)
     ray_internals.mute_no_free_cpu_warning()
     assert not log_once("cpu_warning")
+
+
+def test_ray_data_console_level_quiets_the_console_and_keeps_the_log_files():
+    """Ray Data's logger ``ray.data`` has a console handler and a session-file handler; only
+    the console's level changes (the logger stays at DEBUG for the files)."""
+    import logging
+
+    import ray.data  # noqa: F401 - configures Ray Data's logging
+    from ray.data._internal.logging import SessionFileHandler
+
+    logger = logging.getLogger(ray_internals.RAY_DATA_LOGGER)
+    try:
+        assert ray_internals.ray_data_console_level(logging.WARNING)
+        console = [h for h in logger.handlers if not isinstance(h, SessionFileHandler)]
+        files = [h for h in logger.handlers if isinstance(h, SessionFileHandler)]
+        assert console and files
+        assert all(h.level == logging.WARNING for h in console)
+        assert all(h.level < logging.INFO for h in files)
+        assert logger.level == logging.DEBUG
+    finally:
+        ray_internals.ray_data_console_level(logging.INFO)

@@ -1,4 +1,5 @@
-"""The staging folder, unit commits, resume checks and publishing, on real files (no Ray)."""
+"""The staging folder, the records of written parts, resume checks and publishing, on real
+files (no Ray)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import pytest
 from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.sink import FileOutput
 from pipeline.contract.source import WorkUnit
+from pipeline.output.progress import Progress, ranges_of, row_id
 from pipeline.output.publish import _assemble, finish_publishing, prepare, publish
-from pipeline.output.records import config_changes
+from pipeline.output.records import Written, config_changes
 from pipeline.output.staging import MANIFEST, STAGING_SUFFIX, Staging
 from pipeline.plan.planner import plan_job
 
 UNITS = [WorkUnit("00000", {"rows": [0, 2]}), WorkUnit("00001", {"rows": [2, 4]})]
-STAGES = {"predictor": {"rows_in": 2, "rows_out": 2, "skipped": 0, "dead_letter": 0}}
+TOTALS = {"rows_in": 4, "rows_out": 4, "rows_set_aside": 0, "set_aside": {}, "stages": {}}
 DATAFLOW = {"predictor": {"type": "m", "params": {"normalize": False}}}
 
 
@@ -26,89 +28,76 @@ def output(tmp_path: Path, mode: str = "error") -> FileOutput:
     return FileOutput(pyarrow.fs.LocalFileSystem(), path, path, mode)
 
 
-def write_unit(staging: Staging, unit: WorkUnit, text: str = "a\nb\n") -> dict:
-    work = staging.begin(unit)
-    Path(work.data).mkdir(parents=True)
-    Path(work.data, "part-0.txt").write_text(text)
-    return staging.commit(work, STAGES, "predictor", b"", {"part-0.txt": len(text.split())})
+def write_part(staging: Staging, part: str, unit: int, text: str = "a\nb\n") -> Written:
+    """What a write task does: its file in parts/, then its record."""
+    Path(staging.parts).mkdir(parents=True, exist_ok=True)
+    Path(staging.parts, f"{part}.txt").write_text(text)
+    rows = len(text.split())
+    ids = [row_id(unit, i) for i in range(rows)]
+    record = Written(part, rows, ranges_of(ids), [{"name": f"{part}.txt", "rows": rows}], "r1")
+    staging.add_marker(record.to_json())
+    return record
 
 
-def test_a_run_publishes_files_and_a_manifest_only_at_the_end(tmp_path):
+def test_a_run_publishes_the_recorded_files_and_a_manifest_only_at_the_end(tmp_path):
     out = output(tmp_path)
     prepared = prepare(out, "fp1", DATAFLOW, UNITS, resume=False)
-    markers = [write_unit(prepared.staging, u) for u in UNITS]
+    records = [write_part(prepared.staging, f"p{u}", u) for u in range(2)]
+    Path(prepared.staging.parts, "stray.txt").write_text("x\n")  # a task stopped before its record
     assert not Path(out.path).exists()
-    manifest = publish(prepared.staging, markers)
-    assert sorted(p.name for p in Path(out.path).iterdir()) == [
-        "00000-part-0.txt",
-        "00001-part-0.txt",
-        MANIFEST,
-    ]
+    manifest = publish(prepared.staging, records, TOTALS)
+    assert sorted(p.name for p in Path(out.path).iterdir()) == sorted(
+        [MANIFEST, "p0.txt", "p1.txt"]
+    )
     assert (manifest["rows_in"], manifest["rows_out"], manifest["fingerprint"]) == (4, 4, "fp1")
     assert json.loads(Path(out.path, MANIFEST).read_text()) == manifest
     assert not Path(out.path + STAGING_SUFFIX).exists()
 
 
-def test_a_unit_written_but_not_committed_is_committed_when_resumed(tmp_path):
-    """The run died between the unit's receipt and its commit: resume keeps the written
-    files instead of running the unit again."""
+def test_records_are_the_journal_a_resumed_run_reads_back(tmp_path):
     out = output(tmp_path)
     staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
-    write_unit(staging, UNITS[0])
-    work = staging.begin(UNITS[1])
-    Path(work.data).mkdir(parents=True)
-    Path(work.data, "part-0.txt").write_text("c\nd\ne\n")
-    receipt = {"unit": "00001", "rows_in": 3, "rows_out": 3, "rows_set_aside": 0}
-    receipt |= {"set_aside": {}, "stages": STAGES, "files": [{"name": "part-0.txt", "rows": 3}]}
-    Path(work.root, "receipt.json").write_text(json.dumps(receipt | {"dead_letters": 0}))
+    first = write_part(staging, "p0", 0)
+    again = write_part(staging, "p0-retried", 0)  # Ray ran the task twice: the same rows
+    assert first.id == again.id, "a record's name comes from the rows it holds"
     resumed = prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
-    assert sorted(resumed.committed) == ["00000", "00001"]
-    manifest = publish(resumed.staging, [resumed.committed[u.id] for u in UNITS])
-    assert manifest["rows_out"] == 5
-    assert Path(out.path, "00001-part-0.txt").read_text() == "c\nd\ne\n"
-
-
-def test_a_commit_refuses_files_the_write_tasks_did_not_report(tmp_path):
-    from pipeline.contract.errors import OutputError
-
-    staging = prepare(output(tmp_path), "fp1", DATAFLOW, UNITS, resume=False).staging
-    work = staging.begin(UNITS[0])
-    Path(work.data).mkdir(parents=True)
-    Path(work.data, "part-0.txt").write_text("a\n")
-    Path(work.data, "stray.txt").write_text("b\n")
-    with pytest.raises(OutputError, match="stray.txt"):
-        staging.commit(work, STAGES, "predictor", b"", {"part-0.txt": 1})
+    assert [r.part for r in resumed.written] == ["p0-retried"] and resumed.resumed
+    done = Progress(r for w in resumed.written for r in w.ranges)
+    assert done.rows == 2
+    assert done.pending([row_id(0, 0), row_id(0, 1), row_id(0, 2)]).tolist() == [
+        False,
+        False,
+        True,
+    ]
 
 
 def test_an_unfinished_run_is_refused_without_resume_and_resumed_with_it(tmp_path):
     out = output(tmp_path)
     staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
-    write_unit(staging, UNITS[0])
-    staging.begin(UNITS[1])  # killed while writing the second unit
-    with pytest.raises(DataError, match="1 of 2 work units committed") as caught:
+    write_part(staging, "p0", 0)
+    with pytest.raises(DataError, match=r"\(2 rows written\)") as caught:
         prepare(out, "fp1", DATAFLOW, UNITS, resume=False)
     assert caught.value.key == "run.resume"
     resumed = prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
-    assert list(resumed.committed) == ["00000"] and resumed.resumed
-    assert not Path(staging.root, "work").exists(), "the half-written unit is discarded"
+    assert [r.part for r in resumed.written] == ["p0"] and resumed.resumed
 
 
 def test_resume_with_a_changed_config_is_refused_naming_what_changed(tmp_path):
     out = output(tmp_path)
     staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
-    write_unit(staging, UNITS[0])
+    record = write_part(staging, "p0", 0)
     changed = {"predictor": {"type": "m", "params": {"normalize": True}}}
     with pytest.raises(ConfigError) as caught:
         prepare(out, "fp2", changed, UNITS, resume=True)
     assert caught.value.key == "predictor.params.normalize"
     assert "fingerprint fp1 -> fp2" in caught.value.message
     assert "predictor.params.normalize: false -> true" in caught.value.message
-    assert Path(staging.root, "units", "00000.json").exists(), "refusing keeps the work"
+    assert Path(staging.root, "units", f"{record.id}.json").exists(), "refusing keeps the work"
 
 
 def test_resume_with_different_input_units_is_refused(tmp_path):
     out = output(tmp_path)
-    write_unit(prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging, UNITS[0])
+    write_part(prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging, "p0", 0)
     with pytest.raises(DataError, match="the input changed"):
         prepare(out, "fp1", DATAFLOW, UNITS + [WorkUnit("00002", {"rows": [4, 6]})], True)
 
@@ -116,16 +105,15 @@ def test_resume_with_different_input_units_is_refused(tmp_path):
 def test_a_publish_killed_half_way_is_finished_by_resume(tmp_path):
     out = output(tmp_path)
     staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
-    markers = [write_unit(staging, u) for u in UNITS]
-    part = _assemble(staging, markers, "")  # files moved into publish/, then the process dies
-    staging._write_json(staging._p("publish", MANIFEST), {"rows_out": part["run"]["rows_out"]})
+    records = [write_part(staging, f"p{u}", u) for u in range(2)]
+    part = _assemble(staging, records, TOTALS, "")  # files moved into publish/, then it dies
+    staging.write_json(staging.path("publish", MANIFEST), {"rows_out": part["run"]["rows_out"]})
     staging.set_state("publishing")
     again = prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
     finish_publishing(again.staging)
-    assert sorted(p.name for p in Path(out.path).iterdir())[:2] == [
-        "00000-part-0.txt",
-        "00001-part-0.txt",
-    ]
+    assert sorted(p.name for p in Path(out.path).iterdir()) == sorted(
+        [MANIFEST, "p0.txt", "p1.txt"]
+    )
     assert not Path(out.path + STAGING_SUFFIX).exists()
 
 
@@ -135,6 +123,14 @@ def test_append_needs_a_finished_output(tmp_path):
     with pytest.raises(DataError, match="no _SUCCESS manifest") as caught:
         prepare(out, "fp1", DATAFLOW, UNITS, resume=False)
     assert caught.value.key == "sink.params.mode"
+
+
+def test_row_ids_become_merged_ranges_and_back():
+    ids = [row_id(1, 5), row_id(0, 0), row_id(0, 1), row_id(0, 2), row_id(1, 4)]
+    assert ranges_of(ids) == [[0, 3], [row_id(1, 4), row_id(1, 6)]]
+    done = Progress([[0, 3]])
+    assert done.overlaps([[2, 5]]) and not done.overlaps([[3, 5]])
+    assert done.pending([row_id(1, 0)]) is None  # nothing of that unit is written
 
 
 def test_config_changes_lists_changed_added_and_removed_keys():

@@ -2,9 +2,11 @@
 
 ``examples/bulkinfer-lexicon`` is a plugin package (a predictor in ``bulkinfer.predictors`` and its
 configs in ``bulkinfer.configs``); ``examples/team-a-configs`` is a YAML-only config package that
-uses it. The module installs both into this interpreter's environment (from a copy, so the source
-tree stays clean) and uninstalls them afterwards, so other test modules never see them. Jobs run
-through ``python -m pipeline`` in a subprocess, as a user would run them.
+uses it; ``examples/bulkinfer-lexicon-api1.0`` is the same plugin written against the oldest
+supported plugin contract (bulkinfer 0.1's modules, no ``output_schema``). The module installs
+all three into this interpreter's environment (from a copy, so the source tree stays clean) and
+uninstalls them afterwards, so other test modules never see them. Jobs run through
+``python -m pipeline`` in a subprocess, as a user would run them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.packaging  # pip-installs the example packages; runs their jobs
 
-EXAMPLES = ("bulkinfer-lexicon", "team-a-configs")
+EXAMPLES = ("bulkinfer-lexicon", "team-a-configs", "bulkinfer-lexicon-api1.0")
+#: Distribution names, as pip knows them (the folder names above, but for the 1.0 copy).
+DISTRIBUTIONS = {"bulkinfer-lexicon-api1.0": "bulkinfer-lexicon-api10"}
 
 
 def _pip(*args: str) -> None:
@@ -36,12 +40,12 @@ def _pip(*args: str) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def installed_examples(tmp_path_factory):
-    """pip-install both example packages (offline, no deps); uninstall what we installed."""
+    """pip-install the example packages (offline, no deps); uninstall what we installed."""
     copies = tmp_path_factory.mktemp("examples")
     before = set()
     for name in EXAMPLES:
         try:
-            version(name)
+            version(DISTRIBUTIONS.get(name, name))
             before.add(name)
         except PackageNotFoundError:
             pass
@@ -54,7 +58,7 @@ def installed_examples(tmp_path_factory):
         *(str(copies / name) for name in EXAMPLES),
     )
     yield
-    installed_here = [name for name in EXAMPLES if name not in before]
+    installed_here = [DISTRIBUTIONS.get(name, name) for name in EXAMPLES if name not in before]
     if installed_here:
         _pip("uninstall", "-y", *installed_here)
 
@@ -154,6 +158,44 @@ def test_plugin_package_job_runs_end_to_end_and_writes_scores(tmp_path):
     assert {"id", "text", "sentiment", "sentiment_label"} <= set(table.column_names)
     labels = set(table.column("sentiment_label").to_pylist())
     assert labels <= {"positive", "negative", "neutral"} and len(labels) > 1
+
+
+def test_a_plugin_written_against_the_oldest_contract_plans_with_its_columns_decided_at_run_time():
+    plan = _dry_run("predictor=lexicon_api10/sentiment")
+    assert "predictor: predictor 'lexicon_sentiment_api10'" in plan
+    assert "columns after predictor: decided at run time (the stage declares no output_schema)" in (
+        plan
+    )
+
+
+def test_a_plugin_written_against_the_oldest_contract_runs_and_scores_as_the_current_one(tmp_path):
+    """The 1.0 copy adds its columns without declaring them; every row gets the score the
+    current package's scoring function gives its text."""
+    from bulkinfer_lexicon.predictor import NEGATIVE, POSITIVE, score
+
+    out = tmp_path / "scores"
+    result = run_cli(
+        "predictor=lexicon_api10/sentiment",
+        f"sink.params.path={out}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "run.progress=false",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DeprecationWarning" not in result.stderr
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 300
+    for row in rows:
+        assert row["sentiment"] == pytest.approx(
+            score(row["text"], set(POSITIVE), set(NEGATIVE), True), abs=1e-6
+        )
+        expected = (
+            "positive"
+            if row["sentiment"] > 0
+            else "negative"
+            if row["sentiment"] < 0
+            else "neutral"
+        )
+        assert row["sentiment_label"] == expected
 
 
 def test_team_config_job_runs_end_to_end_with_secrets_masked_everywhere(tmp_path):

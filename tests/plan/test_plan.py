@@ -33,6 +33,18 @@ def cluster(cpus: float = 2, gpus: float = 0, memory: float = float("inf")) -> C
     return Cluster(cpus=cpus, gpus=gpus, memory=memory, nodes=(node,))
 
 
+@pytest.fixture(scope="module")
+def booster(tmp_path_factory) -> str:
+    """A saved XGBoost booster (planning reads its objective)."""
+    import numpy as np
+    import xgboost
+
+    path = tmp_path_factory.mktemp("xgb") / "m.json"
+    data = xgboost.DMatrix(np.array([[0.0], [1.0]]), label=[0.0, 1.0])
+    xgboost.train({"objective": "reg:squarederror", "nthread": 1}, data, 1).save_model(path)
+    return str(path)
+
+
 def planned(cfg: dict, on: Cluster | None = None):
     return plan_job(cfg, on or cluster())
 
@@ -151,9 +163,9 @@ def test_the_seeds_memory_variant_fits_a_big_node():
     assert plan.io_cpus == 1.0
 
 
-def test_blocks_are_cut_to_a_map_batch_for_a_first_stage_of_actors():
+def test_blocks_are_cut_to_a_map_batch_for_a_first_stage_of_actors(booster):
     cfg = config(batch_size=16)
-    cfg["predictor"] = {"type": "xgboost", "params": {"model": "m.json"}}
+    cfg["predictor"] = {"type": "xgboost", "params": {"model": booster}}
     cfg["predictor"]["stage"] = {"compute": "actors", "batch_size": 16}
     plan = planned(cfg, cluster(2))
     assert plan.rows_per_block == 16 == plan.map_batches["predictor"]  # one batch per block
@@ -205,12 +217,12 @@ def test_a_unit_of_known_size_is_cut_into_equal_windows_for_every_actor(
     assert fitted.maps == plan.maps and fitted.notes == plan.notes
 
 
-def test_windows_are_kept_where_the_rows_are_unknown_or_the_stage_does_not_sort():
+def test_windows_are_kept_where_the_rows_are_unknown_or_the_stage_does_not_sort(booster):
     from pipeline.plan.shares import fit_windows
 
     assert fit_windows(planned(config(batch_size=64)), 0).map_batches["predictor"] == 4096
     cfg = config(batch_size=16)
-    cfg["predictor"] = {"type": "xgboost", "params": {"model": "m.json"}}
+    cfg["predictor"] = {"type": "xgboost", "params": {"model": booster}}
     cfg["predictor"]["stage"] = {"compute": "actors", "batch_size": 16, "concurrency": 2}
     plan = planned(cfg, cluster(4))
     assert fit_windows(plan, 4000).map_batches == plan.map_batches == {"predictor": 16}

@@ -69,8 +69,8 @@ def test_an_unfinished_job_is_refused_without_resume_and_with_another_config(sin
     plan = plan_job(config(sink, params))
     store = job_store(table_target(plan))
     store.start(new_record(plan.fingerprint, plan.dataflow, [WorkUnit("a")], "error", "x"))
-    store.add_marker({"unit": "a", "rows_in": 4})
-    with pytest.raises(DataError, match=r"unfinished run .*\(1 of 1 work units committed\)") as c:
+    store.add_marker({"unit": "w-a", "rows": 4, "part": "a", "ranges": [[0, 4]], "written": []})
+    with pytest.raises(DataError, match=r"unfinished run .*\(4 rows written\)") as c:
         plan_job(config(sink, params))
     assert c.value.key == "run.resume"
     assert plan_job(config(sink, params, resume=True)).resumes

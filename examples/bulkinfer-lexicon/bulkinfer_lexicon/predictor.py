@@ -82,6 +82,8 @@ class LexiconSentiment(Predictor):
     """Score the sentiment of a text column by counting positive and negative words."""
 
     Params = LexiconParams
+    # The plugin contract version this class is built for (pipeline.contract.PLUGIN_API).
+    plugin_api: ClassVar[str] = "1.1"
     # No model to keep loaded, so stateless tasks (not an actor pool) and pandas batches.
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="tasks", batch_size=512, batch_format="pandas"

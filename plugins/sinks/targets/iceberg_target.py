@@ -44,6 +44,7 @@ from plugins.sinks.targets.protocol import (
     UnitWriter,
     WriterTarget,
     conform,
+    misfits,
     resolve_types,
     schema_from_text,
     schema_to_text,
@@ -84,7 +85,7 @@ class IcebergParams(PluginParams):
     column_types: dict[str, str] = Field(
         default_factory=dict,
         description="Arrow types to store columns as, {column: type}: required for a column "
-        "declared null (e.g. XGBoost predictions: float32); casts others.",
+        "declared null (a type only the model can tell); casts others.",
     )
 
     @field_validator("catalog")
@@ -280,8 +281,6 @@ class IcebergTarget(WriterTarget):
 
     # -- the steps --
     def check(self, schema: pa.Schema, resuming: bool = False) -> None:
-        from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
-
         schema = self._schema(schema)
         table = self.load()
         if table is None:
@@ -292,15 +291,51 @@ class IcebergTarget(WriterTarget):
                 "unpartitioned files. Write to an unpartitioned table.",
                 key=f"{KEY}.table",
             )
-        try:
-            _check_pyarrow_schema_compatible(
-                table.schema(), schema, format_version=table.format_version
-            )
-        except ValueError as exc:
+        problems = self._misfits(table, schema)
+        if problems:
             raise DataError(
-                f"the output does not fit table {self.params.table}: {exc}",
+                f"the output does not fit table {self.params.table}: {'; '.join(problems)}. "
+                "Give the columns the table's names and types (cast with "
+                "sink.params.column_types), leave the others out before the sink, or write "
+                "another table (sink.params.table).",
                 key=f"{KEY}.table",
-            ) from None
+            )
+
+    def _misfits(self, table: Any, schema: pa.Schema) -> list[str]:
+        """What keeps rows of ``schema`` out of ``table``, one phrase each (see
+        :func:`~plugins.sinks.targets.protocol.misfits`), then pyiceberg's own check (the rules
+        ``add_files`` applies), its first line without its hint and its printed report."""
+        import contextlib
+        import io
+
+        from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
+
+        existing = table.schema()
+        problems = []
+        lacking = [f.name for f in existing.fields if f.required and f.name not in schema.names]
+        if lacking:
+            problems.append(f"the output lacks {', '.join(lacking)}, which the table requires")
+        problems += misfits(schema, existing.as_arrow(), "the table")
+        nullable = [
+            f.name
+            for f in existing.fields
+            if f.required and f.name in schema.names and schema.field(f.name).nullable
+        ]
+        if nullable:
+            problems.append(
+                f"the table requires values in {', '.join(nullable)}, and the output's may be null"
+            )
+        if problems:
+            return problems
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # pyiceberg prints a report table
+                _check_pyarrow_schema_compatible(
+                    existing, schema, format_version=table.format_version
+                )
+        except ValueError as exc:
+            first = (str(exc).strip().splitlines() or ["its columns differ"])[0]
+            return [first.split(" Update the schema first")[0].rstrip(":. ")]
+        return []
 
     def begin(self, run_id: str, schema: pa.Schema) -> dict[str, Any]:
         schema = self._schema(schema)

@@ -36,6 +36,7 @@ from plugins.sinks.targets.protocol import (
     UnitWriter,
     WriterTarget,
     conform,
+    misfits,
     resolve_types,
     schema_from_text,
     schema_to_text,
@@ -93,7 +94,7 @@ class LanceParams(PluginParams):
     column_types: dict[str, str] = Field(
         default_factory=dict,
         description="Arrow types to store columns as, {column: type}: required for a column "
-        "declared null (e.g. XGBoost predictions: float32); casts others.",
+        "declared null (a type only the model can tell); casts others.",
     )
     remove_orphan_files: bool = Field(
         default=False,
@@ -113,14 +114,6 @@ def _is_float_list(type_: pa.DataType) -> bool:
 def _sub_vectors(dim: int) -> int:
     """The largest divisor of ``dim`` that is at most ``dim / 8`` (at least 1)."""
     return max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
-
-
-def _castable(source: pa.DataType, target: pa.DataType) -> bool:
-    try:
-        pa.array([], type=source).cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return False
-    return True
 
 
 class LanceUnitWriter(UnitWriter):
@@ -299,18 +292,11 @@ class LanceTarget(WriterTarget):
             self._check_append(ds.schema, target)
 
     def _check_append(self, existing: pa.Schema, schema: pa.Schema) -> None:
-        problems = []
+        """Refuse an append whose rows the dataset (a LanceDB table too) cannot take unchanged:
+        columns either side lacks, types it would change, vectors of another length."""
         missing = [n for n in existing.names if n not in schema.names]
-        extra = [n for n in schema.names if n not in existing.names]
-        if missing:
-            problems.append(f"the output lacks {', '.join(missing)}")
-        if extra:
-            problems.append(f"the dataset lacks {', '.join(extra)}")
-        for field in schema:
-            if field.name in existing.names:
-                have = existing.field(field.name).type
-                if not _castable(field.type, have):
-                    problems.append(f"{field.name!r} is {field.type} here, {have} there")
+        problems = [f"the output lacks {', '.join(missing)}"] if missing else []
+        problems += misfits(schema, existing, "the dataset")
         if problems:
             raise DataError(
                 f"cannot append to {self.location}: its columns differ ({'; '.join(problems)}). "

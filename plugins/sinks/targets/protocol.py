@@ -7,22 +7,22 @@ with ``rows``); the driver collects them into the unit's receipt. Only parts tha
 driver count: a write task that Ray retried (a killed worker) leaves staged data that no receipt
 names, and :meth:`~pipeline.contract.sink.StagedTarget.publish` never makes it visible.
 
-A column the plan declares ``null`` (its type is known only once the model runs, e.g. XGBoost's
-predictions: a number, or a vector for several classes) cannot become a table column: the
-targets refuse it before the model loads, unless ``column_types`` gives its type
-(:func:`resolve_types`); the write tasks then cast the rows to it, and a row that does not fit
-fails the job naming the column.
+A column the plan declares ``null`` (its type is known only once the model runs) cannot become
+a table column: the targets refuse it before the model loads, unless ``column_types`` gives its
+type (:func:`resolve_types`); the write tasks then cast the rows to it, and a row that does not
+fit fails the job naming the column.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.schema import parse_schema
-from pipeline.contract.sink import StagedTarget
+from pipeline.contract.sink import BlockWriter, StagedTarget
+from plugins.arrow_types import fits
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -60,6 +60,35 @@ def resolve_types(schema: pa.Schema, column_types: dict[str, str], sink: str) ->
             key=f"{key}.{name}",
         )
     return schema
+
+
+def misfits(schema: pa.Schema, existing: pa.Schema, target: str = "the table") -> list[str]:
+    """What keeps rows of ``schema`` from going into ``target`` (a dataset or table of
+    ``existing`` columns) unchanged, one phrase each (empty: they fit; see :func:`fits`):
+    columns it lacks, and columns whose values it would change or refuse, vector lengths
+    named."""
+    from pipeline.contract.schema import type_name
+
+    problems = []
+    lacking = [n for n in schema.names if n not in existing.names]
+    if lacking:
+        problems.append(f"{target} lacks {', '.join(lacking)}")
+    for field in schema:
+        if field.name not in existing.names:
+            continue
+        there = existing.field(field.name).type
+        if fits(field.type, there):
+            continue
+        size = getattr(field.type, "list_size", None), getattr(there, "list_size", None)
+        if None not in size and size[0] != size[1]:
+            problems.append(
+                f"{field.name!r} holds vectors of {size[0]} values here, {size[1]} there"
+            )
+        else:
+            problems.append(
+                f"{field.name!r} is {type_name(field.type)} here, {type_name(there)} there"
+            )
+    return problems
 
 
 def schema_to_text(schema: pa.Schema) -> str:
@@ -108,8 +137,8 @@ def receipt(unit_id: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {"unit": unit_id, "rows": sum(int(p["rows"]) for p in parts), "parts": parts}
 
 
-class UnitWriter(ABC):
-    """Stages one write task's rows of one unit; picklable, runs inside a Ray write task."""
+class UnitWriter(BlockWriter):
+    """Stages one write task's rows; picklable, runs inside a Ray write task."""
 
     @abstractmethod
     def write(self, tables: Iterable[pa.Table]) -> list[dict[str, Any]]:
@@ -125,7 +154,8 @@ class WriterTarget(StagedTarget):
 
     @abstractmethod
     def writer(self, state: dict[str, Any], unit_id: str) -> UnitWriter:
-        """The writer that stages ``unit_id``'s rows (sent to every write task of the unit)."""
+        """The writer that stages rows as ``unit_id`` (a work unit's, or one write task's
+        part, when the core records each task's writes)."""
 
     def write_unit(
         self,

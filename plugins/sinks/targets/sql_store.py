@@ -55,7 +55,11 @@ class SqlJobStore:
     ``pipeline.contract.sink.JobStore``."""
 
     def __init__(self, target: SqlTarget) -> None:
+        from plugins.sinks.targets.sql_target import password
+
         self.target = target
+        # Read on the driver: the job's write tasks add their records with it.
+        self.secret = password(target.params)
         self.job_table, self.units_table = _tables(target)
         self.location = (
             f"{target.shown_url} tables {target.job_name} and {target.units_name} "
@@ -67,7 +71,9 @@ class SqlJobStore:
         return f"drop tables {t.job_name}, {t.units_name}, {t.stage_name} and {t.parts_name}"
 
     def _run(self, step: Any) -> Any:
-        engine = self.target.engine()
+        from plugins.sinks.targets.sql_target import _engine
+
+        engine = _engine(self.target.params, self.secret)
         try:
             with engine.begin() as connection:
                 return step(connection)

@@ -26,14 +26,12 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import sqlalchemy as sa
-from pydantic import Field, field_validator
 
 from pipeline.contract.errors import ConfigError, DataError
-from pipeline.contract.plugin import PluginParams
 from plugins.sinks.targets.env import Secrets, read_env
 from plugins.sinks.targets.protocol import (
     UnitWriter,
@@ -43,58 +41,22 @@ from plugins.sinks.targets.protocol import (
     schema_from_text,
     schema_to_text,
 )
-from plugins.sinks.targets.sql_types import insert_many, sql_columns, sql_values
+from plugins.sinks.targets.sql_params import KEY, SqlParams
+from plugins.sinks.targets.sql_types import (
+    insert_many,
+    refuse_lost_floats,
+    sql_columns,
+    sql_fits,
+    sql_values,
+)
 
 if TYPE_CHECKING:
     from plugins.sinks.targets.sql_store import SqlJobStore
 
-KEY = "sink.params"
 UNIT_COLUMN = "_bulkinfer_unit"
 PART_COLUMN = "_bulkinfer_part"
 UPSERT_DIALECTS = ("sqlite", "postgresql")
 MAX_NAME = 63  # PostgreSQL's identifier limit, the smallest of the common databases
-
-
-class SqlParams(PluginParams):
-    url: str = Field(
-        description="SQLAlchemy database URL without a password, e.g. sqlite:///out.db or "
-        "postgresql+psycopg://user@host:5432/db."
-    )
-    password_env: str | None = Field(
-        default=None, description="Environment variable that holds the database password."
-    )
-    table: str = Field(description="Target table: name, or schema.name.")
-    mode: Literal["error", "append", "replace"] = Field(
-        default="error",
-        description="error: refuse an existing table; append: insert into it (creating it "
-        "when missing); replace: drop and recreate it with this run's rows, on success only.",
-    )
-    key_columns: list[str] = Field(
-        default_factory=list,
-        description="Upsert on these columns: a row whose key exists replaces it (SQLite, "
-        "PostgreSQL). A table this job creates gets them as its primary key.",
-    )
-    json_columns: list[str] = Field(
-        default_factory=list,
-        description="Columns stored as JSON (lists, e.g. vectors in SQLite; structs; maps).",
-    )
-    batch_rows: int = Field(default=10_000, gt=0, description="Rows per INSERT batch.")
-    column_types: dict[str, str] = Field(
-        default_factory=dict,
-        description="Arrow types to store columns as, {column: type}: required for a column "
-        "declared null (e.g. XGBoost predictions: float32); casts others.",
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _no_password(cls, url: str) -> str:
-        parsed = sa.engine.make_url(url)
-        if parsed.password:
-            raise ValueError(
-                "the URL holds a password: remove it and name the environment variable that "
-                "holds it in sink.params.password_env"
-            )
-        return url
 
 
 def _name(base: str, suffix: str) -> str:
@@ -129,6 +91,24 @@ def password(params: SqlParams) -> Secrets:
 
 
 def _engine(params: SqlParams, secret: Secrets | None = None) -> sa.Engine:
+    """A SQLAlchemy engine for ``params.url`` (no pool). Raises :class:`ConfigError`
+    (``sink.params.url``) when the URL's database driver is not installed."""
+    try:
+        return _create_engine(params, secret)
+    except ModuleNotFoundError as exc:
+        url = sa.engine.make_url(params.url)
+        how = (
+            "pip install 'bulkinfer[sql]'"
+            if exc.name == "psycopg"
+            else "install the package that provides it, or name another driver in the URL"
+        )
+        raise ConfigError(
+            f"{url.drivername} needs the module {exc.name}, which is not installed: {how}",
+            key=f"{KEY}.url",
+        ) from None
+
+
+def _create_engine(params: SqlParams, secret: Secrets | None = None) -> sa.Engine:
     url = sa.engine.make_url(params.url)
     given = (secret or password(params)).values()
     if given:
@@ -165,6 +145,9 @@ class SqlUnitWriter(UnitWriter):
         try:
             for table in tables:
                 table = conform(table, self.schema)
+                table = refuse_lost_floats(
+                    table, self.params.json_columns, dialect, self.params.nan_as_null
+                )
                 for start in range(0, table.num_rows, self.params.batch_rows):
                     batch = table.slice(start, self.params.batch_rows)
                     values, stored = sql_values(batch, self.params.json_columns, dialect)
@@ -273,6 +256,7 @@ class SqlTarget(WriterTarget):
         engine = self.engine()
         try:
             inspector = sa.inspect(engine)
+            self._check_schema(inspector)
             if not inspector.has_table(self.name, schema=self.db_schema):
                 return
             if self.params.mode == "error":
@@ -289,13 +273,47 @@ class SqlTarget(WriterTarget):
         finally:
             engine.dispose()
 
+    def _check_schema(self, inspector: Any) -> None:
+        """Refuse a ``schema.table`` whose schema the database does not have."""
+        if self.db_schema is None or self.db_schema in inspector.get_schema_names():
+            return
+        raise DataError(
+            f"schema {self.db_schema!r} does not exist in {self.shown_url}: create it first "
+            f"(CREATE SCHEMA {self.db_schema}), or name a table in a schema that exists",
+            key=f"{KEY}.table",
+        )
+
     def _check_append(self, inspector: Any, schema: pa.Schema) -> None:
-        have = {c["name"] for c in inspector.get_columns(self.name, schema=self.db_schema)}
-        missing = [n for n in schema.names if n not in have]
-        if missing:
+        """Refuse an append the table cannot take unchanged: output columns it lacks, columns
+        whose values it would change or refuse (:func:`sql_fits`), and required columns the
+        output lacks; then, with ``key_columns``, a table without that unique key."""
+        existing = {c["name"]: c for c in inspector.get_columns(self.name, schema=self.db_schema)}
+        problems = []
+        lacking = [n for n in schema.names if n not in existing]
+        if lacking:
+            problems.append(f"it has no column {', '.join(lacking)}")
+        planned = {c.name: c.type for c in self.columns(schema)}
+        for name, kind in planned.items():
+            if name in existing:
+                why = sql_fits(kind, existing[name]["type"], self.dialect)
+                if why:
+                    problems.append(f"{name!r} {why}")
+        pk = inspector.get_pk_constraint(self.name, schema=self.db_schema)["constrained_columns"]
+        required = [
+            name
+            for name, column in existing.items()
+            if name not in planned
+            and not column.get("nullable", True)
+            and column.get("default") is None
+            and not (pk == [name] and column.get("autoincrement") in (True, "auto"))
+        ]
+        if required:
+            problems.append(f"the output lacks {', '.join(required)}, which are NOT NULL there")
+        if problems:
             raise DataError(
-                f"cannot append to {self.location}: it has no column {', '.join(missing)}. "
-                "Set sink.params.mode=replace or choose another table.",
+                f"cannot append to {self.location}: {'; '.join(problems)}. Give the columns the "
+                "table's names and types (cast with sink.params.column_types), set "
+                "sink.params.mode=replace, or choose another table.",
                 key=f"{KEY}.mode",
             )
         keys = set(self.params.key_columns)

@@ -29,8 +29,16 @@ is stored as JSON instead, whatever its type: ``jsonb`` on PostgreSQL, JSON text
 (SQLite: a ``JSON``-declared column holding e.g. ``[0.1, 2, -1.5]``; SQLAlchemy's ``JSON`` type
 or ``json.loads`` reads it back). Lists become JSON arrays, structs and maps JSON objects. In
 lists of numbers each number takes its shortest form that reads back as the same float32 or
-float64 (float32 ``0.1`` is ``0.1``), and NaN and infinities become ``null``; other columns are
-written by Python's ``json.dumps`` (float32 ``0.1`` there is ``0.10000000149011612``).
+float64 (float32 ``0.1`` is ``0.1``); other columns are written by Python's ``json.dumps``
+(float32 ``0.1`` there is ``0.10000000149011612``).
+
+NaN and infinities are kept where the column holds them: PostgreSQL's ``real``, ``double
+precision`` and their arrays, SQLite's ``REAL`` (infinities only), and JSON text outside
+PostgreSQL, as ``NaN``, ``Infinity`` and ``-Infinity`` (what Python's ``json`` writes and reads
+back). Where a column cannot hold them, :func:`refuse_lost_floats` stops the write naming the
+column: a NaN in a SQLite ``REAL`` column (SQLite stores it as NULL, a missing value), and a NaN
+or an infinity in PostgreSQL's ``jsonb`` (JSON has no such numbers); with ``nan_as_null`` a NaN is
+stored as NULL (JSON ``null``) there instead.
 """
 
 from __future__ import annotations
@@ -155,6 +163,69 @@ def sql_columns(
     return columns
 
 
+def _sql_kind(kind: Any) -> tuple[str, int] | None:
+    """A column type as (what it holds, its width in bits where that matters), or None for a
+    type SQLAlchemy does not know (an extension's, e.g. pgvector's ``vector``)."""
+    if isinstance(kind, postgresql.ARRAY):
+        item = _sql_kind(kind.item_type)
+        return None if item is None else ("array of " + item[0], item[1])
+    if isinstance(kind, sa.JSON):
+        return ("JSON", 0)
+    if isinstance(kind, sa.Boolean):
+        return ("booleans", 0)
+    if isinstance(kind, sa.Integer):
+        bits = (
+            64
+            if isinstance(kind, sa.BigInteger)
+            else 16
+            if isinstance(kind, sa.SmallInteger)
+            else 32
+        )
+        return ("integers", bits)
+    if isinstance(kind, sa.Float):
+        precision = getattr(kind, "precision", None)
+        single = isinstance(kind, sa.REAL) or (precision is not None and precision <= 24)
+        return ("floats", 32 if single else 64)
+    if isinstance(kind, sa.Numeric):
+        return ("decimals", 0)
+    if isinstance(kind, sa.String):
+        return ("text", 0)
+    if isinstance(kind, sa.LargeBinary | sa.BINARY | sa.VARBINARY):
+        return ("bytes", 0)
+    if isinstance(kind, sa.DateTime):
+        return ("timestamps with a time zone" if kind.timezone else "timestamps", 0)
+    if isinstance(kind, sa.Date):
+        return ("dates", 0)
+    if isinstance(kind, sa.Time):
+        return ("times", 0)
+    if isinstance(kind, sa.Interval | postgresql.INTERVAL):
+        return ("intervals", 0)
+    return None
+
+
+def sql_fits(planned: Any, existing: Any, dialect: str) -> str | None:
+    """Why an existing column of SQLAlchemy type ``existing`` cannot take the values of a
+    ``planned`` one (:func:`sql_type`) unchanged, e.g. ``holds text there, floats here``;
+    None when it can, or when ``existing`` is a type SQLAlchemy does not know.
+
+    The kinds must match, except that JSON text may go into a text column. A narrower integer
+    or float column would change or refuse values where the database keeps widths apart
+    (everywhere but SQLite, whose columns hold any integer and 64-bit floats).
+    """
+    want, have = _sql_kind(planned), _sql_kind(existing)
+    if have is None or want is None:
+        return None
+    if dialect == "sqlite":  # SQLite keeps timestamps as text: it has no time zone flag
+        want, have = ((k.replace(" with a time zone", ""), b) for k, b in (want, have))
+    if want[0] == "JSON" and have[0] == "text":
+        return None
+    if want[0] != have[0]:
+        return f"holds {have[0]} there, {want[0]} here"
+    if dialect != "sqlite" and have[1] < want[1]:
+        return f"holds {have[1]}-bit {have[0]} there, {want[1]}-bit here"
+    return None
+
+
 def _json_converter(t: pa.DataType) -> Callable[[Any], Any] | None:
     """A function that makes a ``to_pylist`` value of type ``t`` JSON-able, or None when it
     already is (numbers, strings, booleans, and lists and structs of them)."""
@@ -210,8 +281,9 @@ def _number_lists_as_text(column: pa.ChunkedArray, postgres: bool) -> list[str |
     arrays, or PostgreSQL array literals (``postgres``) that the server parses on insert.
 
     Numbers take their shortest form that reads back as the same value of the column's type
-    (float32 0.1 is ``0.1``). In JSON, NaN and infinities become ``null`` (JSON has no such
-    numbers); PostgreSQL keeps them.
+    (float32 0.1 is ``0.1``). NaN and infinities are kept: in JSON as ``NaN``, ``Infinity`` and
+    ``-Infinity`` (Python's ``json`` and SQLAlchemy's ``JSON`` type read them back), in
+    PostgreSQL array literals as Arrow writes them (``nan``, ``inf``, ``-inf``).
     """
     import pyarrow.compute as pc
 
@@ -225,7 +297,10 @@ def _number_lists_as_text(column: pa.ChunkedArray, postgres: bool) -> list[str |
         values = chunk.values
         text = pc.cast(values, pa.string())
         if pa.types.is_floating(values.type) and not postgres:
-            text = pc.if_else(pc.is_finite(values), text, pa.scalar(None, pa.string()))
+            wide = values.cast(pa.float64())  # compute has no NaN test for float16
+            special = pc.if_else(pc.greater(wide, 0), "Infinity", "-Infinity")
+            special = pc.if_else(pc.is_nan(wide), "NaN", special)
+            text = pc.if_else(pc.is_finite(wide), text, special)
         items = pa.ListArray.from_arrays(
             chunk.offsets, pc.fill_null(text, null), mask=chunk.is_null()
         )
@@ -239,6 +314,129 @@ def _is_number_list(t: pa.DataType) -> bool:
         return False
     item = t.value_type
     return pa.types.is_integer(item) or pa.types.is_floating(item) or pa.types.is_boolean(item)
+
+
+def _float_leaves(array: pa.Array) -> list[pa.Array]:
+    """The float arrays inside ``array`` (itself, or nested in lists, structs and maps), with the
+    nulls of the values that hold them."""
+    t = array.type
+    if pa.types.is_floating(t):
+        return [array]
+    if pa.types.is_dictionary(t):
+        return _float_leaves(array.dictionary)
+    if pa.types.is_map(t):
+        return _float_leaves(array.keys) + _float_leaves(array.items)
+    if _is_list(t):
+        return _float_leaves(array.flatten())
+    if pa.types.is_struct(t):
+        return [leaf for child in array.flatten() for leaf in _float_leaves(child)]
+    return []
+
+
+def _counts(column: pa.ChunkedArray) -> tuple[bool, bool]:
+    """Whether ``column`` holds a NaN, and an infinity, anywhere (nested too)."""
+    import pyarrow.compute as pc
+
+    nan = infinite = False
+    for chunk in column.chunks:
+        for leaf in _float_leaves(chunk):
+            wide = leaf.cast(pa.float64())
+            nan = nan or bool(pc.any(pc.is_nan(wide)).as_py())
+            infinite = infinite or bool(pc.any(pc.is_inf(wide)).as_py())
+    return nan, infinite
+
+
+def _nan_to_null(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``column`` with every NaN (nested in lists, structs and maps too) made null."""
+    import math
+
+    import pyarrow.compute as pc
+
+    t = column.type
+    if pa.types.is_floating(t):
+        wide = column.cast(pa.float64())
+        return pc.if_else(pc.is_nan(wide), pa.scalar(None, t), column)
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, tuple):  # a map's (key, value) pairs
+            return tuple(clean(v) for v in value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    return pa.chunked_array([pa.array(clean(column.to_pylist()), type=t)], t)
+
+
+def stored_as_json(t: pa.DataType, name: str, json_columns: list[str], dialect: str) -> bool:
+    """Whether a column is stored as JSON: listed in ``json_columns``, or a struct or map on
+    PostgreSQL (``jsonb``)."""
+    return name in json_columns or (
+        dialect == "postgresql" and (pa.types.is_struct(t) or pa.types.is_map(t))
+    )
+
+
+def refuse_lost_floats(
+    table: pa.Table, json_columns: list[str], dialect: str, nan_as_null: bool
+) -> pa.Table:
+    """``table`` as it may be stored: a NaN or an infinity where the column cannot hold it stops
+    the write with a :class:`DataError` naming the column (a NaN: keyed
+    ``sink.params.nan_as_null``, the param that stores NULL instead), rather than being changed
+    on the way in.
+
+    SQLite: a NaN in a column stored as ``REAL`` (SQLite stores NULL) is refused, or left to
+    become NULL with ``nan_as_null``; infinities, and NaN in JSON text, are kept. PostgreSQL: a
+    NaN in ``jsonb`` is refused, or made JSON ``null`` with ``nan_as_null``; an infinity there
+    is refused. Other databases: unchanged (their drivers decide). Returns ``table``, with NaN
+    made null where ``nan_as_null`` asks it.
+    """
+    if dialect not in ("sqlite", "postgresql"):
+        return table
+    for index, name in enumerate(table.column_names):
+        column = table.column(name)
+        as_json = stored_as_json(column.type, name, json_columns, dialect)
+        if dialect == "sqlite" and (as_json or not pa.types.is_floating(column.type)):
+            continue  # JSON text keeps NaN; other SQLite columns hold no floats
+        if dialect == "postgresql" and not as_json:
+            continue  # real, double precision and their arrays keep NaN and infinities
+        nan, infinite = _counts(column)
+        if infinite and dialect == "postgresql":
+            listed = name in json_columns
+            other = (
+                "leave it out of sink.params.json_columns (a real[] array keeps infinities)"
+                if listed
+                else "write it with a sink that keeps infinities (parquet, lance)"
+            )
+            raise DataError(
+                f"column {name!r} holds an infinity, which PostgreSQL's jsonb cannot store (JSON "
+                f"has no such number), so nothing was published: {other}",
+                key="sink.params.json_columns" if listed else "sink",
+            )
+        if not nan:
+            continue
+        if nan_as_null:
+            if dialect == "postgresql":
+                table = table.set_column(index, name, _nan_to_null(column))
+            continue  # SQLite stores the NaN of a REAL column as NULL itself
+        if dialect == "sqlite":
+            where = "a SQLite REAL column stores as NULL, the same as a missing value"
+            keeps = f"store it as JSON text, which keeps NaN (sink.params.json_columns=[{name}])"
+        else:
+            where = "PostgreSQL's jsonb cannot store (JSON has no such number)"
+            keeps = (
+                "leave it out of sink.params.json_columns (a real[] array keeps NaN)"
+                if name in json_columns
+                else "write it with a sink that keeps NaN (parquet, lance)"
+            )
+        raise DataError(
+            f"column {name!r} holds NaN, which {where}, so nothing was published. Set "
+            f"sink.params.nan_as_null=true to store NULL instead, or {keeps}",
+            key="sink.params.nan_as_null",
+        )
+    return table
 
 
 #: SQLAlchemy's storage formats for SQLite's DATETIME and DATE (its documented defaults).

@@ -41,6 +41,14 @@ class KitParams(PluginParams):
         "(a transient outage: the config stays the same when it ends).",
     )
     outage_from_id: int = Field(default=0, description="First id the outage affects.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables the job runs with (env_vars)."
+    )
+    record_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="{column: VARIABLE}: add a string column holding the variable's value in "
+        "the worker.",
+    )
 
 
 class _KitStep:
@@ -62,6 +70,7 @@ class _KitStep:
         extra = [pa.field(params.output_column, pa.int64())]
         if params.record_node:
             extra.append(pa.field("node_id", pa.string()))
+        extra += [pa.field(column, pa.string()) for column in params.record_env]
         names = {f.name for f in extra}
         return pa.schema([f for f in schema if f.name not in names] + extra)
 
@@ -88,7 +97,14 @@ class _KitStep:
 
             node = ray.get_runtime_context().get_node_id()
             batch = batch.append_column("node_id", pa.array([node] * len(ids)))
+        for column, variable in self.params.record_env.items():
+            value = os.environ.get(variable)
+            batch = batch.append_column(column, pa.array([value] * len(ids), pa.string()))
         return batch
+
+    @classmethod
+    def env_vars(cls, params: KitParams) -> dict[str, str]:
+        return dict(params.env)
 
 
 class KitPreprocessor(_KitStep, Preprocessor):
@@ -149,3 +165,53 @@ class KitLines(Source):
         import ray.data
 
         return ray.data.read_text(params.path).rename_columns({"text": "line"})
+
+
+class ShoutParams(PluginParams):
+    input_column: str = Field(default="text", description="Text column to read.")
+    output_column: str = Field(default="shout", description="Column for the upper-cased text.")
+    as_list: bool = Field(
+        default=False, description="Write each text's words as a list<string> instead."
+    )
+    lengths_from_id: int | None = Field(
+        default=None,
+        description="A batch whose ids are all >= this writes int64 lengths instead of text "
+        "(a stage whose type changes after its first batch).",
+    )
+
+
+class _Shout:
+    """Written as a bulkinfer 0.1 plugin: ``pipeline.interfaces`` imports and no output_schema,
+    so the columns it adds are decided at run time, from its first batch."""
+
+    Params = ShoutParams
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        p = self.params
+        texts = batch.column(p.input_column).to_pylist()
+        ids = batch.column("id").to_pylist() if "id" in batch.column_names else []
+        if p.lengths_from_id is not None and ids and min(ids) >= p.lengths_from_id:
+            values = pa.array([len(t) for t in texts], pa.int64())
+        elif p.as_list:
+            values = pa.array([t.upper().split() for t in texts], pa.list_(pa.string()))
+        else:
+            values = pa.array([t.upper() for t in texts], pa.string())
+        if p.output_column in batch.column_names:
+            batch = batch.drop_columns([p.output_column])
+        return batch.append_column(p.output_column, values)
+
+
+class KitShoutPreprocessor(_Shout, Preprocessor):
+    """Test 0.1-contract stage as tasks: adds an upper-cased copy of a text column."""
+
+    default_stage: ClassVar[StageSettings] = StageSettings(batch_size=4, batch_format="pyarrow")
+
+
+class KitShout(_Shout, Predictor):
+    """Test 0.1-contract stage as an actor pool: adds an upper-cased copy of a text column."""
+
+    default_stage: ClassVar[StageSettings] = StageSettings(
+        compute="actors", concurrency=1, batch_size=4, batch_format="pyarrow"
+    )

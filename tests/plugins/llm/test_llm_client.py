@@ -9,6 +9,7 @@ proxy saw: each row answered exactly once, each fault retried as many times as i
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -17,13 +18,20 @@ import pytest
 from fault_proxy import Fault, FaultProxy
 
 from pipeline.contract.errors import ColumnNotFoundError, ConfigError, DataError
-from plugins.llm.client import BlockingClient, ClientSettings, RowFailedError
+from plugins.llm.client import (
+    BlockingClient,
+    ClientSettings,
+    NoContentError,
+    RowFailedError,
+    TruncatedReplyError,
+)
+from plugins.llm.limits import Limiter, make_limiter
 from plugins.llm.params import OpenAIChatParams
 from plugins.llm.protocol import RequestBuilder
 from plugins.llm.replay import Replay
 from plugins.llm.retry import RetryPolicy, parse_retry_after
 from plugins.llm.structured import StructuredOutputError
-from tools.tiny_models import CHAT_REPLY
+from plugins.samples.models import CHAT_REPLY
 
 FAST_RETRY = RetryPolicy(max_retries=3, base_s=0.01, max_s=0.05)
 LABEL_SCHEMA = {
@@ -44,10 +52,17 @@ def params(proxy, llm_server, **changes) -> OpenAIChatParams:
     return OpenAIChatParams(base_url=proxy.base_url, model=llm_server.model, **settings)
 
 
-def run(p: OpenAIChatParams, rows: list[dict], retry: RetryPolicy = FAST_RETRY, **settings):
+def run(
+    p: OpenAIChatParams,
+    rows: list[dict],
+    retry: RetryPolicy = FAST_RETRY,
+    limiter: Limiter | None = None,
+    **settings,
+):
     """Rows -> (results, counters) through a fresh client."""
     builder = RequestBuilder(p)
-    client = BlockingClient(replace(ClientSettings.from_params(p), retry=retry, **settings))
+    settings = {"retry": retry, **settings}
+    client = BlockingClient(replace(ClientSettings.from_params(p), **settings), limiter)
     try:
         return client.complete([builder.body(r) for r in rows]), client.counters.take()
     finally:
@@ -205,6 +220,156 @@ def test_a_reply_that_is_not_json_fails_its_row(llm_server, proxy):
     assert "not JSON" in str(results[0].error)
 
 
+# -- what the replies say: finish_reason, content: null --------------------------------------
+
+
+def test_a_reply_cut_at_max_tokens_is_kept_and_counted_by_default(llm_server, proxy):
+    results, counters = run(params(proxy, llm_server, max_tokens=2), rows(3))
+    assert all(r.ok and r.text for r in results)
+    assert [(r.finish_reason, r.completion_tokens) for r in results] == [("length", 2)] * 3
+    assert counters["rows_truncated"] == 3
+    assert counters["rows_ok"] == 3 and counters["rows_failed"] == 0
+
+
+def test_on_truncated_fail_makes_a_cut_reply_a_row_error_naming_max_tokens(llm_server, proxy):
+    p = params(proxy, llm_server, max_tokens=2, on_truncated="fail")
+    results, counters = run(p, rows(2))
+    assert all(isinstance(r.error, TruncatedReplyError) for r in results)
+    assert all(r.text and r.finish_reason == "length" for r in results)  # kept beside the error
+    assert str(results[0].error).startswith(
+        "the reply was cut at max_tokens (finish_reason=length); raise "
+        "predictor.params.max_tokens (now 2), or set predictor.params.on_truncated=keep to keep "
+        "cut replies; reply: "
+    )
+    assert counters["rows_truncated"] == 2 and counters["rows_failed"] == 2
+    assert counters["rows_ok"] == 0 and counters["requests"] == 2  # not retried
+
+
+def test_a_reply_that_ends_normally_is_not_truncated_under_on_truncated_fail(llm_server, proxy):
+    results, counters = run(params(proxy, llm_server, on_truncated="fail"), rows(2))
+    assert [(r.ok, r.finish_reason) for r in results] == [(True, "stop")] * 2
+    assert counters["rows_truncated"] == 0
+
+
+def test_a_structured_reply_cut_at_max_tokens_says_so_and_names_the_key(llm_server, proxy):
+    p = params(proxy, llm_server, response_format=LABEL_SCHEMA, max_tokens=3)
+    results, counters = run(p, rows(1))
+    error = results[0].error
+    assert isinstance(error, StructuredOutputError)
+    assert str(error).startswith(
+        "the reply was cut at max_tokens (finish_reason=length) before its JSON ended; raise "
+        "predictor.params.max_tokens (now 3). the reply is not JSON ("
+    )
+    assert counters["rows_truncated"] == 1 and counters["rows_failed"] == 1
+
+
+def test_content_null_is_a_row_error_not_an_empty_answer(llm_server, proxy):
+    proxy.add_rule(lambda body: b"row-1 " in body, Fault.answer(None))
+    proxy.add_rule(lambda body: b"row-2 " in body, Fault.answer(None, finish_reason="length"))
+    results, counters = run(params(proxy, llm_server), rows(4))
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert isinstance(results[1].error, NoContentError) and results[1].text is None
+    assert str(results[1].error) == "the server returned no content (finish_reason=stop)"
+    assert str(results[2].error) == (
+        "the server returned no content (finish_reason=length): cut at max_tokens before any "
+        "answer; raise predictor.params.max_tokens (now 16)"
+    )
+    assert counters["rows_no_content"] == 2 and counters["rows_failed"] == 2
+    assert counters["rows_ok"] == 2 and counters["rows_truncated"] == 1
+    assert counters["retries"] == 0  # the server's answer: not asked again
+
+
+# -- quota and billing ------------------------------------------------------------------------
+
+OPENAI_QUOTA = {
+    "message": "You exceeded your current quota, please check your plan and billing details.",
+    "type": "insufficient_quota",
+    "param": None,
+    "code": "insufficient_quota",
+}
+OPENAI_BILLING = {
+    "message": "Billing hard limit has been reached",
+    "type": "invalid_request_error",
+    "code": "billing_hard_limit_reached",
+}
+
+
+@pytest.mark.parametrize(
+    "status, error",
+    [
+        (429, OPENAI_QUOTA),
+        (403, OPENAI_BILLING),
+        (429, {"message": "You exceeded your current quota, please check your plan."}),
+    ],
+)
+def test_an_exhausted_quota_fails_the_job_at_once_without_retries(llm_server, proxy, status, error):
+    proxy.add_rule(lambda body: True, Fault.http(status, retry_after="0", error=error), times=None)
+    with pytest.raises(ConfigError) as caught:
+        run(params(proxy, llm_server), rows(3))
+    assert caught.value.key == "predictor.params.api_key_env"
+    assert caught.value.message.startswith(
+        f"{proxy.base_url} says the account has no quota or credit left: HTTP {status} "
+        f"{error['message'].rstrip('.')}. Retrying does not help"
+    )
+    assert "predictor.params.base_url" in caught.value.message
+    assert len(proxy.records) == 3  # one request per row, none retried
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"message": "Rate limit reached for m on requests per min (RPM): Limit 3, Used 3.",
+         "type": "requests", "code": "rate_limit_exceeded"},
+        # Gemini's per-minute limits say "quota", and a wait does mend them.
+        {"message": "Quota exceeded for metric: generate_content_requests, limit: 15. "
+         "Please retry in 1s.", "status": "RESOURCE_EXHAUSTED", "code": 429},
+    ],
+)  # fmt: skip
+def test_a_rate_limit_429_is_still_retried(llm_server, proxy, error):
+    proxy.add_rule(lambda body: b"row-1 " in body, Fault.http(429, retry_after="0", error=error))
+    results, counters = run(params(proxy, llm_server), rows(2))
+    assert [r.text for r in results] == [CHAT_REPLY] * 2
+    assert counters["retries_rate_limited"] == 1
+
+
+# -- long waits are logged --------------------------------------------------------------------
+
+
+def bulkinfer_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "bulkinfer" and r.levelno == logging.WARNING
+    ]
+
+
+def test_a_retry_wait_longer_than_long_wait_s_logs_one_line_naming_the_row(
+    llm_server, proxy, caplog
+):
+    assert ClientSettings(base_url="http://127.0.0.1:1/v1").long_wait_s == 10.0  # the default
+    proxy.add_rule(lambda body: b"row-1 " in body, Fault.http(429, retry_after="1"))
+    with caplog.at_level(logging.WARNING, logger="bulkinfer"):
+        results, _ = run(params(proxy, llm_server), rows(3), long_wait_s=0.5)
+    assert all(r.ok for r in results)
+    assert bulkinfer_warnings(caplog) == [
+        "openai_chat: the row 'row-1 tell me something' waits 1 s before retry 1 of 3 (the "
+        "server's Retry-After after HTTP 429: injected by the fault proxy)"
+    ]
+
+
+def test_a_long_wait_for_the_rate_limits_logs_one_line_naming_the_row(llm_server, proxy, caplog):
+    # 60 requests a minute, a burst of one: the rows wait about 0, 1 and 2 s.
+    with caplog.at_level(logging.WARNING, logger="bulkinfer"):
+        results, counters = run(
+            params(proxy, llm_server), rows(3), limiter=make_limiter(60, None), long_wait_s=1.5
+        )
+    assert all(r.ok for r in results) and counters["throttled_s"] >= 2.5
+    assert bulkinfer_warnings(caplog) == [
+        "openai_chat: the row 'row-2 tell me something' waits 2 s for the job's rate limits "
+        "(requests_per_minute / tokens_per_minute)"
+    ]
+
+
 def test_a_failed_batch_asked_again_row_by_row_sends_nothing_twice(llm_server, proxy):
     """What the guard does after a batch raised (on_error: skip / dead_letter)."""
     proxy.add_rule(lambda body: b"row-2 " in body, Fault.http(500), times=None)
@@ -279,6 +444,8 @@ def test_request_bodies_carry_only_the_settings_that_are_set():
         ({"base_url": "127.0.0.1:8000"}, "not an http"),
         ({"prompt_tokens_column": "output"}, "'output' is named twice"),
         ({"response_format": {**LABEL_SCHEMA, "properties": {"output": {}}}}, "named twice"),
+        ({"finish_reason_column": "output"}, "'output' is named twice"),
+        ({"on_truncated": "drop"}, "'keep' or 'fail'"),
     ],
 )
 def test_params_refuse_mistakes_before_anything_runs(changes, message):

@@ -250,13 +250,14 @@ def test_openai_chat_hands_the_drivers_key_to_its_workers_never_printing_it(monk
 # -- declared columns ----------------------------------------------------------------------------
 
 
-def test_openai_chat_declares_the_text_token_and_structured_columns():
+def test_openai_chat_declares_the_text_token_finish_reason_and_structured_columns():
     params = OpenAIChat.Params(
         base_url=closed_url(),
         model="m",
         prompt="{title}: {text}",
         prompt_tokens_column="n_in",
         completion_tokens_column="n_out",
+        finish_reason_column="why",
         response_format={
             "type": "object",
             "properties": {
@@ -276,8 +277,15 @@ def test_openai_chat_declares_the_text_token_and_structured_columns():
         "output": "string",
         "n_in": "int64",
         "n_out": "int64",
+        "why": "string",
         "label": "string",
         "score": "double",
         "count": "int64",
         "tags": "string",  # JSON text
     }
+
+
+def test_openai_chat_declares_no_finish_reason_column_unless_asked():
+    params = OpenAIChat.Params(base_url=closed_url(), model="m")
+    schema = OpenAIChat.output_schema(params, pa.schema([("text", pa.string())]))
+    assert schema.names == ["text", "output"]

@@ -109,3 +109,27 @@ def test_the_job_summary_names_requests_retries_tokens_rate_and_cost():
         "45,000 prompt + 9,000 completion tokens, 300 completion tokens/s; cost 0.063"
     )
     assert job_summary({}) == "0 requests, 0 rows answered; 0 prompt + 0 completion tokens"
+
+
+def test_the_job_summary_counts_rows_without_content_and_rows_cut_at_max_tokens():
+    from plugins.llm.report import job_summary
+
+    counters = {
+        "requests": 100,
+        "rows_ok": 97,
+        "rows_failed": 3,
+        "rows_no_content": 2,
+        "rows_truncated": 40,
+        "prompt_tokens": 1000,
+        "completion_tokens": 640,
+    }
+    assert job_summary(counters, max_tokens=16) == (
+        "100 requests, 97 rows answered, 3 failed (2 with no content); 1,000 prompt + 640 "
+        "completion tokens; 40 rows cut at max_tokens=16 (finish_reason=length): raise "
+        "predictor.params.max_tokens"
+    )
+    unset = job_summary({**counters, "rows_no_content": 0}, max_tokens=None)
+    assert unset.endswith(
+        "3 failed; 1,000 prompt + 640 completion tokens; 40 rows cut at max_tokens "
+        "(finish_reason=length): raise predictor.params.max_tokens"
+    )

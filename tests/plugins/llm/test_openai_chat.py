@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from pipeline.app.metrics import JobInfo
 from pipeline.contract.errors import BulkInferError
-from tools.tiny_models import CHAT_REPLY
+from plugins.samples.models import CHAT_REPLY
 
 pytestmark = pytest.mark.ray  # jobs on local Ray against a real server
 
@@ -97,7 +97,7 @@ def proxy(llm_server):
 
 class TestContract(PredictorContract):
     predictor = "openai_chat"
-    output_types = {"output": is_string, "n_out": pa.types.is_int64}
+    output_types = {"output": is_string, "n_out": pa.types.is_int64, "why": is_string}
     rows = rows(5)
 
     @pytest.fixture(scope="class")
@@ -108,11 +108,13 @@ class TestContract(PredictorContract):
             "max_tokens": 16,
             "temperature": 0,
             "completion_tokens_column": "n_out",
+            "finish_reason_column": "why",
         }
 
-    def test_every_row_gets_the_models_reply_and_its_token_count(self, output):
+    def test_every_row_gets_the_models_reply_its_token_count_and_finish_reason(self, output):
         assert output.column("output").to_pylist() == [CHAT_REPLY] * len(self.rows)
         assert all(n > 0 for n in output.column("n_out").to_pylist())
+        assert output.column("why").to_pylist() == ["stop"] * len(self.rows)
 
 
 # -- faults, retries and on_error ----------------------------------------------------------------
@@ -230,9 +232,14 @@ def test_on_error_fail_stops_the_job_naming_the_stage(ray_session, llm_server, p
     assert not out.exists()
 
 
-def test_a_resumed_job_does_not_send_the_rows_it_committed(
+def test_a_resumed_job_sends_only_the_requests_that_never_got_an_answer(
     ray_session, llm_server, proxy, tmp_path
 ):
+    """A failed run keeps every answer it got in its journal, written or not: the resumed run
+    sends only the request that failed, and every row is paid for exactly once."""
+    from pipeline.output.progress import UNIT_SHIFT
+    from pipeline.output.staging import STAGING_SUFFIX
+
     outage = {"on": True}
     proxy.add_rule(lambda body: outage["on"] and b"row-5 " in body, Fault.http(503), times=None)
     out = tmp_path / "out"
@@ -242,23 +249,84 @@ def test_a_resumed_job_does_not_send_the_rows_it_committed(
         rows(8),
         out,
         params={"max_retries": 0},
+        stage={"batch_size": 4},
         run={"unit_rows": 4},  # two work units: rows 0-3 and 4-7
     )
-    with pytest.raises(BulkInferError, match="1 committed work unit"):
+    with pytest.raises(BulkInferError, match="HTTP 503") as caught:
         run_job(config)
+    assert "answers kept" in caught.value.message and "run.resume=true" in caught.value.message
     first_run = len(proxy.records)
-    assert proxy.clean_answers()["row-0"] == 1
+    answered = set(proxy.clean_answers())
+    written = set()
+    for record in Path(str(out) + STAGING_SUFFIX).glob("units/*.json"):
+        for start, stop in json.loads(record.read_text())["ranges"]:
+            written |= {
+                (r >> UNIT_SHIFT) * 4 + (r & ((1 << UNIT_SHIFT) - 1)) for r in range(start, stop)
+            }
+    assert 5 not in written
 
     outage["on"] = False
     config["run"]["resume"] = True
     result = run_job(config)
-    again = {r.key for r in proxy.records[first_run:] if r.key is not None}  # not the preflight
-    assert again == {f"row-{i}" for i in range(4, 8)}  # the unfinished unit only
-    assert result.units_skipped == 1
+    again = [r.key for r in proxy.records[first_run:] if r.key is not None]  # not the preflight
+    assert sorted(again) == sorted(f"row-{i}" for i in range(8) if f"row-{i}" not in answered)
+    assert "row-5" in again
+    assert result.rows_resumed == len(written)
     assert ids(out) == list(range(8))
-    assert {k: v for k, v in proxy.clean_answers().items() if k < "row-4"} == {
-        f"row-{i}": 1 for i in range(4)
+    assert proxy.clean_answers() == {f"row-{i}": 1 for i in range(8)}
+
+
+# -- what the replies say: cut at max_tokens, no content -------------------------------------------
+
+
+def test_cut_and_empty_replies_are_row_errors_counted_and_set_aside(
+    ray_session, llm_server, proxy, tmp_path
+):
+    """Under on_truncated: fail a reply cut at max_tokens is a row error like any other, and so is
+    a reply with content: null: on_error sets them aside; finish_reason is a column."""
+    cut = Fault.answer('{"label": "pos', finish_reason="length")
+    proxy.add_rule(lambda body: b"row-1 " in body, cut)
+    proxy.add_rule(lambda body: b"row-2 " in body, Fault.answer(None))
+    out = tmp_path / "out"
+    config = job(
+        proxy,
+        llm_server.model,
+        rows(5),
+        out,
+        params={"on_truncated": "fail", "finish_reason_column": "why"},
+        stage={"on_error": "dead_letter", "max_error_rate": 0.5},
+    )
+    run_with_metrics(config, tmp_path / "run")
+
+    assert ids(out) == [0, 3, 4]
+    assert pq.read_table(out).column("why").to_pylist() == ["stop"] * 3
+    letters = {d["row"]["id"]: d["error"] for d in dead_letters(out)}
+    assert set(letters) == {1, 2}
+    assert (
+        "TruncatedReplyError: the reply was cut at max_tokens (finish_reason=length); raise "
+        "predictor.params.max_tokens (now 16), or set predictor.params.on_truncated=keep"
+    ) in letters[1]
+    assert "NoContentError: the server returned no content (finish_reason=stop)" in letters[2]
+    assert len([r for r in proxy.records if r.key in ("row-1", "row-2")]) == 2  # not retried
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    counters = metrics["counters"]["predictor"]
+    expected = {
+        "requests": 5,
+        "retries": 0,
+        "rows_ok": 3,
+        "rows_failed": 2,
+        "rows_no_content": 1,
+        "rows_truncated": 1,
     }
+    assert {k: counters[k] for k in expected} == expected
+    (summary,) = metrics["summaries"]
+    assert summary.startswith(
+        "predictor: 5 requests, 3 rows answered, 2 failed (1 with no content); "
+    )
+    assert summary.endswith(
+        "; 1 rows cut at max_tokens=16 (finish_reason=length): raise predictor.params.max_tokens"
+    )
 
 
 # -- structured output ---------------------------------------------------------------------------

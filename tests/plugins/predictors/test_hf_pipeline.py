@@ -141,7 +141,7 @@ def test_feature_extraction_pools_real_tokens_only(tiny_classifier):
 
 @pytest.mark.model  # loads a model: seconds
 def test_token_classification_and_fill_mask_give_plain_values(tmp_path):
-    from tools.tiny_models import build_encoder
+    from plugins.samples.models import build_encoder
 
     tagger = build_encoder(tmp_path / "tagger", "token-classifier")
     masked = build_encoder(tmp_path / "mlm", "masked-lm")

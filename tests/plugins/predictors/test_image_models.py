@@ -6,27 +6,31 @@ Every test here builds or loads a model: marked ``ray`` (the slow tests), though
 from __future__ import annotations
 
 import collections
+import io
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from image_samples import deep_picture, encoded, mode_files
 from PIL import Image
 
 from pipeline.contract.errors import DataError
 from plugins.predictors._hf_vision import as_rgb, classify, embed, score_function, vector_array
 from plugins.predictors._labels import label_arrays, top_labels
+from plugins.predictors.image_classification import ImageClassification, ImageClassificationParams
+from plugins.predictors.image_embedding import ImageEmbedding, ImageEmbeddingParams
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams
 from plugins.predictors.torch_modules import ResNet
 from plugins.preprocessors.image_ops import ImageTransform, TransformSpec, transform_table
-from plugins.sources.image_decode import image_column
-from tools.sample_images import picture
-from tools.tiny_models import (
+from plugins.samples.images import picture
+from plugins.samples.models import (
     IMAGE_LABELS,
     build_image_classifier,
     build_image_encoder,
     build_torch_resnet,
 )
+from plugins.sources.image_decode import decode_batch, image_column
 
 pytestmark = pytest.mark.model  # builds and runs tiny models
 
@@ -44,19 +48,27 @@ def _pil(image: np.ndarray) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    from transformers import pipeline
-
-    folder = build_image_classifier(tmp_path_factory.mktemp("models") / "image-classifier")
-    return pipeline("image-classification", model=str(folder), device="cpu")
+def classifier_folder(tmp_path_factory):
+    return build_image_classifier(tmp_path_factory.mktemp("models") / "image-classifier")
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
+def encoder_folder(tmp_path_factory):
+    return build_image_encoder(tmp_path_factory.mktemp("models") / "image-encoder")
+
+
+@pytest.fixture(scope="module")
+def classifier(classifier_folder):
     from transformers import pipeline
 
-    folder = build_image_encoder(tmp_path_factory.mktemp("models") / "image-encoder")
-    return pipeline("image-feature-extraction", model=str(folder), device="cpu")
+    return pipeline("image-classification", model=str(classifier_folder), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def encoder(encoder_folder):
+    from transformers import pipeline
+
+    return pipeline("image-feature-extraction", model=str(encoder_folder), device="cpu")
 
 
 @pytest.mark.parametrize("top_k", [1, 3, 10])
@@ -124,11 +136,63 @@ def test_cls_and_mean_pooling_read_the_last_hidden_state(encoder):
     np.testing.assert_allclose(mean[0], tokens.mean(axis=0), rtol=1e-4, atol=1e-6)
 
 
+def files_of_every_mode() -> dict[str, bytes]:
+    """CMYK, palette, LA, 1-bit, YCbCr, LAB and 16-bit grey files."""
+    deep = encoded(Image.fromarray(deep_picture(24, 36)), "PNG")
+    return {**mode_files(), "deep_16_bit.png": deep}
+
+
+def as_the_pipeline_gets_it(data: bytes) -> Image.Image:
+    """The file as a user hands it to the pipeline; a 16-bit one scaled to 8 bits by value
+    first, because the pipeline's own ``load_image`` (``convert("RGB")``) clips it at 255."""
+    image = Image.open(io.BytesIO(data))
+    if image.mode == "I;16":
+        scaled = (np.asarray(image).astype(np.uint32) + 128) // 257
+        image = Image.fromarray(scaled.astype(np.uint8), "L")
+    return image
+
+
+@pytest.mark.parametrize("mode", ["RGB", None, "I;16"])
+def test_the_image_predictors_equal_the_pipeline_on_every_mode(
+    classifier_folder, encoder_folder, classifier, encoder, mode
+):
+    """Files in every mode through the images source's decoder and the two predictors, as a job
+    runs them (``mode: I;16``: the 16-bit file only, the others being colour), each row against
+    the pipeline on that file alone."""
+    files = files_of_every_mode()
+    if mode == "I;16":
+        files = {name: data for name, data in files.items() if "16_bit" in name}
+    table = decode_batch(pa.table({"bytes": list(files.values()), "path": list(files)}), mode=mode)
+    labels = ImageClassification(
+        ImageClassificationParams(model=str(classifier_folder), top_k=3, device="cpu")
+    )(table)
+    vectors = ImageEmbedding(ImageEmbeddingParams(model=str(encoder_folder), device="cpu"))(table)
+    seen = set()
+    for i, data in enumerate(files.values()):
+        picture = as_the_pipeline_gets_it(data)
+        alone = classifier(picture, top_k=3)
+        assert labels.column("label")[i].as_py() == [r["label"] for r in alone]
+        np.testing.assert_allclose(
+            labels.column("score")[i].as_py(), [r["score"] for r in alone], rtol=1e-5, atol=1e-6
+        )
+        pooled = np.asarray(encoder(picture, pool=True), dtype=np.float32)[0]
+        np.testing.assert_allclose(
+            vectors.column("embedding")[i].as_py(), pooled, rtol=1e-4, atol=1e-6
+        )
+        seen.add(tuple(np.round(pooled, 3)))
+    # different pictures, different vectors, so the comparison tells (the two palette files
+    # hold the same colours, one with a transparent index that RGB does not show)
+    assert len(seen) == len(files) - (mode != "I;16")
+
+
 def test_as_rgb_matches_pillow_conversion():
     for image in IMAGES[-2:]:
         assert np.array_equal(as_rgb(image), np.asarray(_pil(image).convert("RGB")))
     with pytest.raises(ValueError, match="1-4 channels"):
         as_rgb(np.zeros((2, 2, 5), np.uint8))
+    deep = deep_picture(6, 7)[:, :, None]  # 16-bit grey: scaled by value, never clipped
+    expected = ((deep.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    assert np.array_equal(as_rgb(deep), np.repeat(expected, 3, axis=2))
 
 
 # -- a torchvision-style ResNet through the torch_module predictor --------------------------------

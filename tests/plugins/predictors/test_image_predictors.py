@@ -19,13 +19,13 @@ from plugins.predictors.image_classification import ImageClassification
 from plugins.predictors.image_embedding import ImageEmbedding
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams
 from plugins.preprocessors.image_transform import ImageTransformStage
-from plugins.sources.image_decode import image_column
-from tools.tiny_models import (
+from plugins.samples.models import (
     IMAGE_LABELS,
     build_image_classifier,
     build_image_encoder,
     build_torch_resnet,
 )
+from plugins.sources.image_decode import image_column
 
 
 @pytest.fixture(scope="module")

@@ -450,7 +450,7 @@ def test_auto_on_a_gpu_or_in_half_precision_is_torch_without_a_check(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from tools.tiny_models import build_sentence_encoder
+    from plugins.samples.models import build_sentence_encoder
 
     root = tmp_path_factory.mktemp("tiny-sentence")
     shape = {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "vocab_size": 1000}

@@ -147,3 +147,76 @@ def test_seed_flow_ray_train_checkpoint_then_batch_prediction(ray_session, tmp_p
     )
     expected = booster.predict(xgboost.DMatrix(out[FEATURES]))
     np.testing.assert_array_equal(out["predictions"].to_numpy(), expected)
+
+
+# -- the predictions' type, read from the booster before the job --------------------------------
+
+_X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+_CLASSES = np.random.default_rng(1).integers(0, 3, 60)
+#: objective -> (training params besides the objective, labels, values per row by predict_type)
+OBJECTIVES = {
+    "reg:squarederror": ({}, _X[:, 0], {"value": 1, "margin": 1}),
+    "binary:logistic": ({}, (_X[:, 0] > 0).astype(float), {"value": 1, "margin": 1}),
+    "count:poisson": ({}, np.abs(np.round(_X[:, 0] * 3)), {"value": 1, "margin": 1}),
+    "multi:softprob": ({"num_class": 3}, _CLASSES, {"value": 3, "margin": 3}),
+    "multi:softmax": ({"num_class": 3}, _CLASSES, {"value": 1, "margin": 3}),
+    "reg:quantileerror": ({"quantile_alpha": [0.1, 0.9]}, _X[:, 0], {"value": 2, "margin": 2}),
+    "reg:pseudohubererror": (
+        {"multi_strategy": "multi_output_tree"},
+        _X[:, :2],
+        {"value": 2, "margin": 2},
+    ),
+}
+
+
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+@pytest.mark.parametrize("predict_type", ["value", "margin"])
+def test_the_prediction_type_is_declared_from_the_booster_and_kept_in_every_batch_format(
+    tmp_path, objective, predict_type
+):
+    from pipeline.contract.batches import to_table
+
+    extra, labels, widths = OBJECTIVES[objective]
+    booster = xgboost.train(
+        {"objective": objective, "nthread": 1, "max_depth": 2, **extra},
+        xgboost.DMatrix(_X, label=labels),
+        num_boost_round=2,
+    )
+    booster.save_model(tmp_path / "model.ubj")
+    params = XGBoostParams(model=str(tmp_path / "model.ubj"), predict_type=predict_type)
+    features = pa.table({f"f{i}": _X[:5, i] for i in range(4)})
+    declared = XGBoostPredictor.output_schema(params, features.schema).field("predictions").type
+    width = widths[predict_type]
+    assert declared == (pa.float32() if width == 1 else pa.list_(pa.float32(), width))
+
+    expected = booster.inplace_predict(_X[:5], predict_type=predict_type).tolist()
+    predictor = XGBoostPredictor(params)
+    batches = {
+        "pyarrow": features,
+        "pandas": features.to_pandas(),
+        "numpy": {name: features.column(name).to_numpy() for name in features.column_names},
+    }
+    for batch_format, batch in batches.items():
+        column = to_table(predictor(batch)).column("predictions")
+        assert column.type == declared, batch_format
+        assert column.to_pylist() == expected, batch_format
+
+
+def test_a_checkpoint_folder_is_typed_without_ray_and_a_missing_model_is_refused(tmp_path):
+    booster = xgboost.train(
+        {"objective": "multi:softprob", "num_class": 3, "nthread": 1},
+        xgboost.DMatrix(_X, label=_CLASSES),
+        num_boost_round=1,
+    )
+    (tmp_path / "checkpoint").mkdir()
+    booster.save_model(tmp_path / "checkpoint" / "model.ubj")
+    schema = pa.schema([(f"f{i}", pa.float32()) for i in range(4)])
+    params = XGBoostParams(model=str(tmp_path / "checkpoint"))
+    typed = XGBoostPredictor.output_schema(params, schema)
+    assert typed.field("predictions").type == pa.list_(pa.float32(), 3)
+    with pytest.raises(DataError, match="model path does not exist") as caught:
+        XGBoostPredictor.output_schema(XGBoostParams(model=str(tmp_path / "nope")), schema)
+    assert caught.value.key == "params.model"
+    (tmp_path / "notes.json").write_text("{}")
+    with pytest.raises(DataError, match="cannot load XGBoost model"):
+        XGBoostPredictor.output_schema(XGBoostParams(model=str(tmp_path / "notes.json")), schema)

@@ -17,8 +17,8 @@ from plugins.preprocessors.image_ops import (
     resized_size,
     transform_table,
 )
+from plugins.samples.images import picture
 from plugins.sources.image_decode import image_column
-from tools.sample_images import picture
 from tools.torchvision_reference import CASES, images
 
 REFERENCE = Path(__file__).resolve().parents[2] / "data" / "image_transform_reference.npz"
@@ -123,3 +123,26 @@ def test_table_column_types_are_fixed_only_when_the_images_are():
     assert kept.column("x").chunk(0).to_numpy().shape == (2, 3, 12, 12)
     empty = transform_table(fixed.slice(0, 0), ImageTransform(spec))
     assert empty.num_rows == 0 and empty.schema.field(0).type.shape == (3, 12, 12)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_16_bit_images_are_scaled_by_65535_as_torchvision_scales_uint16(name):
+    """A 16-bit image (uint16) holding an 8-bit image's values times 257 is the same picture:
+    without a resize the outputs are equal; a resize rounds 16-bit pixels to 16 bits, where
+    torch's uint8 kernels round to 8 bits with fixed-point weights, so they differ by at most
+    1.5 8-bit steps (1/255 each, before normalising)."""
+    for image in images():
+        spec = _spec(CASES[name], image.shape[2])
+        eight = ImageTransform(spec)([image])
+        sixteen = ImageTransform(spec)([image.astype(np.uint16) * 257])
+        assert sixteen.dtype == eight.dtype and sixteen.shape == eight.shape
+        std = np.asarray(spec.std if spec.std is not None else (1.0,), np.float32)
+        step = (1.5 / 255 if spec.resize is not None else 0.0) / std.min()
+        np.testing.assert_allclose(sixteen, eight, rtol=0, atol=step + 2e-6)
+
+
+def test_16_bit_values_are_not_clipped_to_8_bits():
+    values = np.array([[0, 1000, 32768, 65535]], np.uint16)[:, :, None]
+    spec = TransformSpec(resize=None, center_crop=None, mean=None, std=None)
+    out = ImageTransform(spec)([values])
+    np.testing.assert_array_equal(out[0, 0, 0], values[0, :, 0].astype(np.float32) / 65535)

@@ -137,7 +137,7 @@ class TestPostgresSink(SinkContract):
     error_key = "sink.params.table"
     # The SQL sink's kill test runs on SQLite (the same job store and publish code); here the
     # command line is checked for the password instead (a cheaper run than kill and resume).
-    test_a_driver_killed_half_way_resumes_without_duplicates = None
+    test_a_driver_killed_half_way_resumes_without_duplicates_or_redone_rows = None
 
     @pytest.fixture(autouse=True)
     def _server(self, postgres, monkeypatch):
@@ -189,9 +189,8 @@ class TestPostgresSink(SinkContract):
 
 class TestParquetSink(SinkContract):
     sink = "parquet"
-    typed_params: dict[str, Any] = {}
     # test_resume.py kills and resumes a Parquet job the same way.
-    test_a_driver_killed_half_way_resumes_without_duplicates = None
+    test_a_driver_killed_half_way_resumes_without_duplicates_or_redone_rows = None
 
     def params(self, where: Path) -> dict[str, Any]:
         return {"path": str(where / "out")}
@@ -200,11 +199,11 @@ class TestParquetSink(SinkContract):
         path = Path(params["path"])
         return pq.read_table(path) if path.exists() else None
 
-    def committed_units(self, params: dict[str, Any]) -> int:
+    def written(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         import pyarrow.fs
 
         from pipeline.contract.sink import FileOutput
         from pipeline.output.staging import Staging
 
         out = FileOutput(pyarrow.fs.LocalFileSystem(), params["path"], params["path"])
-        return len(Staging(out).committed())
+        return list(Staging(out).committed().values())

@@ -243,9 +243,90 @@ def test_sqlite_refuses_a_vector_column_unless_stored_as_json(tmp_path):
     with engine.connect() as connection:
         stored = connection.exec_driver_sql("SELECT vec FROM items ORDER BY id").scalars().all()
     engine.dispose()
-    # float32 values in their shortest form; NaN (not JSON) and missing values as null
-    assert stored == ["[0.1, 2, -1.5]", "[null, null, 0]", None]
-    assert [row["vec"] for row in fetch(t)] == [[0.1, 2, -1.5], [None, None, 0], None]
+    # float32 values in their shortest form; NaN as Python's json writes it, missing values null
+    assert stored == ["[0.1, 2, -1.5]", "[NaN, null, 0]", None]
+    got = [row["vec"] for row in fetch(t)]  # SQLAlchemy's JSON type reads NaN back
+    assert str(got) == str([[0.1, 2, -1.5], [float("nan"), None, 0], None])  # str: nan == nan
+
+
+def test_json_vectors_keep_nan_and_infinities_as_the_same_float32(tmp_path):
+    """docs/sinks.md: JSON that reads back as the same float32, NaN and infinities included."""
+    import json
+
+    import numpy as np
+
+    t = target({"url": f"sqlite:///{tmp_path}/out.db", "json_columns": ["vec"]})
+    state = t.begin("run-1", SCHEMA)
+    vectors = [[float("nan"), float("inf"), float("-inf")], [0.1, -0.0, 3.4e38], [1e-45, 7, None]]
+    table = rows(0, 3).set_column(5, "vec", pa.array(vectors, SCHEMA[5].type))
+    t.publish(state, [stage(t, state, "u0", table)])
+    engine = t.engine()
+    with engine.connect() as connection:
+        stored = connection.exec_driver_sql("SELECT vec FROM items ORDER BY id").scalars().all()
+    engine.dispose()
+    assert stored[0] == "[NaN, Infinity, -Infinity]"
+    back = np.array([json.loads(text) for text in stored], dtype=np.float32)
+    expected = table.column("vec").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    np.testing.assert_array_equal(back.reshape(-1), expected.astype(np.float32))  # NaN == NaN
+
+
+def nan_table() -> pa.Table:
+    special = [float("nan"), float("inf"), float("-inf")]
+    return rows(0, 3).set_column(2, "score", pa.array(special, pa.float32()))
+
+
+def test_sqlite_keeps_infinities_but_refuses_a_nan_it_would_store_as_null(tmp_path):
+    t = target({"url": f"sqlite:///{tmp_path}/out.db", "json_columns": ["vec"]})
+    state = t.begin("run-1", SCHEMA)
+    with pytest.raises(DataError) as caught:
+        stage(t, state, "u0", nan_table())
+    error = caught.value
+    assert error.key == "sink.params.nan_as_null"
+    assert "column 'score' holds NaN, which a SQLite REAL column stores as NULL" in error.message
+    assert "sink.params.nan_as_null=true" in error.message and "\n" not in error.message
+    t.abandon(state)
+    assert "items" not in tables(t)  # nothing published
+    finite = nan_table().set_column(
+        2, "score", pa.array([1.0, float("inf"), float("-inf")], pa.float32())
+    )
+    state = t.begin("run-2", SCHEMA)
+    t.publish(state, [stage(t, state, "u0", finite)])
+    assert [row["score"] for row in fetch(t)] == [1.0, float("inf"), float("-inf")]
+
+
+def test_nan_as_null_stores_null_in_sqlite_where_asked(tmp_path):
+    t = target(
+        {"url": f"sqlite:///{tmp_path}/out.db", "json_columns": ["vec"], "nan_as_null": True}
+    )
+    state = t.begin("run-1", SCHEMA)
+    t.publish(state, [stage(t, state, "u0", nan_table())])
+    assert [row["score"] for row in fetch(t)] == [None, float("inf"), float("-inf")]
+
+
+def test_postgresql_keeps_nan_and_infinities_in_real_columns(pg_db):
+    t = target(pg_db)
+    state = t.begin("run-1", SCHEMA)
+    t.publish(state, [stage(t, state, "u0", nan_table())])
+    assert str([row["score"] for row in fetch(t)]) == "[nan, inf, -inf]"
+
+
+def test_postgresql_jsonb_refuses_nan_and_infinities_or_stores_nan_as_null(pg_db):
+    vectors = pa.array([[float("nan"), 1.0, 2.0], [0.5, 0.25, None], None], SCHEMA[5].type)
+    table = rows(0, 3).set_column(5, "vec", vectors)
+    t = target(pg_db, json_columns=["vec"])
+    state = t.begin("run-1", SCHEMA)
+    with pytest.raises(DataError, match="column 'vec' holds NaN, which PostgreSQL's jsonb") as e:
+        stage(t, state, "u0", table)
+    assert e.value.key == "sink.params.nan_as_null" and "json_columns" in e.value.message
+    infinite = table.set_column(5, "vec", pa.array([[float("inf"), 0, 0]] * 3, SCHEMA[5].type))
+    with pytest.raises(DataError, match="column 'vec' holds an infinity") as e:
+        stage(t, state, "u0", infinite)
+    assert e.value.key == "sink.params.json_columns"
+    t.abandon(state)
+    t = target(pg_db, json_columns=["vec"], nan_as_null=True)
+    state = t.begin("run-2", SCHEMA)
+    t.publish(state, [stage(t, state, "u0", table)])
+    assert [row["vec"] for row in fetch(t)] == [[None, 1.0, 2.0], [0.5, 0.25, None], None]
 
 
 def test_postgresql_stores_vectors_as_real_arrays(pg_db):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pyarrow as pa
 import pytest
+from image_samples import deep_picture, encoded, mode_files
 from PIL import Image
 
+from plugins.samples.images import picture, write_image, write_test_images
 from plugins.sources.image_decode import (
     ImageDecodeError,
     check_mode,
@@ -17,7 +21,6 @@ from plugins.sources.image_decode import (
     image_column_type,
     image_extensions,
 )
-from tools.sample_images import picture, write_image, write_test_images
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +78,82 @@ def test_a_file_that_is_not_a_readable_image_is_named_in_the_error(samples, name
         _decode(bad)
 
 
-def test_16_bit_images_need_a_mode(tmp_path):
-    path = tmp_path / "deep.png"
-    Image.fromarray(np.arange(20, dtype=np.uint16).reshape(4, 5) * 1000).save(path)
-    with pytest.raises(ImageDecodeError, match="set a mode"):
-        decode_image(path.read_bytes(), str(path), mode=None)
-    assert decode_image(path.read_bytes(), str(path), mode="L").shape == (4, 5, 1)
+def test_16_bit_images_are_scaled_to_8_bits_by_value_never_clipped():
+    """A 16-bit grey picture over the whole range: Pillow's own conversion clips it to 255
+    (nearly white); decoding scales each value v to round(v / 257), in every mode."""
+    deep = deep_picture(40, 60)
+    data = encoded(Image.fromarray(deep), "PNG")
+    assert Image.open(io.BytesIO(data)).mode == "I;16"
+    expected = ((deep.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    clipped = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    assert (clipped == 255).mean() > 0.99  # what clipping did
+    assert np.array_equal(decode_image(data, "deep.png")[:, :, 0], expected)  # mode RGB
+    assert np.array_equal(decode_image(data, "deep.png")[:, :, 2], expected)
+    assert np.array_equal(decode_image(data, "deep.png", mode="L")[:, :, 0], expected)
+    kept = decode_image(data, "deep.png", mode=None)  # grey: [h, w, 1], scaled
+    assert kept.shape == (40, 60, 1) and np.array_equal(kept[:, :, 0], expected)
+    assert np.array_equal(
+        decode_image(data, "d.png", mode="RGBA")[:, :, 3], np.full_like(deep, 255, np.uint8)
+    )
+
+
+@pytest.mark.parametrize("layout", ["I;16B", "I"])
+def test_big_endian_and_32_bit_integer_images_of_16_bit_values_are_scaled_alike(layout):
+    deep = deep_picture(20, 30)
+    if layout == "I;16B":
+        image = Image.frombytes("I;16B", (30, 20), deep.astype(">u2").tobytes())
+    else:
+        image = Image.fromarray(deep.astype(np.int32))
+    data = encoded(image, "TIFF")
+    assert Image.open(io.BytesIO(data)).mode == layout
+    expected = ((deep.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    assert np.array_equal(decode_image(data, "x.tif")[:, :, 1], expected)
+    assert np.array_equal(decode_image(data, "x.tif", mode="I;16")[:, :, 0], deep)
+
+
+def test_mode_i16_keeps_16_bits_and_scales_8_bit_images_up_by_value():
+    deep = deep_picture(20, 30)
+    kept = decode_image(encoded(Image.fromarray(deep), "PNG"), "d.png", mode="I;16")
+    assert kept.dtype == np.uint16 and kept.shape == (20, 30, 1)
+    assert np.array_equal(kept[:, :, 0], deep)
+    grey = picture(20, 30, seed=4)[:, :, 0]
+    up = decode_image(encoded(Image.fromarray(grey), "PNG"), "g.png", mode="I;16")
+    assert np.array_equal(up[:, :, 0], grey.astype(np.uint16) * 257)  # 255 -> 65535
+    resized = decode_image(
+        encoded(Image.fromarray(deep), "PNG"), "d.png", mode="I;16", size=[10, 15]
+    )
+    assert resized.dtype == np.uint16 and resized.shape == (10, 15, 1)
+    wide = Image.fromarray(deep.astype(np.int32)).resize((15, 10), Image.Resampling.BILINEAR)
+    assert np.array_equal(resized[:, :, 0], np.asarray(wide))  # Pillow's filter, 16 bits kept
+
+
+def test_pixels_without_an_integer_scale_are_refused_naming_the_file():
+    floats = encoded(Image.fromarray(np.linspace(0, 1, 20, dtype=np.float32).reshape(4, 5)), "TIFF")
+    with pytest.raises(ImageDecodeError, match="x.tif has 32-bit float pixels"):
+        decode_image(floats, "x.tif")
+    big = encoded(Image.fromarray(np.full((4, 5), 70000, np.int32)), "TIFF")
+    with pytest.raises(ImageDecodeError, match="y.tif has 32-bit integer pixels outside 0-65535"):
+        decode_image(big, "y.tif", mode=None)
+
+
+@pytest.mark.parametrize("name", sorted(mode_files()))
+def test_other_modes_are_converted_as_transformers_loads_them(name):
+    """``transformers.image_utils.load_image`` is what the pipelines run on every image
+    (``convert("RGB")``): mode RGB equals it, and mode null gives L, LA, RGB or RGBA, which the
+    image predictors turn into the same RGB (4 channels are always RGBA, never CMYK)."""
+    from transformers.image_utils import load_image
+
+    from plugins.predictors._hf_vision import as_rgb
+
+    data = mode_files()[name]
+    stored = Image.open(io.BytesIO(data)).mode
+    assert stored not in ("L", "RGB", "RGBA"), stored
+    reference = np.asarray(load_image(Image.open(io.BytesIO(data))))
+    assert np.array_equal(decode_image(data, name), reference)
+    kept = decode_image(data, name, mode=None)
+    channels = {"palette_transparent.png": 4, "grey_alpha.png": 2, "one_bit.png": 1}
+    assert kept.shape[2] == channels.get(name, 3)
+    assert np.array_equal(as_rgb(kept), reference)
 
 
 def test_extensions_cover_the_common_formats_and_no_undecodable_ones():
@@ -95,8 +168,10 @@ def test_params_checks():
     for bad in ([224], [0, 3], [2.5, 3]):
         with pytest.raises(ValueError, match="height, width"):
             check_size(bad)
-    with pytest.raises(ValueError, match="not one of"):
-        check_mode("I;16")
+    assert check_mode("I;16") == "I;16" and check_mode("LA") == "LA"
+    for other in ("CMYK", "YCbCr", "F", "P"):  # four channels are RGBA, three RGB, to a model
+        with pytest.raises(ValueError, match="not one of L, LA, RGB, RGBA, I;16"):
+            check_mode(other)
 
 
 def test_the_column_type_does_not_depend_on_the_rows():
@@ -107,6 +182,9 @@ def test_the_column_type_does_not_depend_on_the_rows():
     assert fixed.type == image_column_type("RGB", (4, 5))
     assert fixed.type.shape == (4, 5, 3)
     assert image_column([], "L", (4, 5)).type == image_column_type("L", (4, 5))
+    deep = image_column([np.zeros((4, 5, 1), np.uint16)], "I;16", (4, 5))
+    assert deep.type == image_column_type("I;16", (4, 5)) and deep.type.shape == (4, 5, 1)
+    assert str(image_column_type("I;16", None).storage_type).count("uint16") == 1
 
 
 def test_decode_batch_names_the_bad_file_and_keeps_other_columns(samples):

@@ -83,11 +83,17 @@ def test_bad_params_are_refused_with_their_key(clean, override, message):
     assert error.value.key.startswith("source.params.")
 
 
+@pytest.mark.model
 def test_the_dry_run_plan_shows_the_read_and_the_decoded_columns(clean, tmp_path):
+    from plugins.samples.models import build_torch_resnet
+
+    model = build_torch_resnet(tmp_path / "tiny-resnet")  # the plan checks its files exist
     config = compose(
         [
             "+experiment=image_classification",
             f"source.params.path={clean[0]}",
+            f"predictor.params.model_file={model['model_file']}",
+            f"predictor.params.labels={model['labels']}",
             f"sink.params.path={tmp_path / 'out'}",
         ]
     )

@@ -1,38 +1,38 @@
-"""Build tiny transformers models offline, saved with ``save_pretrained``.
+"""Build tiny models offline: transformers folders saved with ``save_pretrained``, torch files.
 
 Machines without a model hub still need a model folder for text generation and classification:
 these are real GPT-2 and BERT architectures with random weights and a byte-level BPE tokenizer
 trained on a few sentences, small enough to build in a second. Their output is gibberish; the
 code path (``transformers.pipeline(task, model=FOLDER)``) is the one a hub model takes.
 
-    python -m tools.tiny_models gpt2 models/tiny-gpt2
-    python -m tools.tiny_models gpt2-chat models/tiny-gpt2-chat
-    python -m tools.tiny_models classifier models/tiny-classifier
-    python -m tools.tiny_models sentence models/minilm-shaped   # MiniLM's shape, random weights
+    bulkinfer-samples tiny-gpt2 models/tiny-gpt2
+    bulkinfer-samples tiny-chat models/tiny-chat
+    bulkinfer-samples tiny-classifier models/tiny-classifier
+    bulkinfer-samples tiny-sentence models/minilm-shaped   # MiniLM's shape, random weights
 
-``gpt2-chat`` is the one exception to "gibberish": a GPT-2 with a chat template, taught in a few
+``tiny-chat`` is the one exception to "gibberish": a GPT-2 with a chat template, taught in a few
 seconds to answer every chat prompt with :data:`CHAT_REPLY`, so that an OpenAI-compatible server
 (``transformers serve``) started on it gives answers a test can check (JSON, stop strings).
 
-    python -m tools.tiny_models image-classifier models/tiny-image-classifier
-    python -m tools.tiny_models image-encoder models/tiny-image-encoder
-    python -m tools.tiny_models torch-resnet models/tiny-resnet
+    bulkinfer-samples tiny-image-classifier models/tiny-image-classifier
+    bulkinfer-samples tiny-image-encoder models/tiny-image-encoder
+    bulkinfer-samples tiny-resnet models/tiny-resnet
 
 The image models are saved with their image processor (``preprocessor_config.json``), so
 ``transformers.pipeline("image-classification", model=FOLDER)`` loads them as it loads a hub model.
-``torch-resnet`` writes a torchvision-style ResNet-18 with random weights for the ``torch_module``
+``tiny-resnet`` writes a torchvision-style ResNet-18 with random weights for the ``torch_module``
 predictor: a TorchScript file and a state dict for the registered module ``resnet``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
+from importlib.resources import files
 from pathlib import Path
 
 #: Sentences the tokenizer is trained on (the seed's prompts and the shipped samples).
-_SAMPLES = Path(__file__).resolve().parent.parent / "pipeline" / "samples" / "sample_texts.jsonl"
+_SAMPLES = files("pipeline") / "samples" / "sample_texts.jsonl"
 _SEED_TEXTS = ["Complete this", "for me"]
 LABELS = ("NEGATIVE", "POSITIVE")
 #: Classes of the tiny image models.
@@ -41,9 +41,9 @@ IMAGE_LABELS = ("cat", "dog", "fish", "bird")
 
 def _corpus() -> list[str]:
     texts = list(_SEED_TEXTS)
-    if _SAMPLES.exists():
-        with _SAMPLES.open() as lines:
-            texts += [json.loads(line)["text"] for line in lines if line.strip()]
+    if _SAMPLES.is_file():
+        lines = _SAMPLES.read_text().splitlines()
+        texts += [json.loads(line)["text"] for line in lines if line.strip()]
     return texts
 
 
@@ -151,8 +151,11 @@ def _teach_reply(model, tokenizer, reply: str, steps: int, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     batch = 16
+    from transformers.utils import logging as transformers_logging
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    transformers_logging.set_verbosity_error()  # "loss_type=None ... unrecognized", per step
     model.train()
     try:
         for _ in range(steps):
@@ -392,50 +395,12 @@ def build_torch_resnet(
 
 
 def _save(model, tokenizer, path: str | Path) -> Path:
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # "Writing model shards" for a 100 kB model
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.eval()
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)  # a tokenizer or an image processor
     return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m tools.tiny_models {gpt2,classifier,...} FOLDER``."""
-    parser = argparse.ArgumentParser(prog="python -m tools.tiny_models", description=__doc__)
-    parser.add_argument(
-        "kind",
-        choices=[
-            "gpt2",
-            "gpt2-chat",
-            "classifier",
-            "token-classifier",
-            "masked-lm",
-            "encoder",
-            "sentence",
-            "image-classifier",
-            "image-encoder",
-            "torch-resnet",
-        ],
-    )
-    parser.add_argument("folder", help="where to save the model (created if needed)")
-    args = parser.parse_args(argv)
-    if args.kind == "gpt2":
-        path = build_gpt2(args.folder)
-    elif args.kind == "sentence":
-        path = build_sentence_encoder(args.folder)
-    elif args.kind == "gpt2-chat":
-        path = build_gpt2_chat(args.folder)
-    elif args.kind == "image-classifier":
-        path = build_image_classifier(args.folder)
-    elif args.kind == "image-encoder":
-        path = build_image_encoder(args.folder)
-    elif args.kind == "torch-resnet":
-        path = build_torch_resnet(args.folder)["model_file"].parent
-    else:
-        path = build_encoder(args.folder, "none" if args.kind == "encoder" else args.kind)
-    print(f"saved a tiny {args.kind} model in {path}")
-
-
-if __name__ == "__main__":
-    main()

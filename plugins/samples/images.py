@@ -11,13 +11,12 @@ Two kinds of folder:
 Pictures are smooth gradients with a few shapes, so JPEG and WebP compress them as they would a
 photograph (random noise would make files several times larger than real ones).
 
-    python -m tools.sample_images test FOLDER
-    python -m tools.sample_images bench FOLDER --count 3000
+    bulkinfer-samples test-images FOLDER
+    bulkinfer-samples images FOLDER --count 3000
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,21 +150,3 @@ def write_benchmark_images(
         path = folder / f"{i // per_folder:03d}" / f"{i:05d}.jpg"
         paths.append(write_image(path, int(height), int(width), "RGB", seed=seed * 1_000_003 + i))
     return paths
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m tools.sample_images {test,bench} FOLDER [--count N]``."""
-    parser = argparse.ArgumentParser(prog="python -m tools.sample_images", description=__doc__)
-    parser.add_argument("kind", choices=["test", "bench"])
-    parser.add_argument("folder")
-    parser.add_argument("--count", type=int, default=2000, help="bench: how many files")
-    args = parser.parse_args(argv)
-    if args.kind == "test":
-        written = [s.path for s in write_test_images(args.folder)]
-    else:
-        written = write_benchmark_images(args.folder, args.count)
-    print(f"wrote {len(written)} files under {args.folder}")
-
-
-if __name__ == "__main__":
-    main()

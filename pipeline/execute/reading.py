@@ -1,0 +1,107 @@
+"""Reading a job's input in one Ray Data execution, each row with its id, the written ones left out.
+
+A source that defines :meth:`~pipeline.contract.source.Source.read_unit` is read here: one Ray
+read task per group of work units (as many groups as the planner asks for read tasks, never
+more than units), each task calling ``read_unit`` for its units in order, giving every row its
+id (:mod:`pipeline.output.progress`) in the column :data:`~pipeline.output.progress.ROW_ID`,
+dropping the rows a resumed job has already written and cutting the rest into blocks of the
+plan's rows per block. Other sources are read with their own ``read`` (their rows get no id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import ray.data
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from pipeline.contract.source import Source, WorkUnit
+from pipeline.output.progress import ROW_ID, UNIT_SHIFT, Progress
+
+#: Rows per block when the plan does not set them.
+DEFAULT_BLOCK_ROWS = 4096
+
+
+class UnitsDatasource(Datasource):
+    """The pending rows of ``units`` (``(index, unit)`` pairs, index as in the job's unit list)
+    of ``source``, read with ``params``; ``done``: the rows written before this run."""
+
+    def __init__(
+        self,
+        source: Source,
+        params: Any,
+        units: list[tuple[int, WorkUnit]],
+        done: Progress,
+        block_rows: int | None,
+    ) -> None:
+        super().__init__()
+        self.source, self.params, self.units, self.done = source, params, units, done
+        self.block_rows = block_rows or DEFAULT_BLOCK_ROWS
+
+    def get_name(self) -> str:
+        return f"Read{type(self.source).__name__}"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+    ) -> list[ReadTask]:
+        groups = max(1, min(parallelism, len(self.units)))
+        tasks = []
+        for g in range(groups):
+            mine = self.units[g::groups]
+            # Each task carries only its own units and the written rows among them.
+            indexes = {index for index, _ in mine}
+            done = Progress(r for r in self.done.ranges if r[0] >> UNIT_SHIFT in indexes)
+            read = partial(_read, self.source, self.params, mine, done, self.block_rows)
+            metadata = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None)
+            tasks.append(ReadTask(read, metadata))
+        return tasks
+
+
+def _read(
+    source: Source,
+    params: Any,
+    units: list[tuple[int, WorkUnit]],
+    done: Progress,
+    block_rows: int,
+) -> Iterator[Any]:
+    """One read task: its units' rows in order, each with its id, the written ones dropped."""
+    import numpy as np
+    import pyarrow as pa
+
+    for index, unit in units:
+        offset = 0
+        for table in source.read_unit(params, unit):
+            rows = table.num_rows
+            if not rows:
+                continue
+            ids = np.arange(offset, offset + rows, dtype=np.int64) | (index << UNIT_SHIFT)
+            offset += rows
+            table = table.append_column(ROW_ID, pa.array(ids, pa.int64()))
+            pending = done.pending(ids)
+            if pending is not None:
+                table = table.filter(pa.array(pending))
+            for start in range(0, table.num_rows, block_rows):
+                yield table.slice(start, block_rows)
+
+
+def read_pending(
+    source: Source,
+    params: Any,
+    units: list[WorkUnit],
+    done: Progress,
+    read_tasks: int | None,
+    block_rows: int | None,
+) -> ray.data.Dataset:
+    """The job's pending rows as one lazy Dataset (see the module docstring)."""
+    indexed = list(enumerate(units))
+    datasource = UnitsDatasource(source, params, indexed, done, block_rows)
+    blocks = max(1, min(read_tasks or len(indexed), len(indexed)))
+    return ray.data.read_datasource(
+        datasource, override_num_blocks=blocks, **dict(source.io.ray_remote_args)
+    )
