@@ -53,6 +53,11 @@ Quantize = Literal["int8"]
 
 #: The runtime module each exported-model backend imports, and its pip extra's name.
 RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
+#: ``auto``'s reason where neither runtime's extra is installed.
+ONLY_TORCH = "only torch is installed (neither bulkinfer[onnx] nor bulkinfer[openvino])"
+#: The top-level modules each backend's extra (``bulkinfer[onnx]``, ``bulkinfer[openvino]``)
+#: brings: the runtime, and ``onnx``, with which the export is read and quantised.
+EXTRA_MODULES = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "onnx")}
 #: Lowest cosine to torch's vector, on every check text, for ``auto`` to take a float32 backend.
 FLOAT_MIN_COSINE = 0.9999
 #: The same for an int8 variant (``quantize: int8``); MiniLM's lowest was 0.980 (RESULTS.md).
@@ -65,15 +70,38 @@ CHECK_ROUNDS = 3
 CHOICE_VERSION = 2
 
 
+def missing_modules(backend: str) -> list[str]:
+    """The modules of ``backend``'s extra (:data:`EXTRA_MODULES`) that are not installed (found,
+    not imported: cheap); none for torch."""
+    gone = []
+    for module in EXTRA_MODULES.get(backend, ()):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # an import hook that refuses it, a broken package
+            found = False
+        if not found:
+            gone.append(module)
+    return gone
+
+
 def installed(backend: str) -> bool:
-    """Whether ``backend``'s runtime is installed (found, not imported: cheap)."""
-    module = RUNTIMES.get(backend)
-    if module is None:
-        return backend == "torch"
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+    """Whether ``backend``'s runtime and the rest of its extra are installed (found, not
+    imported: cheap)."""
+    return backend == "torch" or (backend in EXTRA_MODULES and not missing_modules(backend))
+
+
+def missing_extra_message(backend: str, key: str) -> str | None:
+    """One line for a ``backend`` whose extra is not installed, in the words bulkinfer uses for
+    a plugin's missing extra (``... needs the extra 'onnx' of bulkinfer (module onnxruntime is
+    not installed): pip install 'bulkinfer[onnx]'``); None when it is installed."""
+    gone = missing_modules(backend)
+    if not gone:
+        return None
+    what = f"module {gone[0]} is" if len(gone) == 1 else f"modules {', '.join(gone)} are"
+    return (
+        f"backend {backend!r} needs the extra {backend!r} of bulkinfer ({what} not installed): "
+        f"pip install 'bulkinfer[{backend}]', or set {key}=auto or torch"
+    )
 
 
 def require_backend(backend: str, key: str) -> None:
@@ -356,7 +384,7 @@ def _processor() -> str:
 
 def choice_key(model: str, quantize: str | None, threads: int, bf16: bool = True) -> dict[str, Any]:
     """What a stored choice depends on (JSON-able)."""
-    runtimes = embedding_export.library_versions(("onnxruntime", "openvino"))
+    runtimes = embedding_export.library_versions(("onnxruntime", "openvino", "onnx"))
     flags = sorted(embedding_export.cpu_flag_set())
     return {
         "version": CHOICE_VERSION,
@@ -439,7 +467,7 @@ def choose(
     threads = thread_count(threads)
     options = candidates(quantize, bf16=bf16)
     if options == ["torch"]:
-        return Choice("torch", None, "only torch is installed (no onnxruntime, no openvino)")
+        return Choice("torch", None, ONLY_TORCH)
     found = stored_choice(model, quantize, threads, cache, bf16)
     if found is not None:
         return found
@@ -476,6 +504,10 @@ def _check(model: str, options: list[str], threads: int, cache: str | Path | Non
         export, _ = embedding_export.cached_export(model, cache)
     except embedding_export.ExportError as exc:
         return Choice("torch", None, f"torch: {exc}", threads=threads, checked_at=stamp)
+    except Exception as exc:  # a library that breaks while exporting: torch, never a failed job
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        why = f"torch: the ONNX export failed ({type(exc).__name__}: {first})"
+        return Choice("torch", None, why, threads=threads, checked_at=stamp)
     import torch
     from sentence_transformers import SentenceTransformer
 

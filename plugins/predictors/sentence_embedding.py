@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.contract.errors import DataError
+from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.plugin import PluginParams
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import Predictor
@@ -218,13 +218,18 @@ class SentenceEmbedding(Predictor):
     def output_schema(cls, params: SentenceEmbeddingParams, schema: Any) -> Any:
         """The vector column: ``fixed_size_list<float32>[dim]`` (``float16`` with that dtype),
         the dimension read from the model folder's sentence-transformers config when it is a
-        local folder, else ``list<float32>``."""
+        local folder, else ``list<float32>``. A ``backend`` whose extra is not installed is
+        refused here, before the job, with the pip command."""
         import pyarrow as pa
 
         require_text(
             schema, params.input_column, "params.input_column", "sentence embeddings", True
         )
         check_model_folder(params.model, "params.model")
+        # A backend whose extra is missing: one line with the pip command, before the job.
+        refusal = st_backends.missing_extra_message(params.backend, f"{KEY}.backend")
+        if refusal:
+            raise ConfigError(refusal, key="params.backend")
         element = pa.float16() if params.dtype == "float16" else pa.float32()
         dim = embedding_dimension(resolve_model(params.model))
         vector = pa.list_(element, dim) if dim else pa.list_(element)
@@ -407,7 +412,7 @@ def describe_backend(params: SentenceEmbeddingParams) -> str:
     bf16 = params.model_dtype is None
     options = st_backends.candidates(params.quantize, bf16=bf16)
     if options == ["torch"]:
-        return "backend auto -> torch: only torch is installed (no onnxruntime, no openvino)"
+        return "backend auto -> torch: " + st_backends.ONLY_TORCH
     stored = st_backends.stored_choices(model, params.quantize, cache, bf16)
     if stored:
         return (
