@@ -155,21 +155,14 @@ NO_RUNTIMES = ["onnxruntime", "openvino", "onnx"]
 
 @pytest.mark.subprocess
 def test_the_default_dry_run_with_embeddings_alone_says_auto_runs_torch(tmp_path):
+    """The driver's view (the hook hides modules in this process only; a job's Ray workers
+    would still find them: tests/packaging/test_wheel.py runs the job in an environment
+    without them)."""
     done = without(
         NO_RUNTIMES, "run", "run.dry_run=true", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "backend auto -> torch: only torch is installed" in done.stdout
-
-
-@pytest.mark.ray
-@pytest.mark.subprocess
-def test_the_default_job_with_embeddings_alone_runs_on_torch(tmp_path):
-    done = without(NO_RUNTIMES, "run", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    printed = done.stdout + done.stderr
-    assert "backend auto: 300 rows on torch" in printed
-    assert "300 rows in, 300 rows out" in printed
 
 
 def test_every_extra_a_builtin_plugin_names_is_an_extra_of_the_package():
