@@ -30,7 +30,7 @@ from pipeline.execute.progress_line import ProgressLine, ledger_poll
 from pipeline.output.journal import journal_entries
 from pipeline.output.progress import Progress
 from pipeline.output.publish import finish_publishing, prepare, publish
-from pipeline.output.records import StagedJob, Written, add_counts, new_run_id
+from pipeline.output.records import JobRecord, StagedJob, Written, add_counts, new_run_id
 from pipeline.output.staging import MANIFEST, Staging
 from pipeline.output.store import Opened
 from pipeline.plan.model import Plan
@@ -51,7 +51,8 @@ class StagedOutput(Protocol):
     #: Where the job record is kept (messages tell the user to resume from, or delete, it).
     where: str
     store: JobStore
-    job: dict[str, Any]
+    #: The job record, once :meth:`open` returned.
+    job: JobRecord | None
 
     def open(self, units: list[WorkUnit]) -> Opened: ...
 
@@ -79,8 +80,8 @@ class FileJob:
         self.store: JobStore = self.staging
 
     @property
-    def job(self) -> dict[str, Any]:
-        return self.staging.job
+    def job(self) -> JobRecord | None:
+        return self.staging.record
 
     @property
     def parts(self) -> str:
@@ -92,7 +93,8 @@ class FileJob:
         prepared = prepare(self.out, s.fingerprint, s.dataflow, units, s.resume)
         self.staging = self.store = prepared.staging
         self.where = self.staging.root
-        publishing = self.staging.job.get("state") == "publishing"
+        record = self.staging.record
+        publishing = record is not None and record.state == "publishing"
         return Opened(prepared.written, prepared.resumed, publishing)
 
     def written(self) -> list[Written]:
@@ -101,7 +103,9 @@ class FileJob:
     def publish(
         self, written: list[Written], totals: dict[str, Any], dead_letters: bytes
     ) -> dict[str, Any]:
-        self.staging.write_errors(self.staging.job["run_id"], dead_letters)
+        record = self.staging.record
+        assert record is not None, "the job is not open"
+        self.staging.write_errors(record.run_id, dead_letters)
         return publish(self.staging, written, totals)
 
     def finish(self) -> dict[str, Any]:
@@ -260,7 +264,8 @@ def run_staged(
             ray.get(ledger.reset.remote(base))
         line.start()
         try:
-            stats = execute(done, out.job["run_id"], run_id)
+            assert out.job is not None, "the output is open"
+            stats = execute(done, out.job.run_id, run_id)
         finally:
             line.stop_drawing()
         drained = (

@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.contract.errors import DataError
 from pipeline.contract.sink import FileOutput
 from pipeline.contract.source import WorkUnit
-from pipeline.output.records import FORMAT, Written, add_counts, new_record, now
+from pipeline.output.records import FORMAT, JobRecord, Written, add_counts, now
 from pipeline.output.staging import ERRORS_DIR, MANIFEST, Staging
 from pipeline.output.store import check_record, check_units
 
@@ -45,9 +45,10 @@ def _assemble(
             rows = f.read().count(b"\n")
         staging.fs.move(info.path, f"{publish}/{name}")
         error_files.append({"path": name, "rows": rows})
+    job = _record(staging)
     run = {
-        "run_id": staging.job["run_id"],
-        "fingerprint": staging.job["fingerprint"],
+        "run_id": job.run_id,
+        "fingerprint": job.fingerprint,
         "finished_at": now(),
         "parts": len(written),
         **totals,
@@ -61,15 +62,15 @@ def publish(staging: Staging, written: list[Written], totals: dict[str, Any]) ->
     ``totals``: ``rows_in``, ``rows_out``, ``rows_set_aside``, ``set_aside`` and ``stages`` of
     the whole job, as the runner counted them.
     """
-    mode = staging.job["mode"]
+    job = _record(staging)
     dest = staging.out.path.rstrip("/")
-    append = mode == "append" and staging.has(dest)
-    prefix = f"{staging.job['run_id']}-" if append else ""
+    append = job.mode == "append" and staging.has(dest)
+    prefix = f"{job.run_id}-" if append else ""
     part = _assemble(staging, written, totals, prefix)
     previous = None
     if append and staging.has(f"{dest}/{MANIFEST}"):
         previous = staging.read_json(f"{dest}/{MANIFEST}")
-    manifest = build_manifest(staging.job, part, previous)
+    manifest = build_manifest(job, part, previous)
     staging.write_json(staging.path("publish", MANIFEST), manifest)
     staging.set_state("publishing")
     finish_publishing(staging)
@@ -79,7 +80,7 @@ def publish(staging: Staging, written: list[Written], totals: dict[str, Any]) ->
 def finish_publishing(staging: Staging) -> None:
     """The last, repeatable steps of :meth:`publish` (also run when resuming after a crash
     that happened between them): put ``publish/`` in place, then drop the staging folder."""
-    mode = staging.job["mode"]
+    mode = _record(staging).mode
     dest = staging.out.path.rstrip("/")
     publish = staging.path("publish")
     if staging.has(publish):
@@ -108,11 +109,18 @@ def finish_publishing(staging: Staging) -> None:
     staging.remove()
 
 
+def _record(staging: Staging) -> JobRecord:
+    record = staging.record
+    if record is None:  # pragma: no cover - publish runs only after the record was written
+        raise RuntimeError(f"{staging.root} has no job record")
+    return record
+
+
 def build_manifest(
-    job: dict[str, Any], part: dict[str, Any], previous: dict[str, Any] | None
+    job: JobRecord, part: dict[str, Any], previous: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The ``_SUCCESS`` manifest: totals, files, fingerprint; appended runs add up."""
-    runs = [r for r in (previous or {}).get("runs", []) if r.get("run_id") != job["run_id"]]
+    runs = [r for r in (previous or {}).get("runs", []) if r.get("run_id") != job.run_id]
     old_files = [f for f in (previous or {}).get("files", []) if f not in part["files"]]
     old_errors = [
         f for f in (previous or {}).get("error_files", []) if f not in part["error_files"]
@@ -123,9 +131,9 @@ def build_manifest(
         add_counts(set_aside, run.get("set_aside", {}))
     return {
         "format": FORMAT,
-        "fingerprint": job["fingerprint"],
-        "location": job["location"],
-        "mode": job["mode"],
+        "fingerprint": job.fingerprint,
+        "location": job.location,
+        "mode": job.mode,
         "rows_in": sum(r["rows_in"] for r in runs),
         "rows_out": sum(r["rows_out"] for r in runs),
         "rows_set_aside": sum(r["rows_set_aside"] for r in runs),
@@ -138,9 +146,9 @@ def build_manifest(
 
 def job_record(
     out: FileOutput, fingerprint: str, dataflow: dict[str, Any], units: list[WorkUnit]
-) -> dict[str, Any]:
+) -> JobRecord:
     """What ``job.json`` holds for a new run."""
-    return new_record(fingerprint, dataflow, units, out.mode, out.location)
+    return JobRecord.new(fingerprint, dataflow, units, out.mode, out.location)
 
 
 @dataclass
@@ -160,7 +168,7 @@ def check(out: FileOutput, fingerprint: str, dataflow: dict[str, Any], resume: b
     """
     staging = Staging(out)
     if staging.exists() and staging.load() is not None:
-        check_record(staging, staging.job, fingerprint, dataflow, resume)
+        check_record(staging, _record(staging), fingerprint, dataflow, resume)
         return staging
     dest = out.path.rstrip("/")
     if out.mode == "error" and staging.has(dest):
@@ -188,14 +196,15 @@ def prepare(
     """:func:`check`, then open the staging folder: a new one, or the one being resumed (its
     recorded parts kept; files no record names are left over from tasks that were stopped)."""
     staging = check(out, fingerprint, dataflow, resume)
-    if staging.job:
-        if staging.job.get("state") == "publishing":
+    record = staging.record
+    if record is not None:
+        if record.state == "publishing":
             return Prepared(staging, staging.written(), resumed=True)
-        check_units(staging, staging.job, units)
+        check_units(staging, record, units)
         return Prepared(staging, staging.written(), resumed=True)
     if staging.exists():  # killed before its job record was written: nothing to keep
         staging.remove()
     if resume:
         log.warning("bulkinfer: nothing to resume at %s; starting the job", out.location)
-    staging.start(job_record(out, fingerprint, dataflow, units))
+    staging.start(job_record(out, fingerprint, dataflow, units).to_json())
     return Prepared(staging, [], resumed=False)

@@ -1,8 +1,9 @@
 """The records of a staged job, and the digests and counts they hold.
 
-A job record (run id, config fingerprint, data flow, work units, state) is written when a job
-starts; :func:`unit_digest` identifies a work unit's input, :func:`config_changes` says what
-changed between two data flows, :func:`add_counts` adds a unit's row counts into a total.
+A job record (:class:`JobRecord`: run id, config fingerprint, data flow, work units, state) is
+written when a job starts; :func:`unit_digest` identifies a work unit's input,
+:func:`config_changes` says what changed between two data flows, :func:`add_counts` adds a
+unit's row counts into a total.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import datetime as _dt
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline.contract.secrets import mask_secrets
@@ -42,25 +43,88 @@ def new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def new_record(
-    fingerprint: str,
-    dataflow: dict[str, Any],
-    units: list[WorkUnit],
-    mode: str,
-    location: str,
-) -> dict[str, Any]:
-    """The job record of a new run (secrets in the data flow masked)."""
-    return {
-        "format": FORMAT,
-        "run_id": new_run_id(),
-        "fingerprint": fingerprint,
-        "dataflow": mask_secrets(dataflow),
-        "units": [unit_digest(u) for u in units],
-        "mode": mode,
-        "location": location,
-        "state": "running",
-        "started_at": now(),
-    }
+@dataclass
+class JobRecord:
+    """The job record of a staged output (``job.json``, or a table sink's job store): what runs
+    into the output, kept from the job's start until its output is published. Stores hold it as
+    JSON (:meth:`to_json`, :meth:`from_json`: one round trip; keys this bulkinfer does not know
+    are kept as they were)."""
+
+    run_id: str
+    fingerprint: str
+    #: The job's data flow with secrets masked (:func:`config_changes` compares two).
+    dataflow: dict[str, Any]
+    #: :func:`unit_digest` of each work unit, in order: a resumed run's input must match.
+    units: list[str]
+    mode: str
+    location: str
+    #: ``running``, then ``publishing`` once the publish began (a resumed run finishes it).
+    state: str = "running"
+    started_at: str = ""
+    #: A table sink's target state (what its ``begin`` returned); None for file outputs.
+    target: Any = None
+    #: The job's totals, kept when its publish begins (table sinks).
+    totals: dict[str, Any] | None = None
+    format: str = FORMAT
+    #: Keys of the stored record this version does not know, written back unchanged.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def new(
+        cls,
+        fingerprint: str,
+        dataflow: dict[str, Any],
+        units: list[WorkUnit],
+        mode: str,
+        location: str,
+    ) -> JobRecord:
+        """The record of a new run (secrets in the data flow masked)."""
+        return cls(
+            run_id=new_run_id(),
+            fingerprint=fingerprint,
+            dataflow=mask_secrets(dataflow),
+            units=[unit_digest(u) for u in units],
+            mode=mode,
+            location=location,
+            started_at=now(),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        value = {
+            "format": self.format,
+            "run_id": self.run_id,
+            "fingerprint": self.fingerprint,
+            "dataflow": self.dataflow,
+            "units": list(self.units),
+            "mode": self.mode,
+            "location": self.location,
+            "state": self.state,
+            "started_at": self.started_at,
+            **self.extra,
+        }
+        if self.target is not None:
+            value["target"] = self.target
+        if self.totals is not None:
+            value["totals"] = self.totals
+        return value
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> JobRecord:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(
+            run_id=value["run_id"],
+            fingerprint=value["fingerprint"],
+            dataflow=value.get("dataflow", {}),
+            units=list(value.get("units", [])),
+            mode=value.get("mode", ""),
+            location=value.get("location", ""),
+            state=value.get("state", "running"),
+            started_at=value.get("started_at", ""),
+            target=value.get("target"),
+            totals=value.get("totals"),
+            format=value.get("format", FORMAT),
+            extra={k: v for k, v in value.items() if k not in known},
+        )
 
 
 def short_hash(text: str) -> str:

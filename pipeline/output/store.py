@@ -23,7 +23,7 @@ from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.secrets import mask_secrets
 from pipeline.contract.sink import JobStore
 from pipeline.contract.source import WorkUnit
-from pipeline.output.records import Written, config_changes, unit_digest
+from pipeline.output.records import JobRecord, Written, config_changes, unit_digest
 
 log = logging.getLogger("bulkinfer")
 
@@ -47,7 +47,7 @@ def start_over(store: Any, named: bool = True) -> str:
 
 
 def check_record(
-    store: JobStore, job: dict[str, Any], fingerprint: str, dataflow: dict[str, Any], resume: bool
+    store: JobStore, job: JobRecord, fingerprint: str, dataflow: dict[str, Any], resume: bool
 ) -> None:
     """Refuse to run over an unfinished job's record without ``run.resume``, or to resume it
     with another config (the message lists what changed)."""
@@ -60,25 +60,25 @@ def check_record(
             "over.",
             key="run.resume",
         )
-    if job["fingerprint"] != fingerprint:
-        changes = config_changes(job.get("dataflow", {}), mask_secrets(dataflow))
+    if job.fingerprint != fingerprint:
+        changes = config_changes(job.dataflow, mask_secrets(dataflow))
         listed = "; ".join(changes) if changes else "a masked (secret) value"
         raise ConfigError(
             f"cannot resume: the config changed since the interrupted run (config "
-            f"fingerprint {job['fingerprint']} -> {fingerprint}): {listed}. Rerun with "
+            f"fingerprint {job.fingerprint} -> {fingerprint}): {listed}. Rerun with "
             f"the original config, or {start_over(store)} to start over.",
             key=changes[0].split(":", 1)[0] if changes else "run.resume",
         )
 
 
-def check_units(store: JobStore, job: dict[str, Any], units: list[WorkUnit]) -> None:
+def check_units(store: JobStore, job: JobRecord, units: list[WorkUnit]) -> None:
     """Refuse to resume a job whose input was split into other work units."""
     now = [unit_digest(u) for u in units]
-    if job["units"] != now:
+    if job.units != now:
         how = start_over(store)
         raise DataError(
             f"cannot resume: the input changed since the interrupted run (its work units "
-            f"were {len(job['units'])}, now {len(now)}; files or sizes differ, or "
+            f"were {len(job.units)}, now {len(now)}; files or sizes differ, or "
             f"run.unit_rows/run.unit_bytes changed). {how[:1].upper()}{how[1:]} to start over.",
             key="source.params",
         )
@@ -172,6 +172,11 @@ class FolderStore:
     def set_state(self, state: str) -> None:
         self.job["state"] = state
         self.save(self.job)
+
+    @property
+    def record(self) -> JobRecord | None:
+        """The job record last loaded or saved, typed (None: there is none)."""
+        return JobRecord.from_json(self.job) if self.job else None
 
     def remove(self) -> None:
         self.delete(self.root)

@@ -19,7 +19,7 @@ from typing import Any
 from pipeline.contract.reach import reach
 from pipeline.contract.sink import JobStore, StagedTarget, StoreFolder
 from pipeline.contract.source import WorkUnit
-from pipeline.output.records import StagedJob, Written, new_record
+from pipeline.output.records import JobRecord, StagedJob, Written
 from pipeline.output.store import FolderStore, Opened, check_record, check_units, start_over
 
 log = logging.getLogger("bulkinfer")
@@ -46,19 +46,17 @@ def check_table(target: StagedTarget, spec: StagedJob) -> bool:
     store, job = reach(load, key=target.key, location=target.location)
     if job is None:
         return False
-    check_record(store, job, spec.fingerprint, spec.dataflow, spec.resume)
+    check_record(store, JobRecord.from_json(job), spec.fingerprint, spec.dataflow, spec.resume)
     return True
 
 
-def summary(
-    job: dict[str, Any], totals: dict[str, Any], published: dict[str, Any]
-) -> dict[str, Any]:
+def summary(job: JobRecord, totals: dict[str, Any], published: dict[str, Any]) -> dict[str, Any]:
     """What a published table job reports (the file sinks' manifest, for a table)."""
     return {
-        "run_id": job["run_id"],
-        "fingerprint": job["fingerprint"],
-        "location": job["location"],
-        "mode": job["mode"],
+        "run_id": job.run_id,
+        "fingerprint": job.fingerprint,
+        "location": job.location,
+        "mode": job.mode,
         **totals,
         "published": published,
     }
@@ -79,12 +77,13 @@ class TableJob:
         self.location, self.key = target.location, target.key
         self.store = job_store(target)
         self.where = self.store.location
-        self.job: dict[str, Any] = {}
+        self.job: JobRecord | None = None
 
     @property
     def state(self) -> dict[str, Any]:
         """What the target's ``begin`` returned (kept in the job record)."""
-        return self.job["target"]
+        assert self.job is not None, "the job is not open"
+        return self.job.target
 
     def written(self) -> list[Written]:
         return [Written.from_json(m) for _, m in sorted(self.store.committed().items())]
@@ -92,19 +91,20 @@ class TableJob:
     def open(self, units: list[WorkUnit]) -> Opened:
         """Start the job, or resume it (refused if its config or input changed)."""
         spec = self.spec
-        job = self.store.load()
-        if job is not None:
+        stored = self.store.load()
+        if stored is not None:
+            job = JobRecord.from_json(stored)
             check_record(self.store, job, spec.fingerprint, spec.dataflow, spec.resume)
             self.job = job
-            if job.get("state") == "publishing":
+            if job.state == "publishing":
                 return Opened(self.written(), resumed=True, publishing=True)
             check_units(self.store, job, units)
             return Opened(self.written(), resumed=True)
         if spec.resume:
             log.warning("bulkinfer: nothing to resume at %s; starting the job", self.location)
-        job = new_record(spec.fingerprint, spec.dataflow, units, spec.mode, self.location)
-        job["target"] = self.target.begin(job["run_id"], self.schema)
-        self.store.start(job)
+        job = JobRecord.new(spec.fingerprint, spec.dataflow, units, spec.mode, self.location)
+        job.target = self.target.begin(job.run_id, self.schema)
+        self.store.start(job.to_json())
         self.job = job
         return Opened([], resumed=False)
 
@@ -112,9 +112,10 @@ class TableJob:
         self, written: list[Written], totals: dict[str, Any], dead_letters: bytes
     ) -> dict[str, Any]:
         """One commit makes every recorded part visible (table sinks keep no dead letters)."""
-        self.job["state"] = "publishing"
-        self.job["totals"] = totals
-        self.store.save(self.job)
+        assert self.job is not None, "the job is not open"
+        self.job.state = "publishing"
+        self.job.totals = totals
+        self.store.save(self.job.to_json())
         return self._publish(written)
 
     def finish(self) -> dict[str, Any]:
@@ -130,11 +131,12 @@ class TableJob:
             self.location,
             " (already done by the interrupted run)" if published.get("already") else "",
         )
-        return summary(self.job, self.job.get("totals", {}), published)
+        assert self.job is not None, "the job is not open"
+        return summary(self.job, self.job.totals or {}, published)
 
     def remove(self) -> None:
         """The job wrote nothing: drop what it staged and its record."""
-        if self.job:
+        if self.job is not None:
             self.target.abandon(self.state)
         self.store.remove()
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.source import WorkUnit
-from pipeline.output.records import new_record
+from pipeline.output.records import JobRecord
 from pipeline.output.tables import job_store
 from pipeline.plan.planner import plan_job, table_target
 from pipeline.plan.report import describe
@@ -68,7 +68,9 @@ def test_an_unfinished_job_is_refused_without_resume_and_with_another_config(sin
     params = sinks(tmp_path)[sink]
     plan = plan_job(config(sink, params))
     store = job_store(table_target(plan))
-    store.start(new_record(plan.fingerprint, plan.dataflow, [WorkUnit("a")], "error", "x"))
+    store.start(
+        JobRecord.new(plan.fingerprint, plan.dataflow, [WorkUnit("a")], "error", "x").to_json()
+    )
     store.add_marker({"unit": "w-a", "rows": 4, "part": "a", "ranges": [[0, 4]], "written": []})
     with pytest.raises(DataError, match=r"unfinished run .*\(4 rows written\)") as c:
         plan_job(config(sink, params))
