@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, run_cli
+from contracts import kill_session
 from latency_server import Latency, LatencyServer
-from test_resume import _kill_session
 
 pytestmark = pytest.mark.subprocess
 
@@ -62,10 +62,10 @@ def test_a_killed_llm_job_resumes_sending_at_most_the_requests_that_were_in_flig
                 assert driver.poll() is None, "the job ended before it could be stopped"
                 assert time.monotonic() < deadline, "half the prompts were not answered in time"
                 time.sleep(0.05)
-            _kill_session(driver.pid)
+            kill_session(driver.pid)
             driver.wait(timeout=60)
         finally:
-            _kill_session(driver.pid)
+            kill_session(driver.pid)
         assert driver.returncode == -signal.SIGKILL
         assert not out.exists(), "a killed run publishes nothing"
         first = server.snapshot()
