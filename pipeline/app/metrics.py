@@ -213,6 +213,8 @@ class Recorder:
         self.peak_scope = "job" if reset_peak_rss() else "process"
         self.plan: Plan | None = None
         self.ray_started: bool | None = None
+        #: The id of the Ray node the driver ran on (one Ray instance: one id for every job).
+        self.ray_node: str | None = None
         self.path: Path | None = None
 
     def _base(self, status: str) -> dict[str, Any]:
@@ -246,6 +248,7 @@ class Recorder:
             "ray": {
                 "address": (plan.ray.address or "local") if plan else None,
                 "started_for_job": self.ray_started,
+                "node_id": self.ray_node,
             },
             "versions": versions(plan),
         }

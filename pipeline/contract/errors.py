@@ -18,7 +18,7 @@ class BulkInferError(Exception):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         self.message = message
         self.key = key
-        super().__init__(f"{key}: {message}" if key else message)
+        super().__init__(_text(message, key))
 
     def __reduce__(self):  # keep the error picklable across Ray processes
         return (_rebuild, (type(self), self.message, self.key))
@@ -30,7 +30,9 @@ class BulkInferError(Exception):
         Ray delivers an error a task raised as an instance of a class it makes on the fly, a
         subclass of both ``ray.exceptions.RayTaskError`` and the original class, whose
         constructor takes other arguments; the class built here is the first in the error's
-        method resolution order that Ray did not make.
+        method resolution order that Ray did not make. A class bulkinfer does not own (a
+        plugin's own subclass, whose constructor may take other arguments) is never called: the
+        error is made without its constructor (see :func:`_made`).
         """
         cls = next(
             c
@@ -39,7 +41,7 @@ class BulkInferError(Exception):
             and not c.__module__.startswith("ray.")
             and "RayTaskError" not in c.__name__
         )
-        return cls(self.message if message is None else message, key=key or self.key)
+        return _made(cls, self.message if message is None else message, key or self.key)
 
     def within(self, block: str) -> BulkInferError:
         """This error with its key made absolute under a stage's config block.
@@ -56,8 +58,32 @@ class BulkInferError(Exception):
         return self.rebuilt(key=key)
 
 
+def _text(message: str, key: str | None) -> str:
+    return f"{key}: {message}" if key else message
+
+
+def _owned(cls: type) -> bool:
+    """Whether bulkinfer's core defines ``cls`` (and so knows what its constructor takes)."""
+    return cls.__module__ == "pipeline" or cls.__module__.startswith("pipeline.")
+
+
+def _made(cls: type[BulkInferError], message: str, key: str | None) -> BulkInferError:
+    """An error of class ``cls`` saying ``message`` about ``key``.
+
+    A class of bulkinfer's own is constructed; any other (a plugin's subclass, whose
+    ``__init__`` may take other arguments or do other things) is made without calling its
+    constructor: bulkinfer sets the attributes every :class:`BulkInferError` has.
+    """
+    if _owned(cls):
+        return cls(message, key=key)
+    error = BaseException.__new__(cls)
+    error.message, error.key = message, key
+    error.args = (_text(message, key),)
+    return error
+
+
 def _rebuild(cls: type[BulkInferError], message: str, key: str | None) -> BulkInferError:
-    return cls(message, key=key)
+    return _made(cls, message, key)
 
 
 class ConfigError(BulkInferError):

@@ -44,6 +44,7 @@ def compile_stages(
     unit's row count where the source knows it, to cut equal windows for every actor of a
     stage that sorts by length (:func:`pipeline.plan.shares.fit_windows`)."""
     few: set[str] = set()
+    calls_cap: dict[str, int] = {}
     if rows:
         fitted = fit_windows(plan, rows)
         for step in plan.maps:
@@ -55,11 +56,14 @@ def compile_stages(
                 )
             if size and count <= 2 * step.stage.min_workers:
                 few.add(step.key)
+            if size:  # no actor takes more than its share of half the batches at once
+                calls_cap[step.key] = max(1, -(-count // (2 * step.stage.min_workers)))
         plan = fitted
     if plan.rows_per_block:
         ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0, plan.io().ray_remote_args)
     for step in plan.maps:
-        ds = _map(plan, ds, step, ledger, (services or {}).get(step.key), step.key in few)
+        calls = min(calls_per_actor(step), calls_cap.get(step.key, 1 << 30))
+        ds = _map(plan, ds, step, ledger, (services or {}).get(step.key), step.key in few, calls)
     return ds
 
 
@@ -120,10 +124,12 @@ def _map(
     ledger: Any,
     services: dict[str, Any] | None,
     one_at_a_time: bool = False,
+    calls: int = 1,
 ) -> ray.data.Dataset:
     """Add one map stage: the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
     inside its error guard (``stage.on_error``, rows reported to the ledger); an actor pool
-    with ``one_at_a_time`` holds one map batch per actor (see :func:`_compute`)."""
+    with ``one_at_a_time`` holds one map batch per actor, and each actor works on ``calls``
+    map batches at once (see :func:`_compute`)."""
     s = step.stage
     auto = s.batch_size == "auto"
     actors = s.compute == "actors"
@@ -173,7 +179,7 @@ def _map(
         # unless a stage's ray_remote_args say otherwise (tests/test_failures.py kills one).
         return ds.map_batches(
             named_like(GuardedActor, step.plugin),
-            compute=_compute(s, one_at_a_time, calls_per_actor(step)),
+            compute=_compute(s, one_at_a_time and calls == 1, calls),
             fn_constructor_kwargs={"plugin": build, "params": step.params, "guard": guard},
             **kwargs,
         )

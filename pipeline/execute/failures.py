@@ -62,13 +62,31 @@ def _error_in_message(exc: BaseException) -> BulkInferError | None:
 
 
 class HideTracebacks(logging.Filter):
-    """Drop the traceback Ray Data logs with a failed task: bulkinfer reports the error itself
-    (the full trace stays in Ray Data's log file, which is written before the console)."""
+    """Drop the traceback Ray Data logs with a failed task, and the lines it logs as the error
+    reaches the driver: bulkinfer reports the error itself, as one line where it is the user's,
+    else with its traceback (every line stays in Ray Data's log file, which is written before
+    the console).
+
+    Those lines would mislead: an error a read or write task raised (a missing input column)
+    is announced as one "in Ray Data or Ray Core internal code" to report to the Ray project.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _announces_failure(record):
+            return False
         record.exc_info = None
         record.exc_text = None
         return True
+
+
+def _announces_failure(record: logging.LogRecord) -> bool:
+    """Ray Data's console lines about an error on its way to the driver: ``Exception occurred
+    in user code ...`` / ``... in Ray Data or Ray Core internal code ...`` and ``Full stack
+    trace:`` (logger ``ray.data.exceptions``), and ``An exception was raised from a task of
+    operator ... Dataset execution will now abort ...``."""
+    if record.name == "ray.data.exceptions":
+        return True
+    return record.levelno >= logging.ERROR and "Dataset execution will now abort" in str(record.msg)
 
 
 def hide_tracebacks() -> None:

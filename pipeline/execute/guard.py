@@ -237,6 +237,28 @@ def batch_key(stage_key: str, batch: Any) -> str:
     return f"{stage_key}|{position}"
 
 
+def reported(error: BulkInferError, guard: StageGuard) -> BulkInferError:
+    """``error`` with its key made absolute under the stage's block, handed to the ledger.
+
+    Ray Data wraps what a UDF raises in its own exception types, and the original does not
+    always survive the trip to the driver (an actor's start-up error arrives only as text); the
+    ledger hands it over intact."""
+    error = error.within(guard.key)
+    if guard.ledger is not None:
+        import ray
+
+        ray.get(guard.ledger.fail.remote(error))
+    return error
+
+
+def start_failed(exc: Exception, guard: StageGuard) -> StageFailedError:
+    """What a stage's plugin raised while a worker built it (not a BulkInferError), as one
+    line naming the stage."""
+    return StageFailedError(
+        f"stage '{guard.name}' failed to start: {describe_error(exc)}", key=guard.key
+    )
+
+
 class Guarded:
     """Calls one stage instance on batches under its :class:`StageGuard`."""
 
@@ -258,14 +280,7 @@ class Guarded:
         try:
             return self._call(batch)
         except BulkInferError as error:
-            error = error.within(self.guard.key)
-            # Ray Data wraps what a UDF raises in its own exception types, and the original does
-            # not always survive the trip to the driver; the ledger hands it over intact.
-            if self.guard.ledger is not None:
-                import ray
-
-                ray.get(self.guard.ledger.fail.remote(error))
-            raise error from None
+            raise reported(error, self.guard) from None
 
     def _call(self, batch: Any) -> Any:
         g = self.guard
@@ -328,7 +343,9 @@ class GuardedActor:
         try:
             stage = plugin(params)
         except BulkInferError as error:  # e.g. a model that cannot load: named in full
-            raise error.within(guard.key) from None
+            raise reported(error, guard) from None
+        except Exception as exc:
+            raise reported(start_failed(exc, guard), guard) from None
         self._guarded = Guarded(stage, guard)
 
     def __call__(self, batch: Any) -> Any:
@@ -351,7 +368,9 @@ class GuardedTask:
             try:
                 self._stage = self.plugin(self.params)
             except BulkInferError as error:
-                raise error.within(self.guard.key) from None
+                raise reported(error, self.guard) from None
+            except Exception as exc:
+                raise reported(start_failed(exc, self.guard), self.guard) from None
         return Guarded(self._stage, self.guard)(batch)
 
 

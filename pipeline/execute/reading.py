@@ -18,7 +18,9 @@ import ray.data
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from pipeline.contract.errors import BulkInferError, DataError
 from pipeline.contract.source import Source, WorkUnit
+from pipeline.execute.guard import describe_error
 from pipeline.output.progress import ROW_ID, UNIT_SHIFT, Progress
 
 #: Rows per block when the plan does not set them.
@@ -70,24 +72,55 @@ def _read(
     done: Progress,
     block_rows: int,
 ) -> Iterator[Any]:
-    """One read task: its units' rows in order, each with its id, the written ones dropped."""
+    """One read task: its units' rows in order, each with its id, the written ones dropped.
+
+    What ``read_unit`` raises reaches the user as one line: a
+    :class:`~pipeline.contract.errors.BulkInferError` with its key made absolute
+    (``params.path`` -> ``source.params.path``), anything else as the error the source's
+    :meth:`~pipeline.contract.source.Source.explain_read_error` finds, else a
+    :class:`~pipeline.contract.errors.DataError` naming the source, the unit and the cause."""
+    for index, unit in units:
+        try:
+            yield from _read_unit(source, params, index, unit, done, block_rows)
+        except BulkInferError as error:
+            raise error.within("source") from None
+        except Exception as exc:
+            raise _read_failure(source, params, unit, exc) from None
+
+
+def _read_failure(source: Source, params: Any, unit: WorkUnit, exc: Exception) -> BulkInferError:
+    try:
+        explained = source.explain_read_error(params, unit)
+    except Exception:  # the diagnosis must not hide the original error
+        explained = None
+    if isinstance(explained, BulkInferError):
+        return explained.within("source")
+    return DataError(
+        f"source {type(source).__name__} failed reading work unit {unit.id!r}: "
+        f"{describe_error(exc)}",
+        key="source",
+    )
+
+
+def _read_unit(
+    source: Source, params: Any, index: int, unit: WorkUnit, done: Progress, block_rows: int
+) -> Iterator[Any]:
     import numpy as np
     import pyarrow as pa
 
-    for index, unit in units:
-        offset = 0
-        for table in source.read_unit(params, unit):
-            rows = table.num_rows
-            if not rows:
-                continue
-            ids = np.arange(offset, offset + rows, dtype=np.int64) | (index << UNIT_SHIFT)
-            offset += rows
-            table = table.append_column(ROW_ID, pa.array(ids, pa.int64()))
-            pending = done.pending(ids)
-            if pending is not None:
-                table = table.filter(pa.array(pending))
-            for start in range(0, table.num_rows, block_rows):
-                yield table.slice(start, block_rows)
+    offset = 0
+    for table in source.read_unit(params, unit):
+        rows = table.num_rows
+        if not rows:
+            continue
+        ids = np.arange(offset, offset + rows, dtype=np.int64) | (index << UNIT_SHIFT)
+        offset += rows
+        table = table.append_column(ROW_ID, pa.array(ids, pa.int64()))
+        pending = done.pending(ids)
+        if pending is not None:
+            table = table.filter(pa.array(pending))
+        for start in range(0, table.num_rows, block_rows):
+            yield table.slice(start, block_rows)
 
 
 def read_pending(

@@ -147,6 +147,7 @@ def run_job(config: dict[str, Any], *, started: float | None = None, recorder: A
         check_placement(plan.maps, ray_session.cluster(None))
     if recorder is not None:
         recorder.plan, recorder.ray_started = plan, started_ray
+        recorder.ray_node = ray.get_runtime_context().get_node_id()
     return execute(plan, started=started)
 
 

@@ -74,8 +74,8 @@ class JournaledDatasink(Datasink[list[str]]):
             written = self.writer.write(tables())
         except _Upstream as upstream:  # a stage fused into this task failed: its own error
             raise upstream.error from None
-        except BulkInferError:
-            raise
+        except BulkInferError as error:  # the sink's: its key made absolute (sink.params.x)
+            raise error.within("sink") from None
         except Exception as exc:  # an engine's or a filesystem's error, as one line
             text = str(getattr(exc, "orig", None) or exc).strip()
             first = text.splitlines()[0] if text else type(exc).__name__

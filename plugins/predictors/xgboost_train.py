@@ -69,7 +69,11 @@ def train(out: str | Path, *, num_workers: int = 2, num_boost_round: int = 20) -
     if out.exists():
         raise FileExistsError(f"{out} exists; choose another --out or remove it")
     if not ray.is_initialized():
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+        # The workers' own lines (a report per round, Ray Train's controller and placement
+        # group clean-up at exit) stay in the session's logs; a failed training raises here.
+        ray.init(
+            address="local", include_dashboard=False, logging_level="WARNING", log_to_driver=False
+        )
     ray.data.DataContext.get_current().enable_progress_bars = False
     train_df, valid_df = breast_cancer_frames()
     # Leave CPUs free for Ray Data's ingest tasks: workers that hold every CPU wait forever.

@@ -393,13 +393,26 @@ class ParquetSource(FileSource):
         return Preview(table, total, f"exact: the footers of {len(files)} Parquet file(s)")
 
     def read_file(self, params: ParquetParams, file: str) -> Iterator[Any]:
-        """The file's row groups in batches, pruned to ``columns``, cast to the job's types."""
+        """The file's row groups in batches, pruned to ``columns``, cast to the job's types; a
+        column of the job's schema that this file lacks is all nulls in its rows (the planner
+        unified the files' footers: :func:`unify_footers`)."""
         import pyarrow as pa
 
         schema = self.schema(params)
         with open_input(file) as f:
-            for batch in parquet_file(f, file).iter_batches(columns=params.columns):
-                table = pa.Table.from_batches([batch]).select(schema.names)
+            reader = parquet_file(f, file)
+            present = set(reader.schema_arrow.names)
+            wanted = [n for n in schema.names if n in present]
+            for batch in reader.iter_batches(columns=wanted):
+                table = pa.Table.from_batches([batch])
+                table = pa.table(
+                    {
+                        field.name: table.column(field.name)
+                        if field.name in present
+                        else pa.nulls(table.num_rows, field.type)
+                        for field in schema
+                    }
+                )
                 yield table if table.schema.equals(schema) else table.cast(schema)
 
     def count_rows(self, params: ParquetParams, unit: WorkUnit) -> int | None:

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, run_cli
+from contracts import kill_session
 from latency_server import Latency, LatencyServer
-from test_resume import _kill_session
 
 pytestmark = pytest.mark.subprocess
 
@@ -62,10 +62,10 @@ def test_a_killed_llm_job_resumes_sending_at_most_the_requests_that_were_in_flig
                 assert driver.poll() is None, "the job ended before it could be stopped"
                 assert time.monotonic() < deadline, "half the prompts were not answered in time"
                 time.sleep(0.05)
-            _kill_session(driver.pid)
+            kill_session(driver.pid)
             driver.wait(timeout=60)
         finally:
-            _kill_session(driver.pid)
+            kill_session(driver.pid)
         assert driver.returncode == -signal.SIGKILL
         assert not out.exists(), "a killed run publishes nothing"
         first = server.snapshot()
@@ -79,8 +79,10 @@ def test_a_killed_llm_job_resumes_sending_at_most_the_requests_that_were_in_flig
     assert table.column("id").to_pylist() == list(range(N)), "every row exactly once"
     assert table.column("output").to_pylist() == [f"answer to {t}" for t in texts]
     # Every prompt was answered; the only prompts sent twice are those in flight at the kill
-    # (answered by the server after the driver was gone, or never answered).
+    # (at most SLOTS) and those whose answer had arrived in the instant before it but was not
+    # yet in the journal (a worker thread writes each answer as it arrives: one CI run saw one
+    # such prompt). Without the journal a resumed run sends about N / 2 again.
     assert set(total["by_prompt"]) == set(texts)
-    assert N <= total["requests"] <= N + SLOTS, total["requests"]
+    assert N <= total["requests"] <= N + 2 * SLOTS, total["requests"]
     # ...and the resumed run's line says how many it did not send.
     assert "rows answered without a request of their own" in resumed.stdout

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, run_cli
+from contracts import kill_session
 from kit import kit_env
 
 from pipeline.output.progress import UNIT_SHIFT
@@ -28,27 +29,6 @@ pytestmark = pytest.mark.subprocess  # the command line, killed and run again
 
 FILES, ROWS_PER_FILE = 6, 5
 N = FILES * ROWS_PER_FILE
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Processes of the session this test created (the CLI and the local Ray it started)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # after ")": state, ppid, pgrp, session
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def _kill_session(sid: int) -> None:
-    for pid in _session_pids(sid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _args(inp: Path, out: Path, log_dir: Path, *extra: str) -> list[str]:
@@ -99,10 +79,10 @@ def test_a_driver_killed_half_way_resumes_with_exactly_the_rows_of_a_clean_run(t
     )
     try:
         _wait_for_units(driver, staging, 2)
-        _kill_session(driver.pid)
+        kill_session(driver.pid)
         driver.wait(timeout=60)
     finally:
-        _kill_session(driver.pid)
+        kill_session(driver.pid)
     assert driver.returncode == -signal.SIGKILL
     assert not out.exists(), "a killed run publishes nothing"
     done_ids = _written_ids(staging)
@@ -184,7 +164,7 @@ def test_ctrl_c_stops_the_job_with_one_line_and_a_resumable_staging_area(tmp_pat
             time.sleep(0.2)
         _, stderr = driver.communicate(timeout=120)
     finally:
-        _kill_session(driver.pid)
+        kill_session(driver.pid)
     assert driver.returncode == 130, stderr
     if presses == 1:
         lines = [line for line in stderr.splitlines() if line.startswith("bulkinfer:")]

@@ -172,7 +172,8 @@ def test_ray_data_console_level_quiets_the_console_and_keeps_the_log_files():
     logger = logging.getLogger(ray_internals.RAY_DATA_LOGGER)
     try:
         assert ray_internals.ray_data_console_level(logging.WARNING)
-        console = [h for h in logger.handlers if not isinstance(h, SessionFileHandler)]
+        to_files = (SessionFileHandler, logging.FileHandler)
+        console = [h for h in logger.handlers if not isinstance(h, to_files)]
         files = [h for h in logger.handlers if isinstance(h, SessionFileHandler)]
         assert console and files
         assert all(h.level == logging.WARNING for h in console)

@@ -215,18 +215,38 @@ def test_the_default_job_with_the_embeddings_extra_alone_runs_on_torch(wheel, tm
 def test_the_documentation_builds_with_the_docs_extra_alone(wheel, tmp_path):
     """``pip install ".[docs]"`` then ``mkdocs build --strict``: no plugin's library is needed;
     the plugin reference documents each plugin from its params and says what to install."""
+    import re
+    import shutil
     from importlib.metadata import requires
 
     from packaging.requirements import Requirement
 
-    optional = set()
+    # Every extra's libraries but the docs' (bundles of bulkinfer's own extras, "all" and
+    # "test", are not extras of their own).
+    by_extra: dict[str, set[str]] = {}
+    bundles = set()
     for line in requires("bulkinfer") or []:
         requirement = Requirement(line)
-        marker = str(requirement.marker or "")
-        if "extra ==" in marker and 'extra == "docs"' not in marker:
-            optional.add(requirement.name)
-    optional.discard("bulkinfer")  # bundles of its own extras ("all")
+        extra = re.search(r"extra == \"([^\"]+)\"", str(requirement.marker or ""))
+        if not extra:
+            continue
+        if requirement.name == "bulkinfer":
+            bundles.add(extra.group(1))
+        by_extra.setdefault(extra.group(1), set()).add(requirement.name)
+    optional = set().union(
+        *(libs for name, libs in by_extra.items() if name not in bundles | {"docs"})
+    )
     env_dir = make_env(wheel, tmp_path, leave_out=optional - {"ray"})
+    # The site is built from a copy: the build writes its generated pages into its docs folder.
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "docs", repo / "docs")
+    shutil.copytree(ROOT / "tools", repo / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "conf", repo / "conf")
+    shutil.copytree(ROOT / "examples", repo / "examples")  # snippets the pages include
+    (repo / "benchmarks").mkdir()
+    shutil.copy(ROOT / "benchmarks" / "RESULTS.md", repo / "benchmarks" / "RESULTS.md")
+    for name in ("mkdocs.yml", "README.md"):
+        shutil.copy(ROOT / name, repo / name)
     site = tmp_path / "site"
     # As the `mkdocs` command runs it (`python -m` would import bulkinfer from the checkout).
     launcher = tmp_path / "mkdocs_command.py"
@@ -234,7 +254,7 @@ def test_the_documentation_builds_with_the_docs_extra_alone(wheel, tmp_path):
     python = str(env_dir / "bin" / "python")
     done = _run(
         [python, str(launcher), "build", "--strict", "-q", "-d", str(site)],
-        cwd=ROOT,
+        cwd=repo,
         env={**_env(), "NO_MKDOCS_2_WARNING": "1", "DISABLE_MKDOCS_2_WARNING": "true"},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

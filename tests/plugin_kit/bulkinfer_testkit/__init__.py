@@ -2,6 +2,11 @@
 
 ``kit_step`` exists as a preprocessor (tasks) and as a predictor (an actor pool). It copies the
 ``id`` column into ``output_column`` (times ten), so a test can check every row came out once.
+
+Every place a plugin's code runs in a job can raise a chosen error (``raise_error``: the name of
+a bulkinfer error kind, ``KitError`` or ``ValueError``; ``raise_key``: the key it names, relative
+to the plugin): ``kit_rows`` in its read task (``read_unit``), ``kit_step`` in a map task or an
+actor pool's batch, ``kit_files`` in its write task (its ``BlockWriter``).
 """
 
 from __future__ import annotations
@@ -10,14 +15,80 @@ import os
 import time
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from pipeline.contract import errors as bulkinfer_errors
+from pipeline.contract.sink import BlockWriter, FileOutput, FileSink
+from pipeline.contract.source import WHOLE_SOURCE, WorkUnit
 from pipeline.errors import ColumnNotFoundError, DataError
 from pipeline.interfaces import PluginParams, Predictor, Preprocessor, Source
 from pipeline.settings import StageSettings
 
 
-class KitParams(PluginParams):
+class KitError(DataError):
+    """The kit's own error kind, whose constructor takes other arguments than bulkinfer's:
+    bulkinfer must carry it to the user without calling that constructor itself."""
+
+    def __init__(self, *, rows: int, key: str | None = None) -> None:
+        self.rows = rows
+        super().__init__(f"the kit refused {rows} rows", key=key)
+
+
+#: Every error ``raise_error`` may name besides bulkinfer's own kinds.
+OTHER_ERRORS = ("KitError", "ValueError")
+
+
+def error_kinds() -> list[str]:
+    """The names of bulkinfer's error kinds: every BulkInferError class in
+    ``pipeline.contract.errors`` but the base."""
+    return sorted(
+        name
+        for name, value in vars(bulkinfer_errors).items()
+        if isinstance(value, type)
+        and issubclass(value, bulkinfer_errors.BulkInferError)
+        and value is not bulkinfer_errors.BulkInferError
+    )
+
+
+def kit_error(kind: str, key: str | None, where: str) -> Exception:
+    """The error ``raise_error`` names: a bulkinfer error kind (any BulkInferError subclass in
+    ``pipeline.contract.errors``, by class name) keyed ``key``, the kit's own ``KitError`` or a
+    plain ``ValueError``; its message says ``where`` it was raised."""
+    if kind == "ValueError":
+        return ValueError(f"kit raised ValueError in {where}")
+    if kind == "KitError":
+        return KitError(rows=3, key=key)
+    cls = getattr(bulkinfer_errors, kind)
+    return cls(f"kit raised {kind} in {where}", key=key)
+
+
+class RaiseParams(PluginParams):
+    raise_error: str | None = Field(
+        default=None,
+        description="Raise this error where the plugin's code runs: a bulkinfer error kind "
+        "(DataError, ConfigError, ...), KitError or ValueError.",
+    )
+    raise_key: str | None = Field(
+        default=None, description="The key the raised error names (relative: params.x)."
+    )
+
+    @field_validator("raise_error")
+    @classmethod
+    def _known(cls, kind: str | None) -> str | None:
+        if kind is not None and kind not in error_kinds() + list(OTHER_ERRORS):
+            raise ValueError(f"{kind!r} is none of {error_kinds() + list(OTHER_ERRORS)}")
+        return kind
+
+    def check_raise(self, where: str) -> None:
+        if self.raise_error:
+            raise kit_error(self.raise_error, self.raise_key, where)
+
+
+class KitParams(RaiseParams):
+    raise_at_start: bool = Field(
+        default=False,
+        description="Raise raise_error when a worker builds the stage, not on its first batch.",
+    )
     id_column: str = Field(default="id", description="Integer column identifying each row.")
     output_column: str = Field(default="out", description="Column for id * 10.")
     sleep_s: float = Field(default=0.0, ge=0, description="Seconds to sleep per batch.")
@@ -56,6 +127,8 @@ class _KitStep:
 
     def __init__(self, params: KitParams) -> None:
         super().__init__(params)
+        if params.raise_at_start:
+            params.check_raise(f"{type(self).__name__}'s start")
         if params.log_dir:
             os.makedirs(params.log_dir, exist_ok=True)
             with open(os.path.join(params.log_dir, f"init-{os.getpid()}"), "w") as f:
@@ -77,6 +150,8 @@ class _KitStep:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
+        if not self.params.raise_at_start:
+            self.params.check_raise(f"{type(self).__name__}'s batch")
         ids = batch.column(self.params.id_column).to_pylist()
         bad = [i for i in ids if i in set(self.params.fail_ids)]
         if bad:
@@ -215,3 +290,96 @@ class KitShout(_Shout, Predictor):
     default_stage: ClassVar[StageSettings] = StageSettings(
         compute="actors", concurrency=1, batch_size=4, batch_format="pyarrow"
     )
+
+
+class RowsParams(RaiseParams):
+    rows: int = Field(default=8, ge=0, description="Rows: ids 0 .. rows - 1, text 'row <id>'.")
+    units: int = Field(default=2, ge=1, description="Work units the rows are cut into.")
+
+
+def _rows_table(start: int, stop: int) -> Any:
+    import pyarrow as pa
+
+    ids = list(range(start, stop))
+    return pa.table({"id": pa.array(ids, pa.int64()), "text": pa.array([f"row {i}" for i in ids])})
+
+
+class KitRows(Source):
+    """Test source read unit by unit (``read_unit``, in Ray read tasks): ``rows`` rows of
+    ``id`` and ``text``; optionally raising in its read task."""
+
+    Params = RowsParams
+
+    def schema(self, params: RowsParams) -> Any:
+        return _rows_table(0, 0).schema
+
+    def units(self, params: RowsParams) -> list[WorkUnit]:
+        bounds = [params.rows * u // params.units for u in range(params.units + 1)]
+        return [
+            WorkUnit(id=f"rows-{a}-{b}", spec={"start": a, "stop": b})
+            for a, b in zip(bounds, bounds[1:], strict=False)
+        ]
+
+    def count_rows(self, params: RowsParams, unit: WorkUnit) -> int | None:
+        if unit.spec is None:
+            return params.rows
+        return unit.spec["stop"] - unit.spec["start"]
+
+    def read_unit(self, params: RowsParams, unit: WorkUnit) -> Any:
+        params.check_raise(f"KitRows's read of {unit.id}")
+        spec = unit.spec or {"start": 0, "stop": params.rows}
+        yield _rows_table(spec["start"], spec["stop"])
+
+    def read(self, params: RowsParams, unit: WorkUnit = WHOLE_SOURCE) -> Any:
+        import ray.data
+
+        units = self.units(params) if unit.spec is None else [unit]
+        return ray.data.from_items([u.spec for u in units]).flat_map(
+            lambda spec: _rows_table(spec["start"], spec["stop"]).to_pylist()
+        )
+
+
+class FilesParams(RaiseParams):
+    path: str = Field(description="Output folder (local).")
+    mode: str = Field(default="error", description="error, overwrite or append.")
+
+
+class KitFiles(FileSink):
+    """Test file sink: each write task writes one Parquet file through its BlockWriter, which
+    can raise (after taking its rows) instead."""
+
+    Params = FilesParams
+
+    def output(self, params: FilesParams) -> FileOutput:
+        import pyarrow.fs
+
+        path = os.path.abspath(params.path)
+        return FileOutput(pyarrow.fs.LocalFileSystem(), path, params.path, params.mode)
+
+    def write_files(self, dataset: Any, folder: str, params: FilesParams) -> dict[str, int]:
+        tables = dataset.iter_batches(batch_format="pyarrow", batch_size=None)
+        return {w["name"]: w["rows"] for w in KitWriter(folder, params, "all").write(tables)}
+
+    def writer(self, folder: str, params: FilesParams, part: str) -> BlockWriter:
+        return KitWriter(folder, params, part)
+
+
+class KitWriter(BlockWriter):
+    def __init__(self, folder: str, params: FilesParams, part: str) -> None:
+        self.folder, self.params, self.part = folder, params, part
+
+    def write(self, tables: Any) -> list[dict[str, Any]]:
+        import uuid
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        taken = [t for t in tables if t.num_rows]
+        self.params.check_raise("KitFiles's write task")
+        if not taken:
+            return []
+        os.makedirs(self.folder, exist_ok=True)
+        name = f"{self.part}-{uuid.uuid4().hex[:8]}.parquet"
+        table = pa.concat_tables(taken)
+        pq.write_table(table, os.path.join(self.folder, name))
+        return [{"name": name, "rows": table.num_rows}]
