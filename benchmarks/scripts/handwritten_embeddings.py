@@ -3,6 +3,11 @@
 Read Parquet, ``map_batches`` with a predictor class whose ``__init__`` loads the model once per
 actor, ``ActorPoolStrategy(size=2)``, write Parquet. Prints one ``BENCH {json}`` line.
 
+    python handwritten_embeddings.py INPUT OUTPUT BATCH_SIZE [READ_BLOCKS]
+
+READ_BLOCKS (optional) is ``read_parquet(..., override_num_blocks=READ_BLOCKS)``: the peer
+benchmark reads its 8 files as 16 blocks, so both actors get work from the start.
+
 One change from the seed: ``num_cpus=0.5`` per actor. Verbatim (one CPU per actor), the two
 actors hold both CPUs of this machine and Ray Data 2.60's Parquet reader waits forever for a CPU
 to list the input files (seen here: no progress in 10 minutes). Half a CPU changes nothing else:
@@ -33,9 +38,10 @@ class SentenceEmbedder:
 
 def main() -> None:
     source, output, batch_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    blocks = int(sys.argv[4]) if len(sys.argv) > 4 else None
     ray.init()
     job_start = time.time()
-    ds = ray.data.read_parquet(source)
+    ds = ray.data.read_parquet(source, override_num_blocks=blocks)
     predictions = ds.map_batches(
         SentenceEmbedder,
         compute=ray.data.ActorPoolStrategy(size=2),

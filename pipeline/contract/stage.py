@@ -3,9 +3,10 @@
 Required: ``__call__(batch)``. Optional: ``output_schema`` (the columns a stage adds, with their
 Arrow types; without it they are decided at run time, from the stage's first batch),
 ``row_lengths`` (rows sorted by length into model batches), ``counters`` and
-``summary``, ``preflight``, ``estimate``, ``env_vars``, ``job_services``, ``calls_per_actor``
-and ``keeps_journal``. Params reach a stage as ``cls(params)`` (``cls(params, services=...)``
-with job services or a journal) and every classmethod hook takes the validated ``params`` first.
+``summary``, ``preflight``, ``estimate``, ``env_vars``, ``job_services``, ``calls_per_actor``,
+``keeps_journal`` and ``worker_memory`` (what one worker holds, for the planner's choice of
+actors). Params reach a stage as ``cls(params)`` (``cls(params, services=...)`` with job
+services or a journal) and every classmethod hook takes the validated ``params`` first.
 """
 
 from __future__ import annotations
@@ -138,6 +139,20 @@ class MapStage(Plugin, ABC):
         actor at once and must be thread-safe. Contract 1.3; the default, 1, calls the stage
         with one batch at a time."""
         return 1
+
+    @classmethod
+    def worker_memory(cls, params: Any) -> int | None:
+        """Bytes of memory one worker of this stage holds at its peak (its libraries, the
+        model, a batch), estimated from ``params`` without loading anything; None (the
+        default): unknown.
+
+        The planner uses it for an actor stage on CPUs whose ``concurrency`` is unset: it runs
+        one single-thread actor per core where the node's memory holds that many workers of
+        this size, fewer (with more threads each) where it does not, and one actor with a
+        thread per core when the size is unknown (:func:`pipeline.plan.shares.size_pools`).
+        Contract 1.4.
+        """
+        return None
 
     @classmethod
     def job_services(cls, params: Any) -> dict[str, Any]:

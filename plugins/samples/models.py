@@ -222,6 +222,10 @@ def build_sentence_encoder(
     intermediate: int = 1536,
     vocab_size: int = 8000,
     seed: int = 0,
+    pooling: str = "mean",
+    dense: int | None = None,
+    normalize: bool = False,
+    prompt: str | None = None,
 ) -> Path:
     """A sentence-transformers model (BERT + mean pooling) with random weights, saved at ``path``.
 
@@ -229,6 +233,10 @@ def build_sentence_encoder(
     MiniLM costs per token: a stand-in for timing where the packaged MiniLM cannot be installed.
     The tokenizer is trained on the shipped sample sentences with room for every word, so their
     words (and sentences built from them) are about one token each. The vectors mean nothing.
+
+    Other module stacks, for the ONNX export's tests: ``pooling`` (``mean``, ``cls``, ``max``,
+    ``mean_sqrt_len_tokens``), a ``Dense`` layer to ``dense`` features (tanh), a ``Normalize``
+    module, a default ``prompt`` prepended to every text.
     """
     import torch
     from sentence_transformers import SentenceTransformer
@@ -258,7 +266,24 @@ def build_sentence_encoder(
     encoder = _save(BertModel(config), tokenizer, path / "encoder")
     # A plain transformers folder loads with mean pooling; saving it makes a complete
     # sentence-transformers folder (modules.json, pooling config).
-    SentenceTransformer(str(encoder), device="cpu").save(str(path))
+    model = SentenceTransformer(str(encoder), device="cpu")
+    if (pooling, dense, normalize, prompt) != ("mean", None, False, None):
+        from sentence_transformers.models import Dense, Normalize, Pooling
+
+        modules = [model[0], Pooling(hidden, pooling_mode=pooling)]
+        if dense:
+            width = modules[1].get_sentence_embedding_dimension()
+            modules.append(Dense(width, dense, activation_function=torch.nn.Tanh()))
+        if normalize:
+            modules.append(Normalize())
+        prompts = {"query": prompt} if prompt else None
+        model = SentenceTransformer(
+            modules=modules,
+            device="cpu",
+            prompts=prompts,
+            default_prompt_name="query" if prompt else None,
+        )
+    model.save(str(path))
     shutil.rmtree(encoder)  # the saved model holds its own copy of the weights
     return path
 

@@ -68,7 +68,9 @@ def embedder():
     from plugins.predictors.sentence_embedding import SentenceEmbedding
 
     def make(sort: bool, batch: int = 4):
-        params = SentenceEmbedding.Params()
+        # torch in float32: the same vectors whatever rows share a batch (bfloat16 and int8,
+        # which backend auto may run, round a little differently with the padding)
+        params = SentenceEmbedding.Params(backend="torch")
         return StageCall(
             SentenceEmbedding, params, "predictor", None, batch_limit=batch, sort_by_length=sort
         )

@@ -194,6 +194,24 @@ def test_the_default_job_without_the_embeddings_extra_says_which_to_install(whee
     assert samples.stderr.strip().endswith("pip install 'bulkinfer[transformers]'")
 
 
+def test_the_default_job_with_the_embeddings_extra_alone_runs_on_torch(wheel, tmp_path):
+    """``pip install 'bulkinfer[embeddings]'`` (no onnxruntime, openvino or onnx), then
+    ``bulkinfer``: backend auto runs torch, says so in the dry run, and the job completes."""
+    env_dir = make_env(wheel, tmp_path, leave_out={"onnxruntime", "openvino", "onnx"})
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**_env(), "BULKINFER_CACHE": str(tmp_path / "cache")}
+    bulkinfer = str(env_dir / "bin" / "bulkinfer")
+    dry = _run([bulkinfer, "run.dry_run=true"], cwd=work, env=env)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "backend auto -> torch: only torch is installed" in dry.stdout
+    done = _run([bulkinfer], cwd=work, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "bulkinfer: predictor: backend auto: 300 rows on torch" in done.stdout
+    assert done.stdout.strip().splitlines()[-1].startswith("bulkinfer: 300 rows in, 300 rows out")
+    assert not (tmp_path / "cache").exists()  # nothing exported, nothing checked
+
+
 def test_the_documentation_builds_with_the_docs_extra_alone(wheel, tmp_path):
     """``pip install ".[docs]"`` then ``mkdocs build --strict``: no plugin's library is needed;
     the plugin reference documents each plugin from its params and says what to install."""

@@ -118,8 +118,22 @@ def test_plugins_list_names_the_extra_each_plugin_lacks():
             "sink.params.url: postgresql+psycopg needs the module psycopg, which is not "
             "installed: pip install 'bulkinfer[sql]'",
         ),
+        (
+            ["onnxruntime"],
+            ["predictor.params.backend=onnx"],
+            "predictor.params.backend: backend 'onnx' needs the extra 'onnx' of bulkinfer "
+            "(module onnxruntime is not installed): pip install 'bulkinfer[onnx]', or set "
+            "predictor.params.backend=auto or torch",
+        ),
+        (
+            ["openvino", "onnx"],
+            ["predictor.params.backend=openvino"],
+            "predictor.params.backend: backend 'openvino' needs the extra 'openvino' of "
+            "bulkinfer (modules openvino, onnx are not installed): pip install "
+            "'bulkinfer[openvino]', or set predictor.params.backend=auto or torch",
+        ),
     ],
-    ids=["embeddings", "lance", "sql", "postgresql-driver"],
+    ids=["embeddings", "lance", "sql", "postgresql-driver", "onnx-backend", "openvino-backend"],
 )
 def test_a_dry_run_refuses_a_missing_extra_in_one_line(tmp_path, hidden, overrides, line):
     done = without(
@@ -133,6 +147,22 @@ def test_a_dry_run_refuses_a_missing_extra_in_one_line(tmp_path, hidden, overrid
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.strip() == f"bulkinfer: error: {line}"
     assert not (tmp_path / "out").exists()
+
+
+#: What ``pip install 'bulkinfer[embeddings]'`` leaves out of the embedding backends.
+NO_RUNTIMES = ["onnxruntime", "openvino", "onnx"]
+
+
+@pytest.mark.subprocess
+def test_the_default_dry_run_with_embeddings_alone_says_auto_runs_torch(tmp_path):
+    """The driver's view (the hook hides modules in this process only; a job's Ray workers
+    would still find them: tests/packaging/test_wheel.py runs the job in an environment
+    without them)."""
+    done = without(
+        NO_RUNTIMES, "run", "run.dry_run=true", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "backend auto -> torch: only torch is installed" in done.stdout
 
 
 def test_every_extra_a_builtin_plugin_names_is_an_extra_of_the_package():
