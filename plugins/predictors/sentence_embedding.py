@@ -185,7 +185,11 @@ class SentenceEmbedding(Predictor):
         return choice.backend, choice.quantize, choice.model_dtype, choice.reason
 
     def _torch_model(self, device: str) -> Any:
+        import transformers
         from sentence_transformers import SentenceTransformer
+
+        # transformers 5 draws a "Loading weights" bar per load, in every actor's console lines.
+        transformers.utils.logging.disable_progress_bar()
 
         model = SentenceTransformer(self.resolved_model, device=device)
         if self.params.model_dtype:
