@@ -6,6 +6,7 @@
     python -m benchmarks.run --workloads layout --sentences 8000 --runs 2   # 1 vs 8 vs 400 files
     python -m benchmarks.run --workloads backends --runs 5   # torch, ONNX, OpenVINO (not default)
     python -m benchmarks.run --workloads peers --runs 2 --daft-python /path/to/daft-env/bin/python
+    python -m benchmarks.run --workloads files --runs 1     # driver memory: 10 to 10,000 files
     python -m benchmarks.run --tiny                 # a seconds-long smoke run (what the tests use)
 
 Each run of each variant is its own process, measured from outside (benchmarks/measure.py): wall
@@ -456,6 +457,36 @@ def memory_workload(rows: int) -> Workload:
     )
 
 
+#: File counts of the files workload: the same rows as this many Parquet files.
+FILE_COUNTS = (10, 1_000, 10_000)
+
+
+def files_workload(rows: int) -> Workload:
+    """A pass-through job (Parquet in, no stage, Parquet out) over the same ``rows`` sentences
+    as 10, 1,000 and 10,000 Parquet files, with the default work units (the small files grouped
+    into units of about ``run.unit_bytes``) and with one unit per file (``run.unit_bytes=1``:
+    a read task, a write task and a write record per file): the driver's peak memory (its
+    ``metrics.json``) should not grow with the number of files."""
+    one = data.sentences(rows)
+    variants: dict[str, Command] = {}
+    for count in FILE_COUNTS:
+        folder = data.split_files(one, count)
+        for units, extra in (("default units", ()), ("a unit per file", ("run.unit_bytes=1",))):
+            variants[f"bulkinfer, {count:,} files, {units}"] = _pipeline(
+                "source=parquet", f"source.params.path={folder}", "~predictor", *extra
+            )
+    return Workload(
+        name="files",
+        title=f"Driver memory against the file count: {rows:,} sentences as "
+        + ", ".join(f"{c:,}" for c in FILE_COUNTS)
+        + " Parquet files through a pass-through job",
+        rows=rows,
+        variants=variants,
+        timeout_s=1800.0,
+        baseline=f"bulkinfer, {FILE_COUNTS[0]:,} files, default units",
+    )
+
+
 def startup() -> Workload:
     """10 rows, nothing to compute: the fixed cost of a job."""
     items = "[" + ",".join(str(i) for i in range(10)) + "]"
@@ -490,6 +521,7 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace], Workload]] = {
     "layout": lambda a: layout_workload(a.sentences),
     "backends": lambda a: backends(a.backend_sentences),
     "peers": lambda a: peers(a.peer_sentences, daft=daft_python(a.daft_python)),
+    "files": lambda a: files_workload(a.file_rows),
 }
 #: What runs without --workloads (the backends comparison is asked for by name).
 DEFAULT_WORKLOADS = "embeddings,xgboost,startup,memory,images"
@@ -511,7 +543,8 @@ def _bulkinfer_figures(out: Path) -> dict:
     if not path.exists():
         return {}
     metrics = json.loads(path.read_text())
-    return {k: metrics.get(k) for k in ("job_s", "first_output_s", "notes", "stages")}
+    keys = ("job_s", "first_output_s", "notes", "stages", "driver_peak_rss_bytes")
+    return {k: metrics.get(k) for k in keys}
 
 
 def wait_for_quiet(max_load: float | None, wait_s: float) -> None:
@@ -589,6 +622,13 @@ def summarize(w: Workload) -> list[dict]:
                 "model_rows_per_s": w.rows / model if model else None,
                 "first_output_s": _median([m.first_output_s for m in good]),
                 "peak_mib": _median([m.peak_bytes / 2**20 for m in good]),
+                "driver_peak_mib": _median(
+                    [
+                        m.bench["driver_peak_rss_bytes"] / 2**20
+                        for m in good
+                        if m.bench.get("driver_peak_rss_bytes")
+                    ]
+                ),
                 "spilled_mib": _median([m.bench.get("spilled_mib", 0) for m in good]),
                 "walls": [round(m.wall_s, 1) for m in good],
                 "breakdown": max(good, key=lambda m: m.peak_bytes).peak_breakdown,
@@ -632,6 +672,8 @@ def raw(w: Workload) -> str:
         if "walls" in r:
             walls, loads = r["walls"], r["loads"]
             lines.append(f"- {r['variant']}: wall {walls} s; load before each run {loads}")
+        if r.get("driver_peak_mib"):
+            lines.append(f"  - driver peak RSS (metrics.json): {r['driver_peak_mib']:,.0f} MiB")
         if r.get("breakdown"):
             top = sorted(r["breakdown"].items(), key=lambda kv: -kv[1])[:6]
             parts = ", ".join(f"{name} {size / 2**20:,.0f}" for name, size in top)
@@ -716,6 +758,9 @@ def main(argv: list[str] | None = None) -> int:
         "--memory-rows", type=int, default=4_000_000, help="rows of the memory benchmark's input"
     )
     parser.add_argument("--images", type=int, default=1_000, help="files of the image benchmark")
+    parser.add_argument(
+        "--file-rows", type=int, default=50_000, help="rows of the files workload's input"
+    )
     parser.add_argument("--tiny", action="store_true", help="smoke run: tiny inputs, one round")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the file --write updates")
@@ -725,6 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.sentences, args.rows, args.memory_rows, args.runs = 48, 2_000, 2_000, 1
         args.images, args.backend_sentences, args.peer_sentences = 24, 48, 48
+        args.file_rows = 48
     only = {v.strip() for v in args.variants.split(",") if v.strip()} or None
     unknown = [n for n in args.workloads.split(",") if n not in WORKLOADS]
     if unknown:

@@ -174,8 +174,9 @@ class SinkContract:
     and :meth:`read` (the rows a reader sees, None when there is no target). The suite runs real
     jobs on the module's Ray (and, for the kill test, the command line in its own process):
     an XGBoost job's rows read back equal, the modes keep their promises, a job that fails on
-    its second work unit leaves the target as it was, and a driver killed with SIGKILL half way
-    resumes without duplicates, its counts in metrics.json.
+    its second work unit leaves the target as it was, and a driver killed with SIGKILL at each
+    of :attr:`kill_points` resumes without duplicates or redone rows, its counts in
+    metrics.json.
     """
 
     #: The sink's entry-point name.
@@ -318,15 +319,29 @@ class SinkContract:
         else:
             assert "is kept in" not in caught.value.message
 
-    def test_a_driver_killed_half_way_resumes_without_duplicates_or_redone_rows(self, tmp_path):
-        """SIGKILL once a write task recorded its rows; the resumed run runs exactly the rows
-        no record holds (the blocks that were in flight, and those not read yet)."""
-        from conftest import ROOT, run_cli
+    #: Where the kill test stops the driver, in order, each run resuming the one before:
+    #: ``half-way`` (once a write task recorded its rows, by watching the job's store) or a halt
+    #: point of :mod:`pipeline.output.halts` (``written``: a write task wrote its rows and has
+    #: no record yet; ``renaming``: a file output's publish moved one file of several;
+    #: ``publishing``: every part recorded, the job's state ``publishing``, nothing at the
+    #: destination; ``committed``: a table's commit made, its job record not yet dropped).
+    kill_points: ClassVar[tuple[str, ...]] = ("half-way", "publishing")
+
+    def test_a_driver_killed_at_each_point_resumes_without_duplicates_or_redone_rows(
+        self, tmp_path
+    ):
+        """SIGKILL the job's session at each of :attr:`kill_points`, resuming each time, then
+        finish it with ``run.resume=true``. After every kill nothing partial is visible at the
+        destination; every run (re)runs only rows no record held when it started, and a run
+        that got past its last write ran exactly those (what was in flight, and what was not
+        read yet); the output has every row exactly once."""
+        from conftest import run_cli
         from kit import kit_env
 
         params = self.params(tmp_path)
         files, per_file = 4, 5
         ids = write_parquet_units(tmp_path / "in", files, per_file)
+        log_dir = tmp_path / "ids"
 
         def args(run_dir: str, *extra: str) -> list[str]:
             return [
@@ -335,7 +350,7 @@ class SinkContract:
                 "run.unit_bytes=1",
                 "predictor.type=kit_step",
                 "+predictor.params.sleep_s=0.3",
-                f"+predictor.params.log_dir={tmp_path / 'ids'}",
+                f"+predictor.params.log_dir={log_dir}",
                 *sink_overrides(self.sink, params),
                 "run.progress=false",
                 "ray.num_cpus=2",
@@ -343,46 +358,54 @@ class SinkContract:
                 *extra,
             ]
 
-        env = {**os.environ, "HYDRA_FULL_ERROR": "0", **kit_env()}
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", *args("first")],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 240
-            while not self._written_now(params):
-                assert driver.poll() is None, "the job ended before it could be killed"
-                assert time.monotonic() < deadline, "no write task recorded its rows in time"
-                time.sleep(0.1)
-            kill_session(driver.pid)
-            driver.wait(timeout=60)
-        finally:
-            kill_session(driver.pid)
-        assert driver.returncode == -signal.SIGKILL
-        assert self.read(params) is None, "a killed run publishes nothing"
-        done = written_ids(self.written(params), per_file)
-        assert 0 < len(done) < len(ids)
-        logged_before = {p: p.read_text() for p in (tmp_path / "ids").glob("ids-*.txt")}
+        done: set[int] = set()
+        for n, point in enumerate(self.kill_points):
+            resume = ("run.resume=true",) if n else ()
+            logged_before = {p: p.read_text() for p in log_dir.glob("ids-*.txt")}
+            if point == "half-way":
+                recorded = len(self.written(params)) if n else 0
+                run_killed_when(
+                    args(f"run{n}", *resume),
+                    lambda recorded=recorded: self._written_now(params) > recorded,
+                    "a write task recorded its rows",
+                    env=kit_env(),
+                )
+            else:
+                run_halted_at(point, args(f"run{n}", *resume), tmp_path, env=kit_env())
+            ran = logged_ids(log_dir, logged_before)
+            assert not ran & done, f"{point}: the run redid rows a record held"
+            if point in ("publishing", "committed", "renaming"):  # past its last write
+                assert ran == set(ids) - done, f"{point}: not exactly the unrecorded rows"
+            if point == "committed":  # the commit is made: all of it, once
+                assert [r["id"] for r in self.rows(params)] == ids
+            else:
+                assert self.read(params) is None, f"{point}: a killed run published something"
+            now = written_ids(self.written(params), per_file)
+            assert done <= now, f"{point}: a record was lost"
+            if point == "written":
+                assert not now, "a write task killed before its record counts for nothing"
+            elif point == "half-way":
+                assert done < now < set(ids)
+            else:
+                assert now == set(ids), f"{point}: every row is recorded before publishing"
+            done = now
 
-        resumed = run_cli(*args("second", "run.resume=true"), env=kit_env(), timeout=600)
+        logged_before = {p: p.read_text() for p in log_dir.glob("ids-*.txt")}
+        resumed = run_cli(*args("last", "run.resume=true"), env=kit_env(), timeout=600)
         assert resumed.returncode == 0, resumed.stderr
-        assert f"resumed: {len(done)} rows were already written" in resumed.stdout
-        redone = logged_ids(tmp_path / "ids", logged_before)
+        if done:
+            assert f"resumed: {len(done)} rows were already written" in resumed.stdout
+        redone = logged_ids(log_dir, logged_before)
         assert redone == set(ids) - done, "the resumed run ran exactly the unwritten rows"
         got = self.rows(params)
         assert [r["id"] for r in got] == ids, "every row exactly once"
         assert [r["out"] for r in got] == [i * 10 for i in ids]
-        metrics = json.loads((tmp_path / "second" / "metrics.json").read_text())
+        metrics = json.loads((tmp_path / "last" / "metrics.json").read_text())
         assert (metrics["rows_in"], metrics["rows_out"]) == (len(ids), len(ids))
-        assert metrics["published"]["rows"] == len(ids)
         assert not self.written(params), "the job record is gone"
         if self.secret:
             seen = [resumed.stdout, resumed.stderr]
-            seen += [p.read_text() for p in (tmp_path / "second").rglob("*") if p.is_file()]
+            seen += [p.read_text() for p in (tmp_path / "last").rglob("*") if p.is_file()]
             assert not [text for text in seen if self.secret in text]
 
     def _written_now(self, params: dict[str, Any]) -> int:
@@ -425,6 +448,70 @@ def session_pids(sid: int) -> list[int]:
         if int(fields[3]) == sid:  # after ")": state, ppid, pgrp, session
             pids.append(int(stat.parent.name))
     return pids
+
+
+def start_session(
+    args: list[str], env: dict[str, str] | None = None, capture: bool = False
+) -> subprocess.Popen:
+    """``python -m pipeline ARGS`` in a process session of its own (so a test can stop exactly
+    its processes: the driver and the local Ray it starts); ``capture``: pipe its output as
+    text (else it is dropped)."""
+    from conftest import ROOT
+
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
+        stdout=out,
+        stderr=out,
+        text=capture,
+        start_new_session=True,
+    )
+
+
+def wait_for(
+    driver: subprocess.Popen, ready: Callable[[], object], what: str, timeout_s: float = 240
+) -> None:
+    """Poll ``ready()`` every 0.05 s until it is true; fail if the job ended first or after
+    ``timeout_s`` seconds (``what`` says what was awaited)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert driver.poll() is None, f"the job ended before {what}"
+        assert time.monotonic() < deadline, f"not in time: {what}"
+        time.sleep(0.05)
+
+
+def run_killed_when(
+    args: list[str],
+    ready: Callable[[], object],
+    what: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 240,
+) -> None:
+    """Start the command line (:func:`start_session`), wait until ``ready()``
+    (:func:`wait_for`) and SIGKILL every process of its session; fails unless the driver died
+    of that SIGKILL."""
+    driver = start_session(args, env)
+    try:
+        wait_for(driver, ready, what, timeout_s)
+        kill_session(driver.pid)
+        driver.wait(timeout=60)
+    finally:
+        kill_session(driver.pid)
+    assert driver.returncode == -signal.SIGKILL
+
+
+def run_halted_at(
+    point: str, args: list[str], where: Path, env: dict[str, str] | None = None
+) -> None:
+    """:func:`run_killed_when` the job reaches halt point ``point``
+    (:mod:`pipeline.output.halts`; its flag file is created in folder ``where``)."""
+    from pipeline.output.halts import HALT_ENV
+
+    flag = where / f"halted-{point}-{time.monotonic_ns()}"
+    env = {**(env or {}), HALT_ENV: f"{point}:{flag}"}
+    run_killed_when(args, flag.exists, f"the job reached halt point {point!r}", env)
 
 
 def kill_session(sid: int) -> None:

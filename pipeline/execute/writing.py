@@ -21,6 +21,7 @@ from ray.data.block import BlockAccessor
 
 from pipeline.contract.errors import BulkInferError, OutputError
 from pipeline.contract.sink import BlockWriter, JobStore
+from pipeline.output.halts import halt
 from pipeline.output.progress import ROW_ID, ranges_of
 from pipeline.output.records import Written
 
@@ -86,6 +87,7 @@ class JournaledDatasink(Datasink[list[str]]):
         rows = sum(int(w["rows"]) for w in written)
         if not rows:
             return []
+        halt("written")
         ranges = None
         if tagged[0] and ids:
             import numpy as np

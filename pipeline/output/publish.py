@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.contract.errors import DataError
 from pipeline.contract.sink import FileOutput
 from pipeline.contract.source import WorkUnit
+from pipeline.output.halts import halt
 from pipeline.output.records import FORMAT, JobRecord, Written, add_counts, now
 from pipeline.output.staging import ERRORS_DIR, MANIFEST, Staging
 from pipeline.output.store import check_record, check_units
@@ -37,6 +38,7 @@ def _assemble(
             src = staging.path("parts", f["name"])
             if staging.has(src):  # a resumed publish skips files already moved
                 staging.fs.move(src, f"{publish}/{name}")
+                halt("renaming")
             files.append({"path": name, "rows": int(f["rows"])})
     for info in staging.entries(staging.path("errors"), "File"):
         name = f"{ERRORS_DIR}/{prefix}{posixpath.basename(info.path)}"
@@ -73,6 +75,7 @@ def publish(staging: Staging, written: list[Written], totals: dict[str, Any]) ->
     manifest = build_manifest(job, part, previous)
     staging.write_json(staging.path("publish", MANIFEST), manifest)
     staging.set_state("publishing")
+    halt("publishing")
     finish_publishing(staging)
     return manifest
 

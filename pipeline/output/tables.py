@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.contract.reach import reach
 from pipeline.contract.sink import JobStore, StagedTarget, StoreFolder
 from pipeline.contract.source import WorkUnit
+from pipeline.output.halts import halt
 from pipeline.output.records import JobRecord, StagedJob, Written
 from pipeline.output.store import FolderStore, Opened, check_record, check_units, start_over
 
@@ -116,6 +117,7 @@ class TableJob:
         self.job.state = "publishing"
         self.job.totals = totals
         self.store.save(self.job.to_json())
+        halt("publishing")
         return self._publish(written)
 
     def finish(self) -> dict[str, Any]:
@@ -124,6 +126,7 @@ class TableJob:
 
     def _publish(self, written: list[Written]) -> dict[str, Any]:
         published = self.target.publish(self.state, receipts(written))
+        halt("committed")
         self.store.remove()
         log.info(
             "bulkinfer: published %d rows into %s%s",

@@ -6,18 +6,13 @@ finishes the job."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, run_cli
-from contracts import kill_session
+from conftest import run_cli
+from contracts import run_killed_when
 from latency_server import Latency, LatencyServer
 
 pytestmark = pytest.mark.subprocess
@@ -48,25 +43,12 @@ def test_a_killed_llm_job_resumes_sending_at_most_the_requests_that_were_in_flig
     pq.write_table(pa.table({"id": list(range(N)), "text": texts}), inp)
     latency = Latency(median_s=0.05, sigma=0.9, min_s=0.01, max_s=1.0)
     with LatencyServer(latency) as server:
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", *_args(server, inp, out)],
-            cwd=ROOT,
-            env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        run_killed_when(
+            _args(server, inp, out),
+            lambda: len(server.snapshot()["by_prompt"]) >= N // 2,
+            "half the prompts were answered",
+            timeout_s=300,
         )
-        try:
-            deadline = time.monotonic() + 300
-            while len(server.snapshot()["by_prompt"]) < N // 2:
-                assert driver.poll() is None, "the job ended before it could be stopped"
-                assert time.monotonic() < deadline, "half the prompts were not answered in time"
-                time.sleep(0.05)
-            kill_session(driver.pid)
-            driver.wait(timeout=60)
-        finally:
-            kill_session(driver.pid)
-        assert driver.returncode == -signal.SIGKILL
         assert not out.exists(), "a killed run publishes nothing"
         first = server.snapshot()
         assert N // 2 <= len(first["by_prompt"]) < N

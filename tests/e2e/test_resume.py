@@ -10,16 +10,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, run_cli
-from contracts import kill_session
+from conftest import run_cli
+from contracts import kill_session, run_killed_when, start_session, wait_for
 from kit import kit_env
 
 from pipeline.output.progress import UNIT_SHIFT
@@ -67,23 +65,12 @@ def test_a_driver_killed_half_way_resumes_with_exactly_the_rows_of_a_clean_run(t
             pa.table({"id": ids, "text": [f"row {i}" for i in ids]}), inp / f"{f}.parquet"
         )
     staging = Path(str(out) + STAGING_SUFFIX)
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **kit_env()}
-
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *_args(inp, out, log_dir)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own session: the test kills exactly these processes
+    run_killed_when(
+        _args(inp, out, log_dir),
+        lambda: len(list(staging.glob("units/*.json"))) >= 2,
+        "two work units were recorded",
+        env=kit_env(),
     )
-    try:
-        _wait_for_units(driver, staging, 2)
-        kill_session(driver.pid)
-        driver.wait(timeout=60)
-    finally:
-        kill_session(driver.pid)
-    assert driver.returncode == -signal.SIGKILL
     assert not out.exists(), "a killed run publishes nothing"
     done_ids = _written_ids(staging)
     assert 0 < len(done_ids) < N
@@ -125,14 +112,6 @@ def test_a_driver_killed_half_way_resumes_with_exactly_the_rows_of_a_clean_run(t
     assert redone == set(range(N)) - done_ids
 
 
-def _wait_for_units(driver: subprocess.Popen, staging: Path, n: int) -> None:
-    deadline = time.monotonic() + 240
-    while len(list(staging.glob("units/*.json"))) < n:
-        assert driver.poll() is None, "the job ended before it could be stopped"
-        assert time.monotonic() < deadline, "no work unit was committed in time"
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
 def test_ctrl_c_stops_the_job_with_one_line_and_a_resumable_staging_area(tmp_path, presses):
     """Ctrl-C in a terminal sends SIGINT to the job's whole process group: the job ends with
@@ -147,18 +126,10 @@ def test_ctrl_c_stops_the_job_with_one_line_and_a_resumable_staging_area(tmp_pat
             pa.table({"id": ids, "text": [f"row {i}" for i in ids]}), inp / f"{f}.parquet"
         )
     staging = Path(str(out) + STAGING_SUFFIX)
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **kit_env()}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *_args(inp, out, log_dir)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # a process group of its own, as a terminal's foreground job
-    )
+    # A process group of its own, as a terminal's foreground job.
+    driver = start_session(_args(inp, out, log_dir), kit_env(), capture=True)
     try:
-        _wait_for_units(driver, staging, 1)
+        wait_for(driver, lambda: any(staging.glob("units/*.json")), "a work unit was recorded")
         for _ in range(presses):
             os.killpg(driver.pid, signal.SIGINT)
             time.sleep(0.2)

@@ -24,6 +24,8 @@ _databases = itertools.count()
 
 class TestLanceSink(SinkContract):
     sink = "lance"
+    # The table kind killed at every point (the others: half way and before the commit).
+    kill_points = ("written", "half-way", "publishing", "committed")
 
     def params(self, where: Path) -> dict[str, Any]:
         return {"path": str(where / "db" / "items.lance")}
@@ -137,7 +139,7 @@ class TestPostgresSink(SinkContract):
     error_key = "sink.params.table"
     # The SQL sink's kill test runs on SQLite (the same job store and publish code); here the
     # command line is checked for the password instead (a cheaper run than kill and resume).
-    test_a_driver_killed_half_way_resumes_without_duplicates_or_redone_rows = None
+    test_a_driver_killed_at_each_point_resumes_without_duplicates_or_redone_rows = None
 
     @pytest.fixture(autouse=True)
     def _server(self, postgres, monkeypatch):
@@ -189,8 +191,8 @@ class TestPostgresSink(SinkContract):
 
 class TestParquetSink(SinkContract):
     sink = "parquet"
-    # test_resume.py kills and resumes a Parquet job the same way.
-    test_a_driver_killed_half_way_resumes_without_duplicates_or_redone_rows = None
+    # test_resume.py kills a Parquet job half way (and checks the refusals without resume).
+    kill_points = ("written", "renaming", "publishing")
 
     def params(self, where: Path) -> dict[str, Any]:
         return {"path": str(where / "out")}

@@ -1,0 +1,50 @@
+"""Test-only halt points: a staged job stops at a named step so a test can kill it exactly there.
+
+With ``BULKINFER_TEST_HALT=<point>:<file>`` in its environment, the process that reaches
+``<point>`` (the driver, or a write task in a Ray worker, which inherits the driver's
+environment) creates ``<file>`` and then waits until it is killed. A test starts the job, waits
+for ``<file>`` and SIGKILLs the job's processes: the job dies at that step and nowhere else,
+without depending on timing. Without the variable (every real run) a halt point does nothing.
+
+The points, in the order a job reaches them:
+
+``written``
+    a write task has written its rows into the staging (files, or a table target's staged
+    rows) and not yet recorded them: no record of it exists.
+``renaming``
+    a file output's publish has moved its first recorded file towards the final path and not
+    the others; the job's state is not yet ``publishing``.
+``publishing``
+    every part is recorded and the job's state is ``publishing``; nothing is in place at the
+    destination (a file output: its manifest is written in the staging; a table: the target's
+    commit has not started).
+``committed``
+    a table target's commit is made and the job's record still says ``publishing`` (a
+    resumed run must find that commit and not make it again).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+#: The environment variable naming a halt point and the file to create there.
+HALT_ENV = "BULKINFER_TEST_HALT"
+#: The halt points (see the module docstring).
+POINTS = ("written", "renaming", "publishing", "committed")
+
+
+def halt(point: str) -> None:
+    """Stop here until killed when ``BULKINFER_TEST_HALT`` names ``point`` (test-only).
+
+    ``point``: one of :data:`POINTS`. Returns at once when the variable is unset or names
+    another point; otherwise creates the file the variable names and never returns (raises
+    OSError when that file cannot be created).
+    """
+    value = os.environ.get(HALT_ENV)
+    if not value or value.partition(":")[0] != point:
+        return
+    with open(value.partition(":")[2], "a"):
+        pass
+    while True:
+        time.sleep(3600)
