@@ -14,12 +14,12 @@ from pipeline.contract.sink import FileOutput
 from pipeline.contract.source import WorkUnit
 from pipeline.output.progress import Progress, ranges_of, row_id
 from pipeline.output.publish import _assemble, finish_publishing, prepare, publish
-from pipeline.output.records import Written, config_changes
+from pipeline.output.records import Totals, Written, config_changes
 from pipeline.output.staging import MANIFEST, STAGING_SUFFIX, Staging
 from pipeline.plan.planner import plan_job
 
 UNITS = [WorkUnit("00000", {"rows": [0, 2]}), WorkUnit("00001", {"rows": [2, 4]})]
-TOTALS = {"rows_in": 4, "rows_out": 4, "rows_set_aside": 0, "set_aside": {}, "stages": {}}
+TOTALS = Totals(rows_in=4, rows_out=4)
 DATAFLOW = {"predictor": {"type": "m", "params": {"normalize": False}}}
 
 
@@ -49,8 +49,8 @@ def test_a_run_publishes_the_recorded_files_and_a_manifest_only_at_the_end(tmp_p
     assert sorted(p.name for p in Path(out.path).iterdir()) == sorted(
         [MANIFEST, "p0.txt", "p1.txt"]
     )
-    assert (manifest["rows_in"], manifest["rows_out"], manifest["fingerprint"]) == (4, 4, "fp1")
-    assert json.loads(Path(out.path, MANIFEST).read_text()) == manifest
+    assert (manifest.rows_in, manifest.rows_out, manifest.fingerprint) == (4, 4, "fp1")
+    assert json.loads(Path(out.path, MANIFEST).read_text()) == manifest.to_json()
     assert not Path(out.path + STAGING_SUFFIX).exists()
 
 
@@ -107,7 +107,7 @@ def test_a_publish_killed_half_way_is_finished_by_resume(tmp_path):
     staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
     records = [write_part(staging, f"p{u}", u) for u in range(2)]
     part = _assemble(staging, records, TOTALS, "")  # files moved into publish/, then it dies
-    staging.write_json(staging.path("publish", MANIFEST), {"rows_out": part["run"]["rows_out"]})
+    staging.write_json(staging.path("publish", MANIFEST), {"rows_out": part.run.totals.rows_out})
     staging.set_state("publishing")
     again = prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
     finish_publishing(again.staging)
