@@ -312,9 +312,14 @@ class _Reads:
         source reads units itself, else the source's own datasets, one after another."""
         if self.streams:
             self.ahead.clear()
-            plan = self.plan
+            plan, layout = self.plan, self.plan.layout
             return read_pending(
-                self.source, plan.source.params, units, done, plan.read_tasks, plan.rows_per_block
+                self.source,
+                plan.source.params,
+                units,
+                done,
+                layout.read_tasks,
+                layout.rows_per_block,
             )
         datasets = [self(unit) for unit in units]
         return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
