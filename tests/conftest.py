@@ -1,4 +1,8 @@
-"""Shared fixtures: one local Ray per test module, a CLI runner, small data sets."""
+"""Shared fixtures: one local Ray per test module, a CLI runner, tiny models, servers.
+
+Fixtures live here, each once; plain helpers (the kit's environment, the local Ray's start,
+job configs) live in ``kit.py``.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def ray_session():
     """Local Ray with 2 CPUs, started once per test module (start-up costs seconds)."""
     import ray
+    from kit import start_local_ray
 
     if not ray.is_initialized():
-        # address="local": a new Ray even when `ray start` runs on this machine.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_local_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     from pipeline.execute.ray_session import shutdown_ray
@@ -67,6 +71,31 @@ def tiny_classifier(tmp_path_factory) -> Path:
     return build_encoder(tmp_path_factory.mktemp("models") / "tiny-classifier", "classifier")
 
 
+@pytest.fixture(scope="session")
+def image_classifier_folder(tmp_path_factory) -> Path:
+    """A tiny transformers image classifier (labels IMAGE_LABELS), saved with save_pretrained."""
+    from plugins.samples.models import build_image_classifier
+
+    return build_image_classifier(tmp_path_factory.mktemp("models") / "image-classifier")
+
+
+@pytest.fixture(scope="session")
+def image_encoder_folder(tmp_path_factory) -> Path:
+    """A tiny transformers image encoder (for image_embedding), saved with save_pretrained."""
+    from plugins.samples.models import build_image_encoder
+
+    return build_image_encoder(tmp_path_factory.mktemp("models") / "image-encoder")
+
+
+@pytest.fixture(scope="session")
+def torch_resnet_files(tmp_path_factory) -> dict[str, Path]:
+    """A tiny ResNet-18 as TorchScript, a state dict and a labels file (paths by the keys
+    ``model_file``, ``state_dict``, ``labels``)."""
+    from plugins.samples.models import build_torch_resnet
+
+    return build_torch_resnet(tmp_path_factory.mktemp("resnet"))
+
+
 # -- a PostgreSQL server for the SQL sink's tests (Debian's postgresql package) ----------------
 
 
@@ -103,6 +132,16 @@ def llm_server(tiny_gpt2_chat, tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture
+def llm_proxy(llm_server):
+    """A :class:`fault_proxy.FaultProxy` in front of ``llm_server`` for one test: it injects
+    the faults a test adds and records what each row got."""
+    from fault_proxy import FaultProxy
+
+    with FaultProxy(llm_server.base_url, lifetime_s=300) as proxy:
+        yield proxy
+
+
 #: Markers by cost, from the fixtures a test uses; a test that has the cost without one of these
 #: fixtures carries the marker itself (or its module's ``pytestmark``).
 COSTS = {
@@ -111,6 +150,9 @@ COSTS = {
     "tiny_gpt2": "model",
     "tiny_classifier": "model",
     "tiny_gpt2_chat": "model",
+    "image_classifier_folder": "model",
+    "image_encoder_folder": "model",
+    "torch_resnet_files": "model",
     "llm_server": "server",
     "postgres": "server",
 }

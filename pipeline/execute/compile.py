@@ -38,19 +38,23 @@ def compile_stages(
     ledger: Any,
     services: dict[str, dict[str, Any]] | None = None,
     rows: int | None = None,
+    maps: tuple[Step, ...] | None = None,
 ) -> ray.data.Dataset:
-    """``ds`` (one work unit's rows) through every map stage of ``plan``; ``services``: stage
-    key -> the job services its workers get (see ``MapStage.job_services``); ``rows``: the
-    unit's row count where the source knows it, to cut equal windows for every actor of a
-    stage that sorts by length (:func:`pipeline.plan.shares.fit_windows`)."""
+    """``ds`` (the job's rows) through every map stage of ``plan``, laid out as
+    ``plan.layout`` says; ``services``: stage key -> the job services its workers get (see
+    ``MapStage.job_services``); ``rows``: the row count where the source knows it, to cut equal
+    windows for every actor of a stage that sorts by length (the layout
+    :func:`pipeline.plan.shares.fit_windows` derives; the plan is not changed); ``maps``: the
+    stages to run instead of ``plan.maps`` (the first-batch probe's, one actor each)."""
     few: set[str] = set()
     calls_cap: dict[str, int] = {}
+    layout = plan.layout
     if rows:
-        fitted = fit_windows(plan, rows)
+        layout = fit_windows(plan, rows)
         for step in plan.maps:
-            size = fitted.map_batches.get(step.key)
+            size = layout.map_batches.get(step.key)
             count = -(-rows // size) if size else 0
-            if size != plan.map_batches.get(step.key):
+            if size != plan.layout.map_batches.get(step.key):
                 log.info(
                     "bulkinfer: %s: %d rows, %d window(s) of up to %d", step.key, rows, count, size
                 )
@@ -58,12 +62,14 @@ def compile_stages(
                 few.add(step.key)
             if size:  # no actor takes more than its share of half the batches at once
                 calls_cap[step.key] = max(1, -(-count // (2 * step.stage.min_workers)))
-        plan = fitted
-    if plan.rows_per_block:
-        ds = _split_blocks(ds, plan.rows_per_block, plan.io_cpus or 1.0, plan.io().ray_remote_args)
-    for step in plan.maps:
+    if layout.rows_per_block:
+        read_args = plan.io().ray_remote_args
+        ds = _split_blocks(ds, layout.rows_per_block, layout.io_cpus or 1.0, read_args)
+    for step in maps if maps is not None else plan.maps:
         calls = min(calls_per_actor(step), calls_cap.get(step.key, 1 << 30))
-        ds = _map(plan, ds, step, ledger, (services or {}).get(step.key), step.key in few, calls)
+        window = layout.map_batches.get(step.key)
+        service = (services or {}).get(step.key)
+        ds = _map(plan, ds, step, window, ledger, service, step.key in few, calls)
     return ds
 
 
@@ -121,13 +127,15 @@ def _map(
     plan: Plan,
     ds: ray.data.Dataset,
     step: Step,
+    ray_batch_size: int | None,
     ledger: Any,
     services: dict[str, Any] | None,
     one_at_a_time: bool = False,
     calls: int = 1,
 ) -> ray.data.Dataset:
     """Add one map stage: the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
-    inside its error guard (``stage.on_error``, rows reported to the ledger); an actor pool
+    inside its error guard (``stage.on_error``, rows reported to the ledger), handed map batches
+    of ``ray_batch_size`` rows (None: whole blocks); an actor pool
     with ``one_at_a_time`` holds one map batch per actor, and each actor works on ``calls``
     map batches at once (see :func:`_compute`)."""
     s = step.stage
@@ -149,7 +157,6 @@ def _map(
     # StageCall cuts them into batches: Ray Data does not fuse a map that has a batch size into
     # the read before it, and one fused read -> predict -> write task skips the object store
     # (benchmarks/RESULTS.md, the XGBoost workload).
-    ray_batch_size = plan.map_batches.get(step.key)
     kwargs: dict[str, Any] = dict(
         batch_size=ray_batch_size,
         batch_format=s.batch_format,
@@ -220,12 +227,11 @@ def first_batch_schema(plan: Plan, services: dict[str, dict[str, Any]] | None = 
         else step
         for step in plan.maps[: index + 1]
     )
-    probe = replace(plan, maps=one_each)
     source = plan.source.plugin(plan.io())
     with user_errors(plan, source, WHOLE_SOURCE):
         with ray_internals.first_parquet_reader():
             ds = source.read(plan.source.params, WHOLE_SOURCE)
-        ds = compile_stages(probe, ds, None, services).limit(1)
+        ds = compile_stages(plan, ds, None, services, maps=one_each).limit(1)
         found = list(ds.iter_batches(batch_size=1, batch_format="pyarrow", prefetch_batches=0))
     del ds
     ray_session.wait_for_actors_released()  # the job's own actor pools need their CPUs

@@ -33,7 +33,7 @@ from pipeline.execute.services import close_services, start_services, with_journ
 from pipeline.execute.staged import FileJob, check_error_limits, error_limits, run_staged
 from pipeline.execute.writing import JournaledDatasink
 from pipeline.output.progress import ROW_ID, Progress
-from pipeline.output.records import Written
+from pipeline.output.records import UnitReceipt, Written
 from pipeline.plan.model import Plan
 from pipeline.plan.planner import plan_job, typed, validate_ray
 from pipeline.plan.report import describe
@@ -58,8 +58,9 @@ class RunResult:
     #: Rows earlier runs of the job wrote (a resumed job), and rows this run wrote.
     rows_resumed: int = 0
     rows_done: int | None = None
-    #: A file output's ``_SUCCESS`` manifest; a table output's
-    #: :func:`pipeline.output.tables.summary`.
+    #: What the published output records, as JSON: a file output's ``_SUCCESS`` manifest
+    #: (:class:`~pipeline.output.records.Manifest`), a table output's receipt
+    #: (:class:`~pipeline.output.records.Receipt`).
     manifest: dict[str, Any] | None = None
     #: A table sink's publish: rows, and the engine's facts (version, snapshot id).
     published: dict[str, Any] | None = None
@@ -311,9 +312,14 @@ class _Reads:
         source reads units itself, else the source's own datasets, one after another."""
         if self.streams:
             self.ahead.clear()
-            plan = self.plan
+            plan, layout = self.plan, self.plan.layout
             return read_pending(
-                self.source, plan.source.params, units, done, plan.read_tasks, plan.rows_per_block
+                self.source,
+                plan.source.params,
+                units,
+                done,
+                layout.read_tasks,
+                layout.rows_per_block,
             )
         datasets = [self(unit) for unit in units]
         return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
@@ -360,7 +366,7 @@ def _run_staged(
 
         def legacy(ds: ray.data.Dataset) -> list[dict[str, Any]]:
             receipt = target.write_unit(ds, out.state, "all", dict(sink.io.ray_remote_args))
-            return list(receipt["parts"])
+            return UnitReceipt.from_json(receipt).parts
     else:
         out = FileJob(plan.staged_job(), sink.output(plan.sink.params))
 
@@ -413,14 +419,14 @@ def _run_staged(
     manifest = outcome.manifest
     return RunResult(
         output=out.location,
-        rows_in=manifest["rows_in"],
-        rows_out=manifest["rows_out"],
+        rows_in=manifest.rows_in,
+        rows_out=manifest.rows_out,
         stages=outcome.stages,
-        rows_set_aside=manifest["rows_set_aside"],
+        rows_set_aside=manifest.rows_set_aside,
         rows_resumed=outcome.rows_resumed,
         rows_done=outcome.rows_done,
-        manifest=manifest,
-        published=manifest.get("published"),
+        manifest=manifest.to_json(),
+        published=manifest.published,
         counters={k: counters_of(c) for k, c in outcome.counts.items() if counters_of(c)},
     )
 

@@ -29,9 +29,18 @@ from pipeline.execute.ledger import dead_letter_lines, over_error_limit, progres
 from pipeline.execute.progress_line import ProgressLine, ledger_poll
 from pipeline.output.journal import journal_entries
 from pipeline.output.progress import Progress
-from pipeline.output.publish import finish_publishing, prepare, publish
-from pipeline.output.records import JobRecord, StagedJob, Written, add_counts, new_run_id
-from pipeline.output.staging import MANIFEST, Staging
+from pipeline.output.publish import finish_publishing, prepare, publish, read_manifest
+from pipeline.output.records import (
+    JobRecord,
+    Manifest,
+    Receipt,
+    StagedJob,
+    Totals,
+    Written,
+    add_counts,
+    new_run_id,
+)
+from pipeline.output.staging import Staging
 from pipeline.output.store import Opened
 from pipeline.plan.model import Plan
 
@@ -59,10 +68,10 @@ class StagedOutput(Protocol):
     def written(self) -> list[Written]: ...
 
     def publish(
-        self, written: list[Written], totals: dict[str, Any], dead_letters: bytes
-    ) -> dict[str, Any]: ...
+        self, written: list[Written], totals: Totals, dead_letters: bytes
+    ) -> Manifest | Receipt: ...
 
-    def finish(self) -> dict[str, Any]: ...
+    def finish(self) -> Manifest | Receipt: ...
 
     def remove(self) -> None: ...
 
@@ -100,17 +109,15 @@ class FileJob:
     def written(self) -> list[Written]:
         return self.staging.written()
 
-    def publish(
-        self, written: list[Written], totals: dict[str, Any], dead_letters: bytes
-    ) -> dict[str, Any]:
+    def publish(self, written: list[Written], totals: Totals, dead_letters: bytes) -> Manifest:
         record = self.staging.record
         assert record is not None, "the job is not open"
         self.staging.write_errors(record.run_id, dead_letters)
         return publish(self.staging, written, totals)
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> Manifest:
         finish_publishing(self.staging)
-        return self.staging.read_json(f"{self.out.path.rstrip('/')}/{MANIFEST}")
+        return read_manifest(self.staging)
 
     def remove(self) -> None:
         self.staging.remove()
@@ -123,7 +130,9 @@ class FileJob:
 class StagedOutcome:
     """What a staged run did."""
 
-    manifest: dict[str, Any]
+    #: What the published output records: a file output's ``_SUCCESS`` manifest, a table
+    #: output's receipt.
+    manifest: Manifest | Receipt
     #: Rows written by earlier runs of the job, and by this one.
     rows_resumed: int
     rows_done: int
@@ -246,7 +255,7 @@ def run_staged(
     opened = out.open(units)
     if opened.publishing:  # killed while publishing: finish that
         manifest = out.finish()
-        return StagedOutcome(manifest, manifest.get("rows_out", 0), 0)
+        return StagedOutcome(manifest, manifest.rows_out, 0)
     earlier = consistent(opened.written)
     done = Progress(r for record in earlier for r in record.ranges or [])
     if opened.resumed:
@@ -290,7 +299,7 @@ def run_staged(
                 key=out.key,
             )
         totals = _totals(plan, counts, written)
-        if not plan.run.allow_empty and not totals["rows_in"] and not totals["rows_out"]:
+        if not plan.run.allow_empty and not totals.rows_in and not totals.rows_out:
             raise EmptyInputError.for_source(_where(plan))
         dead = dead_letter_lines(drained["records"])
         manifest = _storing(out, lambda: out.publish(written, totals, dead))
@@ -307,7 +316,7 @@ def run_staged(
         elif isinstance(exc, BulkInferError):
             raise _with_hint(exc, out, rows, answers) from None
         raise
-    return StagedOutcome(manifest, done.rows, totals["rows_out"] - done.rows, stats, counts)
+    return StagedOutcome(manifest, done.rows, totals.rows_out - done.rows, stats, counts)
 
 
 def _safely(read: Callable[[], list[Written]]) -> list[Written]:
@@ -317,9 +326,7 @@ def _safely(read: Callable[[], list[Written]]) -> list[Written]:
         return []
 
 
-def _totals(
-    plan: Plan, counts: dict[str, dict[str, Any]], written: list[Written]
-) -> dict[str, Any]:
+def _totals(plan: Plan, counts: dict[str, dict[str, Any]], written: list[Written]) -> Totals:
     """The job's row counts for the manifest (see the module docstring)."""
     stages = {key: {k: v for k, v in c.items()} for key, c in counts.items()}
     set_aside = {
@@ -330,10 +337,10 @@ def _totals(
     rows_out = sum(r.rows for r in written)
     first = plan.maps[0].key if plan.maps else None
     rows_in = stages.get(first, {}).get("rows_in", 0) if first else rows_out
-    return {
-        "rows_in": rows_in,
-        "rows_out": rows_out,
-        "rows_set_aside": sum(c["skipped"] + c["dead_letter"] for c in set_aside.values()),
-        "set_aside": set_aside,
-        "stages": stages,
-    }
+    return Totals(
+        rows_in=rows_in,
+        rows_out=rows_out,
+        rows_set_aside=sum(c["skipped"] + c["dead_letter"] for c in set_aside.values()),
+        set_aside=set_aside,
+        stages=stages,
+    )

@@ -23,7 +23,7 @@ from pipeline.contract.errors import BulkInferError, OutputError
 from pipeline.contract.sink import BlockWriter, JobStore
 from pipeline.output.halts import halt
 from pipeline.output.progress import ROW_ID, ranges_of
-from pipeline.output.records import Written
+from pipeline.output.records import JobRecord, Written
 
 
 class JournaledDatasink(Datasink[list[str]]):
@@ -94,7 +94,7 @@ class JournaledDatasink(Datasink[list[str]]):
 
             ranges = ranges_of(np.concatenate(ids))
         job = self.store.load()
-        if job is None or job.get("run_id") != self.job_id:
+        if job is None or JobRecord.from_json(job).run_id != self.job_id:
             # The job ended (failed with nothing recorded, and its staging was removed) while
             # this task still ran: leave nothing of it behind.
             if job is None:

@@ -17,21 +17,37 @@ from pipeline.contract.errors import DataError
 from pipeline.contract.sink import FileOutput
 from pipeline.contract.source import WorkUnit
 from pipeline.output.halts import halt
-from pipeline.output.records import FORMAT, JobRecord, Written, add_counts, now
+from pipeline.output.records import (
+    JobRecord,
+    Manifest,
+    ManifestRun,
+    OutputFile,
+    Totals,
+    Written,
+    now,
+)
 from pipeline.output.staging import ERRORS_DIR, MANIFEST, Staging
 from pipeline.output.store import check_record, check_units
 
 log = logging.getLogger("bulkinfer")
 
 
-def _assemble(
-    staging: Staging, written: list[Written], totals: dict[str, Any], prefix: str
-) -> dict[str, Any]:
+@dataclass
+class Assembled:
+    """This run's part of the manifest: the files it publishes and its run entry."""
+
+    files: list[OutputFile]
+    error_files: list[OutputFile]
+    run: ManifestRun
+
+
+def _assemble(staging: Staging, written: list[Written], totals: Totals, prefix: str) -> Assembled:
     """Move the recorded parts' files (and the set-aside rows) into ``publish/``; return this
     run's part of the manifest."""
     publish = staging.path("publish")
     staging.fs.create_dir(publish, recursive=True)
-    files, error_files = [], []
+    files: list[OutputFile] = []
+    error_files: list[OutputFile] = []
     for record in written:
         for f in record.written:
             name = f"{prefix}{f['name']}"
@@ -39,30 +55,24 @@ def _assemble(
             if staging.has(src):  # a resumed publish skips files already moved
                 staging.fs.move(src, f"{publish}/{name}")
                 halt("renaming")
-            files.append({"path": name, "rows": int(f["rows"])})
+            files.append(OutputFile(name, int(f["rows"])))
     for info in staging.entries(staging.path("errors"), "File"):
         name = f"{ERRORS_DIR}/{prefix}{posixpath.basename(info.path)}"
         staging.fs.create_dir(f"{publish}/{ERRORS_DIR}", recursive=True)
         with staging.fs.open_input_stream(info.path) as f:
             rows = f.read().count(b"\n")
         staging.fs.move(info.path, f"{publish}/{name}")
-        error_files.append({"path": name, "rows": rows})
+        error_files.append(OutputFile(name, rows))
     job = _record(staging)
-    run = {
-        "run_id": job.run_id,
-        "fingerprint": job.fingerprint,
-        "finished_at": now(),
-        "parts": len(written),
-        **totals,
-    }
-    return {"files": files, "error_files": error_files, "run": run}
+    run = ManifestRun(job.run_id, job.fingerprint, now(), len(written), totals)
+    return Assembled(files, error_files, run)
 
 
-def publish(staging: Staging, written: list[Written], totals: dict[str, Any]) -> dict[str, Any]:
+def publish(staging: Staging, written: list[Written], totals: Totals) -> Manifest:
     """Put the recorded output at its final path (per ``mode``) with its manifest.
 
-    ``totals``: ``rows_in``, ``rows_out``, ``rows_set_aside``, ``set_aside`` and ``stages`` of
-    the whole job, as the runner counted them.
+    ``totals``: the whole job's, as the runner counted them. Returns the manifest written as
+    ``<output>/_SUCCESS``.
     """
     job = _record(staging)
     dest = staging.out.path.rstrip("/")
@@ -71,13 +81,18 @@ def publish(staging: Staging, written: list[Written], totals: dict[str, Any]) ->
     part = _assemble(staging, written, totals, prefix)
     previous = None
     if append and staging.has(f"{dest}/{MANIFEST}"):
-        previous = staging.read_json(f"{dest}/{MANIFEST}")
+        previous = Manifest.from_json(staging.read_json(f"{dest}/{MANIFEST}"))
     manifest = build_manifest(job, part, previous)
-    staging.write_json(staging.path("publish", MANIFEST), manifest)
+    staging.write_json(staging.path("publish", MANIFEST), manifest.to_json())
     staging.set_state("publishing")
     halt("publishing")
     finish_publishing(staging)
     return manifest
+
+
+def read_manifest(staging: Staging) -> Manifest:
+    """The manifest of the published output (raises FileNotFoundError if there is none)."""
+    return Manifest.from_json(staging.read_json(f"{staging.out.path.rstrip('/')}/{MANIFEST}"))
 
 
 def finish_publishing(staging: Staging) -> None:
@@ -119,32 +134,15 @@ def _record(staging: Staging) -> JobRecord:
     return record
 
 
-def build_manifest(
-    job: JobRecord, part: dict[str, Any], previous: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The ``_SUCCESS`` manifest: totals, files, fingerprint; appended runs add up."""
-    runs = [r for r in (previous or {}).get("runs", []) if r.get("run_id") != job.run_id]
-    old_files = [f for f in (previous or {}).get("files", []) if f not in part["files"]]
-    old_errors = [
-        f for f in (previous or {}).get("error_files", []) if f not in part["error_files"]
-    ]
-    runs.append(part["run"])
-    set_aside: dict[str, dict[str, int]] = {}
-    for run in runs:
-        add_counts(set_aside, run.get("set_aside", {}))
-    return {
-        "format": FORMAT,
-        "fingerprint": job.fingerprint,
-        "location": job.location,
-        "mode": job.mode,
-        "rows_in": sum(r["rows_in"] for r in runs),
-        "rows_out": sum(r["rows_out"] for r in runs),
-        "rows_set_aside": sum(r["rows_set_aside"] for r in runs),
-        "set_aside": set_aside,
-        "files": old_files + part["files"],
-        "error_files": old_errors + part["error_files"],
-        "runs": runs,
-    }
+def build_manifest(job: JobRecord, part: Assembled, previous: Manifest | None) -> Manifest:
+    """The ``_SUCCESS`` manifest: totals, files, fingerprint; appended runs add up (a resumed
+    publish replaces its own run's entry and files in ``previous``)."""
+    runs = [r for r in previous.runs if r.run_id != job.run_id] if previous else []
+    old_files = [f for f in previous.files if f not in part.files] if previous else []
+    old_errors = [f for f in previous.error_files if f not in part.error_files] if previous else []
+    return Manifest.of_runs(
+        job, old_files + part.files, old_errors + part.error_files, [*runs, part.run]
+    )
 
 
 def job_record(

@@ -23,7 +23,13 @@ from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.secrets import mask_secrets
 from pipeline.contract.sink import JobStore
 from pipeline.contract.source import WorkUnit
-from pipeline.output.records import JobRecord, Written, config_changes, unit_digest
+from pipeline.output.records import (
+    JobRecord,
+    Written,
+    config_changes,
+    recorded_rows,
+    unit_digest,
+)
 
 log = logging.getLogger("bulkinfer")
 
@@ -54,7 +60,7 @@ def check_record(
     if not resume:
         raise DataError(
             f"an unfinished run of this job left its work in {store.location} "
-            f"({sum(int(m.get('rows', 0)) for m in store.committed().values()):,} rows "
+            f"({recorded_rows(store.committed().values()):,} rows "
             "written). "
             f"Rerun with run.resume=true to finish it, or {start_over(store, False)} to start "
             "over.",
@@ -170,8 +176,12 @@ class FolderStore:
         self.write_json(self.path(JOB_FILE), job)
 
     def set_state(self, state: str) -> None:
-        self.job["state"] = state
-        self.save(self.job)
+        """Save the job record with ``state`` (raises RuntimeError if none was loaded)."""
+        record = self.record
+        if record is None:
+            raise RuntimeError(f"{self.root} has no job record")
+        record.state = state
+        self.save(record.to_json())
 
     @property
     def record(self) -> JobRecord | None:

@@ -20,7 +20,7 @@ from pipeline.contract.reach import reach
 from pipeline.contract.sink import JobStore, StagedTarget, StoreFolder
 from pipeline.contract.source import WorkUnit
 from pipeline.output.halts import halt
-from pipeline.output.records import JobRecord, StagedJob, Written
+from pipeline.output.records import JobRecord, Receipt, StagedJob, Totals, UnitReceipt, Written
 from pipeline.output.store import FolderStore, Opened, check_record, check_units, start_over
 
 log = logging.getLogger("bulkinfer")
@@ -51,21 +51,10 @@ def check_table(target: StagedTarget, spec: StagedJob) -> bool:
     return True
 
 
-def summary(job: JobRecord, totals: dict[str, Any], published: dict[str, Any]) -> dict[str, Any]:
-    """What a published table job reports (the file sinks' manifest, for a table)."""
-    return {
-        "run_id": job.run_id,
-        "fingerprint": job.fingerprint,
-        "location": job.location,
-        "mode": job.mode,
-        **totals,
-        "published": published,
-    }
-
-
 def receipts(written: list[Written]) -> list[dict[str, Any]]:
-    """The targets' receipts (``{"unit", "rows", "parts"}``) of the recorded writes."""
-    return [{"unit": w.id, "rows": w.rows, "parts": w.written} for w in written]
+    """The targets' receipts (:class:`~pipeline.output.records.UnitReceipt` as JSON,
+    ``{"unit", "rows", "parts"}``) of the recorded writes."""
+    return [UnitReceipt.of(w).to_json() for w in written]
 
 
 class TableJob:
@@ -109,9 +98,7 @@ class TableJob:
         self.job = job
         return Opened([], resumed=False)
 
-    def publish(
-        self, written: list[Written], totals: dict[str, Any], dead_letters: bytes
-    ) -> dict[str, Any]:
+    def publish(self, written: list[Written], totals: Totals, dead_letters: bytes) -> Receipt:
         """One commit makes every recorded part visible (table sinks keep no dead letters)."""
         assert self.job is not None, "the job is not open"
         self.job.state = "publishing"
@@ -120,22 +107,22 @@ class TableJob:
         halt("publishing")
         return self._publish(written)
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> Receipt:
         """Resumed in state ``publishing``: publish again (the target finds its commit)."""
         return self._publish(self.written())
 
-    def _publish(self, written: list[Written]) -> dict[str, Any]:
-        published = self.target.publish(self.state, receipts(written))
+    def _publish(self, written: list[Written]) -> Receipt:
+        assert self.job is not None, "the job is not open"
+        receipt = Receipt.of(self.job, self.target.publish(self.state, receipts(written)))
         halt("committed")
         self.store.remove()
         log.info(
             "bulkinfer: published %d rows into %s%s",
-            published.get("rows", 0),
+            receipt.rows_published,
             self.location,
-            " (already done by the interrupted run)" if published.get("already") else "",
+            " (already done by the interrupted run)" if receipt.already else "",
         )
-        assert self.job is not None, "the job is not open"
-        return summary(self.job, self.job.totals or {}, published)
+        return receipt
 
     def remove(self) -> None:
         """The job wrote nothing: drop what it staged and its record."""

@@ -1,4 +1,11 @@
-"""The plan: one frozen value the planner builds, the dry run prints and the runner executes."""
+"""The plan: one frozen value the planner builds, the dry run prints and the runner executes.
+
+A :class:`Plan` is what the job is (its steps, their params and settings, the columns after
+each, the config fingerprint) with its :class:`Layout`, how it runs on the cluster it was
+planned for (read tasks, blocks, map batch windows). The runner executes both unchanged; where
+it knows a work unit's rows it derives that unit's layout from them
+(:func:`pipeline.plan.shares.fit_windows`), never a new plan.
+"""
 
 from __future__ import annotations
 
@@ -59,6 +66,22 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How a plan runs on its cluster: the physical choices :mod:`pipeline.plan.shares` derives
+    from the plan's steps and the cluster's resources (the fingerprint covers none of them)."""
+
+    #: CPUs of each read and write task.
+    io_cpus: float
+    #: Read tasks the source is asked for (None: Ray's choice).
+    read_tasks: int | None = None
+    #: Rows per block after the read (None: as the source produces them).
+    rows_per_block: int | None = None
+    #: Rows per Ray map batch, by stage key (see :func:`pipeline.plan.shares.map_batch_rows`;
+    #: None: whole blocks, cut by the stage's wrapper).
+    map_batches: dict[str, int | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything the runner needs, decided and checked once (see the module docstring)."""
 
@@ -72,15 +95,10 @@ class Plan:
     #: :func:`pipeline.plan.fingerprints.dataflow`).
     dataflow: dict[str, Any]
     cluster: Cluster
-    #: CPUs of each read and write task.
-    io_cpus: float
-    #: Read tasks the source is asked for (None: Ray's choice).
-    read_tasks: int | None = None
-    #: Rows per block after the read (None: as the source produces them).
-    rows_per_block: int | None = None
+    #: How the job runs on ``cluster`` (read tasks, blocks, map batch windows).
+    layout: Layout
+    #: The planner's decisions as the dry run prints them (CPU shares, windows, blocks).
     notes: tuple[str, ...] = field(default=())
-    #: Rows per Ray map batch, by stage key (see :func:`pipeline.plan.shares.map_batch_rows`).
-    map_batches: dict[str, int | None] = field(default_factory=dict)
     #: The Arrow schema after each step, by step key ("source", "preprocessors[0]", ...); empty
     #: when the source can tell it only by reading (the runner then types the plan first).
     schemas: dict[str, Any] = field(default_factory=dict)
@@ -135,8 +153,8 @@ class Plan:
     def io(self) -> IOContext:
         """What read and write tasks get (see :class:`~pipeline.contract.plugin.IOContext`)."""
         return IOContext(
-            ray_remote_args=with_env({"num_cpus": self.io_cpus}, self.env_vars),
-            num_blocks=self.read_tasks,
+            ray_remote_args=with_env({"num_cpus": self.layout.io_cpus}, self.env_vars),
+            num_blocks=self.layout.read_tasks,
             fingerprint=self.fingerprint,
             unit_rows=self.run.unit_rows,
             unit_bytes=self.run.unit_bytes,

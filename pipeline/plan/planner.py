@@ -133,11 +133,8 @@ def plan_job(
         fingerprint=fingerprint(flow),
         dataflow=flow,
         cluster=cluster,
-        io_cpus=shared.io_cpus,
-        read_tasks=shared.read_tasks,
-        rows_per_block=shared.rows_per_block,
+        layout=shared.layout,
         notes=shared.notes,
-        map_batches=shared.map_batches,
         env_vars=env,
     )
     if inspect is None:

@@ -2,8 +2,10 @@
 
 The planner calls :func:`share_cluster` with the resources of the cluster the job will run on (the
 local machine's for the embedded Ray and for every dry run, the connected cluster's otherwise)
-and gets back every map stage with its CPU share and threads, the read's tasks and blocks, and
-the notes the plan prints. Nothing here imports Ray.
+and gets back every map stage with its CPU share and threads, the plan's
+:class:`~pipeline.plan.model.Layout` (the read's tasks and blocks, the map batch windows) and the
+notes the plan prints; :func:`fit_windows` fits the layout's windows to a known number of rows.
+Nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from pipeline.contract.errors import PlanError
 from pipeline.contract.settings import AUTO_MAX_ROWS, RaySettings, StageSettings
-from pipeline.plan.model import Cluster, Plan, Step
+from pipeline.plan.model import Cluster, Layout, Plan, Step
 
 #: Smallest CPU share the planner gives a worker before it refuses the plan instead.
 MIN_CPU_SHARE = 0.1
@@ -28,12 +30,8 @@ class Shares:
     """What :func:`share_cluster` decided."""
 
     maps: tuple[Step, ...]
-    io_cpus: float
-    read_tasks: int | None = None
-    rows_per_block: int | None = None
+    layout: Layout
     notes: tuple[str, ...] = field(default=())
-    #: Rows per Ray map batch, by stage key (None: whole blocks, cut by the stage's wrapper).
-    map_batches: dict[str, int | None] = field(default_factory=dict)
 
 
 def _fmt(n: float) -> str:
@@ -273,7 +271,7 @@ def share_cluster(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) ->
     notes.append(f"read/write tasks: {_fmt(io_cpus)} CPU each")
     read_tasks = max(1, math.floor(free / io_cpus + 1e-9))
     check_placement(tuple(planned), cluster)
-    return _blocks(Shares(tuple(planned), io_cpus, notes=tuple(notes)), read_tasks)
+    return _blocks(Shares(tuple(planned), Layout(io_cpus), notes=tuple(notes)), read_tasks)
 
 
 def map_batch_rows(step: Step) -> int | None:
@@ -290,8 +288,8 @@ def map_batch_rows(step: Step) -> int | None:
     return max(base, math.ceil(SORT_WINDOW_ROWS / base) * base)
 
 
-def fit_windows(plan: Plan, rows: int) -> Plan:
-    """``plan`` for one work unit of ``rows`` rows: each actor stage that sorts by length gets
+def fit_windows(plan: Plan, rows: int) -> Layout:
+    """``plan``'s layout for ``rows`` rows: each actor stage that sorts by length gets
     equal windows, as many for each of its actors (``stage.concurrency``, the lower bound of an
     autoscaling pool), each at most the planned window and a whole number of model batches (or
     less than one batch, where the unit holds less than a batch for each actor). The read's
@@ -300,13 +298,14 @@ def fit_windows(plan: Plan, rows: int) -> Plan:
     Without it, 4,000 rows made one 4,096-row window that one actor of two embedded alone
     (74.6 s against 56.2 s for one actor, benchmarks/RESULTS.md); 20,000 rows made five
     windows, three for one actor and two for the other. A stage without a fixed batch size
-    (``auto``, ``null``) keeps the planned size.
+    (``auto``, ``null``) keeps the planned size. Returns ``plan.layout`` itself for no rows.
     """
+    layout = plan.layout
     if rows <= 0:
-        return plan
-    batches = dict(plan.map_batches)
+        return layout
+    batches = dict(layout.map_batches)
     for step in plan.maps:
-        s, window = step.stage, plan.map_batches.get(step.key)
+        s, window = step.stage, layout.map_batches.get(step.key)
         if not (window and s.compute == "actors" and isinstance(s.batch_size, int)):
             continue
         if not step.plugin.sorts_by_length():
@@ -318,10 +317,10 @@ def fit_windows(plan: Plan, rows: int) -> Plan:
             size = math.ceil(size / s.batch_size) * s.batch_size
         batches[step.key] = min(window, size)
     first = plan.maps[0].key if plan.maps else None
-    blocks = plan.rows_per_block
-    if blocks and first is not None and blocks == plan.map_batches.get(first):
+    blocks = layout.rows_per_block
+    if blocks and first is not None and blocks == layout.map_batches.get(first):
         blocks = batches[first]
-    return replace(plan, map_batches=batches, rows_per_block=blocks)
+    return replace(layout, map_batches=batches, rows_per_block=blocks)
 
 
 def _windows(plan: Shares) -> Shares:
@@ -335,7 +334,7 @@ def _windows(plan: Shares) -> Shares:
                 f"{step.key}: {pool} sorted by length, model batches of "
                 f"{step.stage.batch_size} rows"
             )
-    return replace(plan, map_batches=batches, notes=tuple(notes))
+    return replace(plan, layout=replace(plan.layout, map_batches=batches), notes=tuple(notes))
 
 
 def _blocks(plan: Shares, read_tasks: int) -> Shares:
@@ -359,13 +358,15 @@ def _blocks(plan: Shares, read_tasks: int) -> Shares:
         return plan
     if first.stage.compute == "tasks":
         note = f"blocks: read in up to {read_tasks} task(s), each fused with {first.key}'s tasks"
-        return replace(plan, read_tasks=read_tasks, notes=(*plan.notes, note))
-    rows = plan.map_batches[first.key]
+        layout = replace(plan.layout, read_tasks=read_tasks)
+        return replace(plan, layout=layout, notes=(*plan.notes, note))
+    rows = plan.layout.map_batches[first.key]
     note = (
         f"blocks: read in up to {read_tasks} task(s), cut into blocks of up to {rows} rows "
         f"(one map batch of {first.key})"
     )
-    return replace(plan, rows_per_block=rows, read_tasks=read_tasks, notes=(*plan.notes, note))
+    layout = replace(plan.layout, rows_per_block=rows, read_tasks=read_tasks)
+    return replace(plan, layout=layout, notes=(*plan.notes, note))
 
 
 def worker_resources(stage: StageSettings) -> dict[str, float]:

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.subprocess  # every test here runs the command line
 @pytest.fixture(scope="module")
 def default_job(tmp_path_factory):
     """`python -m pipeline` with no arguments (only the Hydra run folder moved to a temp dir)."""
-    from tests.conftest import run_cli
+    from conftest import run_cli
 
     run_dir = tmp_path_factory.mktemp("run")
     done = run_cli(f"hydra.run.dir={run_dir}")

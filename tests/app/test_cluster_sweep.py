@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_cli
 
 from pipeline.app.metrics import METRICS_FILE
-from tests.conftest import run_cli
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.server]  # `ray start`, then the command line
 

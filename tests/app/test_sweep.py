@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from pipeline.app.metrics import METRICS_FILE, write_metrics
 from pipeline.app.sweep import (
@@ -23,7 +24,6 @@ from pipeline.app.sweep import (
     summarize,
     throughput_figure,
 )
-from tests.conftest import run_cli
 
 pytestmark = pytest.mark.subprocess  # every test here runs the command line
 

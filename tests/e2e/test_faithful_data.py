@@ -57,9 +57,7 @@ def _kit():
     install_kit()  # before ray_session starts Ray, so its workers import the kit too
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _ray(ray_session):
-    return ray_session
+pytestmark = pytest.mark.usefixtures("ray_session")  # one local Ray for the module
 
 
 def kit_stage(log_dir, **params) -> dict:

@@ -30,7 +30,6 @@ from image_samples import (
 from pipeline.app.main import run_with_overrides
 from pipeline.contract.errors import BulkInferError
 from plugins.samples.images import write_image
-from plugins.samples.models import build_image_classifier, build_image_encoder
 from plugins.sources.image_decode import decode_image, image_column_type
 
 BASE = ["source=images", "~predictor", "sink=parquet", "run.progress=false"]
@@ -44,16 +43,6 @@ def tree(tmp_path_factory) -> tuple[Path, list]:
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory, tree) -> tuple[Path, list]:
     return clean_copy(tree, tmp_path_factory.mktemp("clean") / "images")
-
-
-@pytest.fixture(scope="module")
-def classifier_folder(tmp_path_factory):
-    return build_image_classifier(tmp_path_factory.mktemp("models") / "classifier")
-
-
-@pytest.fixture(scope="module")
-def encoder_folder(tmp_path_factory):
-    return build_image_encoder(tmp_path_factory.mktemp("models") / "encoder")
 
 
 # -- source=images ---------------------------------------------------------------------------------
@@ -223,13 +212,13 @@ class TestImageClassificationContract(PredictorContract):
     stage = {"concurrency": 1, "batch_size": 4}
 
     @pytest.fixture(scope="class")
-    def params(self, classifier_folder):
-        return {"model": str(classifier_folder)}
+    def params(self, image_classifier_folder):
+        return {"model": str(image_classifier_folder)}
 
-    def test_each_label_is_the_pipelines_for_that_imagealone(self, output, classifier_folder):
+    def test_each_label_is_the_pipelines_for_that_imagealone(self, output, image_classifier_folder):
         from transformers import pipeline
 
-        pipe = pipeline("image-classification", model=str(classifier_folder), device="cpu")
+        pipe = pipeline("image-classification", model=str(image_classifier_folder), device="cpu")
         got = {r["id"]: (r["label"], r["score"]) for r in output.to_pylist()}
         for i, image in enumerate(PICTURES):
             (best,) = pipeline_alone(pipe, image, top_k=1)
@@ -246,15 +235,15 @@ class TestImageEmbeddingContract(PredictorContract):
     stage = {"concurrency": 1, "batch_size": 4}
 
     @pytest.fixture(scope="class")
-    def params(self, encoder_folder):
-        return {"model": str(encoder_folder)}
+    def params(self, image_encoder_folder):
+        return {"model": str(image_encoder_folder)}
 
     def test_each_vector_is_the_pipelines_pooled_output_for_that_image(
-        self, output, encoder_folder
+        self, output, image_encoder_folder
     ):
         from transformers import pipeline
 
-        pipe = pipeline("image-feature-extraction", model=str(encoder_folder), device="cpu")
+        pipe = pipeline("image-feature-extraction", model=str(image_encoder_folder), device="cpu")
         got = {r["id"]: r["embedding"] for r in output.to_pylist()}
         for i, image in enumerate(PICTURES):
             alone = np.asarray(pipeline_alone(pipe, image, pool=True), dtype=np.float32)[0]
@@ -265,17 +254,17 @@ class TestImageEmbeddingContract(PredictorContract):
 
 
 def test_the_image_classification_experiment_labels_every_image_as_the_model_alone_does(
-    ray_session, clean, tmp_path
+    ray_session, clean, torch_resnet_files, tmp_path
 ):
     """images -> image_transform tasks -> torch_module ResNet actors -> Parquet, compared with
     decoding, transforming and running the same ResNet on each file by hand."""
     import torch
 
     from plugins.preprocessors.image_ops import ImageTransform, TransformSpec
-    from plugins.samples.models import IMAGE_LABELS, build_torch_resnet
+    from plugins.samples.models import IMAGE_LABELS
 
     folder, readable = clean
-    model = build_torch_resnet(tmp_path / "resnet")
+    model = torch_resnet_files
     out = tmp_path / "out"
     result = run_with_overrides(
         [

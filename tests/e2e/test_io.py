@@ -16,9 +16,7 @@ from pipeline.contract.errors import ColumnNotFoundError, DataError
 ROWS = [{"id": i, "text": f"sentence number {i}"} for i in range(12)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _ray(ray_session):
-    return ray_session
+pytestmark = pytest.mark.usefixtures("ray_session")  # one local Ray for the module
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
-from kit import install_kit
+from kit import install_kit, job_config
 
 from pipeline.contract.errors import DataError
 from pipeline.execute.compile import typed_by_first_batch
@@ -30,18 +30,11 @@ def _kit():
     install_kit()  # before ray_session starts Ray, so its workers import the kit too
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _ray(ray_session):
-    return ray_session
+pytestmark = pytest.mark.usefixtures("ray_session")  # one local Ray for the module
 
 
 def job(sink: dict[str, Any], **shout: Any) -> dict[str, Any]:
-    return {
-        "source": {"type": "items", "params": {"items": ROWS}},
-        "predictor": {"type": "kit_shout", "params": shout},
-        "sink": sink,
-        "run": {"progress": False},
-    }
+    return job_config(ROWS, predictor={"type": "kit_shout", "params": shout}, sink=sink)
 
 
 def test_the_added_column_is_typed_from_the_first_batch_and_written(tmp_path):

@@ -10,12 +10,7 @@ import pytest
 
 from pipeline.execute import ray_internals
 
-pytestmark = pytest.mark.ray  # each hook on a real Ray
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _ray(ray_session):
-    return ray_session
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]  # each hook on a real Ray
 
 
 def test_streaming_repartition_cuts_blocks_inside_the_read():

@@ -14,12 +14,12 @@ from pipeline.contract.sink import FileOutput
 from pipeline.contract.source import WorkUnit
 from pipeline.output.progress import Progress, ranges_of, row_id
 from pipeline.output.publish import _assemble, finish_publishing, prepare, publish
-from pipeline.output.records import Written, config_changes
+from pipeline.output.records import Totals, Written, config_changes
 from pipeline.output.staging import MANIFEST, STAGING_SUFFIX, Staging
 from pipeline.plan.planner import plan_job
 
 UNITS = [WorkUnit("00000", {"rows": [0, 2]}), WorkUnit("00001", {"rows": [2, 4]})]
-TOTALS = {"rows_in": 4, "rows_out": 4, "rows_set_aside": 0, "set_aside": {}, "stages": {}}
+TOTALS = Totals(rows_in=4, rows_out=4)
 DATAFLOW = {"predictor": {"type": "m", "params": {"normalize": False}}}
 
 
@@ -49,8 +49,8 @@ def test_a_run_publishes_the_recorded_files_and_a_manifest_only_at_the_end(tmp_p
     assert sorted(p.name for p in Path(out.path).iterdir()) == sorted(
         [MANIFEST, "p0.txt", "p1.txt"]
     )
-    assert (manifest["rows_in"], manifest["rows_out"], manifest["fingerprint"]) == (4, 4, "fp1")
-    assert json.loads(Path(out.path, MANIFEST).read_text()) == manifest
+    assert (manifest.rows_in, manifest.rows_out, manifest.fingerprint) == (4, 4, "fp1")
+    assert json.loads(Path(out.path, MANIFEST).read_text()) == manifest.to_json()
     assert not Path(out.path + STAGING_SUFFIX).exists()
 
 
@@ -107,7 +107,7 @@ def test_a_publish_killed_half_way_is_finished_by_resume(tmp_path):
     staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
     records = [write_part(staging, f"p{u}", u) for u in range(2)]
     part = _assemble(staging, records, TOTALS, "")  # files moved into publish/, then it dies
-    staging.write_json(staging.path("publish", MANIFEST), {"rows_out": part["run"]["rows_out"]})
+    staging.write_json(staging.path("publish", MANIFEST), {"rows_out": part.run.totals.rows_out})
     staging.set_state("publishing")
     again = prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
     finish_publishing(again.staging)
@@ -157,3 +157,32 @@ def test_the_fingerprint_ignores_how_a_stage_runs_but_not_what_it_computes():
     base = plan().fingerprint
     assert plan(concurrency=2, num_cpus=0.5, max_error_rate=0.5).fingerprint == base
     assert plan(on_error="skip").fingerprint != base
+
+
+def test_append_onto_an_output_the_previous_version_published_keeps_its_manifest(tmp_path):
+    out = output(tmp_path, "append")
+    Path(out.path).mkdir()
+    Path(out.path, "old.txt").write_text("x\ny\n")
+    run = {"run_id": "20261126T041139-4c3881", "fingerprint": "fp1", "parts": 1}
+    run |= {"finished_at": "2026-11-26T04:12:02+00:00", **TOTALS.to_json(), "rows_out": 2}
+    previous = {
+        "format": "bulkinfer-manifest/1",
+        "fingerprint": "fp1",
+        "location": out.location,
+        "mode": "append",
+        "rows_in": 4,
+        "rows_out": 2,
+        "rows_set_aside": 0,
+        "set_aside": {},
+        "files": [{"path": "old.txt", "rows": 2}],
+        "error_files": [],
+        "runs": [run],
+    }
+    Path(out.path, MANIFEST).write_text(json.dumps(previous, indent=2, sort_keys=True) + "\n")
+    staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
+    records = [write_part(staging, f"p{u}", u) for u in range(2)]
+    publish(staging, records, TOTALS)
+    stored = json.loads(Path(out.path, MANIFEST).read_text())
+    assert set(stored) == set(previous) and stored["runs"][0] == run
+    assert (stored["rows_in"], stored["rows_out"], len(stored["runs"])) == (8, 6, 2)
+    assert stored["files"][0] == {"path": "old.txt", "rows": 2} and len(stored["files"]) == 3

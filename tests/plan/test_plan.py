@@ -119,7 +119,8 @@ def test_configs_cannot_name_python_code_to_instantiate(where):
 def test_the_seeds_two_actor_pool_shares_two_cpus_and_leaves_room_for_io():
     plan = planned(config(concurrency=2), cluster(2))
     assert plan.maps[0].stage.num_cpus == 0.5
-    assert plan.io_cpus == 1.0  # a whole CPU: Ray Data's own tasks (file listing) ask for one
+    # A whole CPU for I/O: Ray Data's own tasks (file listing) ask for one.
+    assert plan.layout.io_cpus == 1.0
 
 
 def test_actor_pools_that_would_starve_reads_and_writes_are_refused_with_what_to_change():
@@ -160,7 +161,7 @@ def test_the_seeds_memory_variant_fits_a_big_node():
     # 5 CPUs per actor, 3 actors: the seed's "at most 3 per 16-CPU node".
     plan = planned(config(num_cpus=5, concurrency=3), cluster(16))
     assert plan.maps[0].stage.num_cpus == 5
-    assert plan.io_cpus == 1.0
+    assert plan.layout.io_cpus == 1.0
 
 
 def test_blocks_are_cut_to_a_map_batch_for_a_first_stage_of_actors(booster):
@@ -168,8 +169,9 @@ def test_blocks_are_cut_to_a_map_batch_for_a_first_stage_of_actors(booster):
     cfg["predictor"] = {"type": "xgboost", "params": {"model": booster}}
     cfg["predictor"]["stage"] = {"compute": "actors", "batch_size": 16}
     plan = planned(cfg, cluster(2))
-    assert plan.rows_per_block == 16 == plan.map_batches["predictor"]  # one batch per block
-    assert plan.read_tasks == 1
+    # One map batch per block.
+    assert plan.layout.rows_per_block == 16 == plan.layout.map_batches["predictor"]
+    assert plan.layout.read_tasks == 1
 
 
 @pytest.mark.parametrize("batch_size", [16, 64, 256, 5000])
@@ -181,10 +183,10 @@ def test_the_batch_size_a_user_sets_is_the_model_batch_and_the_sort_window_the_p
     from pipeline.plan.shares import SORT_WINDOW_ROWS
 
     plan = planned(config(batch_size=batch_size), cluster(2))
-    window = plan.map_batches["predictor"]
+    window = plan.layout.map_batches["predictor"]
     assert plan.maps[0].stage.batch_size == batch_size  # the model's batch, as set
     assert window >= SORT_WINDOW_ROWS and window % batch_size == 0
-    assert plan.rows_per_block == window
+    assert plan.layout.rows_per_block == window
     assert any(f"model batches of {batch_size} rows" in note for note in plan.notes)
 
 
@@ -212,26 +214,29 @@ def test_a_unit_of_known_size_is_cut_into_equal_windows_for_every_actor(
     assert cut == windows
     assert len(cut) % concurrency == 0
     assert window % batch_size == 0 or window < batch_size  # whole batches, or less than one
-    assert window <= plan.map_batches["predictor"]
+    assert window <= plan.layout.map_batches["predictor"]
     assert fitted.rows_per_block == window  # the read's blocks are the windows
-    assert fitted.maps == plan.maps and fitted.notes == plan.notes
+    # A layout for the rows: the read's tasks and CPUs as planned.
+    assert (fitted.io_cpus, fitted.read_tasks) == (plan.layout.io_cpus, plan.layout.read_tasks)
 
 
 def test_windows_are_kept_where_the_rows_are_unknown_or_the_stage_does_not_sort(booster):
     from pipeline.plan.shares import fit_windows
 
-    assert fit_windows(planned(config(batch_size=64)), 0).map_batches["predictor"] == 4096
+    unknown = planned(config(batch_size=64))
+    assert fit_windows(unknown, 0) is unknown.layout
+    assert unknown.layout.map_batches["predictor"] == 4096
     cfg = config(batch_size=16)
     cfg["predictor"] = {"type": "xgboost", "params": {"model": booster}}
     cfg["predictor"]["stage"] = {"compute": "actors", "batch_size": 16, "concurrency": 2}
     plan = planned(cfg, cluster(4))
-    assert fit_windows(plan, 4000).map_batches == plan.map_batches == {"predictor": 16}
+    assert fit_windows(plan, 4000).map_batches == plan.layout.map_batches == {"predictor": 16}
 
 
 def test_a_first_stage_of_tasks_leaves_blocks_whole_so_it_fuses_with_the_read():
     plan = planned(config(compute="tasks", batch_size=16), cluster(2))
-    assert plan.rows_per_block is None  # the tasks cut their blocks into batches themselves
-    assert plan.read_tasks == 2
+    assert plan.layout.rows_per_block is None  # the tasks cut their blocks into batches
+    assert plan.layout.read_tasks == 2
     assert any("fused with predictor" in note for note in plan.notes)
 
 
@@ -240,7 +245,7 @@ def test_task_stages_get_no_more_cpu_than_the_actor_pools_leave():
     assert tasks_only.maps[0].stage.num_cpus == 1.0
     pooled = planned(config(concurrency=2), cluster(2))
     held = sum(s.stage.num_cpus * s.stage.min_workers for s in pooled.maps)
-    assert held + pooled.io_cpus <= 2
+    assert held + pooled.layout.io_cpus <= 2
 
 
 def test_an_explicit_task_cpu_request_that_cannot_fit_beside_the_actors_is_refused():

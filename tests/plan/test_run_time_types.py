@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from kit import install_kit
+from kit import install_kit, job_config
 
 from pipeline.contract.errors import ColumnNotFoundError, DataError, PlanError
 from pipeline.contract.stage import MapStage, Predictor
@@ -29,13 +29,13 @@ def _kit():
 
 
 def job(sink: dict[str, Any], *, preprocessors=(), predictor=None, **run) -> dict[str, Any]:
-    return {
-        "source": {"type": "items", "params": {"items": ROWS}},
-        "preprocessors": list(preprocessors),
-        "predictor": predictor or {"type": "kit_shout", "params": {}},
-        "sink": sink,
-        "run": {"dry_run": True, "progress": False, **run},
-    }
+    return job_config(
+        ROWS,
+        preprocessors=list(preprocessors),
+        predictor=predictor or {"type": "kit_shout", "params": {}},
+        sink=sink,
+        run={"dry_run": True, "progress": False, **run},
+    )
 
 
 def parquet(tmp_path) -> dict[str, Any]:

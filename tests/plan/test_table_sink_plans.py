@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit import job_config
 
 from pipeline.contract.errors import ConfigError, DataError
 from pipeline.contract.source import WorkUnit
@@ -34,11 +35,7 @@ def sinks(where: Path) -> dict[str, dict[str, Any]]:
 
 
 def config(sink: str, params: dict[str, Any], **run: Any) -> dict[str, Any]:
-    return {
-        "source": {"type": "items", "params": {"items": ROWS}},
-        "sink": {"type": sink, "params": params},
-        "run": {"progress": False, **run},
-    }
+    return job_config(ROWS, sink={"type": sink, "params": params}, run={"progress": False, **run})
 
 
 @pytest.mark.parametrize("sink", ["lance", "iceberg", "sql"])

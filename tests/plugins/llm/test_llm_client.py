@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
-from fault_proxy import Fault, FaultProxy
+from fault_proxy import Fault
 
 from pipeline.contract.errors import ColumnNotFoundError, ConfigError, DataError
 from plugins.llm.client import (
@@ -41,15 +41,9 @@ LABEL_SCHEMA = {
 }
 
 
-@pytest.fixture
-def proxy(llm_server):
-    with FaultProxy(llm_server.base_url, lifetime_s=120) as proxy:
-        yield proxy
-
-
-def params(proxy, llm_server, **changes) -> OpenAIChatParams:
+def params(llm_proxy, llm_server, **changes) -> OpenAIChatParams:
     settings = {"max_tokens": 16, "temperature": 0, **changes}
-    return OpenAIChatParams(base_url=proxy.base_url, model=llm_server.model, **settings)
+    return OpenAIChatParams(base_url=llm_proxy.base_url, model=llm_server.model, **settings)
 
 
 def run(
@@ -73,8 +67,8 @@ def rows(n: int) -> list[dict]:
     return [{"text": f"row-{i} tell me something"} for i in range(n)]
 
 
-def test_rows_are_answered_concurrently_in_input_order_with_token_counts(llm_server, proxy):
-    p = params(proxy, llm_server, max_concurrent_requests=4)
+def test_rows_are_answered_concurrently_in_input_order_with_token_counts(llm_server, llm_proxy):
+    p = params(llm_proxy, llm_server, max_concurrent_requests=4)
     results, counters = run(p, rows(12))
     assert [r.text for r in results] == [CHAT_REPLY] * 12
     assert all(r.finish_reason == "stop" and r.attempts == 1 for r in results)
@@ -83,31 +77,31 @@ def test_rows_are_answered_concurrently_in_input_order_with_token_counts(llm_ser
     assert counters["rows_ok"] == 12 and counters["rows_failed"] == 0
     assert counters["prompt_tokens"] == sum(r.prompt_tokens for r in results)
     assert counters["completion_tokens"] == sum(r.completion_tokens for r in results)
-    assert 1 < proxy.max_in_flight <= 4  # several at once, never more than allowed
-    assert proxy.clean_answers() == {f"row-{i}": 1 for i in range(12)}
+    assert 1 < llm_proxy.max_in_flight <= 4  # several at once, never more than allowed
+    assert llm_proxy.clean_answers() == {f"row-{i}": 1 for i in range(12)}
 
 
-def test_each_row_is_put_in_its_own_request(llm_server, proxy):
-    p = params(proxy, llm_server, system_prompt="Answer about {topic}.", prompt="{text}")
+def test_each_row_is_put_in_its_own_request(llm_server, llm_proxy):
+    p = params(llm_proxy, llm_server, system_prompt="Answer about {topic}.", prompt="{text}")
     results, _ = run(p, [{"text": "row-0 a", "topic": "cats"}, {"text": "row-1 b", "topic": "x"}])
     # The server's prompt counts differ with the system prompt's words: one request per row.
     assert results[0].prompt_tokens != results[1].prompt_tokens
 
 
-def test_completions_endpoint_and_max_tokens(llm_server, proxy):
-    p = params(proxy, llm_server, endpoint="completions", max_tokens=2)
+def test_completions_endpoint_and_max_tokens(llm_server, llm_proxy):
+    p = params(llm_proxy, llm_server, endpoint="completions", max_tokens=2)
     results, counters = run(p, rows(3))
     assert all(r.finish_reason == "length" and r.completion_tokens == 2 for r in results)
     assert counters["completion_tokens"] == 6
 
 
-def test_a_stop_string_ends_the_text_and_is_not_part_of_it(llm_server, proxy):
-    results, _ = run(params(proxy, llm_server, stop="positive"), rows(2))
+def test_a_stop_string_ends_the_text_and_is_not_part_of_it(llm_server, llm_proxy):
+    results, _ = run(params(llm_proxy, llm_server, stop="positive"), rows(2))
     assert [r.text for r in results] == ['{"label": "'] * 2
 
 
-def test_every_fault_kind_is_retried_and_every_row_answered_exactly_once(llm_server, proxy):
-    proxy.script(
+def test_every_fault_kind_is_retried_and_every_row_answered_exactly_once(llm_server, llm_proxy):
+    llm_proxy.script(
         {
             2: Fault.http(429, retry_after="0"),
             4: Fault.http(500),
@@ -117,7 +111,7 @@ def test_every_fault_kind_is_retried_and_every_row_answered_exactly_once(llm_ser
             9: Fault.slow(3.0),  # past timeout_s: the client gives up and retries
         }
     )
-    results, counters = run(params(proxy, llm_server, timeout_s=1.5), rows(10))
+    results, counters = run(params(llm_proxy, llm_server, timeout_s=1.5), rows(10))
     assert [r.text for r in results] == [CHAT_REPLY] * 10
     assert counters["retries"] == 6
     assert counters["requests"] == 16
@@ -127,15 +121,15 @@ def test_every_fault_kind_is_retried_and_every_row_answered_exactly_once(llm_ser
     assert counters["retries_connection"] == 1
     assert counters["retries_timeout"] == 1
     assert sum(r.attempts for r in results) == 16
-    assert proxy.clean_answers() == {f"row-{i}": 1 for i in range(10)}
-    assert proxy.outcomes()["status"] == 3
+    assert llm_proxy.clean_answers() == {f"row-{i}": 1 for i in range(10)}
+    assert llm_proxy.outcomes()["status"] == 3
 
 
-def test_retry_after_is_honoured(llm_server, proxy):
-    proxy.add_rule(lambda body: b"row-1 " in body, Fault.http(429, retry_after="1"))
-    results, counters = run(params(proxy, llm_server), rows(2))
+def test_retry_after_is_honoured(llm_server, llm_proxy):
+    llm_proxy.add_rule(lambda body: b"row-1 " in body, Fault.http(429, retry_after="1"))
+    results, counters = run(params(llm_proxy, llm_server), rows(2))
     assert all(r.ok for r in results) and counters["retries_rate_limited"] == 1
-    row1 = [r.arrived for r in proxy.records if r.key == "row-1"]
+    row1 = [r.arrived for r in llm_proxy.records if r.key == "row-1"]
     assert len(row1) == 2 and row1[1] - row1[0] >= 1.0
 
 
@@ -161,9 +155,9 @@ def test_backoff_grows_exponentially_within_jitter_bounds():
     assert policy.wait(0, 10_000.0, rng) <= policy.max_retry_after_s * 1.1
 
 
-def test_a_row_that_fails_every_retry_fails_alone(llm_server, proxy):
-    proxy.add_rule(lambda body: b"row-3 " in body, Fault.http(503), times=None)
-    results, counters = run(params(proxy, llm_server), rows(6), RetryPolicy(2, base_s=0.01))
+def test_a_row_that_fails_every_retry_fails_alone(llm_server, llm_proxy):
+    llm_proxy.add_rule(lambda body: b"row-3 " in body, Fault.http(503), times=None)
+    results, counters = run(params(llm_proxy, llm_server), rows(6), RetryPolicy(2, base_s=0.01))
     failed = [i for i, r in enumerate(results) if not r.ok]
     assert failed == [3]
     error = results[3].error
@@ -171,50 +165,50 @@ def test_a_row_that_fails_every_retry_fails_alone(llm_server, proxy):
     assert "gave up after 3 requests" in str(error) and "HTTP 503" in str(error)
     assert results[3].attempts == 3
     assert counters["rows_failed"] == 1 and counters["rows_ok"] == 5
-    assert len([r for r in proxy.records if r.key == "row-3"]) == 3
-    assert proxy.clean_answers() == {f"row-{i}": 1 for i in range(6) if i != 3}
+    assert len([r for r in llm_proxy.records if r.key == "row-3"]) == 3
+    assert llm_proxy.clean_answers() == {f"row-{i}": 1 for i in range(6) if i != 3}
 
 
-def test_a_request_the_server_refuses_is_not_retried(llm_server, proxy):
+def test_a_request_the_server_refuses_is_not_retried(llm_server, llm_proxy):
     # transformers serve answers 422 to a field it does not know.
-    results, counters = run(params(proxy, llm_server, extra_body={"no_such_field": 1}), rows(2))
+    results, counters = run(params(llm_proxy, llm_server, extra_body={"no_such_field": 1}), rows(2))
     assert all(isinstance(r.error, RowFailedError) and r.attempts == 1 for r in results)
     assert "HTTP 422" in str(results[0].error) and "no_such_field" in str(results[0].error)
     assert counters["retries"] == 0
 
 
 def test_a_refused_key_stops_the_job_naming_the_variable_never_the_key(
-    llm_server, proxy, monkeypatch
+    llm_server, llm_proxy, monkeypatch
 ):
     monkeypatch.setenv("BULKINFER_TEST_KEY", "sk-test-SECRET-123")
-    proxy.add_rule(lambda body: True, Fault.http(401), times=None)
-    p = params(proxy, llm_server, api_key_env="BULKINFER_TEST_KEY")
+    llm_proxy.add_rule(lambda body: True, Fault.http(401), times=None)
+    p = params(llm_proxy, llm_server, api_key_env="BULKINFER_TEST_KEY")
     with pytest.raises(ConfigError) as caught:
         run(p, rows(3))
     assert caught.value.key == "predictor.params.api_key_env"
     assert "BULKINFER_TEST_KEY" in str(caught.value)
     assert "SECRET" not in str(caught.value)
-    assert {r.authorization for r in proxy.records} == {"Bearer sk-test-SECRET-123"}
+    assert {r.authorization for r in llm_proxy.records} == {"Bearer sk-test-SECRET-123"}
     assert "SECRET" not in repr(ClientSettings.from_params(p))
 
 
-def test_structured_output_becomes_columns(llm_server, proxy):
-    results, counters = run(params(proxy, llm_server, response_format=LABEL_SCHEMA), rows(3))
+def test_structured_output_becomes_columns(llm_server, llm_proxy):
+    results, counters = run(params(llm_proxy, llm_server, response_format=LABEL_SCHEMA), rows(3))
     assert [r.columns for r in results] == [{"label": "positive"}] * 3
     assert counters["rows_ok"] == 3
 
 
-def test_a_reply_that_breaks_the_schema_fails_its_row_without_a_retry(llm_server, proxy):
+def test_a_reply_that_breaks_the_schema_fails_its_row_without_a_retry(llm_server, llm_proxy):
     schema = {**LABEL_SCHEMA, "properties": {"label": {"enum": ["negative"]}}}
-    results, counters = run(params(proxy, llm_server, response_format=schema), rows(2))
+    results, counters = run(params(llm_proxy, llm_server, response_format=schema), rows(2))
     assert all(isinstance(r.error, StructuredOutputError) for r in results)
     assert "does not match response_format at label" in str(results[0].error)
     assert results[0].text == CHAT_REPLY  # kept, for the dead-letter record
     assert counters["retries"] == 0 and counters["rows_failed"] == 2
 
 
-def test_a_reply_that_is_not_json_fails_its_row(llm_server, proxy):
-    p = params(proxy, llm_server, response_format=LABEL_SCHEMA, stop=["positive"])
+def test_a_reply_that_is_not_json_fails_its_row(llm_server, llm_proxy):
+    p = params(llm_proxy, llm_server, response_format=LABEL_SCHEMA, stop=["positive"])
     results, _ = run(p, rows(1))
     assert isinstance(results[0].error, StructuredOutputError)
     assert "not JSON" in str(results[0].error)
@@ -223,16 +217,16 @@ def test_a_reply_that_is_not_json_fails_its_row(llm_server, proxy):
 # -- what the replies say: finish_reason, content: null --------------------------------------
 
 
-def test_a_reply_cut_at_max_tokens_is_kept_and_counted_by_default(llm_server, proxy):
-    results, counters = run(params(proxy, llm_server, max_tokens=2), rows(3))
+def test_a_reply_cut_at_max_tokens_is_kept_and_counted_by_default(llm_server, llm_proxy):
+    results, counters = run(params(llm_proxy, llm_server, max_tokens=2), rows(3))
     assert all(r.ok and r.text for r in results)
     assert [(r.finish_reason, r.completion_tokens) for r in results] == [("length", 2)] * 3
     assert counters["rows_truncated"] == 3
     assert counters["rows_ok"] == 3 and counters["rows_failed"] == 0
 
 
-def test_on_truncated_fail_makes_a_cut_reply_a_row_error_naming_max_tokens(llm_server, proxy):
-    p = params(proxy, llm_server, max_tokens=2, on_truncated="fail")
+def test_on_truncated_fail_makes_a_cut_reply_a_row_error_naming_max_tokens(llm_server, llm_proxy):
+    p = params(llm_proxy, llm_server, max_tokens=2, on_truncated="fail")
     results, counters = run(p, rows(2))
     assert all(isinstance(r.error, TruncatedReplyError) for r in results)
     assert all(r.text and r.finish_reason == "length" for r in results)  # kept beside the error
@@ -245,14 +239,14 @@ def test_on_truncated_fail_makes_a_cut_reply_a_row_error_naming_max_tokens(llm_s
     assert counters["rows_ok"] == 0 and counters["requests"] == 2  # not retried
 
 
-def test_a_reply_that_ends_normally_is_not_truncated_under_on_truncated_fail(llm_server, proxy):
-    results, counters = run(params(proxy, llm_server, on_truncated="fail"), rows(2))
+def test_a_reply_that_ends_normally_is_not_truncated_under_on_truncated_fail(llm_server, llm_proxy):
+    results, counters = run(params(llm_proxy, llm_server, on_truncated="fail"), rows(2))
     assert [(r.ok, r.finish_reason) for r in results] == [(True, "stop")] * 2
     assert counters["rows_truncated"] == 0
 
 
-def test_a_structured_reply_cut_at_max_tokens_says_so_and_names_the_key(llm_server, proxy):
-    p = params(proxy, llm_server, response_format=LABEL_SCHEMA, max_tokens=3)
+def test_a_structured_reply_cut_at_max_tokens_says_so_and_names_the_key(llm_server, llm_proxy):
+    p = params(llm_proxy, llm_server, response_format=LABEL_SCHEMA, max_tokens=3)
     results, counters = run(p, rows(1))
     error = results[0].error
     assert isinstance(error, StructuredOutputError)
@@ -263,10 +257,10 @@ def test_a_structured_reply_cut_at_max_tokens_says_so_and_names_the_key(llm_serv
     assert counters["rows_truncated"] == 1 and counters["rows_failed"] == 1
 
 
-def test_content_null_is_a_row_error_not_an_empty_answer(llm_server, proxy):
-    proxy.add_rule(lambda body: b"row-1 " in body, Fault.answer(None))
-    proxy.add_rule(lambda body: b"row-2 " in body, Fault.answer(None, finish_reason="length"))
-    results, counters = run(params(proxy, llm_server), rows(4))
+def test_content_null_is_a_row_error_not_an_empty_answer(llm_server, llm_proxy):
+    llm_proxy.add_rule(lambda body: b"row-1 " in body, Fault.answer(None))
+    llm_proxy.add_rule(lambda body: b"row-2 " in body, Fault.answer(None, finish_reason="length"))
+    results, counters = run(params(llm_proxy, llm_server), rows(4))
     assert [r.ok for r in results] == [True, False, False, True]
     assert isinstance(results[1].error, NoContentError) and results[1].text is None
     assert str(results[1].error) == "the server returned no content (finish_reason=stop)"
@@ -302,17 +296,21 @@ OPENAI_BILLING = {
         (429, {"message": "You exceeded your current quota, please check your plan."}),
     ],
 )
-def test_an_exhausted_quota_fails_the_job_at_once_without_retries(llm_server, proxy, status, error):
-    proxy.add_rule(lambda body: True, Fault.http(status, retry_after="0", error=error), times=None)
+def test_an_exhausted_quota_fails_the_job_at_once_without_retries(
+    llm_server, llm_proxy, status, error
+):
+    llm_proxy.add_rule(
+        lambda body: True, Fault.http(status, retry_after="0", error=error), times=None
+    )
     with pytest.raises(ConfigError) as caught:
-        run(params(proxy, llm_server), rows(3))
+        run(params(llm_proxy, llm_server), rows(3))
     assert caught.value.key == "predictor.params.api_key_env"
     assert caught.value.message.startswith(
-        f"{proxy.base_url} says the account has no quota or credit left: HTTP {status} "
+        f"{llm_proxy.base_url} says the account has no quota or credit left: HTTP {status} "
         f"{error['message'].rstrip('.')}. Retrying does not help"
     )
     assert "predictor.params.base_url" in caught.value.message
-    assert len(proxy.records) == 3  # one request per row, none retried
+    assert len(llm_proxy.records) == 3  # one request per row, none retried
 
 
 @pytest.mark.parametrize(
@@ -325,9 +323,11 @@ def test_an_exhausted_quota_fails_the_job_at_once_without_retries(llm_server, pr
          "Please retry in 1s.", "status": "RESOURCE_EXHAUSTED", "code": 429},
     ],
 )  # fmt: skip
-def test_a_rate_limit_429_is_still_retried(llm_server, proxy, error):
-    proxy.add_rule(lambda body: b"row-1 " in body, Fault.http(429, retry_after="0", error=error))
-    results, counters = run(params(proxy, llm_server), rows(2))
+def test_a_rate_limit_429_is_still_retried(llm_server, llm_proxy, error):
+    llm_proxy.add_rule(
+        lambda body: b"row-1 " in body, Fault.http(429, retry_after="0", error=error)
+    )
+    results, counters = run(params(llm_proxy, llm_server), rows(2))
     assert [r.text for r in results] == [CHAT_REPLY] * 2
     assert counters["retries_rate_limited"] == 1
 
@@ -344,12 +344,12 @@ def bulkinfer_warnings(caplog) -> list[str]:
 
 
 def test_a_retry_wait_longer_than_long_wait_s_logs_one_line_naming_the_row(
-    llm_server, proxy, caplog
+    llm_server, llm_proxy, caplog
 ):
     assert ClientSettings(base_url="http://127.0.0.1:1/v1").long_wait_s == 10.0  # the default
-    proxy.add_rule(lambda body: b"row-1 " in body, Fault.http(429, retry_after="1"))
+    llm_proxy.add_rule(lambda body: b"row-1 " in body, Fault.http(429, retry_after="1"))
     with caplog.at_level(logging.WARNING, logger="bulkinfer"):
-        results, _ = run(params(proxy, llm_server), rows(3), long_wait_s=0.5)
+        results, _ = run(params(llm_proxy, llm_server), rows(3), long_wait_s=0.5)
     assert all(r.ok for r in results)
     assert bulkinfer_warnings(caplog) == [
         "openai_chat: the row 'row-1 tell me something' waits 1 s before retry 1 of 3 (the "
@@ -357,11 +357,13 @@ def test_a_retry_wait_longer_than_long_wait_s_logs_one_line_naming_the_row(
     ]
 
 
-def test_a_long_wait_for_the_rate_limits_logs_one_line_naming_the_row(llm_server, proxy, caplog):
+def test_a_long_wait_for_the_rate_limits_logs_one_line_naming_the_row(
+    llm_server, llm_proxy, caplog
+):
     # 60 requests a minute, a burst of one: the rows wait about 0, 1 and 2 s.
     with caplog.at_level(logging.WARNING, logger="bulkinfer"):
         results, counters = run(
-            params(proxy, llm_server), rows(3), limiter=make_limiter(60, None), long_wait_s=1.5
+            params(llm_proxy, llm_server), rows(3), limiter=make_limiter(60, None), long_wait_s=1.5
         )
     assert all(r.ok for r in results) and counters["throttled_s"] >= 2.5
     assert bulkinfer_warnings(caplog) == [
@@ -370,10 +372,10 @@ def test_a_long_wait_for_the_rate_limits_logs_one_line_naming_the_row(llm_server
     ]
 
 
-def test_a_failed_batch_asked_again_row_by_row_sends_nothing_twice(llm_server, proxy):
+def test_a_failed_batch_asked_again_row_by_row_sends_nothing_twice(llm_server, llm_proxy):
     """What the guard does after a batch raised (on_error: skip / dead_letter)."""
-    proxy.add_rule(lambda body: b"row-2 " in body, Fault.http(500), times=None)
-    p = params(proxy, llm_server)
+    llm_proxy.add_rule(lambda body: b"row-2 " in body, Fault.http(500), times=None)
+    p = params(llm_proxy, llm_server)
     builder = RequestBuilder(p)
     bodies = [builder.body(r) for r in rows(4)]
     client = BlockingClient(replace(ClientSettings.from_params(p), retry=RetryPolicy(1, 0.01)))
@@ -381,12 +383,12 @@ def test_a_failed_batch_asked_again_row_by_row_sends_nothing_twice(llm_server, p
     try:
         results = client.complete(bodies)
         replay.keep(bodies, results)
-        sent = len(proxy.records)
+        sent = len(llm_proxy.records)
         again = [replay.take(b) for b in bodies]
     finally:
         client.close()
     assert again == results and len(replay) == 0
-    assert len(proxy.records) == sent  # no new request
+    assert len(llm_proxy.records) == sent  # no new request
     assert [r.ok for r in again] == [True, True, False, True]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from kit import job_config
 from latency_server import Latency, LatencyServer
 from omegaconf import OmegaConf
 
@@ -28,19 +29,15 @@ def server():
 
 def job(server: LatencyServer, texts: list[str], out: Path, **params: Any) -> dict[str, Any]:
     stage = params.pop("stage", {})
-    return {
-        "source": {
-            "type": "items",
-            "params": {"items": [{"id": i, "text": t} for i, t in enumerate(texts)]},
-        },
-        "predictor": {
+    return job_config(
+        [{"id": i, "text": t} for i, t in enumerate(texts)],
+        predictor={
             "type": "openai_chat",
             "params": {"base_url": server.base_url, "model": "latency-model", **params},
             "stage": stage,
         },
-        "sink": {"type": "parquet", "params": {"path": str(out)}},
-        "run": {"progress": False},
-    }
+        sink={"type": "parquet", "params": {"path": str(out)}},
+    )
 
 
 def run(config: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
+from kit import job_config
 from llm_server import free_port
 
 from pipeline.contract.errors import ConfigError
@@ -31,15 +32,8 @@ FAKE_KEY = "sk-fake-HOOKS-0123456789"
 
 
 def config(base_url: str, rows: list[dict], sink: dict | None = None, **params: Any) -> dict:
-    return {
-        "source": {"type": "items", "params": {"items": rows}},
-        "predictor": {
-            "type": "openai_chat",
-            "params": {"base_url": base_url, "model": "m", **params},
-        },
-        "sink": sink or {"type": "show"},
-        "run": {"progress": False},
-    }
+    predictor = {"type": "openai_chat", "params": {"base_url": base_url, "model": "m", **params}}
+    return job_config(rows, predictor=predictor, sink=sink)
 
 
 def closed_url() -> str:

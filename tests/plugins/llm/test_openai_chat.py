@@ -34,7 +34,7 @@ def rows(n: int, start: int = 0) -> list[dict[str, Any]]:
 
 
 def job(
-    proxy: FaultProxy,
+    llm_proxy: FaultProxy,
     model: str,
     items: list[dict[str, Any]],
     out: Path | None,
@@ -48,7 +48,7 @@ def job(
         "predictor": {
             "type": "openai_chat",
             "params": {
-                "base_url": proxy.base_url,
+                "base_url": llm_proxy.base_url,
                 "model": model,
                 "max_tokens": 16,
                 "temperature": 0,
@@ -86,12 +86,6 @@ def dead_letters(path: Path) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture
-def proxy(llm_server):
-    with FaultProxy(llm_server.base_url, lifetime_s=300) as proxy:
-        yield proxy
-
-
 # -- the contract every predictor keeps ----------------------------------------------------------
 
 
@@ -121,7 +115,7 @@ class TestContract(PredictorContract):
 
 
 def test_every_fault_is_retried_and_every_row_answered_exactly_once(
-    ray_session, llm_server, proxy, tmp_path, monkeypatch, capsys, caplog
+    ray_session, llm_server, llm_proxy, tmp_path, monkeypatch, capsys, caplog
 ):
     monkeypatch.setenv(KEY_ENV, FAKE_KEY)  # the driver's key; the workers get it from the core
     for row, fault in [
@@ -131,11 +125,11 @@ def test_every_fault_is_retried_and_every_row_answered_exactly_once(
         ("row-4 ", Fault.malformed()),
         ("row-6 ", Fault.drop()),
     ]:
-        proxy.add_rule(lambda body, row=row: row.encode() in body, fault)
-    proxy.add_rule(lambda body: b"row-5 " in body, Fault.http(503), times=None)  # for good
+        llm_proxy.add_rule(lambda body, row=row: row.encode() in body, fault)
+    llm_proxy.add_rule(lambda body: b"row-5 " in body, Fault.http(503), times=None)  # for good
     out = tmp_path / "out"
     config = job(
-        proxy,
+        llm_proxy,
         llm_server.model,
         rows(12),
         out,
@@ -155,14 +149,14 @@ def test_every_fault_is_retried_and_every_row_answered_exactly_once(
     table = pq.read_table(out)
     assert ids(out) == [i for i in range(12) if i != 5]
     assert table.column("output").to_pylist() == [CHAT_REPLY] * 11
-    assert proxy.clean_answers() == {f"row-{i}": 1 for i in range(12) if i != 5}
+    assert llm_proxy.clean_answers() == {f"row-{i}": 1 for i in range(12) if i != 5}
     # ...and that one was tried 1 + max_retries times, then set aside with its error.
-    assert len([r for r in proxy.records if r.key == "row-5"]) == 3
+    assert len([r for r in llm_proxy.records if r.key == "row-5"]) == 3
     (letter,) = dead_letters(out)
     assert letter["row"]["id"] == 5 and letter["stage"] == "predictor"
     assert "gave up after 3 requests; the last: HTTP 503" in letter["error"]
     # Retry-After was waited out.
-    row1 = [r.arrived for r in proxy.records if r.key == "row-1"]
+    row1 = [r.arrived for r in llm_proxy.records if r.key == "row-1"]
     assert len(row1) == 2 and row1[1] - row1[0] >= 1.0
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -194,19 +188,19 @@ def test_every_fault_is_retried_and_every_row_answered_exactly_once(
     assert f"bulkinfer: {summary}" in printed.out.splitlines()
 
     # The key went to the server on every request, and nowhere else.
-    assert {r.authorization for r in proxy.records} == {f"Bearer {FAKE_KEY}"}
+    assert {r.authorization for r in llm_proxy.records} == {f"Bearer {FAKE_KEY}"}
     everything = printed.out + printed.err + caplog.text + json.dumps(metrics)
     everything += "".join(p.read_text() for p in (tmp_path / "run").rglob("*") if p.is_file())
     assert FAKE_KEY not in everything
 
 
 def test_on_error_skip_drops_the_row_that_fails_every_retry(
-    ray_session, llm_server, proxy, tmp_path
+    ray_session, llm_server, llm_proxy, tmp_path
 ):
-    proxy.add_rule(lambda body: b"row-2 " in body, Fault.http(503), times=None)
+    llm_proxy.add_rule(lambda body: b"row-2 " in body, Fault.http(503), times=None)
     out = tmp_path / "out"
     config = job(
-        proxy,
+        llm_proxy,
         llm_server.model,
         rows(4),
         out,
@@ -216,15 +210,15 @@ def test_on_error_skip_drops_the_row_that_fails_every_retry(
     result = run_job(config)
     assert ids(out) == [0, 1, 3] and result.rows_set_aside == 1
     assert not (out / "_errors").exists()
-    assert proxy.clean_answers() == {"row-0": 1, "row-1": 1, "row-3": 1}
-    assert len([r for r in proxy.records if r.key == "row-2"]) == 2
+    assert llm_proxy.clean_answers() == {"row-0": 1, "row-1": 1, "row-3": 1}
+    assert len([r for r in llm_proxy.records if r.key == "row-2"]) == 2
 
 
-def test_on_error_fail_stops_the_job_naming_the_stage(ray_session, llm_server, proxy, tmp_path):
-    proxy.add_rule(lambda body: b"row-1 " in body, Fault.http(500), times=None)
+def test_on_error_fail_stops_the_job_naming_the_stage(ray_session, llm_server, llm_proxy, tmp_path):
+    llm_proxy.add_rule(lambda body: b"row-1 " in body, Fault.http(500), times=None)
     out = tmp_path / "out"
     with pytest.raises(BulkInferError) as caught:
-        run_job(job(proxy, llm_server.model, rows(3), out, params={"max_retries": 0}))
+        run_job(job(llm_proxy, llm_server.model, rows(3), out, params={"max_retries": 0}))
     assert caught.value.key == "predictor"
     assert "stage 'openai_chat' failed on a batch of 3 rows" in caught.value.message
     assert "1 of 3 rows failed" in caught.value.message and "HTTP 500" in caught.value.message
@@ -233,7 +227,7 @@ def test_on_error_fail_stops_the_job_naming_the_stage(ray_session, llm_server, p
 
 
 def test_a_resumed_job_sends_only_the_requests_that_never_got_an_answer(
-    ray_session, llm_server, proxy, tmp_path
+    ray_session, llm_server, llm_proxy, tmp_path
 ):
     """A failed run keeps every answer it got in its journal, written or not: the resumed run
     sends only the request that failed, and every row is paid for exactly once."""
@@ -241,10 +235,10 @@ def test_a_resumed_job_sends_only_the_requests_that_never_got_an_answer(
     from pipeline.output.staging import STAGING_SUFFIX
 
     outage = {"on": True}
-    proxy.add_rule(lambda body: outage["on"] and b"row-5 " in body, Fault.http(503), times=None)
+    llm_proxy.add_rule(lambda body: outage["on"] and b"row-5 " in body, Fault.http(503), times=None)
     out = tmp_path / "out"
     config = job(
-        proxy,
+        llm_proxy,
         llm_server.model,
         rows(8),
         out,
@@ -255,8 +249,8 @@ def test_a_resumed_job_sends_only_the_requests_that_never_got_an_answer(
     with pytest.raises(BulkInferError, match="HTTP 503") as caught:
         run_job(config)
     assert "answers kept" in caught.value.message and "run.resume=true" in caught.value.message
-    first_run = len(proxy.records)
-    answered = set(proxy.clean_answers())
+    first_run = len(llm_proxy.records)
+    answered = set(llm_proxy.clean_answers())
     written = set()
     for record in Path(str(out) + STAGING_SUFFIX).glob("units/*.json"):
         for start, stop in json.loads(record.read_text())["ranges"]:
@@ -268,28 +262,28 @@ def test_a_resumed_job_sends_only_the_requests_that_never_got_an_answer(
     outage["on"] = False
     config["run"]["resume"] = True
     result = run_job(config)
-    again = [r.key for r in proxy.records[first_run:] if r.key is not None]  # not the preflight
+    again = [r.key for r in llm_proxy.records[first_run:] if r.key is not None]  # not the preflight
     assert sorted(again) == sorted(f"row-{i}" for i in range(8) if f"row-{i}" not in answered)
     assert "row-5" in again
     assert result.rows_resumed == len(written)
     assert ids(out) == list(range(8))
-    assert proxy.clean_answers() == {f"row-{i}": 1 for i in range(8)}
+    assert llm_proxy.clean_answers() == {f"row-{i}": 1 for i in range(8)}
 
 
 # -- what the replies say: cut at max_tokens, no content -------------------------------------------
 
 
 def test_cut_and_empty_replies_are_row_errors_counted_and_set_aside(
-    ray_session, llm_server, proxy, tmp_path
+    ray_session, llm_server, llm_proxy, tmp_path
 ):
     """Under on_truncated: fail a reply cut at max_tokens is a row error like any other, and so is
     a reply with content: null: on_error sets them aside; finish_reason is a column."""
     cut = Fault.answer('{"label": "pos', finish_reason="length")
-    proxy.add_rule(lambda body: b"row-1 " in body, cut)
-    proxy.add_rule(lambda body: b"row-2 " in body, Fault.answer(None))
+    llm_proxy.add_rule(lambda body: b"row-1 " in body, cut)
+    llm_proxy.add_rule(lambda body: b"row-2 " in body, Fault.answer(None))
     out = tmp_path / "out"
     config = job(
-        proxy,
+        llm_proxy,
         llm_server.model,
         rows(5),
         out,
@@ -307,7 +301,7 @@ def test_cut_and_empty_replies_are_row_errors_counted_and_set_aside(
         "predictor.params.max_tokens (now 16), or set predictor.params.on_truncated=keep"
     ) in letters[1]
     assert "NoContentError: the server returned no content (finish_reason=stop)" in letters[2]
-    assert len([r for r in proxy.records if r.key in ("row-1", "row-2")]) == 2  # not retried
+    assert len([r for r in llm_proxy.records if r.key in ("row-1", "row-2")]) == 2  # not retried
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     counters = metrics["counters"]["predictor"]
@@ -343,13 +337,13 @@ LABELS = {
 
 
 def test_structured_replies_become_columns_and_the_others_are_set_aside(
-    ray_session, llm_server, proxy, tmp_path
+    ray_session, llm_server, llm_proxy, tmp_path
 ):
-    proxy.add_rule(lambda body: b"row-2 " in body, Fault.answer('{"label": "maybe"}'))
-    proxy.add_rule(lambda body: b"row-3 " in body, Fault.answer("Sure! Here you go."))
+    llm_proxy.add_rule(lambda body: b"row-2 " in body, Fault.answer('{"label": "maybe"}'))
+    llm_proxy.add_rule(lambda body: b"row-3 " in body, Fault.answer("Sure! Here you go."))
     out = tmp_path / "out"
     config = job(
-        proxy,
+        llm_proxy,
         llm_server.model,
         rows(5),
         out,
@@ -367,21 +361,23 @@ def test_structured_replies_become_columns_and_the_others_are_set_aside(
     assert "does not match response_format at label" in letters[2]
     assert "the reply is not JSON" in letters[3]
     # A reply that breaks the schema is the model's answer: not asked again.
-    assert len([r for r in proxy.records if r.key in ("row-2", "row-3")]) == 2
+    assert len([r for r in llm_proxy.records if r.key in ("row-2", "row-3")]) == 2
 
 
 # -- one rate limit for the whole job ------------------------------------------------------------
 
 
-def test_two_workers_hold_one_requests_per_minute_limit(ray_session, llm_server, proxy, tmp_path):
+def test_two_workers_hold_one_requests_per_minute_limit(
+    ray_session, llm_server, llm_proxy, tmp_path
+):
     import ray
 
     # Each request is held 0.6 s and each worker sends one at a time, so the proxy sees two
     # requests in flight only when both workers send; 2 a second for the job (a burst of 2).
-    proxy.add_rule(lambda body: True, Fault.slow(0.6), times=None)
+    llm_proxy.add_rule(lambda body: True, Fault.slow(0.6), times=None)
     out = tmp_path / "out"
     config = job(
-        proxy,
+        llm_proxy,
         llm_server.model,
         rows(20),
         out,
@@ -390,8 +386,8 @@ def test_two_workers_hold_one_requests_per_minute_limit(ray_session, llm_server,
     )
     run_job(config)
     assert ids(out) == list(range(20))
-    assert proxy.max_in_flight == 2  # both workers were sending
-    arrivals = sorted(proxy.arrivals("/chat/completions"))
+    assert llm_proxy.max_in_flight == 2  # both workers were sending
+    arrivals = sorted(llm_proxy.arrivals("/chat/completions"))
     for i, start in enumerate(arrivals):  # the burst plus 2 a second, +1 for the network
         assert sum(1 for t in arrivals[i:] if t - start < 1.0) <= 2 + 2 + 1
     # (20 - 2) / 2 = 9 s at the job's limit; two workers each at 2 a second would need ~6 s.

@@ -42,9 +42,9 @@ def test_a_reserved_gpu_without_cuda_in_torch_is_a_config_error():
 
 @pytest.fixture(scope="module")
 def ray_with_a_declared_gpu():
-    import ray
+    from kit import start_local_ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray = start_local_ray(num_gpus=1)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

@@ -24,12 +24,7 @@ from plugins.predictors.torch_module import TorchModule, TorchModuleParams
 from plugins.predictors.torch_modules import ResNet
 from plugins.preprocessors.image_ops import ImageTransform, TransformSpec, transform_table
 from plugins.samples.images import picture
-from plugins.samples.models import (
-    IMAGE_LABELS,
-    build_image_classifier,
-    build_image_encoder,
-    build_torch_resnet,
-)
+from plugins.samples.models import IMAGE_LABELS
 from plugins.sources.image_decode import decode_batch, image_column
 
 pytestmark = pytest.mark.model  # builds and runs tiny models
@@ -48,27 +43,17 @@ def _pil(image: np.ndarray) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def classifier_folder(tmp_path_factory):
-    return build_image_classifier(tmp_path_factory.mktemp("models") / "image-classifier")
-
-
-@pytest.fixture(scope="module")
-def encoder_folder(tmp_path_factory):
-    return build_image_encoder(tmp_path_factory.mktemp("models") / "image-encoder")
-
-
-@pytest.fixture(scope="module")
-def classifier(classifier_folder):
+def classifier(image_classifier_folder):
     from transformers import pipeline
 
-    return pipeline("image-classification", model=str(classifier_folder), device="cpu")
+    return pipeline("image-classification", model=str(image_classifier_folder), device="cpu")
 
 
 @pytest.fixture(scope="module")
-def encoder(encoder_folder):
+def encoder(image_encoder_folder):
     from transformers import pipeline
 
-    return pipeline("image-feature-extraction", model=str(encoder_folder), device="cpu")
+    return pipeline("image-feature-extraction", model=str(image_encoder_folder), device="cpu")
 
 
 @pytest.mark.parametrize("top_k", [1, 3, 10])
@@ -154,7 +139,7 @@ def as_the_pipeline_gets_it(data: bytes) -> Image.Image:
 
 @pytest.mark.parametrize("mode", ["RGB", None, "I;16"])
 def test_the_image_predictors_equal_the_pipeline_on_every_mode(
-    classifier_folder, encoder_folder, classifier, encoder, mode
+    image_classifier_folder, image_encoder_folder, classifier, encoder, mode
 ):
     """Files in every mode through the images source's decoder and the two predictors, as a job
     runs them (``mode: I;16``: the 16-bit file only, the others being colour), each row against
@@ -164,9 +149,11 @@ def test_the_image_predictors_equal_the_pipeline_on_every_mode(
         files = {name: data for name, data in files.items() if "16_bit" in name}
     table = decode_batch(pa.table({"bytes": list(files.values()), "path": list(files)}), mode=mode)
     labels = ImageClassification(
-        ImageClassificationParams(model=str(classifier_folder), top_k=3, device="cpu")
+        ImageClassificationParams(model=str(image_classifier_folder), top_k=3, device="cpu")
     )(table)
-    vectors = ImageEmbedding(ImageEmbeddingParams(model=str(encoder_folder), device="cpu"))(table)
+    vectors = ImageEmbedding(ImageEmbeddingParams(model=str(image_encoder_folder), device="cpu"))(
+        table
+    )
     seen = set()
     for i, data in enumerate(files.values()):
         picture = as_the_pipeline_gets_it(data)
@@ -207,11 +194,6 @@ def test_resnet18_has_torchvisions_parameter_names_and_count():
     assert sum(p.numel() for p in model.parameters()) == 11_689_512  # torchvision's resnet18
 
 
-@pytest.fixture(scope="module")
-def resnet_files(tmp_path_factory):
-    return build_torch_resnet(tmp_path_factory.mktemp("resnet"))
-
-
 def _pixel_table(images):
     """Images as the image source and an image_transform stage hand them on."""
     decoded = pa.table({"image": image_column([as_rgb(i) for i in images], "RGB", None)})
@@ -220,15 +202,15 @@ def _pixel_table(images):
 
 
 @pytest.mark.parametrize("source", ["model_file", "state_dict"])
-def test_torch_module_runs_the_resnet_on_transformed_images(resnet_files, source):
+def test_torch_module_runs_the_resnet_on_transformed_images(torch_resnet_files, source):
     table, spec = _pixel_table(IMAGES)
     if source == "model_file":
-        params = {"model_file": str(resnet_files["model_file"])}
+        params = {"model_file": str(torch_resnet_files["model_file"])}
     else:
         params = {
             "module": "resnet",
             "module_kwargs": {"num_classes": len(IMAGE_LABELS), "width": 8},
-            "state_dict": str(resnet_files["state_dict"]),
+            "state_dict": str(torch_resnet_files["state_dict"]),
         }
     stage = TorchModule(
         TorchModuleParams(**params, input_columns=["pixel_values"], output_columns=["logits"])
@@ -237,7 +219,7 @@ def test_torch_module_runs_the_resnet_on_transformed_images(resnet_files, source
     logits = np.asarray(out.column("logits").to_pylist(), dtype=np.float32)
 
     model = ResNet(num_classes=len(IMAGE_LABELS), width=8).eval()
-    model.load_state_dict(torch.load(resnet_files["state_dict"], weights_only=True))
+    model.load_state_dict(torch.load(torch_resnet_files["state_dict"], weights_only=True))
     pixels = torch.from_numpy(ImageTransform(spec)([as_rgb(i) for i in IMAGES]))
     with torch.inference_mode():
         expected = model(pixels).numpy()
@@ -245,16 +227,16 @@ def test_torch_module_runs_the_resnet_on_transformed_images(resnet_files, source
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_images_of_different_sizes_are_a_data_error_naming_the_fix(resnet_files):
+def test_images_of_different_sizes_are_a_data_error_naming_the_fix(torch_resnet_files):
     ragged = pa.table(
         {"image": image_column([picture(20, 30, 1), picture(25, 25, 2)], "RGB", None)}
     )
     stage = TorchModule(
-        TorchModuleParams(model_file=str(resnet_files["model_file"]), input_columns=["image"])
+        TorchModuleParams(model_file=str(torch_resnet_files["model_file"]), input_columns=["image"])
     )
     with pytest.raises(DataError, match="center_crop"):
         stage(ragged)
 
 
-def test_labels_file_lists_the_classes(resnet_files):
-    assert resnet_files["labels"].read_text().split() == list(IMAGE_LABELS)
+def test_labels_file_lists_the_classes(torch_resnet_files):
+    assert torch_resnet_files["labels"].read_text().split() == list(IMAGE_LABELS)

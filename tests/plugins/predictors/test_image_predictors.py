@@ -19,24 +19,8 @@ from plugins.predictors.image_classification import ImageClassification
 from plugins.predictors.image_embedding import ImageEmbedding
 from plugins.predictors.torch_module import TorchModule, TorchModuleParams
 from plugins.preprocessors.image_transform import ImageTransformStage
-from plugins.samples.models import (
-    IMAGE_LABELS,
-    build_image_classifier,
-    build_image_encoder,
-    build_torch_resnet,
-)
+from plugins.samples.models import IMAGE_LABELS
 from plugins.sources.image_decode import image_column
-
-
-@pytest.fixture(scope="module")
-def classifier_folder(tmp_path_factory):
-    return build_image_classifier(tmp_path_factory.mktemp("models") / "classifier")
-
-
-@pytest.fixture(scope="module")
-def encoder_folder(tmp_path_factory):
-    return build_image_encoder(tmp_path_factory.mktemp("models") / "encoder")
-
 
 # Those that load a model are marked ray: they belong with the slow tests.
 
@@ -50,12 +34,14 @@ def _params(plugin, **params):
 
 
 @pytest.mark.model
-def test_top_k_gives_lists_as_the_pipeline_orders_them(classifier_folder):
+def test_top_k_gives_lists_as_the_pipeline_orders_them(image_classifier_folder):
     from transformers import pipeline
 
-    stage = ImageClassification(_params(ImageClassification, model=str(classifier_folder), top_k=3))
+    stage = ImageClassification(
+        _params(ImageClassification, model=str(image_classifier_folder), top_k=3)
+    )
     out = stage(_table(PICTURES[:3]))
-    pipe = pipeline("image-classification", model=str(classifier_folder), device="cpu")
+    pipe = pipeline("image-classification", model=str(image_classifier_folder), device="cpu")
     for i, image in enumerate(PICTURES[:3]):
         alone = pipeline_alone(pipe, image, top_k=3)
         assert out.column("label")[i].as_py() == [r["label"] for r in alone]
@@ -65,11 +51,11 @@ def test_top_k_gives_lists_as_the_pipeline_orders_them(classifier_folder):
 
 
 @pytest.mark.model
-def test_output_schemas_follow_the_params(classifier_folder, encoder_folder):
+def test_output_schemas_follow_the_params(image_classifier_folder, image_encoder_folder):
     schema = pa.schema([("image", image_column([], "RGB", None).type)])
     one = ImageClassification.output_schema(_params(ImageClassification, model="m"), schema)
     assert (one.field("label").type, one.field("score").type) == (pa.string(), pa.float32())
-    embed = _params(ImageEmbedding, model=str(encoder_folder))
+    embed = _params(ImageEmbedding, model=str(image_encoder_folder))
     assert ImageEmbedding.output_schema(embed, schema).field("embedding").type == pa.list_(
         pa.float32(), 32
     )
@@ -90,8 +76,8 @@ def test_a_column_that_holds_no_images_is_refused_before_the_model_loads():
 
 
 @pytest.mark.model
-def test_normalize_gives_unit_vectors(encoder_folder):
-    stage = ImageEmbedding(_params(ImageEmbedding, model=str(encoder_folder), normalize=True))
+def test_normalize_gives_unit_vectors(image_encoder_folder):
+    stage = ImageEmbedding(_params(ImageEmbedding, model=str(image_encoder_folder), normalize=True))
     vectors = np.asarray(stage(_table(PICTURES[:3])).column("embedding").to_pylist())
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
@@ -125,11 +111,6 @@ def test_image_transform_declares_fixed_tensors_for_fixed_images():
 # -- torch_module with a labels file ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def resnet(tmp_path_factory):
-    return build_torch_resnet(tmp_path_factory.mktemp("resnet"))
-
-
 def _pixels(images) -> pa.Table:
     stage = ImageTransformStage(
         validate_model(ImageTransformStage.Params, {"resize": 36, "center_crop": 32}, "p")
@@ -137,8 +118,8 @@ def _pixels(images) -> pa.Table:
     return stage(_table(images))
 
 
-def _logits(resnet, table) -> np.ndarray:
-    model = torch.jit.load(str(resnet["model_file"])).eval()
+def _logits(torch_resnet_files, table) -> np.ndarray:
+    model = torch.jit.load(str(torch_resnet_files["model_file"])).eval()
     pixels = np.stack(table.column("pixel_values").chunk(0).to_numpy(zero_copy_only=False))
     with torch.inference_mode():
         return model(torch.from_numpy(pixels)).numpy()
@@ -146,18 +127,20 @@ def _logits(resnet, table) -> np.ndarray:
 
 @pytest.mark.model
 @pytest.mark.parametrize("top_k", [1, 3])
-def test_torch_module_writes_labels_and_softmax_scores(resnet, top_k):
+def test_torch_module_writes_labels_and_softmax_scores(torch_resnet_files, top_k):
     table = _pixels(PICTURES[:5])  # colour pictures (the images source's default mode: RGB)
     stage = TorchModule(
         TorchModuleParams(
-            model_file=str(resnet["model_file"]),
+            model_file=str(torch_resnet_files["model_file"]),
             input_columns=["pixel_values"],
-            labels=str(resnet["labels"]),
+            labels=str(torch_resnet_files["labels"]),
             top_k=top_k,
         )
     )
     out = stage(table)
-    probabilities = torch.softmax(torch.from_numpy(_logits(resnet, table)), dim=1).numpy()
+    probabilities = torch.softmax(
+        torch.from_numpy(_logits(torch_resnet_files, table)), dim=1
+    ).numpy()
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
     names = [[IMAGE_LABELS[j] for j in row] for row in order]
     best = np.take_along_axis(probabilities, order, axis=1)
@@ -174,12 +157,14 @@ def test_torch_module_writes_labels_and_softmax_scores(resnet, top_k):
 
 
 @pytest.mark.model
-def test_torch_module_labels_file_must_name_every_class(resnet, tmp_path):
+def test_torch_module_labels_file_must_name_every_class(torch_resnet_files, tmp_path):
     short = tmp_path / "labels.json"
     short.write_text(json.dumps(["cat", "dog"]))
     stage = TorchModule(
         TorchModuleParams(
-            model_file=str(resnet["model_file"]), input_columns=["pixel_values"], labels=str(short)
+            model_file=str(torch_resnet_files["model_file"]),
+            input_columns=["pixel_values"],
+            labels=str(short),
         )
     )
     with pytest.raises(DataError, match="gives 4 classes but the labels file names 2"):
@@ -187,7 +172,7 @@ def test_torch_module_labels_file_must_name_every_class(resnet, tmp_path):
     with pytest.raises(DataError, match="labels file does not exist") as error:
         TorchModule(
             TorchModuleParams(
-                model_file=str(resnet["model_file"]),
+                model_file=str(torch_resnet_files["model_file"]),
                 input_columns=["pixel_values"],
                 labels=str(tmp_path / "none.txt"),
             )

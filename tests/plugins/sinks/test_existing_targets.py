@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from kit import job_config
 
 from pipeline.app.main import compose
 from pipeline.contract.errors import ConfigError, DataError
@@ -87,12 +88,7 @@ TEXTS = [{"id": i, "text": f"review {i}"} for i in range(3)]
 
 
 def job(sink: dict, predictor: dict | None = None, items: list | None = None) -> dict:
-    return {
-        "source": {"type": "items", "params": {"items": items or TEXTS}},
-        "predictor": predictor,
-        "sink": sink,
-        "run": {"dry_run": True},
-    }
+    return job_config(items or TEXTS, predictor=predictor, sink=sink, run={"dry_run": True})
 
 
 #: The default predictor: 384-d MiniLM vectors (typed from the packaged model's configs).
