@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
+from kit import job_config
 
 from pipeline.plan.planner import plan_job
 from pipeline.plan.shares import ACTOR_MEMORY_SHARE, Cluster
 from plugins.predictors.sentence_embedding import SentenceEmbedding
 
-BASE = {
-    "source": {"type": "items", "params": {"items": ["a", "b"]}},
-    "preprocessors": [],
-    "predictor": {"type": "sentence_embedding", "params": {"input_column": "data"}, "stage": {}},
-    "sink": {"type": "show", "params": {}},
-    "ray": {},
-    "run": {"dry_run": True},
-}
 GIB = 2**30
 
 
 def config(**stage) -> dict:
-    cfg = copy.deepcopy(BASE)
-    cfg["predictor"]["stage"].update(stage)
-    return cfg
+    predictor = {"type": "sentence_embedding", "params": {"input_column": "data"}, "stage": stage}
+    return job_config(["a", "b"], predictor=predictor, run={"dry_run": True})
 
 
 def nodes(*cpus: float, memory: float = 64 * GIB) -> Cluster:
