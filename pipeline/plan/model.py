@@ -1,9 +1,10 @@
 """The plan: one frozen value the planner builds, the dry run prints and the runner executes.
 
-A :class:`Plan` is what the job is (its steps, their params and settings, the columns after
-each, the config fingerprint) with its :class:`Layout`, how it runs on the cluster it was
-planned for (read tasks, blocks, map batch windows). The runner executes both unchanged; where
-it knows a work unit's rows it derives that unit's layout from them
+A :class:`Plan` is what the job is (its steps with their params and stage settings as
+configured, the columns after each, the config fingerprint) with its :class:`Layout`, how it
+runs on the cluster it was planned for (each map stage's CPUs, threads and actors, read tasks,
+blocks, map batch windows, and the notes that explain them). The runner executes both
+unchanged; where it knows a work unit's rows it derives that unit's layout from them
 (:func:`pipeline.plan.shares.fit_windows`), never a new plan.
 """
 
@@ -62,7 +63,10 @@ class Step:
     name: str
     plugin: type[Plugin]
     params: Any
-    stage: StageSettings | None = None  # map stages only: given its share in a Plan
+    #: Map stages only: the stage settings as configured (the plugin's ``default_stage`` under
+    #: the config's ``stage`` block); how the stage runs is its plan's
+    #: :meth:`Layout.settings`.
+    stage: StageSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,6 @@ class Plan:
     #: How the job runs on ``cluster`` (read tasks, blocks, map batch windows, each stage's
     #: CPUs, threads and actors).
     layout: Layout
-    #: The planner's decisions as the dry run prints them (CPU shares, windows, blocks).
-    notes: tuple[str, ...] = field(default=())
     #: The Arrow schema after each step, by step key ("source", "preprocessors[0]", ...); empty
     #: when the source can tell it only by reading (the runner then types the plan first).
     schemas: dict[str, Any] = field(default_factory=dict)

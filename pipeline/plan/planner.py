@@ -126,7 +126,7 @@ def plan_job(
     flow = dataflow([source, *maps, sink])
     plan = Plan(
         source=source,
-        maps=tuple(replace(st, stage=layout.settings(st)) for st in maps),
+        maps=maps,
         sink=sink,
         ray=job.ray,
         run=job.run,
@@ -134,7 +134,6 @@ def plan_job(
         dataflow=flow,
         cluster=cluster,
         layout=layout,
-        notes=layout.notes,
         env_vars=env,
     )
     if inspect is None:
