@@ -22,12 +22,12 @@ from pipeline.execute import ray_internals, ray_session
 from pipeline.execute.failures import user_errors
 from pipeline.execute.guard import GuardedActor, GuardedTask, StageGuard, named_like
 from pipeline.execute.stage_call import StageCall
-from pipeline.plan.model import with_env
+from pipeline.plan.model import StageLayout, with_env
 from pipeline.plan.planner import typed_at_run_time
 from pipeline.plan.shares import fit_windows
 
 if TYPE_CHECKING:
-    from pipeline.plan.model import Plan, Step
+    from pipeline.plan.model import Layout, Plan, Step
 
 log = logging.getLogger("bulkinfer")
 
@@ -39,29 +39,34 @@ def compile_stages(
     services: dict[str, dict[str, Any]] | None = None,
     rows: int | None = None,
     maps: tuple[Step, ...] | None = None,
+    layout: Layout | None = None,
 ) -> ray.data.Dataset:
     """``ds`` (the job's rows) through every map stage of ``plan``, laid out as
-    ``plan.layout`` says; ``services``: stage key -> the job services its workers get (see
+    ``plan.layout`` says (each stage's CPUs, threads and actors, the blocks, the windows);
+    ``services``: stage key -> the job services its workers get (see
     ``MapStage.job_services``); ``rows``: the row count where the source knows it, to cut equal
     windows for every actor of a stage that sorts by length (the layout
     :func:`pipeline.plan.shares.fit_windows` derives; the plan is not changed); ``maps``: the
-    stages to run instead of ``plan.maps`` (the first-batch probe's, one actor each)."""
+    stages to run instead of all of ``plan.maps`` and ``layout``: the layout to run them with
+    instead of ``plan.layout`` (the first-batch probe's: the stages up to one, one actor each)."""
     few: set[str] = set()
     calls_cap: dict[str, int] = {}
-    layout = plan.layout
+    planned = layout if layout is not None else plan.layout
+    layout = planned
     if rows:
-        layout = fit_windows(plan, rows)
+        layout = fit_windows(plan, rows, planned)
         for step in plan.maps:
             size = layout.map_batches.get(step.key)
             count = -(-rows // size) if size else 0
-            if size != plan.layout.map_batches.get(step.key):
+            if size != planned.map_batches.get(step.key):
                 log.info(
                     "bulkinfer: %s: %d rows, %d window(s) of up to %d", step.key, rows, count, size
                 )
-            if size and count <= 2 * step.stage.min_workers:
+            workers = layout.settings(step).min_workers
+            if size and count <= 2 * workers:
                 few.add(step.key)
             if size:  # no actor takes more than its share of half the batches at once
-                calls_cap[step.key] = max(1, -(-count // (2 * step.stage.min_workers)))
+                calls_cap[step.key] = max(1, -(-count // (2 * workers)))
     if layout.rows_per_block:
         read_args = plan.io().ray_remote_args
         ds = _split_blocks(ds, layout.rows_per_block, layout.io_cpus or 1.0, read_args)
@@ -69,7 +74,8 @@ def compile_stages(
         calls = min(calls_per_actor(step), calls_cap.get(step.key, 1 << 30))
         window = layout.map_batches.get(step.key)
         service = (services or {}).get(step.key)
-        ds = _map(plan, ds, step, window, ledger, service, step.key in few, calls)
+        stage = layout.settings(step)
+        ds = _map(plan, ds, step, stage, window, ledger, service, step.key in few, calls)
     return ds
 
 
@@ -127,18 +133,19 @@ def _map(
     plan: Plan,
     ds: ray.data.Dataset,
     step: Step,
+    s: StageSettings,
     ray_batch_size: int | None,
     ledger: Any,
     services: dict[str, Any] | None,
     one_at_a_time: bool = False,
     calls: int = 1,
 ) -> ray.data.Dataset:
-    """Add one map stage: the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
+    """Add one map stage, run with the settings ``s`` (its config's, with the layout's CPUs,
+    threads and actors): the plugin inside :class:`StageCall` (``batch_size: auto``, threads),
     inside its error guard (``stage.on_error``, rows reported to the ledger), handed map batches
     of ``ray_batch_size`` rows (None: whole blocks); an actor pool
     with ``one_at_a_time`` holds one map batch per actor, and each actor works on ``calls``
     map batches at once (see :func:`_compute`)."""
-    s = step.stage
     auto = s.batch_size == "auto"
     actors = s.compute == "actors"
     schema = plan.schemas.get(step.key)
@@ -221,17 +228,18 @@ def first_batch_schema(plan: Plan, services: dict[str, dict[str, Any]] | None = 
     on no row for the whole input). See :func:`typed_by_first_batch`."""
     index = plan.pending
     assert index is not None
-    one_each = tuple(
-        replace(step, stage=step.stage.model_copy(update={"concurrency": 1}))
-        if step.stage.compute == "actors"
-        else step
-        for step in plan.maps[: index + 1]
-    )
+    upto = plan.maps[: index + 1]
+    stages = dict(plan.layout.stages)
+    for step in upto:
+        if step.stage.compute == "actors":
+            s = plan.layout.settings(step)
+            stages[step.key] = StageLayout(s.num_cpus, s.num_threads, concurrency=1)
+    one_each = replace(plan.layout, stages=stages)
     source = plan.source.plugin(plan.io())
     with user_errors(plan, source, WHOLE_SOURCE):
         with ray_internals.first_parquet_reader():
             ds = source.read(plan.source.params, WHOLE_SOURCE)
-        ds = compile_stages(plan, ds, None, services, maps=one_each).limit(1)
+        ds = compile_stages(plan, ds, None, services, maps=upto, layout=one_each).limit(1)
         found = list(ds.iter_batches(batch_size=1, batch_format="pyarrow", prefetch_batches=0))
     del ds
     ray_session.wait_for_actors_released()  # the job's own actor pools need their CPUs

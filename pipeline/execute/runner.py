@@ -145,7 +145,7 @@ def run_job(config: dict[str, Any], *, started: float | None = None, recorder: A
         if recorder is not None:
             recorder.plan = plan
         started_ray = ray_session.connect(settings, ray_logs)
-        check_placement(plan.maps, ray_session.cluster(None))
+        check_placement(plan.maps, plan.layout, ray_session.cluster(None))
     if recorder is not None:
         recorder.plan, recorder.ray_started = plan, started_ray
         recorder.ray_node = ray.get_runtime_context().get_node_id()

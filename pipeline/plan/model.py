@@ -1,9 +1,10 @@
 """The plan: one frozen value the planner builds, the dry run prints and the runner executes.
 
-A :class:`Plan` is what the job is (its steps, their params and settings, the columns after
-each, the config fingerprint) with its :class:`Layout`, how it runs on the cluster it was
-planned for (read tasks, blocks, map batch windows). The runner executes both unchanged; where
-it knows a work unit's rows it derives that unit's layout from them
+A :class:`Plan` is what the job is (its steps with their params and stage settings as
+configured, the columns after each, the config fingerprint) with its :class:`Layout`, how it
+runs on the cluster it was planned for (each map stage's CPUs, threads and actors, read tasks,
+blocks, map batch windows, and the notes that explain them). The runner executes both
+unchanged; where it knows a work unit's rows it derives that unit's layout from them
 (:func:`pipeline.plan.shares.fit_windows`), never a new plan.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from pipeline.contract.errors import PlanError
 from pipeline.contract.plugin import IOContext, Plugin
-from pipeline.contract.settings import RaySettings, RunSettings, StageSettings
+from pipeline.contract.settings import ConcurrencyRange, RaySettings, RunSettings, StageSettings
 from pipeline.output.records import StagedJob
 
 
@@ -62,7 +63,24 @@ class Step:
     name: str
     plugin: type[Plugin]
     params: Any
-    stage: StageSettings | None = None  # map stages only: given its share in a Plan
+    #: Map stages only: the stage settings as configured (the plugin's ``default_stage`` under
+    #: the config's ``stage`` block); how the stage runs is its plan's
+    #: :meth:`Layout.settings`.
+    stage: StageSettings | None = None
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    """How one map stage runs on the plan's cluster: its workers' CPUs and threads and its
+    actors, as :func:`pipeline.plan.shares.share_cluster` decided them (a stage's own settings
+    where its config sets them, the planner's share where it leaves them open)."""
+
+    #: CPUs each worker asks Ray for.
+    num_cpus: float | None
+    #: Native threads each worker runs with (None: the libraries' default).
+    num_threads: int | None
+    #: Actors of a pool ({min, max}: autoscaling), or tasks at once (None: as Ray schedules).
+    concurrency: int | ConcurrencyRange | None
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,26 @@ class Layout:
     #: Rows per Ray map batch, by stage key (see :func:`pipeline.plan.shares.map_batch_rows`;
     #: None: whole blocks, cut by the stage's wrapper).
     map_batches: dict[str, int | None] = field(default_factory=dict)
+    #: Each map stage's CPUs, threads and actors, by stage key (see :meth:`settings`).
+    stages: dict[str, StageLayout] = field(default_factory=dict)
+    #: The planner's decisions in the words the dry run prints them (CPU shares, threads,
+    #: windows, blocks), as planned (a layout fitted to a number of rows keeps them).
+    notes: tuple[str, ...] = ()
+
+    def settings(self, step: Step) -> StageSettings:
+        """The stage settings map stage ``step`` runs with: its config's, with this layout's
+        CPUs, threads and actors (``step.stage`` itself for a step the layout has no entry
+        for)."""
+        entry = self.stages.get(step.key)
+        if entry is None or step.stage is None:
+            return step.stage
+        return step.stage.model_copy(
+            update={
+                "num_cpus": entry.num_cpus,
+                "num_threads": entry.num_threads,
+                "concurrency": entry.concurrency,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -95,10 +133,9 @@ class Plan:
     #: :func:`pipeline.plan.fingerprints.dataflow`).
     dataflow: dict[str, Any]
     cluster: Cluster
-    #: How the job runs on ``cluster`` (read tasks, blocks, map batch windows).
+    #: How the job runs on ``cluster`` (read tasks, blocks, map batch windows, each stage's
+    #: CPUs, threads and actors).
     layout: Layout
-    #: The planner's decisions as the dry run prints them (CPU shares, windows, blocks).
-    notes: tuple[str, ...] = field(default=())
     #: The Arrow schema after each step, by step key ("source", "preprocessors[0]", ...); empty
     #: when the source can tell it only by reading (the runner then types the plan first).
     schemas: dict[str, Any] = field(default_factory=dict)

@@ -29,7 +29,7 @@ from pipeline.contract.stage import MapStage
 from pipeline.plan import registry
 from pipeline.plan.fingerprints import dataflow, fingerprint
 from pipeline.plan.model import Cluster, Plan, Step
-from pipeline.plan.shares import Shares, share_cluster
+from pipeline.plan.shares import share_cluster
 from pipeline.plan.validation import reject_code_references, validate_model
 
 
@@ -122,19 +122,18 @@ def plan_job(
     _check_error_policies(maps, sink)
     env = job_env(maps)
     cluster = cluster or Cluster.local(job.ray)
-    shared: Shares = share_cluster(maps, job.ray, cluster)
+    layout = share_cluster(maps, job.ray, cluster)
     flow = dataflow([source, *maps, sink])
     plan = Plan(
         source=source,
-        maps=shared.maps,
+        maps=maps,
         sink=sink,
         ray=job.ray,
         run=job.run,
         fingerprint=fingerprint(flow),
         dataflow=flow,
         cluster=cluster,
-        layout=shared.layout,
-        notes=shared.notes,
+        layout=layout,
         env_vars=env,
     )
     if inspect is None:

@@ -26,7 +26,7 @@ def _step_lines(plan: Plan, n: int, step: Step) -> list[str]:
         params = mask_secrets(step.params.model_dump(mode="json"))
         lines.append(f"       params: {json.dumps(params, sort_keys=False)}")
     if step.stage is not None and (decoding or step.kind != "source"):
-        lines.append(f"       stage:  {_stage_line(step.stage)}")
+        lines.append(f"       stage:  {_stage_line(plan.layout.settings(step))}")
     schema = plan.schemas.get(step.key)
     later = plan.maps[plan.pending :] if plan.pending is not None else ()
     if any(step is s for s in later):
@@ -63,6 +63,6 @@ def describe(plan: Plan) -> str:
     if plan.env_vars:
         shown = ", ".join(f"{k}={v}" for k, v in mask_secrets(plan.env_vars).items())
         lines.append(f"  env: {shown} (every task and actor of the job)")
-    for note in plan.notes:
+    for note in plan.layout.notes:
         lines.append(f"  resources: {note}")
     return "\n".join(lines)

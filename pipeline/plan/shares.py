@@ -1,22 +1,22 @@
 """Sharing a Ray cluster between a job's actor pools, task stages and I/O, decided once.
 
-The planner calls :func:`share_cluster` with the resources of the cluster the job will run on (the
-local machine's for the embedded Ray and for every dry run, the connected cluster's otherwise)
-and gets back every map stage with its CPU share and threads, the plan's
-:class:`~pipeline.plan.model.Layout` (the read's tasks and blocks, the map batch windows) and the
-notes the plan prints; :func:`fit_windows` fits the layout's windows to a known number of rows.
-Nothing here imports Ray.
+The planner calls :func:`share_cluster` with the plan's steps as configured and the resources of
+the cluster the job will run on (the local machine's for the embedded Ray and for every dry run,
+the connected cluster's otherwise) and gets back the plan's :class:`~pipeline.plan.model.Layout`:
+each map stage's CPUs, threads and actors, the read's tasks and blocks, the map batch windows and
+the notes the dry run prints. The steps stay as configured. :func:`fit_windows` fits the layout's
+windows to a known number of rows. Nothing here imports Ray.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from pipeline.contract.errors import PlanError
 from pipeline.contract.settings import AUTO_MAX_ROWS, RaySettings, StageSettings
-from pipeline.plan.model import Cluster, Layout, Plan, Step
+from pipeline.plan.model import Cluster, Layout, Plan, StageLayout, Step
 
 #: Smallest CPU share the planner gives a worker before it refuses the plan instead.
 MIN_CPU_SHARE = 0.1
@@ -25,23 +25,19 @@ MIN_CPU_SHARE = 0.1
 SORT_WINDOW_ROWS = 4096
 
 
-@dataclass(frozen=True)
-class Shares:
-    """What :func:`share_cluster` decided."""
-
-    maps: tuple[Step, ...]
-    layout: Layout
-    notes: tuple[str, ...] = field(default=())
+#: Stage settings by stage key: how the map stages run, as far as :func:`share_cluster` has
+#: decided (a stage's config, then the planner's choices over it).
+Running = dict[str, StageSettings]
 
 
 def _fmt(n: float) -> str:
     return f"{n:g}"
 
 
-def _check_fits(maps: tuple[Step, ...], cluster: Cluster) -> None:
+def _check_fits(maps: tuple[Step, ...], running: Running, cluster: Cluster) -> None:
     cpus, gpus, memory = cluster.cpus, cluster.gpus, cluster.memory
     for step in maps:
-        s = step.stage
+        s = running[step.key]
         if s.num_gpus > 0 and s.num_gpus * max(1, s.min_workers) > gpus:
             have = f"{_fmt(gpus)} GPU" + ("s" if gpus != 1 else "")
             raise PlanError(
@@ -91,7 +87,7 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def size_pools(maps: tuple[Step, ...], cluster: Cluster) -> tuple[tuple[Step, ...], dict[str, str]]:
+def size_pools(maps: tuple[Step, ...], cluster: Cluster) -> tuple[Running, dict[str, str]]:
     """Actors and threads of each CPU actor stage whose ``concurrency`` is unset.
 
     One single-thread actor per core (measured on 2 CPUs, benchmarks/RESULTS.md: two one-thread
@@ -105,12 +101,14 @@ def size_pools(maps: tuple[Step, ...], cluster: Cluster) -> tuple[tuple[Step, ..
     actor (threads: see :func:`share_cluster`). A node's memory is what Ray reports for it, or,
     planning for this machine, its physical memory.
 
-    Returns the steps (``concurrency`` and ``num_threads`` set where the planner chose them)
-    and, per stage key, the words that say why (appended to the stage's note in the plan).
+    Returns each map stage's settings by stage key (``concurrency`` and ``num_threads`` set where
+    the planner chose them; the steps are left as configured) and, per stage key, the words that
+    say why (appended to the stage's note in the layout).
     """
+    running = {st.key: st.stage for st in maps}
     sizing = [st for st in maps if _sizes_itself(st.stage)]
     if not sizing or not math.isfinite(cluster.cpus) or cluster.cpus <= 0:
-        return maps, {}
+        return running, {}
     taken = sum(
         st.stage.min_workers * (st.stage.num_threads or 1)
         for st in maps
@@ -118,13 +116,12 @@ def size_pools(maps: tuple[Step, ...], cluster: Cluster) -> tuple[tuple[Step, ..
     )
     share = max(1.0, cluster.cpus - taken) / cluster.cpus / len(sizing)
     nodes = cluster.nodes or ({"CPU": cluster.cpus},)
-    decided: dict[str, StageSettings] = {}
     notes: dict[str, str] = {}
     for step in sizing:
         s = step.stage
         per_worker = s.memory or step.plugin.worker_memory(step.params)
         if not per_worker:
-            decided[step.key] = s.model_copy(update={"concurrency": 1})
+            running[step.key] = s.model_copy(update={"concurrency": 1})
             notes[step.key] = (
                 f"planned: 1 actor (memory per worker unknown; set {step.key}.stage.memory "
                 "or concurrency for more)"
@@ -146,7 +143,7 @@ def size_pools(maps: tuple[Step, ...], cluster: Cluster) -> tuple[tuple[Step, ..
         actors = max(1, actors)
         if s.num_threads is None:
             threads = max(1, cores // actors)
-        decided[step.key] = s.model_copy(update={"concurrency": actors, "num_threads": threads})
+        running[step.key] = s.model_copy(update={"concurrency": actors, "num_threads": threads})
         if limited:
             why = (
                 f"memory allows {actors} at about {_gib(per_worker)} each "
@@ -160,7 +157,7 @@ def size_pools(maps: tuple[Step, ...], cluster: Cluster) -> tuple[tuple[Step, ..
                 f"one single-thread actor per core ({cores} core(s); about {_gib(per_worker)} each)"
             )
         notes[step.key] = f"planned: {why}"
-    return tuple(replace(st, stage=decided.get(st.key, st.stage)) for st in maps), notes
+    return running, notes
 
 
 def _would_fold(tasks: StageSettings, actor_cpus: float, actor_gpus: float) -> bool:
@@ -180,7 +177,7 @@ def _would_fold(tasks: StageSettings, actor_cpus: float, actor_gpus: float) -> b
     )
 
 
-def share_cluster(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) -> Shares:
+def share_cluster(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) -> Layout:
     """Share ``cluster`` between actor pools, task stages and I/O so the job can always progress.
 
     Actor pools hold their CPUs for the whole job. If they took every CPU, Ray Data could never
@@ -197,39 +194,43 @@ def share_cluster(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) ->
 
     An actor stage on CPUs without ``concurrency`` gets its actors and threads from
     :func:`size_pools` first (one single-thread actor per core where memory allows).
+
+    Returns the :class:`~pipeline.plan.model.Layout` with all of it (each stage's CPUs, threads
+    and actors; the read's tasks and blocks; the map batch windows; the notes); ``maps`` are
+    left as configured.
     """
-    maps, sized = size_pools(maps, cluster)
-    _check_fits(maps, cluster)
+    running, sized = size_pools(maps, cluster)
+    _check_fits(maps, running, cluster)
     cpus = cluster.cpus
-    actors = [st for st in maps if st.stage.compute == "actors"]
-    fixed = sum(st.stage.num_cpus * st.stage.min_workers for st in actors if st.stage.num_cpus)
-    shared = [st for st in actors if st.stage.num_cpus is None]
+    pools = [st.key for st in maps if st.stage.compute == "actors"]
+    actors = [running[key] for key in pools]
+    fixed = sum(s.num_cpus * s.min_workers for s in actors if s.num_cpus)
+    shared = [s for s in actors if s.num_cpus is None]
     io = min(ray.io_cpus, cpus / 2)
     left = cpus - io - fixed
-    if left < 0 or (shared and left / sum(st.stage.min_workers for st in shared) < MIN_CPU_SHARE):
+    if left < 0 or (shared and left / sum(s.min_workers for s in shared) < MIN_CPU_SHARE):
         held = ", ".join(
-            f"{st.key}: {st.stage.min_workers} actor(s) x "
-            f"{'shared' if st.stage.num_cpus is None else _fmt(st.stage.num_cpus)} CPU"
-            for st in actors
+            f"{key}: {s.min_workers} actor(s) x "
+            f"{'shared' if s.num_cpus is None else _fmt(s.num_cpus)} CPU"
+            for key, s in zip(pools, actors, strict=True)
         )
         raise PlanError(
             f"the actor pools ({held}) leave no CPU for reading and writing on a cluster of "
             f"{_fmt(cpus)} CPUs (the job would wait forever). Lower a stage's concurrency, give "
             f"it a smaller num_cpus (fractions are fine, e.g. 0.5), or lower ray.io_cpus "
             f"(now {_fmt(ray.io_cpus)}).",
-            key=f"{actors[-1].key}.stage" if actors else "ray.io_cpus",
+            key=f"{pools[-1]}.stage" if pools else "ray.io_cpus",
         )
     share = 0.0
     if shared:
-        workers = sum(st.stage.min_workers for st in shared)
+        workers = sum(s.min_workers for s in shared)
         share = min(1.0, math.floor(left / workers * 100) / 100)
-    free = cpus - fixed - share * sum(st.stage.min_workers for st in shared)
+    free = cpus - fixed - share * sum(s.min_workers for s in shared)
 
     notes: list[str] = []
-    planned: list[Step] = []
-    actor_workers = sum(st.stage.min_workers for st in actors)
+    actor_workers = sum(s.min_workers for s in actors)
     for i, step in enumerate(maps):
-        s = step.stage
+        s = running[step.key]
         threads_note = ""
         if step.key in sized and s.num_threads is not None:
             threads_note = f", {s.num_threads} thread(s) each; {sized[step.key]}"
@@ -242,7 +243,7 @@ def share_cluster(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) ->
             threads_note = f", {s.num_threads} thread(s) each" + threads_note
         if s.compute == "actors" and s.num_cpus is None:
             mine, apart = share, ""
-            before = planned[i - 1].stage if i else None
+            before = running[maps[i - 1].key] if i else None
             if before is not None and _would_fold(before, share, s.num_gpus):
                 mine, apart = round(share - FOLD_GAP, 2), f"; apart from {maps[i - 1].key}'s tasks"
             s = s.model_copy(update={"num_cpus": mine})
@@ -266,12 +267,18 @@ def share_cluster(maps: tuple[Step, ...], ray: RaySettings, cluster: Cluster) ->
             how = "set" if s.num_cpus is not None else "shared"
             s = s.model_copy(update={"num_cpus": task_cpus})
             notes.append(f"{step.key}: tasks x {_fmt(task_cpus)} CPU ({how})")
-        planned.append(replace(step, stage=s))
+        running[step.key] = s
     io_cpus = round(min(1.0, free), 2)
     notes.append(f"read/write tasks: {_fmt(io_cpus)} CPU each")
     read_tasks = max(1, math.floor(free / io_cpus + 1e-9))
-    check_placement(tuple(planned), cluster)
-    return _blocks(Shares(tuple(planned), Layout(io_cpus), notes=tuple(notes)), read_tasks)
+    stages = {
+        key: StageLayout(s.num_cpus, s.num_threads, s.concurrency) for key, s in running.items()
+    }
+    layout = Layout(io_cpus, stages=stages)
+    check_placement(maps, layout, cluster)
+    layout, window_notes = _windows(maps, layout)
+    layout, block_notes = _blocks(maps, layout, read_tasks)
+    return replace(layout, notes=(*notes, *window_notes, *block_notes))
 
 
 def map_batch_rows(step: Step) -> int | None:
@@ -288,19 +295,19 @@ def map_batch_rows(step: Step) -> int | None:
     return max(base, math.ceil(SORT_WINDOW_ROWS / base) * base)
 
 
-def fit_windows(plan: Plan, rows: int) -> Layout:
-    """``plan``'s layout for ``rows`` rows: each actor stage that sorts by length gets
-    equal windows, as many for each of its actors (``stage.concurrency``, the lower bound of an
-    autoscaling pool), each at most the planned window and a whole number of model batches (or
-    less than one batch, where the unit holds less than a batch for each actor). The read's
-    blocks follow the first stage's window.
+def fit_windows(plan: Plan, rows: int, layout: Layout | None = None) -> Layout:
+    """``layout`` (default: ``plan.layout``) for ``rows`` rows: each actor stage that sorts by
+    length gets equal windows, as many for each of its actors (the layout's ``concurrency``, the
+    lower bound of an autoscaling pool), each at most the planned window and a whole number of
+    model batches (or less than one batch, where the unit holds less than a batch for each
+    actor). The read's blocks follow the first stage's window.
 
     Without it, 4,000 rows made one 4,096-row window that one actor of two embedded alone
     (74.6 s against 56.2 s for one actor, benchmarks/RESULTS.md); 20,000 rows made five
     windows, three for one actor and two for the other. A stage without a fixed batch size
-    (``auto``, ``null``) keeps the planned size. Returns ``plan.layout`` itself for no rows.
+    (``auto``, ``null``) keeps the planned size. Returns ``layout`` itself for no rows.
     """
-    layout = plan.layout
+    layout = layout if layout is not None else plan.layout
     if rows <= 0:
         return layout
     batches = dict(layout.map_batches)
@@ -310,7 +317,7 @@ def fit_windows(plan: Plan, rows: int) -> Layout:
             continue
         if not step.plugin.sorts_by_length():
             continue
-        workers = s.min_workers
+        workers = layout.settings(step).min_workers
         count = workers * math.ceil(rows / (workers * window))
         size = math.ceil(rows / count)
         if size > s.batch_size:  # whole model batches; a smaller input still feeds every actor
@@ -323,10 +330,12 @@ def fit_windows(plan: Plan, rows: int) -> Layout:
     return replace(layout, map_batches=batches, rows_per_block=blocks)
 
 
-def _windows(plan: Shares) -> Shares:
+def _windows(maps: tuple[Step, ...], layout: Layout) -> tuple[Layout, list[str]]:
+    """``layout`` with each map stage's batch rows (:func:`map_batch_rows`), and the notes on
+    the stages that sort by length."""
     batches: dict[str, int | None] = {}
-    notes = list(plan.notes)
-    for step in plan.maps:
+    notes: list[str] = []
+    for step in maps:
         rows = batches[step.key] = map_batch_rows(step)
         if step.plugin.sorts_by_length() and step.stage.batch_size is not None:
             pool = f"windows of up to {rows} rows" if rows else "each block"
@@ -334,10 +343,10 @@ def _windows(plan: Shares) -> Shares:
                 f"{step.key}: {pool} sorted by length, model batches of "
                 f"{step.stage.batch_size} rows"
             )
-    return replace(plan, layout=replace(plan.layout, map_batches=batches), notes=tuple(notes))
+    return replace(layout, map_batches=batches), notes
 
 
-def _blocks(plan: Shares, read_tasks: int) -> Shares:
+def _blocks(maps: tuple[Step, ...], layout: Layout, read_tasks: int) -> tuple[Layout, list[str]]:
     """Read with as many tasks as can run at once; cut blocks for a first stage of actors.
 
     Ray Data reads a small file as one block and an actor pool hands a block to one actor, so an
@@ -350,23 +359,20 @@ def _blocks(plan: Shares, read_tasks: int) -> Shares:
     instead of Ray's default of about 200: Ray cut a 1,000,000-row, one-row-group Parquet file into
     134 blocks that way, each later a write task and a file, and took 3-4 s where one streaming read
     task took 0.6 s. ``batch_size: auto`` uses its largest probed size; ``null`` (whole blocks)
-    leaves the source's blocks alone.
+    leaves the source's blocks alone. Returns the layout and its note on blocks (if any).
     """
-    plan = _windows(plan)
-    first = plan.maps[0] if plan.maps else None
+    first = maps[0] if maps else None
     if first is None or first.stage.batch_size is None:
-        return plan
+        return layout, []
     if first.stage.compute == "tasks":
         note = f"blocks: read in up to {read_tasks} task(s), each fused with {first.key}'s tasks"
-        layout = replace(plan.layout, read_tasks=read_tasks)
-        return replace(plan, layout=layout, notes=(*plan.notes, note))
-    rows = plan.layout.map_batches[first.key]
+        return replace(layout, read_tasks=read_tasks), [note]
+    rows = layout.map_batches[first.key]
     note = (
         f"blocks: read in up to {read_tasks} task(s), cut into blocks of up to {rows} rows "
         f"(one map batch of {first.key})"
     )
-    layout = replace(plan.layout, rows_per_block=rows, read_tasks=read_tasks)
-    return replace(plan, layout=layout, notes=(*plan.notes, note))
+    return replace(layout, rows_per_block=rows, read_tasks=read_tasks), [note]
 
 
 def worker_resources(stage: StageSettings) -> dict[str, float]:
@@ -397,8 +403,9 @@ def _fits(node: dict[str, float], need: dict[str, float]) -> int:
     return min(counts, default=1_000_000)
 
 
-def check_placement(maps: tuple[Step, ...], cluster: Cluster) -> None:
-    """Refuse a stage whose worker no node can hold, or whose actor pool the nodes cannot.
+def check_placement(maps: tuple[Step, ...], layout: Layout, cluster: Cluster) -> None:
+    """Refuse a stage whose worker no node can hold, or whose actor pool the nodes cannot, as
+    ``layout`` runs it.
 
     Ray Data would otherwise wait forever for a worker that can never be placed. A node's
     ``memory`` is checked only where the cluster reports it (a running Ray does).
@@ -407,7 +414,7 @@ def check_placement(maps: tuple[Step, ...], cluster: Cluster) -> None:
     if not nodes:
         return
     for step in maps:
-        s = step.stage
+        s = layout.settings(step)
         need = worker_resources(s)
         if not all("memory" in node for node in nodes):
             need.pop("memory", None)

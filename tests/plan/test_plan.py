@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from pipeline.contract.errors import ConfigError, PlanError
+from pipeline.plan.model import StageLayout
 from pipeline.plan.planner import plan_job
 from pipeline.plan.report import describe
 from pipeline.plan.shares import Cluster
@@ -116,9 +117,22 @@ def test_configs_cannot_name_python_code_to_instantiate(where):
     assert "register it under an entry-point group" in str(error)
 
 
+def test_the_plans_steps_are_as_configured_and_its_layout_says_how_they_run():
+    """The planner's CPUs, threads and actors are the layout's; the steps keep the config (what
+    the fingerprint covers); the dry run prints each stage as it runs."""
+    plan = planned(config(), cluster(2, 0, 64 * 2**30))
+    step = plan.maps[0]
+    assert (step.stage.num_cpus, step.stage.num_threads, step.stage.concurrency) == (None,) * 3
+    assert plan.layout.stages == {"predictor": StageLayout(0.5, 1, 2)}
+    planner = {"num_cpus": 0.5, "num_threads": 1, "concurrency": 2}
+    assert plan.layout.settings(step) == step.stage.model_copy(update=planner)
+    assert "concurrency=2, num_cpus=0.5" in describe(plan) and "num_threads=1" in describe(plan)
+    assert any(note.startswith("predictor: 2 actor(s) x 0.5 CPU") for note in plan.layout.notes)
+
+
 def test_the_seeds_two_actor_pool_shares_two_cpus_and_leaves_room_for_io():
     plan = planned(config(concurrency=2), cluster(2))
-    assert plan.maps[0].stage.num_cpus == 0.5
+    assert plan.layout.stages["predictor"].num_cpus == 0.5
     # A whole CPU for I/O: Ray Data's own tasks (file listing) ask for one.
     assert plan.layout.io_cpus == 1.0
 
@@ -160,7 +174,7 @@ def test_more_cpus_per_worker_than_the_cluster_has_is_refused():
 def test_the_seeds_memory_variant_fits_a_big_node():
     # 5 CPUs per actor, 3 actors: the seed's "at most 3 per 16-CPU node".
     plan = planned(config(num_cpus=5, concurrency=3), cluster(16))
-    assert plan.maps[0].stage.num_cpus == 5
+    assert plan.maps[0].stage.num_cpus == 5 == plan.layout.stages["predictor"].num_cpus
     assert plan.layout.io_cpus == 1.0
 
 
@@ -187,7 +201,7 @@ def test_the_batch_size_a_user_sets_is_the_model_batch_and_the_sort_window_the_p
     assert plan.maps[0].stage.batch_size == batch_size  # the model's batch, as set
     assert window >= SORT_WINDOW_ROWS and window % batch_size == 0
     assert plan.layout.rows_per_block == window
-    assert any(f"model batches of {batch_size} rows" in note for note in plan.notes)
+    assert any(f"model batches of {batch_size} rows" in note for note in plan.layout.notes)
 
 
 @pytest.mark.parametrize(
@@ -237,19 +251,20 @@ def test_a_first_stage_of_tasks_leaves_blocks_whole_so_it_fuses_with_the_read():
     plan = planned(config(compute="tasks", batch_size=16), cluster(2))
     assert plan.layout.rows_per_block is None  # the tasks cut their blocks into batches
     assert plan.layout.read_tasks == 2
-    assert any("fused with predictor" in note for note in plan.notes)
+    assert any("fused with predictor" in note for note in plan.layout.notes)
 
 
 def test_task_stages_get_no_more_cpu_than_the_actor_pools_leave():
     tasks_only = planned(config(compute="tasks"), cluster(2))
-    assert tasks_only.maps[0].stage.num_cpus == 1.0
+    assert tasks_only.layout.stages["predictor"].num_cpus == 1.0
     pooled = planned(config(concurrency=2), cluster(2))
-    held = sum(s.stage.num_cpus * s.stage.min_workers for s in pooled.maps)
+    runs = [pooled.layout.settings(step) for step in pooled.maps]
+    held = sum(s.num_cpus * s.min_workers for s in runs)
     assert held + pooled.layout.io_cpus <= 2
 
 
 def test_an_explicit_task_cpu_request_that_cannot_fit_beside_the_actors_is_refused():
-    assert planned(config(compute="tasks", num_cpus=2)).maps[0].stage.num_cpus == 2
+    assert planned(config(compute="tasks", num_cpus=2)).layout.stages["predictor"].num_cpus == 2
     cfg = config(concurrency=1, num_cpus=1)
     cfg["preprocessors"] = [
         {
@@ -267,10 +282,10 @@ def test_an_explicit_task_cpu_request_that_cannot_fit_beside_the_actors_is_refus
 def test_the_plan_shares_the_cluster_once_and_keeps_the_users_own_settings():
     """A stage's own num_cpus and num_threads are the user's; the planner's shares say so."""
     plan = planned(config(concurrency=1, num_cpus=0.5, num_threads=3))
-    assert (plan.maps[0].stage.num_cpus, plan.maps[0].stage.num_threads) == (0.5, 3)
+    assert plan.layout.stages["predictor"] == StageLayout(0.5, 3, 1)
     shared = planned(config(concurrency=2))
-    assert any("(shared)" in note for note in shared.notes)
-    assert any("(set)" in note for note in plan.notes)
+    assert any("(shared)" in note for note in shared.layout.notes)
+    assert any("(set)" in note for note in plan.layout.notes)
 
 
 def test_the_printed_plan_masks_credentials():
@@ -304,13 +319,14 @@ def test_an_actor_pool_after_a_task_stage_asks_for_other_cpus_so_ray_keeps_them_
     cfg["preprocessors"] = [{"type": "rename_columns", "params": {"mapping": {"data": "text"}}}]
     cfg["predictor"]["params"]["input_column"] = "text"
     plan = planned(cfg, cluster(2))
-    tasks, actors = plan.maps
-    assert (tasks.stage.num_cpus, actors.stage.num_cpus) == (1.0, 0.99)
-    assert any("apart from preprocessors[0]'s tasks" in note for note in plan.notes)
-    assert planned(config(concurrency=1), cluster(2)).maps[0].stage.num_cpus == 1.0
+    tasks, actors = (plan.layout.stages[step.key] for step in plan.maps)
+    assert (tasks.num_cpus, actors.num_cpus) == (1.0, 0.99)
+    assert any("apart from preprocessors[0]'s tasks" in note for note in plan.layout.notes)
+    alone = planned(config(concurrency=1), cluster(2))
+    assert alone.layout.stages["predictor"].num_cpus == 1.0
     two = copy.deepcopy(cfg)
     two["predictor"]["stage"]["concurrency"] = 2  # 0.5 CPU each: already apart
-    assert planned(two, cluster(2)).maps[1].stage.num_cpus == 0.5
+    assert planned(two, cluster(2)).layout.stages["predictor"].num_cpus == 0.5
     own = copy.deepcopy(cfg)
     own["predictor"]["stage"]["num_cpus"] = 1  # the user's own request is kept
-    assert planned(own, cluster(2)).maps[1].stage.num_cpus == 1
+    assert planned(own, cluster(2)).layout.stages["predictor"].num_cpus == 1

@@ -24,9 +24,10 @@ def nodes(*cpus: float, memory: float = 64 * GIB) -> Cluster:
 
 
 def stage_and_note(cfg: dict, cluster: Cluster):
+    """The predictor's stage settings as it runs (its layout's) and the layout's note on it."""
     plan = plan_job(cfg, cluster)
-    note = next(n for n in plan.notes if n.startswith("predictor: ") and "actor" in n)
-    return plan.maps[-1].stage, note
+    note = next(n for n in plan.layout.notes if n.startswith("predictor: ") and "actor" in n)
+    return plan.layout.settings(plan.maps[-1]), note
 
 
 def worker_bytes() -> int:

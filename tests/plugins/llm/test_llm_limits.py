@@ -7,7 +7,6 @@ let requests through later than allowed, never earlier.
 from __future__ import annotations
 
 import pytest
-from fault_proxy import FaultProxy
 
 from plugins.llm.limits import LimiterState, SharedLimiter, TokenBucket, limiter_name
 
@@ -66,24 +65,23 @@ def _worker_class():
     return Worker
 
 
-def test_two_processes_share_one_requests_per_minute_limit(ray_session, llm_server):
+def test_two_processes_share_one_requests_per_minute_limit(ray_session, llm_server, llm_proxy):
     ray = ray_session
     rpm, per_worker = 600, 12  # 10 a second, a burst of 10; 24 requests in all
-    with FaultProxy(llm_server.base_url, lifetime_s=120) as proxy:
-        limiter = SharedLimiter.create(limiter_name("test", rpm), rpm, None)
-        try:
-            workers = [_worker_class().remote() for _ in range(2)]
-            done = ray.get(
-                [
-                    w.run.remote(proxy.base_url, llm_server.model, limiter, i * per_worker, 12)
-                    for i, w in enumerate(workers)
-                ],
-                timeout=120,
-            )
-            stats = limiter.stats()
-        finally:
-            limiter.kill()
-        arrivals = sorted(proxy.arrivals("/chat/completions"))
+    limiter = SharedLimiter.create(limiter_name("test", rpm), rpm, None)
+    try:
+        workers = [_worker_class().remote() for _ in range(2)]
+        done = ray.get(
+            [
+                w.run.remote(llm_proxy.base_url, llm_server.model, limiter, i * per_worker, 12)
+                for i, w in enumerate(workers)
+            ],
+            timeout=120,
+        )
+        stats = limiter.stats()
+    finally:
+        limiter.kill()
+    arrivals = sorted(llm_proxy.arrivals("/chat/completions"))
     assert [ok for ok, _ in done] == [per_worker, per_worker]
     assert stats["reserved"] == 2 * per_worker  # both processes asked the one actor
     assert sum(c["throttled_s"] for _, c in done) > 0

@@ -4,7 +4,7 @@ dry-run estimate), against the real tiny server."""
 from __future__ import annotations
 
 import pytest
-from fault_proxy import Fault, FaultProxy
+from fault_proxy import Fault
 from llm_server import free_port
 
 from pipeline.contract.errors import ConfigError
@@ -41,11 +41,10 @@ def test_a_model_the_server_does_not_serve_names_model(llm_server):
     assert caught.value.key == "predictor.params.model"
 
 
-def test_a_refused_key_names_the_variable(llm_server):
-    with FaultProxy(llm_server.base_url, lifetime_s=60) as proxy:
-        proxy.add_rule(lambda body: True, Fault.http(401), times=None)
-        with pytest.raises(ConfigError, match=r"refused the key in \$MY_KEY") as caught:
-            check_server(proxy.base_url, "m", api_key="sk-hidden", api_key_env="MY_KEY")
+def test_a_refused_key_names_the_variable(llm_proxy):
+    llm_proxy.add_rule(lambda body: True, Fault.http(401), times=None)
+    with pytest.raises(ConfigError, match=r"refused the key in \$MY_KEY") as caught:
+        check_server(llm_proxy.base_url, "m", api_key="sk-hidden", api_key_env="MY_KEY")
     assert caught.value.key == "predictor.params.api_key_env"
     assert "sk-hidden" not in str(caught.value)
 
