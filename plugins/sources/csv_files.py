@@ -158,7 +158,6 @@ class CsvSource(FileSource):
     Params = CsvParams
     reader = "read_csv"
     file_extensions = None  # as Ray Data's read_csv: every file of a folder
-    counts_by_reading = True
 
     def file_schema(self, params: CsvParams, files: list[tuple[str, int]]) -> Any:
         import pyarrow as pa

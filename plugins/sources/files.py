@@ -174,10 +174,6 @@ def select(schema: Any, columns: list[str] | None, key: str = "source.params.col
 
 #: Lines of a text file per table its read yields.
 LINES_PER_TABLE = 65536
-#: The most bytes of a work unit's files that :meth:`FileSource.count_rows` reads whole to count
-#: its rows (text tables, whose files hold no row count): a small input's rows are then cut into
-#: one window per actor instead of one window that a single actor embeds while the others idle.
-COUNT_READ_BYTES = 4 << 20
 
 
 class FileSource(Source):
@@ -193,9 +189,6 @@ class FileSource(Source):
     reader: str = ""
     #: Its default ``file_extensions`` (Ray Data 2.60), without importing Ray at plan time.
     file_extensions: tuple[str, ...] | None = None
-    #: Whether :meth:`count_rows` may read a small unit whole to count its rows (text tables:
-    #: JSON, CSV, text lines; not images, which it would decode).
-    counts_by_reading: bool = False
 
     def extensions(self) -> list[str] | None:
         """What the source reads from a folder: Ray Data's default file extensions for its
@@ -238,21 +231,6 @@ class FileSource(Source):
                 raise
             except Exception as exc:  # any parse error: this is the file at fault
                 raise unreadable(file, exc) from None
-
-    def count_rows(self, params: FileParams, unit: WorkUnit) -> int | None:
-        """Rows in a unit of at most :data:`COUNT_READ_BYTES` of local files, read by
-        :meth:`read_file` as the job reads them (so the count is exact), for a source that
-        :attr:`counts_by_reading`; None for a larger or remote unit, and for one that does not
-        parse (the job's read then names the file)."""
-        if not self.counts_by_reading:
-            return None
-        files = self.unit_files(params, unit)
-        if sum(size for _, size in files) > COUNT_READ_BYTES or any(is_uri(f) for f, _ in files):
-            return None
-        try:
-            return sum(table.num_rows for f, _ in files for table in self.read_file(params, f))
-        except Exception:
-            return None
 
     def check_file(self, params: FileParams, f: Any) -> None:
         """Parse a whole open file as the read does, raising if it is not valid input."""
@@ -594,7 +572,6 @@ class TextSource(FileSource):
     Params = TextParams
     reader = "read_text"
     file_extensions = None
-    counts_by_reading = True
 
     def file_schema(self, params: TextParams, files: list[tuple[str, int]]) -> Any:
         import pyarrow as pa

@@ -235,7 +235,6 @@ class JsonSource(FileSource):
         "json.lz4",
         "jsonl.lz4",
     )
-    counts_by_reading = True
 
     def file_schema(self, params: JsonParams, files: list[tuple[str, int]]) -> Any:
         return select(self.read_schema(params, files), params.columns)
