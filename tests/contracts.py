@@ -174,9 +174,9 @@ class SinkContract:
     and :meth:`read` (the rows a reader sees, None when there is no target). The suite runs real
     jobs on the module's Ray (and, for the kill test, the command line in its own process):
     an XGBoost job's rows read back equal, the modes keep their promises, a job that fails on
-    its second work unit leaves the target as it was, and a driver killed with SIGKILL at each
-    of :attr:`kill_points` resumes without duplicates or redone rows, its counts in
-    metrics.json.
+    its second work unit leaves the target as it was, and a job stopped at each of
+    :attr:`kill_points` (its session SIGKILLed, or Ctrl-C) resumes without duplicates or redone
+    rows, its counts in metrics.json.
     """
 
     #: The sink's entry-point name.
@@ -271,30 +271,25 @@ class SinkContract:
         saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
         assert (saved["rows_in"], saved["rows_out"]) == (40, 40)
 
-    def test_mode_error_refuses_an_existing_target_before_any_work(self, ray_session, tmp_path):
+    def test_the_modes_replace_refuse_and_add_to_a_target(self, ray_session, tmp_path):
+        """One target through the modes: replace makes it when there is none; the mode that
+        refuses an existing target does so before any work, naming its key, and keeps it as it
+        was; append adds a job's rows; replace keeps only the rows of its own job."""
         from pipeline.contract.errors import DataError
 
-        if self.mode_error is None:
-            pytest.skip(f"sink {self.sink!r} has no mode that refuses an existing output")
-        params = {**self.params(tmp_path), "mode": self.mode_error}
-        self.job(params, self.items(range(5)))
-        with pytest.raises(DataError) as caught:
-            self.job(params, self.items(range(5, 9)))
-        assert caught.value.key == self.error_key
+        params = self.params(tmp_path)
+        self.job({**params, "mode": self.mode_replace}, self.items(range(5)))
         assert [r["id"] for r in self.rows(params)] == list(range(5))
-
-    def test_append_adds_the_rows_of_a_second_job(self, ray_session, tmp_path):
-        params = {**self.params(tmp_path), "mode": self.mode_append}
-        self.job(params, self.items(range(5)))
-        result = self.job(params, self.items(range(5, 9)))
+        if self.mode_error is not None:
+            with pytest.raises(DataError) as caught:
+                self.job({**params, "mode": self.mode_error}, self.items(range(5, 9)))
+            assert caught.value.key == self.error_key
+            assert [r["id"] for r in self.rows(params)] == list(range(5))
+        result = self.job({**params, "mode": self.mode_append}, self.items(range(5, 9)))
         assert result.rows_done == 4
         assert [r["id"] for r in self.rows(params)] == list(range(9))
-
-    def test_replace_keeps_only_the_rows_of_the_second_job(self, ray_session, tmp_path):
-        params = {**self.params(tmp_path), "mode": self.mode_replace}
-        self.job(params, self.items(range(5)))
-        self.job(params, self.items(range(5, 9)))
-        assert [r["id"] for r in self.rows(params)] == list(range(5, 9))
+        self.job({**params, "mode": self.mode_replace}, self.items(range(9, 12)))
+        assert [r["id"] for r in self.rows(params)] == list(range(9, 12))
 
     @pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
     def test_a_job_failing_on_its_second_unit_leaves_the_target_as_it_was(
@@ -319,29 +314,47 @@ class SinkContract:
         else:
             assert "is kept in" not in caught.value.message
 
-    #: Where the kill test stops the driver, in order, each run resuming the one before:
-    #: ``half-way`` (once a write task recorded its rows, by watching the job's store) or a halt
-    #: point of :mod:`pipeline.output.halts` (``written``: a write task wrote its rows and has
-    #: no record yet; ``renaming``: a file output's publish moved one file of several;
-    #: ``publishing``: every part recorded, the job's state ``publishing``, nothing at the
-    #: destination; ``committed``: a table's commit made, its job record not yet dropped).
-    kill_points: ClassVar[tuple[str, ...]] = ("half-way", "publishing")
+    #: Where the kill test stops the job, in order, each run resuming the one before: a halt
+    #: point of :mod:`pipeline.contract.halts`, where the job's whole session is SIGKILLed
+    #: (``written``: a write task wrote its rows and has no record yet; ``recorded``: half way,
+    #: a write task recorded its rows; ``renaming``: a file output's publish moved one file of
+    #: several; ``publishing``: every part recorded, the job's state ``publishing``, nothing at
+    #: the destination; ``committing``: inside a table target's one commit, not made;
+    #: ``committed``: a table's commit made, its job record not yet dropped);
+    #: or ``ctrl-c:<point>``, where Ctrl-C is pressed instead (SIGINT to the job's process
+    #: group, as a terminal sends it: the job ends with one line, status 130 and metrics.json
+    #: ``interrupted``), and ``ctrl-c-twice:<point>`` (a second SIGINT while it stops ends the
+    #: process at once, status 130).
+    kill_points: ClassVar[tuple[str, ...]] = ("recorded", "ctrl-c:recorded", "publishing")
+    #: After the first stop that leaves records, also check that the command line refuses
+    #: (:func:`check_refusals`, runs that end before Ray starts): ``plain``, to run over them
+    #: without ``run.resume``; ``changed``, to resume them with a changed config.
+    refusals: ClassVar[tuple[str, ...]] = ()
+    #: Text the finished run's output shows (e.g. the target's URL without its password).
+    shows: ClassVar[str | None] = None
 
     def test_a_driver_killed_at_each_point_resumes_without_duplicates_or_redone_rows(
         self, tmp_path
     ):
-        """SIGKILL the job's session at each of :attr:`kill_points`, resuming each time, then
-        finish it with ``run.resume=true``. After every kill nothing partial is visible at the
-        destination; every run (re)runs only rows no record held when it started, and a run
-        that got past its last write ran exactly those (what was in flight, and what was not
-        read yet); the output has every row exactly once."""
+        """Stop the job at each of :attr:`kill_points`, resuming each time, then finish it with
+        ``run.resume=true``. After every stop nothing partial is visible at the destination and
+        no record is lost; every run (re)runs only rows no record held when it started, and a
+        run that got past its last write ran exactly those (what was in flight, and what was
+        not read yet); the output has every row exactly once, and no run shows the
+        :attr:`secret` anywhere it prints or writes."""
         from conftest import run_cli
         from kit import kit_env
 
+        from pipeline.contract.halts import HALT_ENV
+
         params = self.params(tmp_path)
-        files, per_file = 4, 5
+        stops = [stop_of(point) for point in self.kill_points]
+        # A unit per file (one batch of the stage: 4 rows), enough for a new record at every
+        # ``recorded`` stop and rows left after it.
+        files, per_file = 2 + 2 * sum(where == "recorded" for where, _ in stops), 4
         ids = write_parquet_units(tmp_path / "in", files, per_file)
         log_dir = tmp_path / "ids"
+        runs = tmp_path / "runs"  # each run's folder (metrics.json, .hydra/, the log)
 
         def args(run_dir: str, *extra: str) -> list[str]:
             return [
@@ -349,70 +362,135 @@ class SinkContract:
                 f"source.params.path={tmp_path / 'in'}",
                 "run.unit_bytes=1",
                 "predictor.type=kit_step",
-                "+predictor.params.sleep_s=0.3",
                 f"+predictor.params.log_dir={log_dir}",
                 *sink_overrides(self.sink, params),
                 "run.progress=false",
                 "ray.num_cpus=2",
-                f"hydra.run.dir={tmp_path / run_dir}",
+                f"hydra.run.dir={runs / run_dir}",
                 *extra,
             ]
 
+        printed: list[str] = []  # what the runs printed, for the secret
         done: set[int] = set()
-        for n, point in enumerate(self.kill_points):
-            resume = ("run.resume=true",) if n else ()
+        refusals = self.refusals
+        for n, (point, (where, presses)) in enumerate(zip(self.kill_points, stops, strict=True)):
+            run = args(f"run{n}", *(("run.resume=true",) if n else ()))
             logged_before = {p: p.read_text() for p in log_dir.glob("ids-*.txt")}
-            if point == "half-way":
-                recorded = len(self.written(params)) if n else 0
-                run_killed_when(
-                    args(f"run{n}", *resume),
-                    lambda recorded=recorded: self._written_now(params) > recorded,
-                    "a write task recorded its rows",
-                    env=kit_env(),
-                )
+            flag = tmp_path / f"halted-{n}-{where}"
+            env = {**kit_env(), HALT_ENV: f"{where}:{flag}"}
+            ready, what = flag.exists, f"the job reached halt point {where!r}"
+            if presses:
+                status, stderr = run_interrupted_when(run, ready, what, env, presses)
+                printed.append(stderr)
+                assert status == 130, f"{point}: {stderr}"
             else:
-                run_halted_at(point, args(f"run{n}", *resume), tmp_path, env=kit_env())
+                run_killed_when(run, ready, what, env)
             ran = logged_ids(log_dir, logged_before)
             assert not ran & done, f"{point}: the run redid rows a record held"
-            if point in ("publishing", "committed", "renaming"):  # past its last write
+            if where in ("renaming", "publishing", "committing", "committed"):  # past the writes
                 assert ran == set(ids) - done, f"{point}: not exactly the unrecorded rows"
-            if point == "committed":  # the commit is made: all of it, once
+            if where == "committed":  # the commit is made: all of it, once
                 assert [r["id"] for r in self.rows(params)] == ids
             else:
-                assert self.read(params) is None, f"{point}: a killed run published something"
+                assert self.read(params) is None, f"{point}: a stopped run published something"
             now = written_ids(self.written(params), per_file)
             assert done <= now, f"{point}: a record was lost"
-            if point == "written":
+            if where == "written":
                 assert not now, "a write task killed before its record counts for nothing"
-            elif point == "half-way":
-                assert done < now < set(ids)
+            elif where == "recorded":
+                assert done < now, f"{point}: no new record"
+                if not presses:  # SIGKILL stops every task at once (after Ctrl-C one may end)
+                    assert now < set(ids), f"{point}: every row recorded before the kill"
             else:
                 assert now == set(ids), f"{point}: every row is recorded before publishing"
+            if presses == 1:  # what the line says is written: what the records hold
+                low = len(done) + 1 if where == "recorded" else len(now)
+                check_interrupted(stderr, runs / f"run{n}", (low, len(now)), len(ids))
             done = now
+            if refusals and done and where != "committed":
+                printed += check_refusals(args, kit_env(), refusals)
+                refusals = ()
 
         logged_before = {p: p.read_text() for p in log_dir.glob("ids-*.txt")}
         resumed = run_cli(*args("last", "run.resume=true"), env=kit_env(), timeout=600)
         assert resumed.returncode == 0, resumed.stderr
         if done:
             assert f"resumed: {len(done)} rows were already written" in resumed.stdout
+        if self.shows:
+            assert self.shows in resumed.stdout
         redone = logged_ids(log_dir, logged_before)
         assert redone == set(ids) - done, "the resumed run ran exactly the unwritten rows"
         got = self.rows(params)
         assert [r["id"] for r in got] == ids, "every row exactly once"
         assert [r["out"] for r in got] == [i * 10 for i in ids]
-        metrics = json.loads((tmp_path / "last" / "metrics.json").read_text())
+        metrics = json.loads((runs / "last" / "metrics.json").read_text())
         assert (metrics["rows_in"], metrics["rows_out"]) == (len(ids), len(ids))
         assert not self.written(params), "the job record is gone"
+        self.check_published(params, len(ids))
         if self.secret:
-            seen = [resumed.stdout, resumed.stderr]
-            seen += [p.read_text() for p in (tmp_path / "last").rglob("*") if p.is_file()]
-            assert not [text for text in seen if self.secret in text]
+            printed += [resumed.stdout, resumed.stderr]
+            assert not [text for text in printed if self.secret in text]
+            written = [p for p in runs.rglob("*") if p.is_file()]
+            assert not [p for p in written if self.secret.encode() in p.read_bytes()]
 
-    def _written_now(self, params: dict[str, Any]) -> int:
-        try:
-            return len(self.written(params))
-        except Exception:  # a database locked by the job's write, a file half-renamed
-            return 0
+    def check_published(self, params: dict[str, Any], rows: int) -> None:
+        """What the kind keeps beside a finished job's ``rows`` rows (a file output: its
+        manifest); nothing to check by default."""
+
+
+def stop_of(point: str) -> tuple[str, int]:
+    """A kill point of :attr:`SinkContract.kill_points` as (its halt point, the Ctrl-C presses
+    there: 0 for SIGKILL)."""
+    how, _, where = point.rpartition(":")
+    return where, {"": 0, "ctrl-c": 1, "ctrl-c-twice": 2}[how]
+
+
+def check_interrupted(
+    stderr: str, run_dir: Path, recorded: tuple[int, int], rows_total: int
+) -> None:
+    """A job stopped by one Ctrl-C ended with one line saying how many rows are written
+    (within ``recorded``, both included) and how to finish, no traceback, and
+    ``metrics.json`` in ``run_dir`` says ``interrupted``."""
+    lines = [line for line in stderr.splitlines() if line.startswith("bulkinfer:")]
+    assert len(lines) == 1, stderr
+    end = f" of {rows_total} rows written; run again with run.resume=true to finish"
+    assert lines[0].startswith("bulkinfer: interrupted: ") and lines[0].endswith(end), lines[0]
+    rows = int(lines[0].removeprefix("bulkinfer: interrupted: ").removesuffix(end).replace(",", ""))
+    assert recorded[0] <= rows <= recorded[1], lines[0]
+    assert "Traceback" not in stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted"
+    assert metrics["error"] == lines[0].removeprefix("bulkinfer: ")
+
+
+def check_refusals(
+    args: Callable[..., list[str]], env: dict[str, str], which: tuple[str, ...]
+) -> list[str]:
+    """With a stopped job's records in place, the command line (``args(run_dir, *extra)``)
+    refuses, in one line naming what to do and without a traceback: ``plain``, to run without
+    ``run.resume``; ``changed``, to resume with a changed predictor param (naming the change).
+    Returns what the runs printed."""
+    from conftest import run_cli
+
+    printed = []
+    if "plain" in which:
+        plain = run_cli(*args("refused"), env=env, timeout=300)
+        assert plain.returncode == 2, plain.stderr
+        assert "run.resume: an unfinished run of this job left its work" in plain.stderr
+        assert "Traceback" not in plain.stderr
+        printed += [plain.stdout, plain.stderr]
+    if "changed" in which:
+        changed = run_cli(
+            *args("changed", "+predictor.params.output_column=other", "run.resume=true"),
+            env=env,
+            timeout=300,
+        )
+        assert changed.returncode == 2, changed.stderr
+        assert "cannot resume: the config changed" in changed.stderr
+        assert 'predictor.params.output_column: "out" -> "other"' in changed.stderr
+        assert "Traceback" not in changed.stderr
+        printed += [changed.stdout, changed.stderr]
+    return printed
 
 
 def written_ids(records: list[dict[str, Any]], rows_per_unit: int) -> set[int]:
@@ -502,16 +580,28 @@ def run_killed_when(
     assert driver.returncode == -signal.SIGKILL
 
 
-def run_halted_at(
-    point: str, args: list[str], where: Path, env: dict[str, str] | None = None
-) -> None:
-    """:func:`run_killed_when` the job reaches halt point ``point``
-    (:mod:`pipeline.output.halts`; its flag file is created in folder ``where``)."""
-    from pipeline.output.halts import HALT_ENV
-
-    flag = where / f"halted-{point}-{time.monotonic_ns()}"
-    env = {**(env or {}), HALT_ENV: f"{point}:{flag}"}
-    run_killed_when(args, flag.exists, f"the job reached halt point {point!r}", env)
+def run_interrupted_when(
+    args: list[str],
+    ready: Callable[[], object],
+    what: str,
+    env: dict[str, str] | None = None,
+    presses: int = 1,
+    timeout_s: float = 240,
+) -> tuple[int, str]:
+    """Start the command line in a process group of its own, as a terminal's foreground job
+    (:func:`start_session`), wait until ``ready()`` (:func:`wait_for`) and press Ctrl-C
+    ``presses`` times (SIGINT to the whole group, 0.2 s apart); returns the exit status and
+    what it printed on its error stream. Whatever of its session is left is then SIGKILLed."""
+    driver = start_session(args, env, capture=True)
+    try:
+        wait_for(driver, ready, what, timeout_s)
+        for _ in range(presses):
+            os.killpg(driver.pid, signal.SIGINT)
+            time.sleep(0.2)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        kill_session(driver.pid)
+    return driver.returncode, stderr
 
 
 def kill_session(sid: int) -> None:

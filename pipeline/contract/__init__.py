@@ -14,7 +14,8 @@ predictors), :mod:`~pipeline.contract.sink`; beside them what every plugin share
 (:mod:`~pipeline.contract.errors`), Arrow type names (:mod:`~pipeline.contract.schema`), batch
 formats (:mod:`~pipeline.contract.batches`), a stage's journal of results
 (:mod:`~pipeline.contract.journal`), secrets masking and bounded calls to remote
-services (:mod:`~pipeline.contract.reach`). Nothing here imports Ray, Hydra or a model library.
+services (:mod:`~pipeline.contract.reach`), and test-only halt points for fault tests
+(:mod:`~pipeline.contract.halts`). Nothing here imports Ray, Hydra or a model library.
 
 The contract is versioned: :data:`PLUGIN_API` (``"MAJOR.MINOR"``) is the version this bulkinfer
 provides, and a plugin class may say which version it was built for (``plugin_api = "1.1"``); a

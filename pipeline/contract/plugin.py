@@ -26,12 +26,13 @@ class PluginParams(BaseModel):
 #: bulkinfer 0.1's layout (``pipeline.interfaces``, ``pipeline.errors``, ...); 1.1 is bulkinfer
 #: 0.2's ``pipeline.contract`` package; 1.2 adds ``Plugin.extras`` and ``MapStage.env_vars``;
 #: 1.3 adds ``MapStage.calls_per_actor`` and ``MapStage.keeps_journal`` (a stage's journal);
-#: 1.4 adds ``MapStage.worker_memory`` (the planner's choice of CPU actors x threads).
+#: 1.4 adds ``MapStage.worker_memory`` (the planner's choice of CPU actors x threads); 1.5 adds
+#: :mod:`pipeline.contract.halts` (test-only halt points a sink's target may mark).
 #: A minor version adds to the contract and keeps every plugin of the same major version
 #: working; a new major version may remove or change hooks, and a plugin built for another
 #: major version is refused when it loads. docs/plugins.md lists the changes ("Changes to the
 #: plugin contract").
-PLUGIN_API = "1.4"
+PLUGIN_API = "1.5"
 
 
 class Plugin:

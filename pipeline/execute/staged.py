@@ -254,7 +254,14 @@ def run_staged(
 
     opened = out.open(units)
     if opened.publishing:  # killed while publishing: finish that
-        manifest = out.finish()
+        try:
+            manifest = out.finish()
+        except KeyboardInterrupt:  # every row is written: the next resume finishes again
+            written = opened.written
+            rows = sum(r.rows for r in consistent(written)) + sum(
+                r.rows for r in written if r.ranges is None
+            )
+            raise interrupted(rows, rows_total) from None
         return StagedOutcome(manifest, manifest.rows_out, 0)
     earlier = consistent(opened.written)
     done = Progress(r for record in earlier for r in record.ranges or [])

@@ -20,8 +20,8 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from pipeline.contract.errors import BulkInferError, OutputError
+from pipeline.contract.halts import halt
 from pipeline.contract.sink import BlockWriter, JobStore
-from pipeline.output.halts import halt
 from pipeline.output.progress import ROW_ID, ranges_of
 from pipeline.output.records import JobRecord, Written
 
@@ -104,6 +104,7 @@ class JournaledDatasink(Datasink[list[str]]):
         self.store.add_marker(record.to_json())
         if self.ledger is not None:  # for the progress line only: not awaited
             self.ledger.written.remote(record.id, rows, ranges)
+        halt("recorded")
         return [record.id]
 
 

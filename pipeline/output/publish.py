@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.contract.errors import DataError
+from pipeline.contract.halts import halt
 from pipeline.contract.sink import FileOutput
 from pipeline.contract.source import WorkUnit
-from pipeline.output.halts import halt
 from pipeline.output.records import (
     JobRecord,
     Manifest,

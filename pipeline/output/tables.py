@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipeline.contract.halts import halt
 from pipeline.contract.reach import reach
 from pipeline.contract.sink import JobStore, StagedTarget, StoreFolder
 from pipeline.contract.source import WorkUnit
-from pipeline.output.halts import halt
 from pipeline.output.records import JobRecord, Receipt, StagedJob, Totals, UnitReceipt, Written
 from pipeline.output.store import FolderStore, Opened, check_record, check_units, start_over
 

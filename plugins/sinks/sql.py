@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from pipeline.contract.sink import TableSink
 from plugins.sinks.targets.sql_params import SqlParams
@@ -15,6 +15,7 @@ class SqlSink(TableSink):
     """Write a database table through SQLAlchemy: staged rows moved in one transaction."""
 
     Params = SqlParams
+    plugin_api: ClassVar[str] = "1.5"  # its target marks the halt point inside its commit
     libraries = ("sqlalchemy",)
     extras = {"sql": ("sqlalchemy",)}
 

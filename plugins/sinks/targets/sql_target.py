@@ -32,6 +32,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from pipeline.contract.errors import ConfigError, DataError
+from pipeline.contract.halts import halt
 from plugins.sinks.targets.env import Secrets, read_env
 from plugins.sinks.targets.protocol import (
     UnitWriter,
@@ -365,6 +366,7 @@ class SqlTarget(WriterTarget):
                 if not inspector.has_table(self.stage_name, schema=self.db_schema):
                     return {"rows": rows, "already": True}
                 self._publish(connection, inspector, schema, receipts)
+                halt("committing")  # test-only: the transaction open, its rows inserted
         except sa.exc.SQLAlchemyError as exc:
             raise self._failure("publishing into", exc) from None
         finally:

@@ -1,16 +1,18 @@
 """Every staged sink keeps the same promises on its real engine (:class:`contracts.SinkContract`):
 Lance (and LanceDB) embedded, Iceberg through pyiceberg's SQL catalog on SQLite with a local
 warehouse, SQLite and PostgreSQL through SQLAlchemy (PostgreSQL skips, saying why, when no server
-can be started here), and the Parquet file sink."""
+can be started here), and the Parquet, CSV and JSON file sinks (CSV and JSON: the kill test
+only). Every kind is killed before its first write record, half way and while publishing (the
+file sinks between them) and stopped once with Ctrl-C, each run resuming the last."""
 
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from contracts import SinkContract
 
@@ -24,8 +26,8 @@ _databases = itertools.count()
 
 class TestLanceSink(SinkContract):
     sink = "lance"
-    # The table kind killed at every point (the others: half way and before the commit).
-    kill_points = ("written", "half-way", "publishing", "committed")
+    # Its Ctrl-C comes after the commit of a resumed publish (its record not yet dropped).
+    kill_points = ("written", "recorded", "publishing", "ctrl-c:committed")
 
     def params(self, where: Path) -> dict[str, Any]:
         return {"path": str(where / "db" / "items.lance")}
@@ -79,6 +81,7 @@ class TestIcebergSink(SinkContract):
     mode_error = None  # append (default) or overwrite
     error_key = "sink.params.table"
     secret = ICEBERG_SECRET
+    kill_points = ("written", "recorded", "ctrl-c:recorded", "publishing")
 
     @pytest.fixture(autouse=True)
     def _credential(self, monkeypatch):
@@ -125,6 +128,9 @@ class TestSqliteSink(SinkContract):
     sink = "sql"
     mode_replace = "replace"
     error_key = "sink.params.table"
+    # Killed inside its publish's transaction (rows inserted, not committed): SQLite rolls it
+    # back from its journal when the resumed run opens the database, which publishes again.
+    kill_points = ("written", "recorded", "ctrl-c:recorded", "committing")
 
     def params(self, where: Path) -> dict[str, Any]:
         return {"url": f"sqlite:///{where}/out.db", "table": "items"}
@@ -137,9 +143,12 @@ class TestPostgresSink(SinkContract):
     sink = "sql"
     mode_replace = "replace"
     error_key = "sink.params.table"
-    # The SQL sink's kill test runs on SQLite (the same job store and publish code); here the
-    # command line is checked for the password instead (a cheaper run than kill and resume).
-    test_a_driver_killed_at_each_point_resumes_without_duplicates_or_redone_rows = None
+    # SQLite's job, on the same SQL target code, is also killed before its first record and
+    # stopped with Ctrl-C; here the server drops the killed transaction's connection.
+    kill_points = ("recorded", "committing")
+    # The refusal prints the job store's place, the database's URL: never with the password.
+    refusals = ("plain",)
+    shows = "postgresql+psycopg://bulkinfer@"  # the URL the finished run names, unmasked
 
     @pytest.fixture(autouse=True)
     def _server(self, postgres, monkeypatch):
@@ -167,39 +176,21 @@ class TestPostgresSink(SinkContract):
     def read(self, params: dict[str, Any]) -> pa.Table | None:
         return read_sql(params)
 
-    def test_the_password_never_reaches_any_output(self, tmp_path):
-        from conftest import run_cli
-        from contracts import sink_overrides
 
-        params = self.params(tmp_path)
-        args = ["source=items", "~predictor", *sink_overrides("sql", params)]
-        args += ["run.progress=false", "ray.num_cpus=2"]
-        done = run_cli(*args, f"hydra.run.dir={tmp_path / 'first'}", timeout=300)
-        assert done.returncode == 0, done.stderr
-        assert [r["data"] for r in self.rows_by("data", params)] == ["Complete this", "for me"]
-        again = run_cli(*args, f"hydra.run.dir={tmp_path / 'second'}", timeout=300)
-        assert again.returncode == 2 and "table already exists" in again.stderr
-        seen = [done.stdout, done.stderr, again.stdout, again.stderr]
-        seen += [p.read_text() for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".db"]
-        assert self.server.password not in "\n".join(seen)
-        assert "postgresql+psycopg://bulkinfer@" in done.stdout  # the URL, without a password
+class FileSinkContract(SinkContract):
+    """A file sink: a folder of files staged in ``<path>.__bulkinfer_staging``."""
 
-    def rows_by(self, column: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        table = self.read(params)
-        return sorted(table.to_pylist(), key=lambda r: r[column]) if table is not None else []
-
-
-class TestParquetSink(SinkContract):
-    sink = "parquet"
-    # test_resume.py kills a Parquet job half way (and checks the refusals without resume).
-    kill_points = ("written", "renaming", "publishing")
+    #: The format pyarrow.dataset reads the folder with.
+    format = "parquet"
 
     def params(self, where: Path) -> dict[str, Any]:
         return {"path": str(where / "out")}
 
     def read(self, params: dict[str, Any]) -> pa.Table | None:
-        path = Path(params["path"])
-        return pq.read_table(path) if path.exists() else None
+        import pyarrow.dataset as ds
+
+        path = Path(params["path"])  # _SUCCESS and _errors/ are left out (prefix "_")
+        return ds.dataset(path, format=self.format).to_table() if path.exists() else None
 
     def written(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         import pyarrow.fs
@@ -209,3 +200,44 @@ class TestParquetSink(SinkContract):
 
         out = FileOutput(pyarrow.fs.LocalFileSystem(), params["path"], params["path"])
         return list(Staging(out).committed().values())
+
+    def check_published(self, params: dict[str, Any], rows: int) -> None:
+        from pipeline.output.staging import MANIFEST, STAGING_SUFFIX
+
+        manifest = json.loads((Path(params["path"]) / MANIFEST).read_text())
+        assert (manifest["rows_in"], manifest["rows_out"]) == (rows, rows)
+        assert not Path(params["path"] + STAGING_SUFFIX).exists(), "the staging folder is gone"
+
+
+class TestParquetSink(FileSinkContract):
+    sink = "parquet"
+    # The three file sinks share their staging, records and publish (FileSink) and differ in
+    # the file writer: between them they are killed at every point of a file output (CSV
+    # before its first record, JSON half way and mid-rename, Parquet while publishing), and
+    # each is stopped with Ctrl-C (Parquet's pressed twice). Parquet's job also checks the
+    # refusals of a run without run.resume and of one with a changed config.
+    kill_points = ("ctrl-c-twice:recorded", "publishing")
+    refusals = ("plain", "changed")
+    # tests/e2e/test_failures.py runs the Parquet sink's modes (and checks their manifests).
+    test_the_modes_replace_refuse_and_add_to_a_target = None
+
+
+class _OnlyKilled:
+    """CSV and JSON write through the Parquet sink's code (FileSink: staging, records,
+    publish, modes) with their own file writer: only the kill test runs for them."""
+
+    test_an_xgboost_job_writes_rows_that_read_back_equal = None
+    test_the_modes_replace_refuse_and_add_to_a_target = None
+    test_a_job_failing_on_its_second_unit_leaves_the_target_as_it_was = None
+
+
+class TestCsvSink(_OnlyKilled, FileSinkContract):
+    sink = "csv"
+    format = "csv"
+    kill_points = ("written", "ctrl-c:recorded")
+
+
+class TestJsonSink(_OnlyKilled, FileSinkContract):
+    sink = "json"
+    format = "json"
+    kill_points = ("recorded", "ctrl-c:recorded", "renaming")
