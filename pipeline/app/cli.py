@@ -38,35 +38,55 @@ def report(error: BulkInferError) -> int:
 STOPPED = 130
 
 
+class Stop:
+    """What :func:`stop_signals` yields: :meth:`published` tells it the job's output is final."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.finishing = False
+
+    def published(self) -> None:
+        """The output is published: a Ctrl-C or SIGTERM from now on no longer interrupts the
+        job, which only releases its workers and writes its metrics; a second one still ends
+        the process at once."""
+        self.finishing = True
+
+
 @contextlib.contextmanager
-def stop_signals() -> Iterator[None]:
+def stop_signals() -> Iterator[Stop]:
     """Ctrl-C (SIGINT) or SIGTERM stops the job as a ``KeyboardInterrupt``, which the runner
     turns into :class:`~pipeline.contract.errors.Interrupted` with what it kept; a second one
     while the job stops ends the process at once with status 130. Every step of a staged
-    output is atomic, so the staging area stays resumable either way. Outside the main thread
-    (where Python delivers signals) nothing changes."""
+    output is atomic, so the staging area stays resumable either way. Once the yielded
+    :class:`Stop` is told the output is published, the first signal only prints that the job
+    is finishing (the output is whole; a resume would have nothing to do). Outside the main
+    thread (where Python delivers signals) nothing changes."""
+    stop = Stop()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.getsignal(s) for s in signals}
-    stopping = False
 
     def at_once(signum: int, frame: object) -> None:
         os._exit(STOPPED)
 
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+    def first(signum: int, frame: object) -> None:
+        stop.stopping = True
         for s in signals:
             signal.signal(s, at_once)
-        raise KeyboardInterrupt
+        if not stop.finishing:
+            raise KeyboardInterrupt
+        print(
+            "bulkinfer: the output is published; finishing (press Ctrl-C again to exit now)",
+            file=sys.stderr,
+        )
 
     for s in signals:
-        signal.signal(s, stop)
+        signal.signal(s, first)
     try:
-        yield
+        yield stop
     finally:
-        if not stopping:  # once stopping, a second signal still ends the process at once
+        if not stop.stopping:  # once stopping, a second signal still ends the process at once
             for s, handler in previous.items():
                 signal.signal(s, handler)

@@ -132,21 +132,31 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
                 print(line)
             recorder.dry_run()
             return None
-        from pipeline.execute.runner import run_job
-
-        with stop_signals():
-            result = run_job(config, started=started, recorder=recorder)
     except Exception as error:
-        try:
-            recorder.failed(error)
-        except Exception as unwritten:  # never hide the job's own error behind this one
-            log.warning("could not write metrics.json: %s", unwritten)
+        _record_failure(recorder, error)
         raise
-    metrics = recorder.completed(result)
-    for line in result.remarks():
-        print(f"bulkinfer: {line}")
-    print(sentence(metrics, recorder.path))
+    from pipeline.execute.runner import run_job
+
+    # Until the job has said how it ended: once its output is published a Ctrl-C no longer
+    # interrupts it (the line would tell the user to resume a job that is done).
+    with stop_signals() as stop:
+        try:
+            result = run_job(config, started=started, recorder=recorder, published=stop.published)
+        except Exception as error:
+            _record_failure(recorder, error)
+            raise
+        metrics = recorder.completed(result)
+        for line in result.remarks():
+            print(f"bulkinfer: {line}")
+        print(sentence(metrics, recorder.path))
     return result
+
+
+def _record_failure(recorder: Recorder, error: Exception) -> None:
+    try:
+        recorder.failed(error)
+    except Exception as unwritten:  # never hide the job's own error behind this one
+        log.warning("could not write metrics.json: %s", unwritten)
 
 
 def compose(overrides: list[str]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,13 +127,20 @@ class RunResult:
         return lines
 
 
-def run_job(config: dict[str, Any], *, started: float | None = None, recorder: Any = None):
+def run_job(
+    config: dict[str, Any],
+    *,
+    started: float | None = None,
+    recorder: Any = None,
+    published: Callable[[], None] | None = None,
+):
     """Plan a resolved config for the Ray it runs on and run it; returns the RunResult.
 
     The embedded Ray is planned for before it starts (so a refused plan costs no start-up)
     and checked against what Ray then reports; a cluster (``ray.address``), or a Ray this
     process already has, is connected to first and planned for as it is. ``recorder`` (a
-    :class:`pipeline.app.metrics.Recorder`) gets the plan as soon as there is one.
+    :class:`pipeline.app.metrics.Recorder`) gets the plan as soon as there is one;
+    ``published`` is called once a staged output is published (see :func:`execute`).
     """
     started = time.perf_counter() if started is None else started
     settings = validate_ray(config)
@@ -149,7 +157,7 @@ def run_job(config: dict[str, Any], *, started: float | None = None, recorder: A
     if recorder is not None:
         recorder.plan, recorder.ray_started = plan, started_ray
         recorder.ray_node = ray.get_runtime_context().get_node_id()
-    return execute(plan, started=started)
+    return execute(plan, started=started, published=published)
 
 
 def _client_mode() -> bool:
@@ -158,10 +166,19 @@ def _client_mode() -> bool:
     return client.is_connected()
 
 
-def execute(plan: Plan, *, started: float | None = None) -> RunResult:
+def execute(
+    plan: Plan,
+    *,
+    started: float | None = None,
+    published: Callable[[], None] | None = None,
+) -> RunResult:
     """Run the plan on the Ray cluster this process is connected to (see :func:`run_job`).
 
     ``started`` is the ``time.perf_counter()`` value the wall time counts from (default: now).
+    ``published``, if given, is called on the driver right after a staged output is published
+    (its files in place, or its table committed), before the job's actors are released: from
+    then on the job's output is final, whatever stops the process (the command line stops
+    turning Ctrl-C into an interrupt then).
     Returns once the job's actors are released. Through Ray Client (``ray://``) the job runs as
     a task inside the cluster: Ray Data's streaming executor needs a driver that is part of the
     cluster, and the output is checked and staged where the workers write.
@@ -181,7 +198,7 @@ def execute(plan: Plan, *, started: float | None = None) -> RunResult:
     # their Dataset is garbage, which a cycle through a kept exception can delay.
     gc.collect()
     try:
-        return _execute(plan, started)
+        return _execute(plan, started, published)
     except BulkInferError as error:
         # A fresh error, raised outside this handler: the original's traceback holds the failed
         # Dataset, whose actor pool (and its CPUs) lives as long as anything references it.
@@ -207,7 +224,7 @@ def _configure_ray_data(plan: Plan) -> None:
     hide_tracebacks()
 
 
-def _execute(plan: Plan, started: float) -> RunResult:
+def _execute(plan: Plan, started: float, published: Callable[[], None] | None = None) -> RunResult:
     resources = ray.cluster_resources()
     _configure_ray_data(plan)
     io = plan.io()
@@ -226,7 +243,7 @@ def _execute(plan: Plan, started: float) -> RunResult:
             plan = typed_by_first_batch(plan, services)
             read.plan = plan
             if staged:
-                result = _run_staged(plan, read, sink, units, ledger, probe, services)
+                result = _run_staged(plan, read, sink, units, ledger, probe, services, published)
             else:
                 result = _run_whole(plan, read, sink, ledger, probe, services)
             if ledger is not None:
@@ -349,6 +366,7 @@ def _run_staged(
     ledger: Any,
     probe: FirstOutputProbe,
     services: dict[str, dict[str, Any]],
+    published: Callable[[], None] | None = None,
 ) -> RunResult:
     """A staged (file or table) output: one execution of the rows not yet written, each write
     task's output recorded as it is written, published when the job is done."""
@@ -415,7 +433,7 @@ def _run_staged(
 
     counted = [read.rows(unit) for unit in units]
     rows_total = sum(counted) if None not in counted else None  # type: ignore[arg-type]
-    outcome = run_staged(plan, out, units, ledger, execute, rows_total)
+    outcome = run_staged(plan, out, units, ledger, execute, rows_total, published)
     manifest = outcome.manifest
     return RunResult(
         output=out.location,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.contract.errors import BulkInferError, EmptyInputError, Interrupted, OutputError
+from pipeline.contract.halts import halt
 from pipeline.contract.sink import FileOutput, JobStore
 from pipeline.contract.source import WorkUnit
 from pipeline.execute.guard import ErrorLimitError
@@ -242,13 +243,15 @@ def run_staged(
     ledger: Any,
     execute: Execution,
     rows_total: int | None = None,
+    published: Callable[[], None] | None = None,
 ) -> StagedOutcome:
     """Run the rows not yet written, then publish the output (see the module docstring).
 
     ``rows_total``: the input's rows, where the source knows them (for the progress line and
-    the line a stopped job ends with). Ctrl-C (KeyboardInterrupt) keeps every recorded part
-    and the staging area for ``run.resume=true`` and raises
-    :class:`~pipeline.contract.errors.Interrupted`.
+    the line a stopped job ends with). Ctrl-C (KeyboardInterrupt) before the output is published
+    keeps every recorded part and the staging area for ``run.resume=true`` and raises
+    :class:`~pipeline.contract.errors.Interrupted`; ``published`` is called as soon as the
+    output is published (by this run, or by finishing the publish of the run it resumes).
     """
     import ray
 
@@ -262,6 +265,9 @@ def run_staged(
                 r.rows for r in written if r.ranges is None
             )
             raise interrupted(rows, rows_total) from None
+        if published is not None:
+            published()
+        halt("published")
         return StagedOutcome(manifest, manifest.rows_out, 0)
     earlier = consistent(opened.written)
     done = Progress(r for record in earlier for r in record.ranges or [])
@@ -275,6 +281,7 @@ def run_staged(
     run_id = new_run_id()  # this run's: a resumed job's record keeps its first run's id
     mode = plan.run.progress if ledger is not None else "off"
     line = ProgressLine(mode, ledger_poll(ledger), rows_total, done.rows)
+    manifest = None
     try:
         if ledger is not None:
             ray.get(ledger.reset.remote(base))
@@ -311,6 +318,8 @@ def run_staged(
         dead = dead_letter_lines(drained["records"])
         manifest = _storing(out, lambda: out.publish(written, totals, dead))
     except KeyboardInterrupt:
+        if manifest is not None:  # published: the job is done, there is nothing to resume
+            raise
         line.stop()
         rows = sum(r.rows for r in consistent(_safely(out.written), run_id))
         raise interrupted(rows, rows_total) from None
@@ -323,6 +332,9 @@ def run_staged(
         elif isinstance(exc, BulkInferError):
             raise _with_hint(exc, out, rows, answers) from None
         raise
+    if published is not None:
+        published()
+    halt("published")
     return StagedOutcome(manifest, done.rows, totals.rows_out - done.rows, stats, counts)
 
 

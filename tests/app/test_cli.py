@@ -86,3 +86,40 @@ def test_a_bad_config_exits_2_with_the_key_and_no_traceback(cli, args, says):
     assert done.returncode == 2
     assert says in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_after_the_output_is_published_lets_the_job_finish(tmp_path):
+    """Ctrl-C (SIGINT to the job's process group, as a terminal sends it) once the output is
+    published no longer interrupts: the job is done, so it says it is finishing, ends with its
+    usual line and status 0, and metrics.json says ``completed`` (an "interrupted ... resume"
+    line here would send the user to resume a finished job, which an appending sink would then
+    write twice)."""
+    import json
+    import os
+    import signal
+    import time
+
+    from contracts import kill_session, start_session, wait_for
+
+    from pipeline.contract.halts import HALT_ENV
+
+    out, flag = tmp_path / "out", tmp_path / "published"
+    args = ["source=items", "~predictor", f"sink.params.path={out}", "run.progress=false"]
+    args += ["ray.num_cpus=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    driver = start_session(args, {HALT_ENV: f"published:{flag}"}, capture=True)
+    try:
+        wait_for(driver, flag.exists, "the output was published")
+        assert (out / "_SUCCESS").exists()
+        os.killpg(driver.pid, signal.SIGINT)
+        time.sleep(0.5)
+        flag.unlink()  # the driver goes on from the halt point
+        stdout, stderr = driver.communicate(timeout=120)
+    finally:
+        kill_session(driver.pid)
+    assert driver.returncode == 0, stderr
+    assert "bulkinfer: the output is published; finishing" in stderr
+    assert "interrupted" not in stderr and "Traceback" not in stderr
+    assert "2 rows in, 2 rows out" in stdout
+    assert pq.read_table(out).num_rows == 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
