@@ -24,7 +24,9 @@ from pipeline.output.records import (
     OutputFile,
     Totals,
     Written,
+    input_digest,
     now,
+    unit_digest,
 )
 from pipeline.output.staging import ERRORS_DIR, MANIFEST, Staging
 from pipeline.output.store import check_record, check_units
@@ -64,7 +66,9 @@ def _assemble(staging: Staging, written: list[Written], totals: Totals, prefix: 
         staging.fs.move(info.path, f"{publish}/{name}")
         error_files.append(OutputFile(name, rows))
     job = _record(staging)
-    run = ManifestRun(job.run_id, job.fingerprint, now(), len(written), totals)
+    run = ManifestRun(
+        job.run_id, job.fingerprint, now(), len(written), totals, input_digest(job.units)
+    )
     return Assembled(files, error_files, run)
 
 
@@ -171,6 +175,23 @@ def check(out: FileOutput, fingerprint: str, dataflow: dict[str, Any], resume: b
     if staging.exists() and staging.load() is not None:
         check_record(staging, _record(staging), fingerprint, dataflow, resume)
         return staging
+    if resume and _last_run(staging, fingerprint) is not None:
+        return staging  # perhaps this very job, published: prepare() compares the input
+    _refuse_by_mode(out, staging)
+    return staging
+
+
+def _last_run(staging: Staging, fingerprint: str) -> ManifestRun | None:
+    """The last run of the published output at the destination, if one of config
+    ``fingerprint`` made it."""
+    try:
+        runs = read_manifest(staging).runs
+    except (FileNotFoundError, ValueError, KeyError, TypeError):  # none, or not bulkinfer's
+        return None
+    return runs[-1] if runs and runs[-1].fingerprint == fingerprint else None
+
+
+def _refuse_by_mode(out: FileOutput, staging: Staging) -> None:
     dest = out.path.rstrip("/")
     if out.mode == "error" and staging.has(dest):
         raise DataError(
@@ -184,7 +205,26 @@ def check(out: FileOutput, fingerprint: str, dataflow: dict[str, Any], resume: b
             "finished bulkinfer output. Choose another path or set sink.params.mode=overwrite.",
             key="sink.params.mode",
         )
-    return staging
+
+
+def _refuse_a_published_job(
+    out: FileOutput, staging: Staging, fingerprint: str, units: list[WorkUnit]
+) -> None:
+    """``run.resume=true`` with nothing staged: refuse when the output's last run was this job
+    (its config and input), published (a process killed after the publish, before it said
+    so): running it again would append its rows twice or replace them with the same. Else
+    refuse what ``mode`` refuses (:func:`check` left that to here)."""
+    last = _last_run(staging, fingerprint)
+    if last is not None and last.same_job(
+        fingerprint, input_digest([unit_digest(u) for u in units])
+    ):
+        raise DataError(
+            f"nothing to resume: {out.location} already holds this job's output (the same config "
+            f"and input), published by run {last.run_id} at {last.finished_at}; to run it again, "
+            "leave run.resume out",
+            key="run.resume",
+        )
+    _refuse_by_mode(out, staging)
 
 
 def prepare(
@@ -206,6 +246,7 @@ def prepare(
     if staging.exists():  # killed before its job record was written: nothing to keep
         staging.remove()
     if resume:
+        _refuse_a_published_job(out, staging, fingerprint, units)
         log.warning("bulkinfer: nothing to resume at %s; starting the job", out.location)
     staging.start(job_record(out, fingerprint, dataflow, units).to_json())
     return Prepared(staging, [], resumed=False)

@@ -147,6 +147,11 @@ def unit_digest(unit: WorkUnit) -> str:
     return f"{unit.id}:{short_hash(blob)}"
 
 
+def input_digest(units: list[str]) -> str:
+    """One digest of a job's input: of its units' :func:`unit_digest` values, in order."""
+    return short_hash("\n".join(units))
+
+
 def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
@@ -342,8 +347,8 @@ class OutputFile:
 @dataclass
 class ManifestRun:
     """One run that published into an output (a manifest's ``runs``): its run id, the config
-    fingerprint, when it finished, how many write-task records it published, and its
-    :class:`Totals` (their keys beside these in JSON)."""
+    fingerprint, when it finished, how many write-task records it published, its
+    :class:`Totals` (their keys beside these in JSON) and the digest of its input."""
 
     run_id: str
     fingerprint: str
@@ -351,8 +356,10 @@ class ManifestRun:
     parts: int
     #: The run's totals; keys of an entry this bulkinfer does not know are kept in theirs.
     totals: Totals
+    #: :func:`input_digest` of the job's work units ("" in manifests written before it).
+    input: str = ""
 
-    KEYS = frozenset({"run_id", "fingerprint", "finished_at", "parts"})
+    KEYS = frozenset({"run_id", "fingerprint", "finished_at", "parts", "input"})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -360,8 +367,13 @@ class ManifestRun:
             "fingerprint": self.fingerprint,
             "finished_at": self.finished_at,
             "parts": self.parts,
+            **({"input": self.input} if self.input else {}),
             **self.totals.to_json(),
         }
+
+    def same_job(self, fingerprint: str, input: str) -> bool:
+        """Whether this run was a job of config ``fingerprint`` on input ``input``."""
+        return bool(self.input) and (self.fingerprint, self.input) == (fingerprint, input)
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> ManifestRun:
@@ -372,6 +384,7 @@ class ManifestRun:
             finished_at=str(value.get("finished_at", "")),
             parts=int(value.get("parts", 0)),
             totals=Totals.from_json(_unknown(value, set(cls.KEYS))),
+            input=str(value.get("input", "")),
         )
 
 

@@ -186,3 +186,37 @@ def test_append_onto_an_output_the_previous_version_published_keeps_its_manifest
     assert set(stored) == set(previous) and stored["runs"][0] == run
     assert (stored["rows_in"], stored["rows_out"], len(stored["runs"])) == (8, 6, 2)
     assert stored["files"][0] == {"path": "old.txt", "rows": 2} and len(stored["files"]) == 3
+
+
+def test_resuming_a_job_whose_output_is_published_is_refused_and_writes_nothing(tmp_path):
+    """A process killed after its publish (before it could say so) leaves a finished job;
+    ``run.resume=true`` then names the run that published it instead of running the job
+    again (with append, twice over). The same config on other input appends as usual."""
+    out = output(tmp_path, "append")
+    staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
+    first = publish(staging, [write_part(staging, f"p{u}", u) for u in range(2)], TOTALS)
+    with pytest.raises(
+        DataError, match="nothing to resume: .* already holds this job's output"
+    ) as no:
+        prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
+    assert f"published by run {first.runs[0].run_id} at " in no.value.message
+    assert no.value.key == "run.resume"
+    assert not Path(out.path + STAGING_SUFFIX).exists(), "nothing staged by the refusal"
+    more = [*UNITS, WorkUnit("00002", {"rows": [4, 6]})]  # the input grew: a new job
+    assert not prepare(out, "fp1", DATAFLOW, more, resume=True).resumed
+    # Without run.resume the same job runs again: append is what was asked.
+    Path(out.path + STAGING_SUFFIX).rename(tmp_path / "dropped")
+    assert not prepare(out, "fp1", DATAFLOW, UNITS, resume=False).resumed
+
+
+def test_resuming_a_published_job_in_mode_error_says_it_is_done(tmp_path):
+    out = output(tmp_path)
+    staging = prepare(out, "fp1", DATAFLOW, UNITS, resume=False).staging
+    publish(staging, [write_part(staging, "p0", 0)], TOTALS)
+    with pytest.raises(DataError, match="nothing to resume") as caught:
+        prepare(out, "fp1", DATAFLOW, UNITS, resume=True)
+    assert caught.value.key == "run.resume"
+    with pytest.raises(DataError, match="output already exists"):  # another job's input
+        prepare(out, "fp1", DATAFLOW, UNITS[:1], resume=True)
+    with pytest.raises(DataError, match="output already exists"):  # another config
+        prepare(out, "fp2", DATAFLOW, UNITS, resume=True)
