@@ -274,7 +274,9 @@ class SinkContract:
     def test_the_modes_replace_refuse_and_add_to_a_target(self, ray_session, tmp_path):
         """One target through the modes: replace makes it when there is none; the mode that
         refuses an existing target does so before any work, naming its key, and keeps it as it
-        was; append adds a job's rows; replace keeps only the rows of its own job."""
+        was; append adds a job's rows, and the same job resumed after that (as after a kill
+        between its commit and its end) is refused instead of appending them again, where the
+        target keeps its last job; replace keeps only the rows of its own job."""
         from pipeline.contract.errors import DataError
 
         params = self.params(tmp_path)
@@ -288,6 +290,11 @@ class SinkContract:
         result = self.job({**params, "mode": self.mode_append}, self.items(range(5, 9)))
         assert result.rows_done == 4
         assert [r["id"] for r in self.rows(params)] == list(range(9))
+        if self.keeps_its_last_job:  # the same job resumed: it is published, nothing to do
+            with pytest.raises(DataError, match="nothing to resume") as again:
+                self.job({**params, "mode": self.mode_append}, self.items(range(5, 9)), resume=True)
+            assert again.value.key == "run.resume"
+            assert [r["id"] for r in self.rows(params)] == list(range(9))
         self.job({**params, "mode": self.mode_replace}, self.items(range(9, 12)))
         assert [r["id"] for r in self.rows(params)] == list(range(9, 12))
 
@@ -330,6 +337,8 @@ class SinkContract:
     #: (:func:`check_refusals`, runs that end before Ray starts): ``plain``, to run over them
     #: without ``run.resume``; ``changed``, to resume them with a changed config.
     refusals: ClassVar[tuple[str, ...]] = ()
+    #: Whether the target keeps the job of its last commit (:meth:`StagedTarget.last_job`).
+    keeps_its_last_job: ClassVar[bool] = True
     #: Text the finished run's output shows (e.g. the target's URL without its password).
     shows: ClassVar[str | None] = None
 

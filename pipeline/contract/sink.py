@@ -124,6 +124,10 @@ class StoreFolder:
     location: str
 
 
+#: The key of a table job's target state naming the job (see :meth:`StagedTarget.publish`).
+JOB_KEY = "bulkinfer_job"
+
+
 class StagedTarget(ABC):
     """A table or dataset written by a :class:`TableSink`, in the steps the core runs:
     ``check`` (before any model loads) -> ``begin`` (once per job; the job record keeps the
@@ -174,7 +178,19 @@ class StagedTarget(ABC):
     @abstractmethod
     def publish(self, state: dict[str, Any], receipts: list[dict[str, Any]]) -> dict[str, Any]:
         """Make every receipted row visible in one commit (repeated: finds it, does nothing);
-        returns ``{"rows", "already", ...}`` with engine facts (``version``, ``snapshot_id``)."""
+        returns ``{"rows", "already", ...}`` with engine facts (``version``, ``snapshot_id``).
+        ``state[JOB_KEY]``, which the core adds to what :meth:`begin` returned, names the job
+        (its config and input): a target that keeps it with the commit returns it from
+        :meth:`last_job`."""
+
+    def last_job(self) -> dict[str, str] | None:
+        """The job whose commit is the target's latest, as the target kept it:
+        ``{"job": state[JOB_KEY], "run_id": ..., "at": ...}`` (``at``: when, as the engine
+        tells it), or None when it keeps none or there is no table (the default). With it, a
+        ``run.resume=true`` that finds nothing staged is refused when this very job already
+        published (a process killed after its commit), instead of writing its rows again.
+        Contract 1.5."""
+        return None
 
     @abstractmethod
     def discard(

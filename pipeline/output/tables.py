@@ -16,11 +16,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipeline.contract.errors import DataError
 from pipeline.contract.halts import halt
 from pipeline.contract.reach import reach
-from pipeline.contract.sink import JobStore, StagedTarget, StoreFolder
+from pipeline.contract.sink import JOB_KEY, JobStore, StagedTarget, StoreFolder
 from pipeline.contract.source import WorkUnit
-from pipeline.output.records import JobRecord, Receipt, StagedJob, Totals, UnitReceipt, Written
+from pipeline.output.records import (
+    JobRecord,
+    Receipt,
+    StagedJob,
+    Totals,
+    UnitReceipt,
+    Written,
+    input_digest,
+)
 from pipeline.output.store import FolderStore, Opened, check_record, check_units, start_over
 
 log = logging.getLogger("bulkinfer")
@@ -90,13 +99,28 @@ class TableJob:
                 return Opened(self.written(), resumed=True, publishing=True)
             check_units(self.store, job, units)
             return Opened(self.written(), resumed=True)
-        if spec.resume:
-            log.warning("bulkinfer: nothing to resume at %s; starting the job", self.location)
         job = JobRecord.new(spec.fingerprint, spec.dataflow, units, spec.mode, self.location)
-        job.target = self.target.begin(job.run_id, self.schema)
+        named = f"{spec.fingerprint}:{input_digest(job.units)}"
+        if spec.resume:
+            self._refuse_a_published_job(named)
+            log.warning("bulkinfer: nothing to resume at %s; starting the job", self.location)
+        job.target = {**self.target.begin(job.run_id, self.schema), JOB_KEY: named}
         self.store.start(job.to_json())
         self.job = job
         return Opened([], resumed=False)
+
+    def _refuse_a_published_job(self, named: str) -> None:
+        """``run.resume=true`` with nothing staged: refuse when the target's last commit was
+        this very job (its config and input; a process killed after the commit), which would
+        otherwise write its rows again (targets that keep it: :meth:`StagedTarget.last_job`)."""
+        last = reach(self.target.last_job, key=self.key, location=self.location)
+        if last is not None and last.get("job") == named:
+            raise DataError(
+                f"nothing to resume: {self.location} already holds this job's output (the same "
+                f"config and input), published by run {last.get('run_id')} at {last.get('at')}; "
+                "to run it again, leave run.resume out",
+                key="run.resume",
+            )
 
     def publish(self, written: list[Written], totals: Totals, dead_letters: bytes) -> Receipt:
         """One commit makes every recorded part visible (table sinks keep no dead letters)."""

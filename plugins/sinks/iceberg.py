@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pipeline.contract.sink import TableSink
 from plugins.sinks.targets.iceberg_target import IcebergParams, IcebergTarget
 
@@ -10,6 +12,7 @@ class IcebergSink(TableSink):
     """Write an Iceberg table (created when missing): one catalog commit per job."""
 
     Params = IcebergParams
+    plugin_api: ClassVar[str] = "1.5"  # its target keeps the job of its last commit
     libraries = ("pyiceberg",)
     extras = {"iceberg": ("pyiceberg",)}
 

@@ -26,6 +26,7 @@ whose SQLite file does not exist has no tables, and its tables are not created u
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import re
 import uuid
@@ -37,7 +38,7 @@ from pydantic import Field, field_validator
 
 from pipeline.contract.errors import DataError
 from pipeline.contract.plugin import PluginParams
-from pipeline.contract.sink import StoreFolder
+from pipeline.contract.sink import JOB_KEY, StoreFolder
 from plugins.sinks.targets.env import Secrets, read_env_map
 from plugins.sinks.targets.iceberg_types import iceberg_arrow_schema
 from plugins.sinks.targets.protocol import (
@@ -52,6 +53,8 @@ from plugins.sinks.targets.protocol import (
 
 RUN_PROPERTY = "bulkinfer.run-id"
 ROWS_PROPERTY = "bulkinfer.rows"
+#: Snapshot summary property that names the job (its config and input) which made it.
+JOB_PROPERTY = "bulkinfer.job"
 KEY = "sink.params"
 STAGING_SUFFIX = ".__bulkinfer_staging"
 
@@ -370,12 +373,27 @@ class IcebergTarget(WriterTarget):
             snapshot = table.snapshot_by_id(parent) if parent is not None else None
         return None
 
+    def last_job(self) -> dict[str, str] | None:
+        table = self.load()
+        snapshot = table.current_snapshot() if table is not None else None
+        summary = (snapshot.summary if snapshot is not None else None) or {}
+        if summary.get(JOB_PROPERTY) is None:
+            return None
+        when = _dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, _dt.timezone.utc)
+        return {
+            "job": summary.get(JOB_PROPERTY),
+            "run_id": summary.get(RUN_PROPERTY) or "",
+            "at": f"snapshot {snapshot.snapshot_id} ({when.isoformat(timespec='seconds')})",
+        }
+
     def publish(self, state: dict[str, Any], receipts: list[dict[str, Any]]) -> dict[str, Any]:
         from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
         from pyiceberg.expressions import AlwaysTrue
 
         rows = sum(r["rows"] for r in receipts)
         properties = {RUN_PROPERTY: state["run_id"], ROWS_PROPERTY: str(rows)}
+        if state.get(JOB_KEY):
+            properties[JOB_PROPERTY] = state[JOB_KEY]
         paths = [part["path"] for r in receipts for part in r["parts"]]
         catalog = self.catalog()
         for attempt in range(2):  # a second try if the table was created under our feet

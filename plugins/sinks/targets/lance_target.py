@@ -30,7 +30,7 @@ from pydantic import Field
 
 from pipeline.contract.errors import DataError
 from pipeline.contract.plugin import PluginParams
-from pipeline.contract.sink import StoreFolder
+from pipeline.contract.sink import JOB_KEY, StoreFolder
 from plugins.sinks.targets.env import Secrets, read_env_map, s3_options
 from plugins.sinks.targets.protocol import (
     UnitWriter,
@@ -45,6 +45,8 @@ from plugins.sinks.targets.protocol import (
 #: Transaction property that names the run which made a version.
 RUN_PROPERTY = "bulkinfer.run_id"
 ROWS_PROPERTY = "bulkinfer.rows"
+#: Transaction property that names the job (its config and input) which made a version.
+JOB_PROPERTY = "bulkinfer.job"
 KEY = "sink.params"
 STAGING_SUFFIX = ".__bulkinfer_staging"
 
@@ -334,6 +336,23 @@ class LanceTarget(WriterTarget):
                 return version
         return None
 
+    def last_job(self) -> dict[str, str] | None:
+        ds = self.open()
+        if ds is None:
+            return None
+        try:
+            transaction = ds.read_transaction(ds.version)
+        except (OSError, ValueError):  # cleaned up
+            return None
+        props = (transaction.transaction_properties or {}) if transaction else {}
+        if JOB_PROPERTY not in props:
+            return None
+        return {
+            "job": props[JOB_PROPERTY],
+            "run_id": props.get(RUN_PROPERTY, ""),
+            "at": f"version {ds.version}",
+        }
+
     def publish(self, state: dict[str, Any], receipts: list[dict[str, Any]]) -> dict[str, Any]:
         from lance import LanceDataset, LanceOperation
         from lance.dataset import Transaction
@@ -362,6 +381,8 @@ class LanceTarget(WriterTarget):
         else:
             operation = LanceOperation.Overwrite(schema_from_text(state["schema"]), fragments)
         properties = {RUN_PROPERTY: state["run_id"], ROWS_PROPERTY: str(rows)}
+        if state.get(JOB_KEY):
+            properties[JOB_PROPERTY] = state[JOB_KEY]
         committed = LanceDataset.commit(
             self.uri,
             Transaction(

@@ -128,6 +128,7 @@ class TestSqliteSink(SinkContract):
     sink = "sql"
     mode_replace = "replace"
     error_key = "sink.params.table"
+    keeps_its_last_job = False  # its job record goes with the commit; nothing names the job
     # Killed inside its publish's transaction (rows inserted, not committed): SQLite rolls it
     # back from its journal when the resumed run opens the database, which publishes again.
     kill_points = ("written", "recorded", "ctrl-c:recorded", "committing")
@@ -143,6 +144,7 @@ class TestPostgresSink(SinkContract):
     sink = "sql"
     mode_replace = "replace"
     error_key = "sink.params.table"
+    keeps_its_last_job = False
     # SQLite's job, on the same SQL target code, is also killed before its first record and
     # stopped with Ctrl-C; here the server drops the killed transaction's connection.
     kill_points = ("recorded", "committing")
