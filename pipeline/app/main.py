@@ -149,6 +149,12 @@ def run(cfg: DictConfig, job: JobInfo | None = None) -> Any:
         for line in result.remarks():
             print(f"bulkinfer: {line}")
         print(sentence(metrics, recorder.path))
+    if stop.stopping and job is not None and job.num is not None:  # a sweep stops here
+        print(
+            f"bulkinfer: the sweep stops after job #{job.num} (its output is published)",
+            file=sys.stderr,
+        )
+        sys.exit(STOPPED)
     return result
 
 
