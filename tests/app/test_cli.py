@@ -88,12 +88,13 @@ def test_a_bad_config_exits_2_with_the_key_and_no_traceback(cli, args, says):
     assert "Traceback" not in done.stderr
 
 
-def test_ctrl_c_after_the_output_is_published_lets_the_job_finish(tmp_path):
+@pytest.mark.parametrize("sweep", [False, True], ids=["one-job", "sweep"])
+def test_ctrl_c_after_the_output_is_published_lets_the_job_finish(tmp_path, sweep):
     """Ctrl-C (SIGINT to the job's process group, as a terminal sends it) once the output is
     published no longer interrupts: the job is done, so it says it is finishing, ends with its
     usual line and status 0, and metrics.json says ``completed`` (an "interrupted ... resume"
     line here would send the user to resume a finished job, which an appending sink would then
-    write twice)."""
+    write twice). In a sweep the job finishes so, and the sweep stops after it (status 130)."""
     import json
     import os
     import signal
@@ -104,8 +105,14 @@ def test_ctrl_c_after_the_output_is_published_lets_the_job_finish(tmp_path):
     from pipeline.contract.halts import HALT_ENV
 
     out, flag = tmp_path / "out", tmp_path / "published"
-    args = ["source=items", "~predictor", f"sink.params.path={out}", "run.progress=false"]
-    args += ["ray.num_cpus=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = ["source=items", "~predictor", "run.progress=false", "ray.num_cpus=2"]
+    if sweep:  # two jobs, one output each; the first is stopped
+        args = ["-m", *args, f"sink.params.path={out},{tmp_path / 'second'}"]
+        args += [f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+        run_dir = tmp_path / "sweep" / "0"
+    else:
+        args += [f"sink.params.path={out}", f"hydra.run.dir={tmp_path / 'run'}"]
+        run_dir = tmp_path / "run"
     driver = start_session(args, {HALT_ENV: f"published:{flag}"}, capture=True)
     try:
         wait_for(driver, flag.exists, "the output was published")
@@ -116,10 +123,15 @@ def test_ctrl_c_after_the_output_is_published_lets_the_job_finish(tmp_path):
         stdout, stderr = driver.communicate(timeout=120)
     finally:
         kill_session(driver.pid)
-    assert driver.returncode == 0, stderr
     assert "bulkinfer: the output is published; finishing" in stderr
     assert "interrupted" not in stderr and "Traceback" not in stderr
     assert "2 rows in, 2 rows out" in stdout
     assert pq.read_table(out).num_rows == 2
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed"
+    if sweep:
+        assert driver.returncode == 130, stderr
+        assert "bulkinfer: the sweep stops after job #0 (its output is published)" in stderr
+        assert not (tmp_path / "second").exists(), "the sweep's next job did not run"
+    else:
+        assert driver.returncode == 0, stderr
