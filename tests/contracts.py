@@ -330,8 +330,9 @@ class SinkContract:
     #: ``committed``: a table's commit made, its job record not yet dropped);
     #: or ``ctrl-c:<point>``, where Ctrl-C is pressed instead (SIGINT to the job's process
     #: group, as a terminal sends it: the job ends with one line, status 130 and metrics.json
-    #: ``interrupted``), and ``ctrl-c-twice:<point>`` (a second SIGINT while it stops ends the
-    #: process at once, status 130).
+    #: ``interrupted``), ``ctrl-c-twice:<point>`` (a second SIGINT while it stops ends the
+    #: process at once, status 130) and ``sigterm:<point>`` (SIGTERM to the process group, as a
+    #: scheduler stops a job, its Ray's processes too: the same as one Ctrl-C).
     kill_points: ClassVar[tuple[str, ...]] = ("recorded", "ctrl-c:recorded", "publishing")
     #: After the first stop that leaves records, also check that the command line refuses
     #: (:func:`check_refusals`, runs that end before Ray starts): ``plain``, to run over them
@@ -382,14 +383,14 @@ class SinkContract:
         printed: list[str] = []  # what the runs printed, for the secret
         done: set[int] = set()
         refusals = self.refusals
-        for n, (point, (where, presses)) in enumerate(zip(self.kill_points, stops, strict=True)):
+        for n, (point, (where, signals)) in enumerate(zip(self.kill_points, stops, strict=True)):
             run = args(f"run{n}", *(("run.resume=true",) if n else ()))
             logged_before = {p: p.read_text() for p in log_dir.glob("ids-*.txt")}
             flag = tmp_path / f"halted-{n}-{where}"
             env = {**kit_env(), HALT_ENV: f"{where}:{flag}"}
             ready, what = flag.exists, f"the job reached halt point {where!r}"
-            if presses:
-                status, stderr = run_interrupted_when(run, ready, what, env, presses)
+            if signals:
+                status, stderr = run_interrupted_when(run, ready, what, env, signals)
                 printed.append(stderr)
                 assert status == 130, f"{point}: {stderr}"
             else:
@@ -408,11 +409,11 @@ class SinkContract:
                 assert not now, "a write task killed before its record counts for nothing"
             elif where == "recorded":
                 assert done < now, f"{point}: no new record"
-                if not presses:  # SIGKILL stops every task at once (after Ctrl-C one may end)
+                if not signals:  # SIGKILL stops every task at once (after Ctrl-C one may end)
                     assert now < set(ids), f"{point}: every row recorded before the kill"
             else:
                 assert now == set(ids), f"{point}: every row is recorded before publishing"
-            if presses == 1:  # what the line says is written: what the records hold
+            if len(signals) == 1:  # what the line says is written: what the records hold
                 low = len(done) + 1 if where == "recorded" else len(now)
                 check_interrupted(stderr, runs / f"run{n}", (low, len(now)), len(ids))
             done = now
@@ -447,11 +448,21 @@ class SinkContract:
         manifest); nothing to check by default."""
 
 
-def stop_of(point: str) -> tuple[str, int]:
-    """A kill point of :attr:`SinkContract.kill_points` as (its halt point, the Ctrl-C presses
-    there: 0 for SIGKILL)."""
+#: How a kill point stops the job: the signals sent to its process group, one after another
+#: (none: its session is SIGKILLed).
+STOPS = {
+    "": (),
+    "ctrl-c": (signal.SIGINT,),
+    "ctrl-c-twice": (signal.SIGINT, signal.SIGINT),
+    "sigterm": (signal.SIGTERM,),
+}
+
+
+def stop_of(point: str) -> tuple[str, tuple[int, ...]]:
+    """A kill point of :attr:`SinkContract.kill_points` as (its halt point, the signals sent
+    there: :data:`STOPS`)."""
     how, _, where = point.rpartition(":")
-    return where, {"": 0, "ctrl-c": 1, "ctrl-c-twice": 2}[how]
+    return where, STOPS[how]
 
 
 def check_interrupted(
@@ -594,18 +605,19 @@ def run_interrupted_when(
     ready: Callable[[], object],
     what: str,
     env: dict[str, str] | None = None,
-    presses: int = 1,
+    signals: tuple[int, ...] = (signal.SIGINT,),
     timeout_s: float = 240,
 ) -> tuple[int, str]:
     """Start the command line in a process group of its own, as a terminal's foreground job
-    (:func:`start_session`), wait until ``ready()`` (:func:`wait_for`) and press Ctrl-C
-    ``presses`` times (SIGINT to the whole group, 0.2 s apart); returns the exit status and
-    what it printed on its error stream. Whatever of its session is left is then SIGKILLed."""
+    (:func:`start_session`), wait until ``ready()`` (:func:`wait_for`) and send ``signals`` to
+    the whole group, 0.2 s apart (Ctrl-C: SIGINT; a scheduler such as Slurm: SIGTERM); returns
+    the exit status and what it printed on its error stream. Whatever of its session is left
+    is then SIGKILLed."""
     driver = start_session(args, env, capture=True)
     try:
         wait_for(driver, ready, what, timeout_s)
-        for _ in range(presses):
-            os.killpg(driver.pid, signal.SIGINT)
+        for sig in signals:
+            os.killpg(driver.pid, sig)
             time.sleep(0.2)
         _, stderr = driver.communicate(timeout=120)
     finally:

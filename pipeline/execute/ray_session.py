@@ -8,10 +8,14 @@ retries; only a Ray Client connection whose server died starting (a Ray race) is
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import signal
 import socket
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -116,6 +120,23 @@ def connect(settings: RaySettings, ray_logs: bool = False) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _sigterm_kept() -> Iterator[None]:
+    """Keep the process's SIGTERM handler through ``ray.init``, which replaces it (with
+    ``sys.exit``; its core worker also installs a handler that aborts the process with a stack
+    trace). The command line's handler makes SIGTERM stop a job as Ctrl-C does (the staging
+    kept, one line, status 130); without this a scheduler's SIGTERM aborted the driver."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if handler is not None:  # None: set from C, not Python; leave Ray's then
+            signal.signal(signal.SIGTERM, handler)
+
+
 def _init(kwargs: dict[str, Any], address: str | None) -> None:
     """``ray.init(**kwargs)``; a Ray Client server that died starting is tried again.
 
@@ -125,7 +146,8 @@ def _init(kwargs: dict[str, Any], address: str | None) -> None:
     """
     for attempt in range(1, CLIENT_START_ATTEMPTS + 1):
         try:
-            ray.init(**kwargs)
+            with _sigterm_kept():
+                ray.init(**kwargs)
             return
         except ConnectionError as exc:
             retry = (

@@ -197,14 +197,19 @@ def execute(
     # Release the actor pools of earlier failed jobs in this process: Ray Data drops them when
     # their Dataset is garbage, which a cycle through a kept exception can delay.
     gc.collect()
+    stopping = False
     try:
         return _execute(plan, started, published)
     except BulkInferError as error:
         # A fresh error, raised outside this handler: the original's traceback holds the failed
         # Dataset, whose actor pool (and its CPUs) lives as long as anything references it.
         fresh = error.rebuilt()
+        stopping = isinstance(error, Interrupted)
     finally:
-        ray_session.wait_for_actors_released()
+        # A stopped job's process ends: no wait for its actors, which would hang on a Ray
+        # that the same signal stopped (SIGTERM to the job's process group, as Slurm sends it).
+        if not stopping:
+            ray_session.wait_for_actors_released()
     gc.collect()
     raise fresh
 

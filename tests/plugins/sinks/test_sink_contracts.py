@@ -3,7 +3,8 @@ Lance (and LanceDB) embedded, Iceberg through pyiceberg's SQL catalog on SQLite 
 warehouse, SQLite and PostgreSQL through SQLAlchemy (PostgreSQL skips, saying why, when no server
 can be started here), and the Parquet, CSV and JSON file sinks (CSV and JSON: the kill test
 only). Every kind is killed before its first write record, half way and while publishing (the
-file sinks between them) and stopped once with Ctrl-C, each run resuming the last."""
+file sinks between them) and stopped once with Ctrl-C (JSON: SIGTERM), each run resuming the
+last."""
 
 from __future__ import annotations
 
@@ -216,7 +217,8 @@ class TestParquetSink(FileSinkContract):
     # The three file sinks share their staging, records and publish (FileSink) and differ in
     # the file writer: between them they are killed at every point of a file output (CSV
     # before its first record, JSON half way and mid-rename, Parquet while publishing), and
-    # each is stopped with Ctrl-C (Parquet's pressed twice). Parquet's job also checks the
+    # each is stopped by a signal: Ctrl-C (CSV once, Parquet twice) or SIGTERM to the job's
+    # process group (JSON, as a scheduler stops a job). Parquet's job also checks the
     # refusals of a run without run.resume and of one with a changed config.
     kill_points = ("ctrl-c-twice:recorded", "publishing")
     refusals = ("plain", "changed")
@@ -242,4 +244,4 @@ class TestCsvSink(_OnlyKilled, FileSinkContract):
 class TestJsonSink(_OnlyKilled, FileSinkContract):
     sink = "json"
     format = "json"
-    kill_points = ("recorded", "ctrl-c:recorded", "renaming")
+    kill_points = ("recorded", "sigterm:recorded", "renaming")
