@@ -334,6 +334,17 @@ def _rate(value: float | None) -> str:
     return f"{value:.2g} rows/s"
 
 
+def _whose(done: int, resumed: int, rows_out: int) -> str:
+    """Who wrote an output's rows, when this run wrote only ``done`` of its ``rows_out``: the
+    run it resumed (``resumed``) and, for an output appended to, earlier runs."""
+    earlier = rows_out - done - resumed
+    if earlier <= 0:
+        return f"{done:,} by this run, the rest by the run it resumed"
+    if not resumed:
+        return f"{done:,} by this run, the rest by earlier runs appended to"
+    return f"{done:,} by this run, {resumed:,} by the run it resumed, the rest by earlier runs"
+
+
 def sentence(metrics: dict[str, Any], where: str | os.PathLike[str] | None = None) -> str:
     """The run's last line: rows, time, rate, first output, peak memory, output, metrics file.
 
@@ -357,7 +368,7 @@ def sentence(metrics: dict[str, Any], where: str | os.PathLike[str] | None = Non
     job_s = metrics.get("job_s") or 0.0
     counts = f"{_rows(rows_in)} in, {_rows(rows_out)} out"
     if done is not None:
-        counts += f" ({done:,} by this run, the rest by the run it resumed)"
+        counts += f" ({_whose(done, metrics.get('rows_resumed') or 0, rows_out or 0)})"
     text = (
         f"bulkinfer: {counts} in {job_s:.1f} s "
         f"({'; '.join(parts)}; {metrics.get('wall_s', 0.0):.1f} s in all)"

@@ -104,6 +104,7 @@ class RunResult:
             "first_output_s": (
                 round(self.first_output_s, 3) if self.first_output_s is not None else None
             ),
+            "rows_resumed": self.rows_resumed,
             "rows_per_s": round(self.rows_per_s, 3) if self.rows_per_s else None,
             "steady_rows_per_s": (
                 round(self.steady_rows_per_s, 3) if self.steady_rows_per_s else None

@@ -137,12 +137,21 @@ def test_a_steady_rate_needs_a_long_span_and_most_of_the_rows():
 
 
 def test_after_a_resume_the_line_counts_the_rows_of_this_run():
-    metrics = _figures(rows_in=5000, rows_out=5000, rows_done=1000, rows_per_s=1000 / 35.2)
+    metrics = _figures(
+        rows_in=5000, rows_out=5000, rows_done=1000, rows_resumed=4000, rows_per_s=1000 / 35.2
+    )
     line = sentence(metrics)
     assert "5,000 rows in, 5,000 rows out (1,000 by this run, the rest by the run it resumed)" in (
         line
     )
     assert "28.4 rows/s of this run's rows" in line
+
+
+def test_an_output_appended_to_says_which_rows_earlier_runs_wrote():
+    appended = sentence(_figures(rows_in=5000, rows_out=5000, rows_done=1000, rows_resumed=0))
+    assert "(1,000 by this run, the rest by earlier runs appended to)" in appended
+    both = sentence(_figures(rows_in=5000, rows_out=5000, rows_done=1000, rows_resumed=500))
+    assert "(1,000 by this run, 500 by the run it resumed, the rest by earlier runs)" in both
 
 
 def test_one_row_is_one_row_and_small_rates_keep_their_digits():
