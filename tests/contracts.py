@@ -413,6 +413,8 @@ class SinkContract:
                     assert now < set(ids), f"{point}: every row recorded before the kill"
             else:
                 assert now == set(ids), f"{point}: every row is recorded before publishing"
+            if len(signals) == 2:  # the second ends the process at once, with one more line
+                assert "bulkinfer: stopped at once; run again with run.resume=true" in stderr
             if len(signals) == 1:  # what the line says is written: what the records hold
                 low = len(done) + 1 if where == "recorded" else len(now)
                 check_interrupted(stderr, runs / f"run{n}", (low, len(now)), len(ids))
@@ -611,8 +613,9 @@ def run_interrupted_when(
     """Start the command line in a process group of its own, as a terminal's foreground job
     (:func:`start_session`), wait until ``ready()`` (:func:`wait_for`) and send ``signals`` to
     the whole group, 0.2 s apart (Ctrl-C: SIGINT; a scheduler such as Slurm: SIGTERM); returns
-    the exit status and what it printed on its error stream. Whatever of its session is left
-    is then SIGKILLed."""
+    the exit status and what it printed on its error stream. Fails if any process of its
+    session (its local Ray) outlives it by :data:`OUTLIVED_S` seconds; whatever is left is
+    then SIGKILLed."""
     driver = start_session(args, env, capture=True)
     try:
         wait_for(driver, ready, what, timeout_s)
@@ -620,9 +623,27 @@ def run_interrupted_when(
             os.killpg(driver.pid, sig)
             time.sleep(0.2)
         _, stderr = driver.communicate(timeout=120)
+        deadline = time.monotonic() + OUTLIVED_S
+        while (left := session_pids(driver.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"processes outlived the stopped job: {_commands(left)}\n{stderr}"
     finally:
         kill_session(driver.pid)
     return driver.returncode, stderr
+
+
+#: Seconds a stopped job's processes (its local Ray shutting down) may outlive its driver.
+OUTLIVED_S = 15
+
+
+def _commands(pids: list[int]) -> list[str]:
+    names = []
+    for pid in pids:
+        try:
+            names.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return names
 
 
 def kill_session(sid: int) -> None:
