@@ -177,20 +177,22 @@ class RunSettings(_Strict):
     )
     resume: bool = Field(
         default=False,
-        description="Finish an interrupted run of the same config: skip the work units it "
-        "committed (the config fingerprint must match).",
+        description="Finish an interrupted run of the same config and input: read only the "
+        "rows no write record holds (the config fingerprint must match). A job whose output is "
+        "already published is refused, naming its run.",
     )
     unit_rows: int = Field(
         default=1_000_000,
         gt=0,
-        description="Rows per work unit for sources that split by rows (items). The job is "
-        "run and committed unit by unit; a resumed job redoes at most the unfinished units.",
+        description="Rows per work unit for sources that split by rows (items). Units name the "
+        "rows and split the read into tasks; the job runs as one execution and records what "
+        "each write task wrote, whatever the unit size.",
     )
     unit_bytes: int = Field(
         default=512 * 2**20,
         gt=0,
         description="File sources: input files are grouped into work units of about this "
-        "many bytes (a file is never split).",
+        "many bytes (a file is never split); each unit is one read task.",
     )
     allow_empty: bool = Field(
         default=False,
