@@ -483,6 +483,7 @@ def check_interrupted(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "interrupted"
     assert metrics["error"] == lines[0].removeprefix("bulkinfer: ")
+    assert (metrics["rows_written"], metrics["rows_total"]) == (rows, rows_total)
 
 
 def check_refusals(

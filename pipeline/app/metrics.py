@@ -274,6 +274,9 @@ class Recorder:
         """Metrics of a failed job, with the message the user saw."""
         metrics = self._base("interrupted" if isinstance(error, Interrupted) else "failed")
         metrics["error"] = _mask_text(describe_error(error), list(self.job.overrides))
+        if isinstance(error, Interrupted):  # what the line says: written so far, of the input
+            metrics["rows_written"] = getattr(error, "rows_written", None)
+            metrics["rows_total"] = getattr(error, "rows_total", None)
         return self._write(metrics)
 
     def _write(self, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -115,9 +115,28 @@ class OutputError(BulkInferError):
 
 class Interrupted(BulkInferError):
     """The user stopped the job (Ctrl-C, SIGINT or SIGTERM); what it finished is kept for
-    ``run.resume=true``. The command line prints the message as it is and exits 130."""
+    ``run.resume=true``. The command line prints the message as it is and exits 130.
+    ``rows_written`` and ``rows_total``: the rows the job's records hold and the input's rows,
+    where known (``metrics.json`` keeps them)."""
 
     exit_code = 130
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        rows_written: int | None = None,
+        rows_total: int | None = None,
+    ) -> None:
+        super().__init__(message, key=key)
+        self.rows_written, self.rows_total = rows_written, rows_total
+
+    def rebuilt(self, message: str | None = None, key: str | None = None) -> BulkInferError:
+        error = super().rebuilt(message, key)
+        if isinstance(error, Interrupted):
+            error.rows_written, error.rows_total = self.rows_written, self.rows_total
+        return error
 
 
 class EmptyInputError(DataError):

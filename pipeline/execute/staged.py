@@ -184,7 +184,9 @@ def interrupted(rows_written: int, rows_total: int | None) -> Interrupted:
     """The one line a stopped job ends with: what is written, and how to finish."""
     of = f" of {rows_total:,}" if rows_total is not None else ""
     return Interrupted(
-        f"interrupted: {rows_written:,}{of} rows written; run again with run.resume=true to finish"
+        f"interrupted: {rows_written:,}{of} rows written; run again with run.resume=true to finish",
+        rows_written=rows_written,
+        rows_total=rows_total,
     )
 
 
