@@ -267,9 +267,7 @@ def run_staged(
                 r.rows for r in written if r.ranges is None
             )
             raise interrupted(rows, rows_total) from None
-        if published is not None:
-            published()
-        halt("published")
+        _published(published)
         return StagedOutcome(manifest, manifest.rows_out, 0)
     earlier = consistent(opened.written)
     done = Progress(r for record in earlier for r in record.ranges or [])
@@ -334,10 +332,16 @@ def run_staged(
         elif isinstance(exc, BulkInferError):
             raise _with_hint(exc, out, rows, answers) from None
         raise
-    if published is not None:
-        published()
-    halt("published")
+    _published(published)
     return StagedOutcome(manifest, done.rows, totals.rows_out - done.rows, stats, counts)
+
+
+def _published(callback: Callable[[], None] | None) -> None:
+    """The output is published: tell ``callback`` (the command line stops treating Ctrl-C as
+    an interrupt), then the test-only halt point ``published``."""
+    if callback is not None:
+        callback()
+    halt("published")
 
 
 def _safely(read: Callable[[], list[Written]]) -> list[Written]:

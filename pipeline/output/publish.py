@@ -29,7 +29,7 @@ from pipeline.output.records import (
     unit_digest,
 )
 from pipeline.output.staging import ERRORS_DIR, MANIFEST, Staging
-from pipeline.output.store import check_record, check_units
+from pipeline.output.store import already_published, check_record, check_units
 
 log = logging.getLogger("bulkinfer")
 
@@ -210,20 +210,14 @@ def _refuse_by_mode(out: FileOutput, staging: Staging) -> None:
 def _refuse_a_published_job(
     out: FileOutput, staging: Staging, fingerprint: str, units: list[WorkUnit]
 ) -> None:
-    """``run.resume=true`` with nothing staged: refuse when the output's last run was this job
-    (its config and input), published (a process killed after the publish, before it said
-    so): running it again would append its rows twice or replace them with the same. Else
-    refuse what ``mode`` refuses (:func:`check` left that to here)."""
+    """``run.resume=true`` with nothing staged: refuse when the output's last run was this job,
+    published (:func:`~pipeline.output.store.already_published`); else refuse what ``mode``
+    refuses (:func:`check` left that to here)."""
     last = _last_run(staging, fingerprint)
     if last is not None and last.same_job(
         fingerprint, input_digest([unit_digest(u) for u in units])
     ):
-        raise DataError(
-            f"nothing to resume: {out.location} already holds this job's output (the same config "
-            f"and input), published by run {last.run_id} at {last.finished_at}; to run it again, "
-            "leave run.resume out",
-            key="run.resume",
-        )
+        raise already_published(out.location, last.run_id, last.finished_at)
     _refuse_by_mode(out, staging)
 
 

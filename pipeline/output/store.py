@@ -77,6 +77,18 @@ def check_record(
         )
 
 
+def already_published(location: str, run_id: str, at: str) -> DataError:
+    """The refusal of ``run.resume=true`` that finds nothing staged at ``location`` because this
+    very job (its config and input) was published there, by run ``run_id`` at ``at``: a
+    process killed after its publish, before it could say so. Running it again would append
+    its rows twice, or replace them with the same."""
+    return DataError(
+        f"nothing to resume: {location} already holds this job's output (the same config and "
+        f"input), published by run {run_id} at {at}; to run it again, leave run.resume out",
+        key="run.resume",
+    )
+
+
 def check_units(store: JobStore, job: JobRecord, units: list[WorkUnit]) -> None:
     """Refuse to resume a job whose input was split into other work units."""
     now = [unit_digest(u) for u in units]

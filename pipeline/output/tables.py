@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline.contract.errors import DataError
 from pipeline.contract.halts import halt
 from pipeline.contract.reach import reach
 from pipeline.contract.sink import JOB_KEY, JobStore, StagedTarget, StoreFolder
@@ -30,7 +29,14 @@ from pipeline.output.records import (
     Written,
     input_digest,
 )
-from pipeline.output.store import FolderStore, Opened, check_record, check_units, start_over
+from pipeline.output.store import (
+    FolderStore,
+    Opened,
+    already_published,
+    check_record,
+    check_units,
+    start_over,
+)
 
 log = logging.getLogger("bulkinfer")
 
@@ -111,16 +117,11 @@ class TableJob:
 
     def _refuse_a_published_job(self, named: str) -> None:
         """``run.resume=true`` with nothing staged: refuse when the target's last commit was
-        this very job (its config and input; a process killed after the commit), which would
-        otherwise write its rows again (targets that keep it: :meth:`StagedTarget.last_job`)."""
+        this very job (:func:`~pipeline.output.store.already_published`; targets that keep it:
+        :meth:`StagedTarget.last_job`)."""
         last = reach(self.target.last_job, key=self.key, location=self.location)
         if last is not None and last.get("job") == named:
-            raise DataError(
-                f"nothing to resume: {self.location} already holds this job's output (the same "
-                f"config and input), published by run {last.get('run_id')} at {last.get('at')}; "
-                "to run it again, leave run.resume out",
-                key="run.resume",
-            )
+            raise already_published(self.location, last.get("run_id", ""), last.get("at", ""))
 
     def publish(self, written: list[Written], totals: Totals, dead_letters: bytes) -> Receipt:
         """One commit makes every recorded part visible (table sinks keep no dead letters)."""
