@@ -334,6 +334,9 @@ class SinkContract:
     #: process at once, status 130) and ``sigterm:<point>`` (SIGTERM to the process group, as a
     #: scheduler stops a job, its Ray's processes too: the same as one Ctrl-C).
     kill_points: ClassVar[tuple[str, ...]] = ("recorded", "ctrl-c:recorded", "publishing")
+    #: Whether the kill test's input is one Parquet file (one work unit, resumed mid-file)
+    #: instead of a unit per file.
+    one_file: ClassVar[bool] = False
     #: After the first stop that leaves records, also check that the command line refuses
     #: (:func:`check_refusals`, runs that end before Ray starts): ``plain``, to run over them
     #: without ``run.resume``; ``changed``, to resume them with a changed config.
@@ -360,8 +363,10 @@ class SinkContract:
         params = self.params(tmp_path)
         stops = [stop_of(point) for point in self.kill_points]
         # A unit per file (one batch of the stage: 4 rows), enough for a new record at every
-        # ``recorded`` stop and rows left after it.
+        # ``recorded`` stop and rows left after it; or all of them in one file, one unit.
         files, per_file = 2 + 2 * sum(where == "recorded" for where, _ in stops), 4
+        if self.one_file:
+            files, per_file = 1, files * per_file
         ids = write_parquet_units(tmp_path / "in", files, per_file)
         log_dir = tmp_path / "ids"
         runs = tmp_path / "runs"  # each run's folder (metrics.json, .hydra/, the log)
