@@ -56,9 +56,11 @@ def shown_rows(printed: str) -> list[dict[str, Any]]:
     return [ast.literal_eval(line) for line in printed.splitlines() if line.startswith("{")]
 
 
-def continues_its_prompt(row: dict[str, Any]) -> bool:
-    """The quickstart prompts' one shown row: generated text continues its own prompt."""
-    return row["data"] in ("Complete this", "for me") and row["output"].startswith(row["data"])
+def continues_its_prompt(row: dict[str, Any], column: str = "data") -> bool:
+    """The quickstart prompts' one shown row: generated text continues its own prompt, read from
+    ``column``."""
+    prompt = row[column]
+    return prompt in ("Complete this", "for me") and row["output"].startswith(prompt)
 
 
 class PredictorContract:
