@@ -56,11 +56,21 @@ def one_line(exc: Exception) -> str:
     override = getattr(exc, "override", None)
     if override is not None:
         cause = text.split("\nSee https://")[0].strip()
-        override = getattr(override, "input_line", override)
+        # the lexer's caret line points into the override: one line without it
+        cause = " ".join(line.strip() for line in cause.splitlines() if line.strip(" ^"))
+        line = str(getattr(override, "input_line", override))
+        override = as_written(line)
+        cause = cause.replace(line, override)
         return (
             f"cannot parse the override {override!r}: {cause} (put a value with "
             "spaces, braces, commas or '=' in quotes: 'key=\"a value: {x}\"')"
         )
+    # a key the config does not hold (a config group missing from the defaults list has its
+    # own message: "No match in the defaults list ... use +experiment=x")
+    refused = re.match(r"Could not override '([^']+)'\.\s+To append to your config", text)
+    unknown = _unknown_key(refused.group(1)) if refused else None
+    if unknown is not None:
+        return unknown
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
     available = re.findall(r"^\t(\S+)$", text, flags=re.M)
     if missing and available:
@@ -72,3 +82,23 @@ def one_line(exc: Exception) -> str:
             f"Available: {', '.join(available)}."
         )
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _unknown_key(key: str) -> str | None:
+    """Hydra's "Could not override 'sink.parms.path'" (a key the composed config does not hold)
+    as the job's own check words it: ``sink.parms: unknown key (did you mean 'params'?);
+    allowed keys: ...``. None for keys outside the job's settings (``hydra.*``) and for keys
+    whose parts all exist (Hydra's message then stands)."""
+    from pipeline.contract.settings import JobConfig
+    from pipeline.plan.validation import join_key, unknown_key
+
+    parts: list[str | int] = [
+        int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", key)
+    ]
+    if not parts or parts[0] == "hydra":
+        return None
+    found = unknown_key(JobConfig, parts)
+    if found is None:
+        return None
+    position, message = found
+    return f"{join_key('', parts[: position + 1])}: {message}"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -51,14 +52,43 @@ def _relevant(errors: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]
     return kept
 
 
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds: ``StageConfig``, ``StageConfig | None`` and
+    ``list[StageConfig]`` all give ``StageConfig``; None for plain values and mappings."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def unknown_key(model: type[BaseModel], loc: Sequence[Any]) -> tuple[int, str] | None:
+    """The first part of the key path ``loc`` (names, and ints for list positions) that
+    ``model``, or the model of a field on the way, does not have: its position in ``loc`` and
+    a message naming the closest key allowed there and all of them. None when every part is
+    allowed, or the path leaves the models (a plugin's ``params`` are a mapping here)."""
+    current: type[BaseModel] | None = model
+    for position, part in enumerate(loc):
+        if isinstance(part, int) or _is_union_tag(str(part)):
+            continue
+        if current is None:
+            return None
+        fields = list(current.model_fields)
+        if part not in fields:
+            close = difflib.get_close_matches(str(part), fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return position, f"unknown key{hint}; allowed keys: {', '.join(fields)}"
+        current = _model_of(current.model_fields[part].annotation)
+    return None
+
+
 def _describe(error: dict[str, Any], model: type[BaseModel], key: str) -> str:
     msg = error["msg"]
     if error["type"] == "extra_forbidden":
-        msg = "unknown key"
-        if len(error["loc"]) == 1:
-            close = difflib.get_close_matches(str(error["loc"][0]), list(model.model_fields), n=1)
-            msg += f" (did you mean {close[0]!r}?)" if close else ""
-            msg += f"; allowed keys: {', '.join(model.model_fields)}"
+        unknown = unknown_key(model, error["loc"])
+        msg = unknown[1] if unknown is not None else "unknown key"
     elif "input" in error and error["type"] != "missing" and not is_secret_key(key):
         # never echo a value under a secret-looking key, nor one nested in what is echoed
         msg += f" (got {mask_secrets(error['input'])!r})"

@@ -99,6 +99,25 @@ def test_an_unknown_top_level_key_is_an_error():
     assert error_for(cfg).key == "predictr"
 
 
+@pytest.mark.parametrize(
+    ("where", "key", "says"),
+    [
+        (("sink",), "sink.parms", "(did you mean 'params'?); allowed keys: type, params, stage"),
+        (("preprocessors",), "preprocessors[0].stag", "(did you mean 'stage'?)"),
+    ],
+)
+def test_a_misspelt_key_inside_a_stage_names_the_closest_key(where, key, says):
+    cfg = config()
+    misspelt = {"type": "rename_columns", "params": {}, key.rpartition(".")[2]: {}}
+    if where == ("preprocessors",):
+        cfg["preprocessors"] = [misspelt]
+    else:
+        cfg["sink"][key.rpartition(".")[2]] = {"path": "x"}
+    error = error_for(cfg)
+    assert error.key == key
+    assert says in str(error)
+
+
 @pytest.mark.parametrize("where", [("source",), ("predictor", "params"), ("preprocessors",)])
 def test_configs_cannot_name_python_code_to_instantiate(where):
     cfg = config()
