@@ -355,7 +355,8 @@ class SinkContract:
         ``run.resume=true``. After every stop nothing partial is visible at the destination and
         no record is lost; every run (re)runs only rows no record held when it started, and a
         run that got past its last write ran exactly those (what was in flight, and what was
-        not read yet); the output has every row exactly once, and no run shows the
+        not read yet), and a run that started with every row recorded started no stage
+        worker; the output has every row exactly once, and no run shows the
         :attr:`secret` anywhere it prints or writes."""
         from conftest import run_cli
         from kit import kit_env
@@ -393,6 +394,7 @@ class SinkContract:
         for n, (point, (where, signals)) in enumerate(zip(self.kill_points, stops, strict=True)):
             run = args(f"run{n}", *(("run.resume=true",) if n else ()))
             logged_before = {p: p.read_text() for p in log_dir.glob("ids-*.txt")}
+            started_before = set(log_dir.glob("init-*"))
             flag = tmp_path / f"halted-{n}-{where}"
             env = {**kit_env(), HALT_ENV: f"{where}:{flag}"}
             ready, what = flag.exists, f"the job reached halt point {where!r}"
@@ -404,6 +406,8 @@ class SinkContract:
                 run_killed_when(run, ready, what, env)
             ran = logged_ids(log_dir, logged_before)
             assert not ran & done, f"{point}: the run redid rows a record held"
+            if done == set(ids):  # every row recorded before it: no stage worker started
+                assert set(log_dir.glob("init-*")) == started_before, f"{point}: a stage ran"
             if where in ("renaming", "publishing", "committing", "committed"):  # past the writes
                 assert ran == set(ids) - done, f"{point}: not exactly the unrecorded rows"
             if where == "committed":  # the commit is made: all of it, once
@@ -431,6 +435,7 @@ class SinkContract:
                 refusals = ()
 
         logged_before = {p: p.read_text() for p in log_dir.glob("ids-*.txt")}
+        started_before = set(log_dir.glob("init-*"))
         resumed = run_cli(*args("last", "run.resume=true"), env=kit_env(), timeout=600)
         assert resumed.returncode == 0, resumed.stderr
         if done:
@@ -439,6 +444,8 @@ class SinkContract:
             assert self.shows in resumed.stdout
         redone = logged_ids(log_dir, logged_before)
         assert redone == set(ids) - done, "the resumed run ran exactly the unwritten rows"
+        if done == set(ids):  # only the publish was left: no stage worker started
+            assert set(log_dir.glob("init-*")) == started_before, "a stage ran for no rows"
         got = self.rows(params)
         assert [r["id"] for r in got] == ids, "every row exactly once"
         assert [r["out"] for r in got] == [i * 10 for i in ids]

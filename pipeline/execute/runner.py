@@ -402,6 +402,11 @@ def _run_staged(
             return [{"name": name, "rows": rows} for name, rows in files.items()]
 
     def execute(done: Progress, job_id: str, run_id: str) -> list[dict[str, Any]]:
+        if done.rows and read.streams and read.total(units, done) == 0:
+            # A resumed job whose every row was written (stopped before its publish): start
+            # no stage, load no model; publish what the records hold.
+            log.warning("bulkinfer: every input row is written; publishing")
+            return []
         with user_errors(plan, read.source, None, ledger):
             ds = compile_stages(
                 plan,
