@@ -477,7 +477,9 @@ def files_workload(rows: int) -> Workload:
     as 10, 1,000 and 10,000 Parquet files, with the default work units (the small files grouped
     into units of about ``run.unit_bytes``) and with one unit per file (``run.unit_bytes=1``:
     a read task, a write task and a write record per file): the driver's peak memory (its
-    ``metrics.json``) should not grow with the number of files."""
+    ``metrics.json``) should not grow with the number of files. Beside each, Ray Data alone
+    (``scripts/handwritten_files.py``) reads and writes the same files with its default read
+    tasks and with a read task per file: what Ray Data's own bookkeeping costs the driver."""
     one = data.sentences(rows)
     variants: dict[str, Command] = {}
     for count in FILE_COUNTS:
@@ -485,6 +487,19 @@ def files_workload(rows: int) -> Workload:
         for units, extra in (("default units", ()), ("a unit per file", ("run.unit_bytes=1",))):
             variants[f"bulkinfer, {count:,} files, {units}"] = _pipeline(
                 "source=parquet", f"source.params.path={folder}", "~predictor", *extra
+            )
+        for tasks, blocks in (
+            ("default read tasks", "default"),
+            ("a read task per file", "per-file"),
+        ):
+            variants[f"Ray Data, {count:,} files, {tasks}"] = (
+                lambda out, folder=folder, blocks=blocks: [
+                    PY,
+                    str(SCRIPTS / "handwritten_files.py"),
+                    str(folder),
+                    f"{out}/predictions",
+                    blocks,
+                ]
             )
     return Workload(
         name="files",
