@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import re
 
+from pipeline.contract.settings import JobConfig
+from pipeline.plan.validation import join_key, unknown_key
+
 #: Keys whose defaults live in pydantic models, not in YAML: a stage's params and stage settings
 #: (``predictor.stage.batch_size``), and the ``run`` and ``ray`` settings.
 _STAGE_KEY = re.compile(
@@ -89,9 +92,6 @@ def _unknown_key(key: str) -> str | None:
     as the job's own check words it: ``sink.parms: unknown key (did you mean 'params'?);
     allowed keys: ...``. None for keys outside the job's settings (``hydra.*``) and for keys
     whose parts all exist (Hydra's message then stands)."""
-    from pipeline.contract.settings import JobConfig
-    from pipeline.plan.validation import join_key, unknown_key
-
     parts: list[str | int] = [
         int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", key)
     ]
