@@ -146,6 +146,7 @@ def steady_rate(
 #: cut the read's blocks; and those that write or take rows for the sink.
 _SOURCE_OPS = re.compile(r"(Read|From|ListFiles)\w*|MapBatches\(_identity\)|StreamingRepartition.*")
 _SINK_OPS = re.compile(r"(Write|Limit|limit=)\S*.*")
+_WRITE_OP = re.compile(r"Write\S*.*")
 _MAP_OP = re.compile(r"(?:MapBatches|Map|FlatMap|Filter)\((?P<cls>[^)]*)\)")
 
 
@@ -167,7 +168,9 @@ def _stage_keys(operator: str, maps: tuple[Step, ...], cursor: list[int]) -> lis
     return keys
 
 
-def stage_figures(operators: list[dict[str, Any]], plan: Plan | None) -> list[dict[str, Any]]:
+def stage_figures(
+    operators: list[dict[str, Any]], plan: Plan | None, written: int | None = None
+) -> list[dict[str, Any]]:
     """Ray Data's per-operator figures under bulkinfer's stage keys, in execution order.
 
     ``operators``: ``{"name": Ray operator, "rows": int | None, "time_s": float}`` as
@@ -176,7 +179,8 @@ def stage_figures(operators: list[dict[str, Any]], plan: Plan | None) -> list[di
     (``source``, ``preprocessors[0]``, ``predictor``, ``sink``); operators Ray fused get the
     keys they run joined with `` + `` (Ray times them as one). Consecutive operators of the same
     key are summed into one entry (rows: the last one's output). An operator no key matches keeps
-    Ray's name.
+    Ray's name. An operator that ends in a write outputs a row per write task (its result), so
+    its ``rows`` are ``written`` instead: the rows the job wrote (None where not known).
     """
     maps = plan.maps if plan is not None else ()
     cursor = [0]
@@ -184,12 +188,14 @@ def stage_figures(operators: list[dict[str, Any]], plan: Plan | None) -> list[di
     for op in operators:
         keys = list(dict.fromkeys(k for k in _stage_keys(op["name"], maps, cursor) if k))
         name = " + ".join(keys) if keys else op["name"]
-        entry = {"name": name, "operator": op["name"], "rows": op.get("rows")}
-        entry["time_s"] = op.get("time_s")
+        rows = op.get("rows")
+        if _WRITE_OP.fullmatch(op["name"].split("->")[-1].strip()):
+            rows = written
+        entry = {"name": name, "operator": op["name"], "rows": rows, "time_s": op.get("time_s")}
         last = found[-1] if found else None
         if last is not None and keys and last["name"] == name:
             last["operator"] += f"; {op['name']}"
-            last["rows"] = op.get("rows") if op.get("rows") is not None else last["rows"]
+            last["rows"] = rows if rows is not None else last["rows"]
             last["time_s"] = round((last["time_s"] or 0.0) + (op.get("time_s") or 0.0), 3)
             continue
         found.append(entry)
@@ -263,7 +269,7 @@ class Recorder:
         steady = steady_rate(done, result.job_s, result.first_output_s, result.first_output_rows)
         metrics["steady_rows_per_s"] = round(steady[0], 3) if steady else None
         metrics["steady_span_s"] = round(steady[1], 3) if steady else None
-        metrics["stages"] = stage_figures(result.stages, self.plan)
+        metrics["stages"] = stage_figures(result.stages, self.plan, done)
         return self._write(metrics)
 
     def dry_run(self) -> dict[str, Any]:

@@ -168,10 +168,10 @@ def test_ray_operators_are_named_by_the_stage_keys_of_the_plan():
          "time_s": 0.02},
         {"name": "MapBatches(Filter)->MapBatches(Filter)", "rows": 10, "time_s": 0.5},
         {"name": "MapBatches(SentenceEmbedding)", "rows": 10, "time_s": 2.0},
-        {"name": "Write(ParquetDatasink)", "rows": 10, "time_s": 0.3},
+        {"name": "Write(ParquetDatasink)", "rows": 2, "time_s": 0.3},  # a row per write task
         {"name": "Zip", "rows": 10, "time_s": 0.1},
     ]  # fmt: skip
-    named = stage_figures(operators, plan)
+    named = stage_figures(operators, plan, written=10)
     assert [(s["name"], s["rows"], s["time_s"]) for s in named] == [
         ("source", 12, 0.03),
         ("preprocessors[0] + preprocessors[1]", 10, 0.5),
@@ -180,6 +180,10 @@ def test_ray_operators_are_named_by_the_stage_keys_of_the_plan():
         ("Zip", 10, 0.1),
     ]
     assert named[0]["operator"].startswith("FromArrow; MapBatches(_identity)")
+    fused = [{"name": "ReadParquet->MapBatches(Filter)->Write(JournaledDatasink)", "rows": 3}]
+    assert (
+        stage_figures(fused, _plan([*JOB, "preprocessors=[filter]"]), written=40)[0]["rows"] == 40
+    )  # rows written, not the three write tasks' results
 
 
 def test_metrics_json_is_written_with_the_umask_not_owner_only(tmp_path):
