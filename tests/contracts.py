@@ -208,6 +208,15 @@ class SinkContract:
         target = plugin().target(plugin.Params(**params))
         return list(job_store(target).committed().values())
 
+    def job_left(self, params: dict[str, Any]) -> bool:
+        """Whether a job record is left in the job store of the target ``params`` names."""
+        from pipeline.output.tables import job_store
+        from pipeline.plan import registry
+
+        plugin = registry.load("sink", self.sink)
+        target = plugin().target(plugin.Params(**params))
+        return job_store(target).load() is not None
+
     # -- helpers --
     def rows(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         table = self.read(params)
@@ -429,6 +438,8 @@ class SinkContract:
             if len(signals) == 1:  # what the line says is written: what the records hold
                 low = len(done) + 1 if where == "recorded" else len(now)
                 check_interrupted(stderr, runs / f"run{n}", (low, len(now)), len(ids))
+                if not now:  # nothing written: nothing kept that would refuse a plain rerun
+                    assert not self.job_left(params), f"{point}: a job record is left"
             done = now
             if refusals and done and where != "committed":
                 printed += check_refusals(args, kit_env(), refusals)
@@ -485,11 +496,16 @@ def check_interrupted(
     stderr: str, run_dir: Path, recorded: tuple[int, int], rows_total: int
 ) -> None:
     """A job stopped by one Ctrl-C ended with one line saying how many rows are written
-    (within ``recorded``, both included) and how to finish, no traceback, and
-    ``metrics.json`` in ``run_dir`` says ``interrupted``."""
+    (within ``recorded``, both included) and how to finish (with none recorded: that nothing
+    is kept), no traceback, and ``metrics.json`` in ``run_dir`` says ``interrupted``."""
     lines = [line for line in stderr.splitlines() if line.startswith("bulkinfer:")]
     assert len(lines) == 1, stderr
-    end = f" of {rows_total} rows written; run again with run.resume=true to finish"
+    then = (
+        "run again with run.resume=true to finish"
+        if recorded[1]
+        else "nothing is kept: run the job again to start it"
+    )
+    end = f" of {rows_total} rows written; {then}"
     assert lines[0].startswith("bulkinfer: interrupted: ") and lines[0].endswith(end), lines[0]
     rows = int(lines[0].removeprefix("bulkinfer: interrupted: ").removesuffix(end).replace(",", ""))
     assert recorded[0] <= rows <= recorded[1], lines[0]

@@ -180,11 +180,17 @@ def consistent(records: list[Written], run_id: str | None = None) -> list[Writte
     return kept
 
 
-def interrupted(rows_written: int, rows_total: int | None) -> Interrupted:
-    """The one line a stopped job ends with: what is written, and how to finish."""
+def interrupted(rows_written: int, rows_total: int | None, kept: bool = True) -> Interrupted:
+    """The one line a stopped job ends with: what is written, and how to finish (``kept``:
+    the staging is kept for ``run.resume=true``; else nothing was kept, the job starts over)."""
     of = f" of {rows_total:,}" if rows_total is not None else ""
+    then = (
+        "run again with run.resume=true to finish"
+        if kept
+        else "nothing is kept: run the job again to start it"
+    )
     return Interrupted(
-        f"interrupted: {rows_written:,}{of} rows written; run again with run.resume=true to finish",
+        f"interrupted: {rows_written:,}{of} rows written; {then}",
         rows_written=rows_written,
         rows_total=rows_total,
     )
@@ -272,7 +278,9 @@ def run_staged(
     earlier = consistent(opened.written)
     done = Progress(r for record in earlier for r in record.ranges or [])
     if opened.resumed:
-        log.warning("bulkinfer: resuming %s: %d rows already written", out.location, done.rows)
+        log.warning(
+            "bulkinfer: resuming %s: %s rows already written", out.location, f"{done.rows:,}"
+        )
     # Rows written earlier passed every stage: they count in every stage's totals.
     base = {
         step.key: {"rows_in": done.rows, "rows_out": done.rows, "skipped": 0, "dead_letter": 0}
@@ -322,7 +330,10 @@ def run_staged(
             raise
         line.stop()
         rows = sum(r.rows for r in consistent(_safely(out.written), run_id))
-        raise interrupted(rows, rows_total) from None
+        kept = bool(rows or _answers_kept(out))
+        if not kept:  # nothing written, nothing paid for: no staging to refuse a plain rerun
+            _cleanly(out.remove)
+        raise interrupted(rows, rows_total, kept) from None
     except BaseException as exc:
         line.stop()
         rows = sum(r.rows for r in consistent(_safely(out.written), run_id))

@@ -204,6 +204,11 @@ class FileSinkContract(SinkContract):
         out = FileOutput(pyarrow.fs.LocalFileSystem(), params["path"], params["path"])
         return list(Staging(out).committed().values())
 
+    def job_left(self, params: dict[str, Any]) -> bool:
+        from pipeline.output.staging import STAGING_SUFFIX
+
+        return Path(params["path"] + STAGING_SUFFIX).exists()
+
     def check_published(self, params: dict[str, Any], rows: int) -> None:
         from pipeline.output.staging import MANIFEST, STAGING_SUFFIX
 
@@ -217,10 +222,11 @@ class TestParquetSink(FileSinkContract):
     # The three file sinks share their staging, records and publish (FileSink) and differ in
     # the file writer: between them they are killed at every point of a file output (CSV
     # before its first record, JSON half way and mid-rename, Parquet while publishing), and
-    # each is stopped by a signal: Ctrl-C (CSV once, Parquet twice) or SIGTERM to the job's
-    # process group (JSON, as a scheduler stops a job). Parquet's job also checks the
+    # each is stopped by a signal: Ctrl-C (CSV once; Parquet before its first record, where
+    # nothing is kept, then twice) or SIGTERM to the job's process group (JSON, as a
+    # scheduler stops a job). Parquet's job also checks the
     # refusals of a run without run.resume and of one with a changed config.
-    kill_points = ("ctrl-c-twice:recorded", "publishing")
+    kill_points = ("ctrl-c:written", "ctrl-c-twice:recorded", "publishing")
     refusals = ("plain", "changed")
     # tests/e2e/test_failures.py runs the Parquet sink's modes (and checks their manifests).
     test_the_modes_replace_refuse_and_add_to_a_target = None
