@@ -137,14 +137,39 @@ def open_input(file: str):
     return fs.open_input_file(path)
 
 
-def read_head(file: str, limit: int = SAMPLE_BYTES) -> bytes:
-    """The first ``limit`` bytes of a file (all of it if smaller)."""
+#: File name endings of compressed text files: pyarrow decompresses them as it reads
+#: (``open_input_stream(compression="detect")``: gzip, bz2, brotli, zstd, lz4).
+COMPRESSED = (".gz", ".bz2", ".br", ".zst", ".lz4")
 
-    def read() -> bytes:
-        with open_input(file) as f:
+
+def is_compressed(file: str) -> bool:
+    return file.lower().endswith(COMPRESSED)
+
+
+def open_stream(file: str):
+    """A pyarrow input stream over a path or URI, decompressed where its name ends in one of
+    :data:`COMPRESSED`."""
+    fs, path = filesystem(file)
+    return fs.open_input_stream(path, compression="detect")
+
+
+def read_text(file: str, limit: int | None = None) -> bytes:
+    """A text file's bytes (the first ``limit`` of them; None: all), decompressed (see
+    :func:`open_stream`). A compressed file that does not decompress (truncated, or not in
+    the format its name says) raises a DataError naming it."""
+    try:
+        with open_stream(file) as f:
             return f.read(limit)
+    except OSError as exc:
+        if not is_compressed(file):
+            raise
+        raise unreadable(file, exc) from None
 
-    return remote(read, file)
+
+def read_head(file: str, limit: int = SAMPLE_BYTES) -> bytes:
+    """The first ``limit`` bytes of a file's text (all of it if shorter), decompressed (see
+    :func:`read_text`)."""
+    return remote(lambda: read_text(file, limit), file)
 
 
 def group_files(files: list[tuple[str, int]], unit_bytes: int | None) -> list[WorkUnit]:
@@ -286,7 +311,7 @@ class FileSource(Source):
                 return exc
         for file in files:
             try:
-                with open_input(file) as f:
+                with open_stream(file) if is_compressed(file) else open_input(file) as f:
                     self.check_file(params, f)
             except DataError as exc:
                 return DataError(f"cannot read input file {file}: {exc.message}", key=KEY)
@@ -305,9 +330,10 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
 
 
-def whole_lines(data: bytes, size: int) -> bytes:
-    """``data``, the head of a file of ``size`` bytes, cut after its last whole line."""
-    return data if len(data) >= size else data[: data.rfind(b"\n") + 1]
+def whole_lines(data: bytes, limit: int = SAMPLE_BYTES) -> bytes:
+    """``data``, a file's head as :func:`read_head` read it (up to ``limit`` bytes), cut after
+    its last whole line unless the file ended within it."""
+    return data if len(data) < limit else data[: data.rfind(b"\n") + 1]
 
 
 class ParquetParams(TypedFileParams):
@@ -583,19 +609,18 @@ class TextSource(FileSource):
     def head(self, params: TextParams, file: str, size: int, schema: Any) -> tuple[Any, int]:
         import pyarrow as pa
 
-        data = whole_lines(read_head(file), size)
+        data = whole_lines(read_head(file))
         lines = data.decode("utf-8", errors="replace").splitlines()
         if params.drop_empty_lines:
             lines = [line for line in lines if line.strip()]
         return pa.table({params.column: pa.array(lines, pa.string())}), len(data)
 
     def read_file(self, params: TextParams, file: str) -> Iterator[Any]:
-        """The file's lines as Ray Data's ``read_text`` splits them (``str.splitlines``),
-        empty ones dropped when ``drop_empty_lines``."""
+        """The file's lines (decompressed where its name says so) as Ray Data's ``read_text``
+        splits them (``str.splitlines``), empty ones dropped when ``drop_empty_lines``."""
         import pyarrow as pa
 
-        with open_input(file) as f:
-            lines = f.read().decode("utf-8").splitlines()
+        lines = read_text(file).decode("utf-8").splitlines()
         if params.drop_empty_lines:
             lines = [line for line in lines if line.strip() != ""]
         for start in range(0, len(lines), LINES_PER_TABLE):

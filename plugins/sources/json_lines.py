@@ -24,8 +24,8 @@ from plugins.sources.files import (
     FileSource,
     TypedFileParams,
     empty_input,
-    open_input,
     read_head,
+    read_text,
     select,
     whole_lines,
 )
@@ -249,15 +249,16 @@ class JsonSource(FileSource):
         if first is None:
             raise empty_input(params.path, "its files are empty")
         head = read_head(first[0])
-        sample = _sample_lines(head, complete=len(head) >= first[1])
+        complete = len(head) < SAMPLE_BYTES  # the whole file (decompressed)
+        sample = _sample_lines(head, complete=complete)
         schema, rows = infer_schema(sample, first[0], declared)
-        if rows == 0 and len(files) == 1 and first[1] <= SAMPLE_BYTES:
+        if rows == 0 and len(files) == 1 and complete:
             raise empty_input(params.path, "no JSON objects in it")
         self._schema = (params.model_dump_json(), schema)
         return schema
 
     def head(self, params: JsonParams, file: str, size: int, schema: Any) -> tuple[Any, int]:
-        data = whole_lines(read_head(file), size)
+        data = whole_lines(read_head(file))
         full = self.read_schema(params, self.files(params))
         table = read_json_lines(data, file, full, params.declared())
         return table.select(schema.names).cast(schema), len(data)
@@ -277,9 +278,9 @@ class JsonSource(FileSource):
         return ds.select_columns(params.columns) if params.columns else ds
 
     def read_file(self, params: JsonParams, file: str) -> Iterator[Any]:
-        """The file parsed as :func:`read_json_lines` parses every file of the job."""
-        with open_input(file) as f:
-            data = f.read()
+        """The file (decompressed where its name says so) parsed as :func:`read_json_lines`
+        parses every file of the job."""
+        data = read_text(file)
         table = read_json_lines(
             data, file, self.read_schema(params, self.files(params)), params.declared()
         )

@@ -7,6 +7,7 @@ a time (each starts its own local Ray), and each is its own test in the table be
 
 from __future__ import annotations
 
+import gzip
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +38,9 @@ def _cases(d: Path) -> dict[str, tuple[list[str], str, str]]:
     corrupt_parquet.parent.mkdir()
     pq.write_table(pa.table({"id": [0], "text": ["ok"]}), d / "corrupt" / "part-0.parquet")
     corrupt_parquet.write_bytes(b"PAR1 this is not a parquet file")
+    truncated_gzip = d / "truncated.jsonl.gz"
+    packed = gzip.compress(b"".join(b'{"id": %d, "text": "a"}\n' % i for i in range(100)))
+    truncated_gzip.write_bytes(packed[: len(packed) // 2])
     empty = d / "empty.jsonl"
     empty.write_text("")
     nulls = _jsonl(d / "nulls.jsonl", [{"id": 0, "text": "a"}, {"id": 1, "text": None}])
@@ -60,6 +64,11 @@ def _cases(d: Path) -> dict[str, tuple[list[str], str, str]]:
             ["source=json", f"source.params.path={corrupt_json}"],
             "source.params.path",
             f"cannot read input file {corrupt_json}: line 2: Expecting value",
+        ),
+        "truncated gzip json file": (
+            ["source=json", f"source.params.path={truncated_gzip}"],
+            "source.params.path",
+            f"cannot read input file {truncated_gzip} (OSError: Truncated compressed stream)",
         ),
         "corrupt parquet file": (
             ["source=parquet", f"source.params.path={corrupt_parquet.parent}"],
@@ -138,6 +147,7 @@ CASE_NAMES = [
     "corrupt json file",
     "corrupt parquet file",
     "column not in the data",
+    "truncated gzip json file",
     "empty data set",
     "a vector column to a CSV sink",
     "a column of mixed JSON types",
