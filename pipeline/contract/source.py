@@ -25,10 +25,12 @@ if TYPE_CHECKING:  # Ray and pyarrow are imported by the plugins that use them.
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """A deterministic slice of a source's input: what the runner commits and resumes by.
+    """A deterministic slice of a source's input: one read task of the job's one execution,
+    whose rows are named by (unit, place in it), so a resumed job reads only the rows no
+    write record holds.
 
-    ``id`` must be stable across runs of the same config on the same input (it names the
-    committed work); ``spec`` is the source's own JSON-able description (files, a row range).
+    ``id`` must be stable across runs of the same config on the same input (a resume compares
+    the units); ``spec`` is the source's own JSON-able description (files, a row range).
     """
 
     id: str
@@ -75,15 +77,18 @@ class Source(_IOPlugin, ABC):
         return None
 
     def count_rows(self, params: Any, unit: WorkUnit) -> int | None:
-        """Rows in ``unit`` if known unread (:func:`pipeline.plan.shares.fit_windows`); else
-        None."""
+        """Rows in ``unit`` where the source knows them cheaply, on the driver, without
+        reading the rows (Parquet footers, inline items); else None. Exactly the rows
+        :meth:`read_unit` yields: the core sizes the stages' windows by them
+        (:func:`pipeline.plan.shares.fit_windows`), shows them as the progress total and, when
+        a resumed job's records hold them all, publishes without running a stage."""
         return None
 
     def units(self, params: Any) -> list[WorkUnit]:
         """Split the input into work units (sized by ``self.io.unit_rows``/``unit_bytes``).
 
-        The runner runs and commits the job unit by unit, so a resumed job skips finished
-        units. The default is one unit: the whole source.
+        The job reads every unit in one execution, a read task each, in order (see
+        :class:`WorkUnit`). The default is one unit: the whole source.
         """
         return [WHOLE_SOURCE]
 
