@@ -22,7 +22,7 @@ from plugins.sources.files import (
     FileSource,
     TypedFileParams,
     empty_input,
-    open_input,
+    open_stream,
     remote,
     select,
 )
@@ -92,7 +92,7 @@ def _first_block(file: str, params: CsvParams, types: dict[str, Any] | None) -> 
     import pyarrow.csv as pcsv
 
     def read() -> Any:
-        with open_input(file) as f:
+        with open_stream(file) as f:
             reader = pcsv.open_csv(
                 f,
                 read_options=read_options(SAMPLE_BYTES),
@@ -217,14 +217,15 @@ class CsvSource(FileSource):
         )
 
     def read_file(self, params: CsvParams, file: str) -> Iterator[Any]:
-        """The file streamed by pyarrow's CSV reader with the job's types; a value that does
-        not convert is a DataError naming its column (not ``#2``)."""
+        """The file streamed by pyarrow's CSV reader with the job's types (decompressed where
+        its name says so); a value that does not convert is a DataError naming its column (not
+        ``#2``)."""
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
         types = self.file_types(params, self.files(params)[0][0])
         schema = self.schema(params)
-        with open_input(file) as f:
+        with open_stream(file) as f:
             try:
                 reader = pcsv.open_csv(
                     f,

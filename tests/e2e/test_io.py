@@ -28,12 +28,14 @@ def inputs(tmp_path):
         "csv": tmp_path / "in.csv",
         "json": tmp_path / "in.jsonl",
         "json.gz": tmp_path / "in.jsonl.gz",
+        "csv.gz": tmp_path / "in.csv.gz",
         "text": tmp_path / "in.txt",
     }
     pq.write_table(table, paths["parquet"])
     pyarrow.csv.write_csv(table, paths["csv"])
     paths["json"].write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     paths["json.gz"].write_bytes(gzip.compress(paths["json"].read_bytes()))
+    paths["csv.gz"].write_bytes(gzip.compress(paths["csv"].read_bytes()))
     paths["text"].write_text("".join(r["text"] + "\n\n" for r in ROWS))  # blank lines dropped
     return paths
 
@@ -56,9 +58,9 @@ def run_copy(source: str, source_path, out, *extra: str):
     )
 
 
-@pytest.mark.parametrize("source", ["parquet", "csv", "json", "json.gz"])
+@pytest.mark.parametrize("source", ["parquet", "csv", "json", "json.gz", "csv.gz"])
 def test_a_file_source_reaches_the_sink_row_for_row(source, inputs, tmp_path):
-    # a .jsonl.gz file (or .bz2, .br, .zst, .lz4) is decompressed as it is read
+    # a .gz file (or .bz2, .br, .zst, .lz4) of text is decompressed as it is read
     result = run_copy(source.partition(".")[0], inputs[source], tmp_path / "out")
     assert read_back(tmp_path / "out") == ROWS
     assert (result.rows_in, result.rows_out) == (12, 12)
