@@ -329,19 +329,13 @@ def run_staged(
         if manifest is not None:  # published: the job is done, there is nothing to resume
             raise
         line.stop()
-        rows = sum(r.rows for r in consistent(_safely(out.written), run_id))
-        kept = bool(rows or _answers_kept(out))
-        if not kept:  # nothing written, nothing paid for: no staging to refuse a plain rerun
-            _cleanly(out.remove)
-        raise interrupted(rows, rows_total, kept) from None
+        kept = _kept(out, run_id)
+        raise interrupted(kept[0] if kept else 0, rows_total, kept is not None) from None
     except BaseException as exc:
         line.stop()
-        rows = sum(r.rows for r in consistent(_safely(out.written), run_id))
-        answers = _answers_kept(out)
-        if isinstance(exc, EmptyInputError) or not (rows or answers):
-            _cleanly(out.remove)  # nothing written, nothing paid for: leave no trace
-        elif isinstance(exc, BulkInferError):
-            raise _with_hint(exc, out, rows, answers) from None
+        kept = _kept(out, run_id, drop=isinstance(exc, EmptyInputError))
+        if kept is not None and isinstance(exc, BulkInferError):
+            raise _with_hint(exc, out, *kept) from None
         raise
     _published(published)
     return StagedOutcome(manifest, done.rows, totals.rows_out - done.rows, stats, counts)
@@ -353,6 +347,19 @@ def _published(callback: Callable[[], None] | None) -> None:
     if callback is not None:
         callback()
     halt("published")
+
+
+def _kept(out: StagedOutput, run_id: str, drop: bool = False) -> tuple[int, int] | None:
+    """After a stop or a failure: (rows the job's records hold, answers its stages' journals
+    keep) for ``run.resume=true``; or None, with the staging removed, where there is neither
+    (nothing written, nothing paid for: no trace, and no leftover work to refuse a plain rerun)
+    or ``drop`` says so."""
+    rows = sum(r.rows for r in consistent(_safely(out.written), run_id))
+    answers = _answers_kept(out)
+    if drop or not (rows or answers):
+        _cleanly(out.remove)
+        return None
+    return rows, answers
 
 
 def _safely(read: Callable[[], list[Written]]) -> list[Written]:
