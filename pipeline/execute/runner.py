@@ -347,13 +347,6 @@ class _Reads:
         datasets = [self(unit) for unit in units]
         return datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
 
-    def total(self, units: list[WorkUnit], done: Progress) -> int | None:
-        """Rows still to run, where the source knows its units' rows (for the windows)."""
-        counted = [self.rows(unit) for unit in units]
-        if None in counted:
-            return None
-        return max(0, sum(counted) - done.rows)  # type: ignore[arg-type]
-
 
 def _start_ledger(plan: Plan, staged: bool) -> Any:
     """The job's ledger actor: for the map stages' reports, and a staged job's written rows
@@ -401,8 +394,13 @@ def _run_staged(
             files = sink.write_files(ds, out.parts, plan.sink.params)
             return [{"name": name, "rows": rows} for name, rows in files.items()]
 
+    counted = [read.rows(unit) for unit in units]  # once: footers may be a request each
+    rows_total = sum(counted) if None not in counted else None  # type: ignore[arg-type]
+
     def execute(done: Progress, job_id: str, run_id: str) -> list[dict[str, Any]]:
-        if done.rows and read.streams and read.total(units, done) == 0:
+        # rows still to run, where the source knows its units' rows (for the windows)
+        pending = max(0, rows_total - done.rows) if rows_total is not None else None
+        if done.rows and read.streams and pending == 0:
             # A resumed job whose every row was written (stopped before its publish): start
             # no stage, load no model; publish what the records hold.
             log.warning("bulkinfer: every input row is written; publishing")
@@ -413,7 +411,7 @@ def _run_staged(
                 read.pending(units, done),
                 ledger,
                 with_journals(plan, services, out.store),
-                read.total(units, done),
+                pending,
             )
             probe.arm()
             # Made here, on the driver (where the job's credentials are), sent to each task.
@@ -442,8 +440,6 @@ def _run_staged(
                 )
         return operator_stages(ds)
 
-    counted = [read.rows(unit) for unit in units]
-    rows_total = sum(counted) if None not in counted else None  # type: ignore[arg-type]
     outcome = run_staged(plan, out, units, ledger, execute, rows_total, published)
     manifest = outcome.manifest
     return RunResult(
