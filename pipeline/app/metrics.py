@@ -146,7 +146,6 @@ def steady_rate(
 #: cut the read's blocks; and those that write or take rows for the sink.
 _SOURCE_OPS = re.compile(r"(Read|From|ListFiles)\w*|MapBatches\(_identity\)|StreamingRepartition.*")
 _SINK_OPS = re.compile(r"(Write|Limit|limit=)\S*.*")
-_WRITE_OP = re.compile(r"Write\S*.*")
 _MAP_OP = re.compile(r"(?:MapBatches|Map|FlatMap|Filter)\((?P<cls>[^)]*)\)")
 
 
@@ -189,7 +188,7 @@ def stage_figures(
         keys = list(dict.fromkeys(k for k in _stage_keys(op["name"], maps, cursor) if k))
         name = " + ".join(keys) if keys else op["name"]
         rows = op.get("rows")
-        if _WRITE_OP.fullmatch(op["name"].split("->")[-1].strip()):
+        if op["name"].split("->")[-1].strip().startswith("Write"):
             rows = written
         entry = {"name": name, "operator": op["name"], "rows": rows, "time_s": op.get("time_s")}
         last = found[-1] if found else None
@@ -281,8 +280,7 @@ class Recorder:
         metrics = self._base("interrupted" if isinstance(error, Interrupted) else "failed")
         metrics["error"] = _mask_text(describe_error(error), list(self.job.overrides))
         if isinstance(error, Interrupted):  # what the line says: written so far, of the input
-            metrics["rows_written"] = getattr(error, "rows_written", None)
-            metrics["rows_total"] = getattr(error, "rows_total", None)
+            metrics["rows_written"], metrics["rows_total"] = error.rows_written, error.rows_total
         return self._write(metrics)
 
     def _write(self, metrics: dict[str, Any]) -> dict[str, Any]:
