@@ -199,23 +199,22 @@ class SinkContract:
     def read(self, params: dict[str, Any]) -> pa.Table | None:
         raise NotImplementedError
 
-    def written(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """The write tasks' records in the job store of the target ``params`` names."""
+    def job_store(self, params: dict[str, Any]) -> Any:
+        """The job store (:class:`~pipeline.contract.sink.JobStore`) of the target ``params``
+        names: where its job record and its write tasks' records are kept."""
         from pipeline.output.tables import job_store
         from pipeline.plan import registry
 
         plugin = registry.load("sink", self.sink)
-        target = plugin().target(plugin.Params(**params))
-        return list(job_store(target).committed().values())
+        return job_store(plugin().target(plugin.Params(**params)))
+
+    def written(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The write tasks' records in the job store of the target ``params`` names."""
+        return list(self.job_store(params).committed().values())
 
     def job_left(self, params: dict[str, Any]) -> bool:
         """Whether a job record is left in the job store of the target ``params`` names."""
-        from pipeline.output.tables import job_store
-        from pipeline.plan import registry
-
-        plugin = registry.load("sink", self.sink)
-        target = plugin().target(plugin.Params(**params))
-        return job_store(target).load() is not None
+        return self.job_store(params).load() is not None
 
     # -- helpers --
     def rows(self, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -195,16 +195,16 @@ class FileSinkContract(SinkContract):
         path = Path(params["path"])  # _SUCCESS and _errors/ are left out (prefix "_")
         return ds.dataset(path, format=self.format).to_table() if path.exists() else None
 
-    def written(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def job_store(self, params: dict[str, Any]) -> Any:
         import pyarrow.fs
 
         from pipeline.contract.sink import FileOutput
         from pipeline.output.staging import Staging
 
-        out = FileOutput(pyarrow.fs.LocalFileSystem(), params["path"], params["path"])
-        return list(Staging(out).committed().values())
+        return Staging(FileOutput(pyarrow.fs.LocalFileSystem(), params["path"], params["path"]))
 
     def job_left(self, params: dict[str, Any]) -> bool:
+        """Whether anything of a job is left: its staging folder, with or without a record."""
         from pipeline.output.staging import STAGING_SUFFIX
 
         return Path(params["path"] + STAGING_SUFFIX).exists()
@@ -224,8 +224,8 @@ class TestParquetSink(FileSinkContract):
     # before its first record, JSON half way and mid-rename, Parquet while publishing), and
     # each is stopped by a signal: Ctrl-C (CSV once; Parquet before its first record, where
     # nothing is kept, then twice) or SIGTERM to the job's process group (JSON, as a
-    # scheduler stops a job). Parquet's job also checks the
-    # refusals of a run without run.resume and of one with a changed config.
+    # scheduler stops a job). Parquet's job also checks the refusals of a run without
+    # run.resume and of one with a changed config.
     kill_points = ("ctrl-c:written", "ctrl-c-twice:recorded", "publishing")
     refusals = ("plain", "changed")
     # tests/e2e/test_failures.py runs the Parquet sink's modes (and checks their manifests).
